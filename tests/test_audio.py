@@ -1,0 +1,235 @@
+"""Decoding real speech in every container the widget or API may send, and refusing bad input."""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import wave
+
+import av
+import numpy as np
+import pytest
+
+import voiceapp.audio as audio_mod
+from voiceapp.audio import decode, float_to_pcm16, pcm16_to_float, resample, to_wav, wav_info
+from voiceapp.config import Settings
+from voiceapp.errors import AudioError, AudioTooLong
+
+DATA = "/work/shared/data"
+JFK = os.path.join(DATA, "jfk.flac")
+LIBRI = os.path.join(DATA, "librispeech_stereo.wav")
+
+
+def encode(samples: np.ndarray, rate: int, fmt: str, codec: str, channels: int = 1, out_rate: int | None = None) -> bytes:
+    """Encode mono float samples into a container in memory with PyAV."""
+    out_rate = out_rate or rate
+    layout = "mono" if channels == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=out_rate, layout=layout)
+        planes = np.tile(samples[None, :], (channels, 1)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=out_rate)
+        for chunk in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return Settings.from_env({})
+
+
+@pytest.fixture(scope="module")
+def speech(settings) -> np.ndarray:
+    """The JFK recording at 16 kHz mono: the reference every encoded copy is compared with."""
+    with open(JFK, "rb") as f:
+        return decode(f.read(), settings).samples
+
+
+@pytest.fixture(scope="module")
+def webm(speech) -> bytes:
+    return encode(speech, 16000, "webm", "libopus", channels=2, out_rate=48000)
+
+
+FORMATS = [
+    ("wav", "pcm_s16le", 2, 44100),
+    ("flac", "flac", 1, 22050),
+    ("mp3", "libmp3lame", 2, 44100),
+    ("ogg", "libopus", 1, 48000),
+    ("webm", "libopus", 2, 48000),
+    ("adts", "aac", 1, 24000),
+]
+
+
+def _envelope(samples: np.ndarray, rate: int = 16000) -> np.ndarray:
+    """RMS per 50 ms: robust to codec phase shifts, still tracks the words."""
+    hop = rate // 20
+    n = len(samples) // hop
+    return np.sqrt((samples[: n * hop].reshape(n, hop) ** 2).mean(axis=1))
+
+
+def test_jfk_flac_decodes_to_16k_mono_float(speech):
+    assert speech.dtype == np.float32 and speech.ndim == 1
+    assert len(speech) == pytest.approx(11.0 * 16000, abs=160)
+    assert np.abs(speech).max() <= 1.0 and np.abs(speech).max() > 0.3
+
+
+def _similarity(reference: np.ndarray, other: np.ndarray) -> float:
+    """Best envelope correlation within +-150 ms (codecs such as AAC add priming delay)."""
+    a, b = _envelope(reference), _envelope(other)
+    best = -1.0
+    for lag in range(-3, 4):
+        x, y = (a[lag:], b) if lag >= 0 else (a, b[-lag:])
+        n = min(len(x), len(y))
+        best = max(best, float(np.corrcoef(x[:n], y[:n])[0, 1]))
+    return best
+
+
+@pytest.mark.parametrize("fmt,codec,channels,rate", FORMATS, ids=[f[0] + "-" + f[1] for f in FORMATS])
+def test_decode_each_container(settings, speech, fmt, codec, channels, rate):
+    data = encode(speech, 16000, fmt, codec, channels=channels, out_rate=rate)
+    result = decode(data, settings)
+    assert result.sample_rate == 16000
+    assert result.samples.dtype == np.float32 and result.samples.ndim == 1
+    assert result.duration == pytest.approx(11.0, abs=0.1)
+    # Same speech, same loudness contour: the decoder did not mangle or mix up channels.
+    assert _similarity(speech, result.samples) > 0.95
+    assert np.sqrt(np.mean(result.samples**2)) == pytest.approx(np.sqrt(np.mean(speech**2)), rel=0.2)
+
+
+def test_decode_resamples_to_configured_rate(speech):
+    data = encode(speech, 16000, "flac", "flac")
+    result = decode(data, Settings.from_env({}, audio_sample_rate=8000))
+    assert result.sample_rate == 8000
+    assert len(result.samples) == pytest.approx(11.0 * 8000, abs=80)
+
+
+def test_decode_stereo_wav_is_downmixed(settings):
+    with open(LIBRI, "rb") as f:
+        data = f.read()
+    rate, channels, duration = wav_info(data)
+    assert (rate, channels) == (16000, 2)
+    with wave.open(io.BytesIO(data)) as reader:
+        pcm = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").reshape(-1, 2) / 32768.0
+    result = decode(data, settings)
+    assert result.duration == pytest.approx(duration, abs=0.01)
+    expected = pcm.mean(axis=1)
+    assert np.corrcoef(expected, result.samples[: len(expected)])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", os.urandom(50_000), b"hello world " * 500, bytes(50_000)],
+    ids=["empty", "random", "text", "zeros"],
+)
+def test_garbage_is_refused(settings, payload):
+    with pytest.raises(AudioError) as info:
+        decode(payload, settings)
+    assert "could not decode audio" in info.value.message
+    assert info.value.code == "invalid_audio_payload" and info.value.status == 400
+
+
+def test_raw_pcm_is_not_accepted(settings, speech):
+    with pytest.raises(AudioError):
+        decode(float_to_pcm16(speech), settings)
+
+
+@pytest.mark.parametrize(
+    "fmt,codec,cut",
+    [("wav", "pcm_s16le", 20), ("flac", "flac", 100), ("mp3", "libmp3lame", 100), ("ogg", "libopus", 1000), ("webm", "libopus", 100)],
+)
+def test_truncated_header_is_refused(settings, speech, fmt, codec, cut):
+    data = encode(speech, 16000, fmt, codec)
+    with pytest.raises(AudioError):
+        decode(data[:cut], settings)
+
+
+def test_file_cut_midway_keeps_the_decodable_prefix(settings, webm):
+    # An upload interrupted mid-recording still carries the words spoken so far.
+    result = decode(webm[: len(webm) // 2], settings)
+    assert 3.0 < result.duration < 8.0
+
+
+def test_webm_chunk_without_header_is_refused(settings, webm):
+    # MediaRecorder's later chunks carry no WebM header and cannot be decoded alone.
+    with pytest.raises(AudioError):
+        decode(webm[len(webm) // 2 :], settings)
+
+
+@pytest.mark.parametrize("rate", [0, 3, 2_000_000_000])
+def test_absurd_sample_rate_in_header_is_refused(settings, speech, rate):
+    data = bytearray(to_wav(speech[:16000], 16000))
+    data[24:28] = struct.pack("<I", rate)
+    data[28:32] = struct.pack("<I", min(rate * 2, 2**32 - 1))
+    with pytest.raises(AudioError):
+        decode(bytes(data), settings)
+
+
+def test_oversize_payload_is_refused_before_decoding(speech):
+    data = to_wav(speech, 16000)
+    small = Settings.from_env({}, audio_max_bytes=len(data) - 1)
+    with pytest.raises(AudioError) as info:
+        decode(data, small)
+    assert "AUDIO_MAX_BYTES" in info.value.message and info.value.status == 413
+
+
+def test_too_long_raises_audio_too_long(speech):
+    data = encode(speech, 16000, "ogg", "libopus", out_rate=48000)
+    short = Settings.from_env({}, audio_max_duration=5.0)
+    with pytest.raises(AudioTooLong) as info:
+        decode(data, short)
+    assert info.value.code == "audio_too_long" and info.value.status == 413
+    assert isinstance(info.value, AudioError)
+
+
+def test_long_input_stops_decoding_at_the_limit(monkeypatch):
+    # Twenty minutes at 8 kHz fits under AUDIO_MAX_BYTES, so only the duration limit protects us.
+    noise = (np.random.default_rng(1).standard_normal(8000 * 60 * 20) * 0.01).astype(np.float32)
+    data = to_wav(noise, 8000)
+    decoded = []
+    real_append = audio_mod._append
+
+    def counting_append(chunks, frame):
+        n = real_append(chunks, frame)
+        decoded.append(n)
+        return n
+
+    monkeypatch.setattr(audio_mod, "_append", counting_append)
+    with pytest.raises(AudioTooLong):
+        decode(data, Settings.from_env({}, audio_max_duration=10.0))
+    # It stopped right after 10 s, not after decoding the whole twenty minutes.
+    assert 10 * 16000 < sum(decoded) < 12 * 16000
+
+
+def test_pcm16_to_float_values():
+    data = struct.pack("<4h", 0, 16384, -32768, 32767)
+    assert pcm16_to_float(data).tolist() == pytest.approx([0.0, 0.5, -1.0, 32767 / 32768])
+    assert pcm16_to_float(data).dtype == np.float32
+
+
+def test_pcm16_odd_byte_count_is_refused():
+    with pytest.raises(AudioError):
+        pcm16_to_float(b"\x00\x01\x02")
+
+
+def test_to_wav_round_trip(speech):
+    data = to_wav(speech[:32000], 16000)
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    assert wav_info(data) == (16000, 1, 2.0)
+    back = pcm16_to_float(data[44:])
+    assert np.max(np.abs(back - speech[:32000])) < 1e-4
+
+
+def test_wav_info_refuses_non_wav():
+    with pytest.raises(AudioError):
+        wav_info(b"OggS" + bytes(100))
+
+
+def test_resample_changes_rate_keeps_duration(speech):
+    out = resample(speech, 16000, 22050)
+    assert len(out) == pytest.approx(11.0 * 22050, abs=50)

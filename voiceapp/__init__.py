@@ -1,0 +1,31 @@
+"""voiceapp: the voice assistant of SiteLLM Vertebro (Flask front, Celery pipeline)."""
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import Settings, SettingsError
+
+__all__ = ["create_app", "Settings"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the WSGI app from settings (default: the environment). Only wiring here."""
+    from . import metrics
+    from .logs import configure_logging
+    from .runtime import Runtime
+    from .web import api, errors, health, ws
+
+    settings = settings or Settings.from_env()
+    if not settings.secret_key:
+        raise SettingsError("VOICE_SECRET_KEY must be set: it signs session tokens (voiceapp up generates one)")
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.audio_max_bytes, JSON_SORT_KEYS=False)
+    app.extensions["voiceapp"] = Runtime(settings)
+    errors.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
+    if settings.voice_enabled:
+        api.init_app(app)
+        ws.init_app(app)
+    return app

@@ -1,0 +1,189 @@
+"""The `voiceapp` command: run the local stack, migrate, load knowledge, ask a spoken question."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+
+from .config import Settings, SettingsError
+from .errors import VoiceError
+
+
+def _settings() -> Settings:
+    """Settings from the environment, completed with the running local stack's addresses."""
+    from . import stack
+
+    try:
+        return stack.resolve(Settings.from_env())
+    except SettingsError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """voiceapp: spoken questions answered from a site's own knowledge.
+
+    Typical local use: `voiceapp up`, `voiceapp migrate`, `voiceapp kb add --project demo FILE...`,
+    `voiceapp ask --project demo question.wav`, then `voiceapp down`.
+    """
+
+
+@main.command()
+@click.option("--flower", is_flag=True, help="Also start Flower (task inspector) on a local port.")
+@click.option("--mongo-engine", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True,
+              help="Storage of the local MongoDB-wire server when MONGO_URI is not set.")
+def up(flower: bool, mongo_engine: str) -> None:
+    """Start Redis (unless REDIS_URL answers), MongoDB-wire (unless MONGO_URI), the API and one worker per queue."""
+    from . import stack
+
+    try:
+        state = stack.up(Settings.from_env(), flower=flower, mongo_engine=mongo_engine)
+    except (SettingsError, VoiceError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    _print_status(stack.status(Settings.from_env()))
+    click.echo(f"API: {state.get('api_url', '')}")
+
+
+@main.command()
+def down() -> None:
+    """Stop what `voiceapp up` started (and nothing else)."""
+    from . import stack
+
+    stopped = stack.down(Settings.from_env())
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+def _print_status(status: dict) -> None:
+    for name, info in status.items():
+        state = "up" if info.get("alive") else "DOWN"
+        where = info.get("url") or ""
+        click.echo(f"{name:<8} {state:<5} pid={info.get('pid', '-')!s:<8} {where}")
+
+
+@main.command()
+def status() -> None:
+    """Report each process of the local stack; exits 1 when one is down."""
+    from . import stack
+
+    info = stack.status(Settings.from_env())
+    if not info:
+        click.echo("the local stack is not running (voiceapp up starts it)")
+        sys.exit(1)
+    _print_status(info)
+    sys.exit(0 if all(v.get("alive") for v in info.values()) else 1)
+
+
+@main.command()
+def migrate() -> None:
+    """Create the voice collections and indexes (idempotent), then verify them."""
+    import migrations
+    from .storage.mongo import get_db
+
+    settings = _settings()
+    db = get_db(settings)
+    report = migrations.migrate(db, settings)
+    click.echo(str(report))
+    problems = migrations.verify(db, settings)
+    for problem in problems:
+        click.echo(f"MISSING: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("schema verified")
+
+
+@main.group()
+def kb() -> None:
+    """Manage a project's knowledge base."""
+
+
+@kb.command("add")
+@click.option("--project", required=True, help="Project the knowledge belongs to.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def kb_add(project: str, files: tuple[Path, ...]) -> None:
+    """Load Markdown, text or HTML FILES into PROJECT (a file loaded again replaces its passages)."""
+    from .dialog.knowledge import add_documents
+    from .storage.mongo import get_db
+
+    settings = _settings()
+    docs = [(path.name, path.read_text(encoding="utf-8")) for path in files]
+    count = add_documents(get_db(settings), settings, project, docs)
+    click.echo(f"{project}: {count} passages from {len(files)} file(s)")
+
+
+def _api(settings: Settings) -> str:
+    from . import stack
+
+    return stack.api_url(settings)
+
+
+def _check(response: requests.Response) -> dict:
+    if response.status_code >= 400:
+        try:
+            error = response.json()["error"]
+            message = f"{error['code']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise click.ClickException(f"HTTP {response.status_code} {message}")
+    return response.json() if response.content else {}
+
+
+@main.command()
+@click.option("--project", required=True, help="Project whose knowledge answers.")
+@click.option("--language", default=None, help="Session language, e.g. en-US.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the reply audio (default: <VOICEAPP_HOME>/reply-<turn>.wav).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print the turn as JSON.")
+@click.argument("audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ask(project: str, language: str | None, out: Path | None, timeout: float, as_json: bool, audio_file: Path) -> None:
+    """Ask one spoken question through the running stack (HTTP + Celery workers) and save the reply audio."""
+    settings = _settings()
+    base = _api(settings)
+    body = {"project": project, **({"language": language} if language else {})}
+    try:
+        session = _check(requests.post(f"{base}/api/v1/voice/sessions", json=body, timeout=10))
+        auth = {"Authorization": f"Bearer {session['token']}"}
+        sid = session["session_id"]
+        started = time.monotonic()
+        turn = _check(requests.post(f"{base}/api/v1/voice/sessions/{sid}/turns", data=audio_file.read_bytes(),
+                                    headers={**auth, "Content-Type": "application/octet-stream"}, timeout=30))
+        result = _wait_turn(base, sid, turn["turn_id"], auth, timeout)
+        elapsed = time.monotonic() - started
+    except requests.ConnectionError:
+        raise click.ClickException(f"cannot reach the API at {base}: is the stack up? (voiceapp up)") from None
+    if result.get("audio_url"):
+        out = out or Path(settings.home) / f"reply-{result['turn_id']}.wav"
+        audio = requests.get(f"{base}{result['audio_url']}", headers=auth, timeout=30)
+        if audio.status_code != 200:
+            _check(audio)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(audio.content)
+    if as_json:
+        click.echo(json.dumps({**result, "reply_audio_path": str(out) if result.get("audio_url") else None}, indent=2))
+    else:
+        click.echo(f"transcript: {result.get('transcript')}")
+        click.echo(f"intent:     {result.get('intent')}")
+        click.echo(f"answer:     {result.get('reply_text')}")
+        click.echo(f"audio:      {out if result.get('audio_url') else '(none)'}")
+        click.echo(f"turn time:  {elapsed:.2f} s")
+    if result.get("status") != "done":
+        error = result.get("error") or {}
+        raise click.ClickException(f"turn ended with status {result.get('status')}: {error.get('message', '')}")
+
+
+def _wait_turn(base: str, sid: str, turn_id: str, auth: dict, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        wait = max(1.0, min(25.0, deadline - time.monotonic()))
+        result = _check(requests.get(f"{base}/api/v1/voice/sessions/{sid}/turns/{turn_id}",
+                                     params={"wait": wait}, headers=auth, timeout=wait + 10))
+        if result.get("status") in {"done", "error", "no_speech"} or time.monotonic() >= deadline:
+            return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Settings: one frozen object built from the environment, passed explicitly."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+class SettingsError(ValueError):
+    """A setting has a value voiceapp cannot use; the message names the variable."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("expected a TCP port between 1 and 65535")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("expected a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("expected a number >= 0")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number between 0 and 1")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any] = _text, *, secret: bool = False) -> Any:
+    """Declare a field read from `env`; secrets are kept out of repr()."""
+    return field(default=default, repr=not secret, metadata={"env": env, "parse": parse, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every voiceapp setting with its default; see docs/deployment.md for each variable."""
+
+    # Switch and network
+    voice_enabled: bool = _setting("VOICE_ENABLED", True, _bool)
+    api_host: str = _setting("API_HOST", "127.0.0.1")
+    api_port: int = _setting("API_PORT", 8000, _port)
+    public_url: str = _setting("VOICE_PUBLIC_URL", "")
+    secret_key: str = _setting("VOICE_SECRET_KEY", "", secret=True)
+    home: str = _setting("VOICEAPP_HOME", ".voiceapp")
+    log_level: str = _setting("VOICE_LOG_LEVEL", "info", _choice("debug", "info", "warning", "error"))
+
+    # Services
+    mongo_uri: str = _setting("MONGO_URI", "")
+    mongo_db: str = _setting("MONGO_DB", "voiceapp")
+    redis_url: str = _setting("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    # Speech recognition
+    stt_engine: str = _setting("STT_ENGINE", "faster-whisper")
+    stt_fallback_engine: str = _setting("STT_FALLBACK_ENGINE", "vosk")
+    whisper_model: str = _setting("WHISPER_MODEL", "tiny.en")
+    whisper_device: str = _setting("WHISPER_DEVICE", "auto", _choice("auto", "cpu", "cuda"))
+    whisper_cpu_threads: int = _setting("WHISPER_CPU_THREADS", 2, _positive_int)
+    vosk_model_path: str = _setting("VOSK_MODEL_PATH", "./models/vosk-model-small-ru-0.22")
+    stt_gpu_queue: str = _setting("STT_GPU_QUEUE", "")
+
+    # Text-to-speech
+    tts_default_provider: str = _setting("TTS_DEFAULT_PROVIDER", "")
+    elevenlabs_api_key: str = _setting("ELEVENLABS_API_KEY", "", secret=True)
+    elevenlabs_voice_id: str = _setting("ELEVENLABS_VOICE_ID", "21m00Tcm4TlvDq8ikWAM")
+    azure_speech_key: str = _setting("AZURE_SPEECH_KEY", "", secret=True)
+    azure_speech_region: str = _setting("AZURE_SPEECH_REGION", "westeurope")
+    piper_voice_path: str = _setting("PIPER_VOICE_PATH", "")
+
+    # Sessions
+    session_timeout: int = _setting("VOICE_SESSION_TIMEOUT", 3600, _positive_int)
+    max_concurrent_sessions: int = _setting("VOICE_MAX_CONCURRENT_SESSIONS", 100, _positive_int)
+    default_language: str = _setting("VOICE_DEFAULT_LANGUAGE", "en-US")
+
+    # Audio cache
+    cache_audio: bool = _setting("VOICE_CACHE_AUDIO", True, _bool)
+    cache_ttl: int = _setting("VOICE_CACHE_TTL", 604800, _positive_int)
+
+    # WebSocket
+    ws_port: int | None = _setting("WS_PORT", None, _port)
+    ws_max_connections: int = _setting("WS_MAX_CONNECTIONS", 1000, _positive_int)
+    ws_ping_interval: float = _setting("WS_PING_INTERVAL", 30.0, _positive_float)
+
+    # Audio processing
+    audio_sample_rate: int = _setting("AUDIO_SAMPLE_RATE", 16000, _positive_int)
+    audio_chunk_duration: float = _setting("AUDIO_CHUNK_DURATION", 1.0, _positive_float)
+    audio_max_duration: float = _setting("AUDIO_MAX_DURATION", 60.0, _positive_float)
+    audio_max_bytes: int = _setting("AUDIO_MAX_BYTES", 25 * 1024 * 1024, _positive_int)
+
+    # Dialog
+    dialog_max_context_length: int = _setting("DIALOG_MAX_CONTEXT_LENGTH", 10, _positive_int)
+    dialog_intent_confidence_threshold: float = _setting("DIALOG_INTENT_CONFIDENCE_THRESHOLD", 0.7, _fraction)
+
+    # Cost tracking
+    enable_cost_tracking: bool = _setting("VOICE_ENABLE_COST_TRACKING", True, _bool)
+    cost_alert_threshold: float = _setting("VOICE_COST_ALERT_THRESHOLD", 100.0, _non_negative_float)
+
+    # MongoDB collection names
+    sessions_collection: str = _setting("MONGO_VOICE_SESSIONS", "voice_sessions")
+    interactions_collection: str = _setting("MONGO_VOICE_INTERACTIONS", "voice_interactions")
+    audio_cache_collection: str = _setting("MONGO_VOICE_AUDIO_CACHE", "voice_audio_cache")
+    analytics_collection: str = _setting("MONGO_VOICE_ANALYTICS", "voice_analytics")
+    knowledge_collection: str = _setting("MONGO_VOICE_KNOWLEDGE", "voice_knowledge")
+
+    # Turn pipeline
+    turn_wait_max: float = _setting("VOICE_TURN_WAIT_MAX", 30.0, _positive_float)
+    celery_task_prefix: str = _setting("VOICE_TASK_PREFIX", "voice")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from `env` (default os.environ); unset or empty variables keep defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as err:
+                shown = "<hidden>" if f.metadata["secret"] else repr(raw)
+                raise SettingsError(f"{name}={shown} is invalid: {err}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Map of field name -> environment variable."""
+        return {f.name: f.metadata["env"] for f in dataclasses.fields(cls)}
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            out[f.metadata["env"]] = str(value)
+        return out
+
+    @property
+    def tts_provider(self) -> str:
+        """The provider used when a session names none: the configured one or the best available."""
+        if self.tts_default_provider:
+            return self.tts_default_provider
+        if self.elevenlabs_api_key:
+            return "elevenlabs"
+        if self.azure_speech_key:
+            return "azure"
+        return "piper"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never reach logs, events or the database."""
+        return tuple(
+            getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["secret"] and getattr(self, f.name)
+        )

@@ -1,0 +1,1 @@
+"""Dialog: knowledge base retrieval and grounded replies."""

@@ -1,0 +1,289 @@
+"""Per-project knowledge base: split documents into passages, store them, search with BM25."""
+from __future__ import annotations
+
+import html.parser
+import math
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Literal
+
+import bm25s
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from voiceapp.config import Settings
+from voiceapp.errors import BadRequest
+from voiceapp.models import Passage
+from voiceapp.dialog.text import tokenize
+from voiceapp.storage.mongo import knowledge_meta_collection
+
+Format = Literal["markdown", "text", "html"]
+DEMO_KB = Path(__file__).resolve().parent.parent / "demo" / "kb"
+MAX_PASSAGE_WORDS = 120
+_SUFFIX_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+# ---------------------------------------------------------------- splitting
+
+
+def guess_format(source: str) -> Format:
+    """markdown / html / text from the source name's extension."""
+    return _SUFFIX_FORMATS.get(Path(source).suffix.lower(), "text")  # type: ignore[return-value]
+
+
+def _clean_markdown(text: str) -> str:
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", text)
+    text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"(\*\*|__|\*|`)", "", text)
+    text = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", text, flags=re.MULTILINE)
+    text = re.sub(r"^\s*\|?[\s:|-]+\|?\s*$", "", text, flags=re.MULTILINE)  # table rulers
+    text = text.replace("|", ", ")
+    return text
+
+
+def _chunks(body: str) -> list[str]:
+    """Paragraph groups of at most MAX_PASSAGE_WORDS words (a longer paragraph stays whole)."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+    chunks: list[str] = []
+    current: list[str] = []
+    count = 0
+    for paragraph in paragraphs:
+        size = len(paragraph.split())
+        if current and count + size > MAX_PASSAGE_WORDS:
+            chunks.append("\n".join(current))
+            current, count = [], 0
+        current.append(paragraph)
+        count += size
+    if current:
+        chunks.append("\n".join(current))
+    return chunks
+
+
+def _split_markdown(text: str, source: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    stack: list[tuple[int, str]] = []
+    body: list[str] = []
+
+    def flush() -> None:
+        section = " > ".join(title for _, title in stack) or Path(source).stem
+        for chunk in _chunks(_clean_markdown("\n".join(body))):
+            out.append((section, chunk))
+        body.clear()
+
+    for line in text.splitlines():
+        match = _HEADING.match(line)
+        if match is None:
+            if not line.strip().startswith("```"):
+                body.append(line)
+            continue
+        flush()
+        level = len(match.group(1))
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, _clean_markdown(match.group(2)).strip()))
+    flush()
+    return out
+
+
+class _HtmlToMarkdown(html.parser.HTMLParser):
+    """Headings become '#' lines, blocks become paragraphs; scripts, styles and nav are dropped."""
+
+    _SKIP = {"script", "style", "noscript", "template", "head", "nav", "svg"}
+    _BLOCK = {"p", "div", "li", "br", "tr", "section", "article", "ul", "ol", "table", "dd", "dt", "blockquote"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif re.fullmatch(r"h[1-6]", tag):
+            self.parts.append("\n\n" + "#" * int(tag[1]) + " ")
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n" if tag in {"p", "div", "section", "article"} else "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif re.fullmatch(r"h[1-6]", tag) or tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(re.sub(r"[ \t\r\f\v]+", " ", data.replace("\n", " ")))
+
+    def markdown(self) -> str:
+        """The collected text as simple Markdown."""
+        return "".join(self.parts)
+
+
+def split_passages(text: str, source: str, fmt: Format | None = None) -> list[tuple[str, str]]:
+    """(section, text) passages; Markdown/HTML headings become sections, long bodies are chunked."""
+    fmt = fmt or guess_format(source)
+    if fmt == "markdown":
+        return _split_markdown(text, source)
+    if fmt == "html":
+        parser = _HtmlToMarkdown()
+        parser.feed(text)
+        parser.close()
+        return _split_markdown(parser.markdown(), source)
+    if fmt == "text":
+        return [(Path(source).stem, chunk) for chunk in _chunks(text)]
+    raise BadRequest(f"unknown document format {fmt!r}: use markdown, text or html", code="invalid_request")
+
+
+# ---------------------------------------------------------------- storing
+
+
+def _check_project(project: str) -> str:
+    if not isinstance(project, str) or not project.strip() or project.startswith("$"):
+        raise BadRequest("project must be a non-empty string", code="invalid_request")
+    return project.strip()
+
+
+def _bump_version(db: Database, settings: Settings, project: str) -> None:
+    # A random stamp (not just a counter) so a dropped and re-filled database never looks unchanged.
+    db[knowledge_meta_collection(settings)].update_one(
+        {"_id": project},
+        {"$set": {"stamp": uuid.uuid4().hex, "updated_at": datetime.now(timezone.utc)}, "$inc": {"version": 1}},
+        upsert=True,
+    )
+
+
+def add_documents(
+    db: Database, settings: Settings, project: str, docs: Iterable[tuple[str, str]], fmt: Format | None = None
+) -> int:
+    """Store the passages of each (source, text), replacing that source's old ones; returns the count."""
+    project = _check_project(project)
+    collection = db[settings.knowledge_collection]
+    now = datetime.now(timezone.utc)
+    total = 0
+    for source, text in docs:
+        passages = split_passages(text, source, fmt)
+        collection.delete_many({"project": project, "source": source})
+        rows = [
+            {"project": project, "source": source, "section": section, "text": body, "position": i, "added_at": now}
+            for i, (section, body) in enumerate(passages)
+        ]
+        if rows:
+            collection.insert_many(rows)
+        total += len(rows)
+    _bump_version(db, settings, project)
+    return total
+
+
+def remove_documents(db: Database, settings: Settings, project: str, sources: Iterable[str] | None = None) -> int:
+    """Delete the named sources (all of the project's when None); returns passages deleted."""
+    project = _check_project(project)
+    query: dict = {"project": project}
+    if sources is not None:
+        query["source"] = {"$in": [str(source) for source in sources]}
+    deleted = db[settings.knowledge_collection].delete_many(query).deleted_count
+    _bump_version(db, settings, project)
+    return deleted
+
+
+def list_sources(db: Database, settings: Settings, project: str) -> dict[str, int]:
+    """Source name -> number of passages, for the project."""
+    counts: dict[str, int] = {}
+    for row in db[settings.knowledge_collection].find({"project": _check_project(project)}, {"source": 1}):
+        counts[row["source"]] = counts.get(row["source"], 0) + 1
+    return counts
+
+
+def load_directory(db: Database, settings: Settings, project: str, path: str | Path) -> int:
+    """Add every .md/.markdown/.html/.htm/.txt file under `path` (names relative to it)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in {*_SUFFIX_FORMATS, ".txt"})
+    docs = [(str(p.relative_to(root)), p.read_text(encoding="utf-8")) for p in files]
+    return add_documents(db, settings, project, docs)
+
+
+def load_demo(db: Database, settings: Settings, project: str = "demo") -> int:
+    """Load the shipped Vertebro Coffee knowledge base into `project`."""
+    return load_directory(db, settings, project, DEMO_KB)
+
+
+# ---------------------------------------------------------------- searching
+
+
+@dataclass
+class ProjectIndex:
+    """A project's passages with their BM25 index, valid for one KB version stamp."""
+
+    stamp: str | None
+    passages: list[Passage]
+    tokens: list[list[str]]
+    retriever: bm25s.BM25 | None
+    idf: dict[str, float]
+
+    def token_set(self, i: int) -> set[str]:
+        """Tokens of passage i (section title included)."""
+        return set(self.tokens[i])
+
+
+_indexes: dict[tuple, ProjectIndex] = {}
+_lock = threading.Lock()
+
+
+def _build(db: Database, settings: Settings, project: str, stamp: str | None) -> ProjectIndex:
+    rows = db[settings.knowledge_collection].find({"project": project}).sort(
+        [("source", ASCENDING), ("position", ASCENDING)]
+    )
+    passages = [Passage(project, row["source"], row["section"], row["text"]) for row in rows]
+    tokens = [tokenize(f"{p.section.replace(' > ', ' ')} {p.text}") for p in passages]
+    retriever = None
+    if passages:
+        retriever = bm25s.BM25()
+        retriever.index(tokens, show_progress=False)
+    df: dict[str, int] = {}
+    for toks in tokens:
+        for token in set(toks):
+            df[token] = df.get(token, 0) + 1
+    n = len(passages)
+    idf = {token: math.log(1 + (n - count + 0.5) / (count + 0.5)) for token, count in df.items()}
+    return ProjectIndex(stamp, passages, tokens, retriever, idf)
+
+
+def project_index(db: Database, settings: Settings, project: str) -> ProjectIndex:
+    """The cached index of `project`, rebuilt when its KB version stamp changed."""
+    project = _check_project(project)
+    meta = db[knowledge_meta_collection(settings)].find_one({"_id": project}) or {}
+    stamp = meta.get("stamp")
+    key = (db.client.address, db.name, settings.knowledge_collection, project)
+    with _lock:
+        cached = _indexes.get(key)
+        if cached is not None and cached.stamp == stamp and stamp is not None:
+            return cached
+    built = _build(db, settings, project, stamp)
+    with _lock:
+        _indexes[key] = built
+    return built
+
+
+def rank(index: ProjectIndex, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
+    """(passage number, BM25 score) of the best k passages with a positive score."""
+    if index.retriever is None or not query_tokens:
+        return []
+    k = min(k, len(index.passages))
+    docs, scores = index.retriever.retrieve([query_tokens], k=k, show_progress=False)
+    return [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+
+def search(db: Database, settings: Settings, project: str, query: str, k: int = 3) -> list[Passage]:
+    """The project's k passages best matching `query` (BM25), best first; [] when nothing matches."""
+    index = project_index(db, settings, project)
+    found = rank(index, tokenize(query), k)
+    return [_scored(index.passages[i], score) for i, score in found]
+
+
+def _scored(passage: Passage, score: float) -> Passage:
+    return Passage(passage.project, passage.source, passage.section, passage.text, round(score, 4))

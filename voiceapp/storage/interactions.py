@@ -1,0 +1,91 @@
+"""One document per turn of a session, in settings.interactions_collection."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.database import Database
+
+from voiceapp.config import Settings
+from voiceapp.errors import NotFound
+from voiceapp.storage.sessions import check_session_id, utcnow
+
+QUEUED = "queued"
+_TURN_ID = re.compile(r"^[0-9a-f]{32}$")
+_PROTECTED = {"_id", "turn_id", "session_id", "project", "timestamp"}
+
+
+def check_turn_id(turn_id: Any) -> str:
+    """The id if it is 32 lowercase hex characters; NotFound otherwise."""
+    if not isinstance(turn_id, str) or not _TURN_ID.match(turn_id):
+        raise NotFound("turn not found", code="turn_not_found")
+    return turn_id
+
+
+def create_turn(db: Database, settings: Settings, session: dict, upload_id: str | None, **fields: Any) -> str:
+    """Insert a queued turn for `session` (a get_session() dict); returns turn_id (uuid4 hex)."""
+    turn_id = uuid.uuid4().hex
+    now = utcnow()
+    doc = {
+        **_checked_fields(fields),
+        # turn_id doubles as _id so lookups use the _id index (the seed's indexes stay exact).
+        "_id": turn_id,
+        "turn_id": turn_id,
+        "session_id": check_session_id(session["session_id"]),
+        "project": session["project"],
+        "language": session.get("language"),
+        "voice": session.get("voice"),
+        "upload_id": upload_id,
+        "status": QUEUED,
+        "timestamp": now,
+        "updated_at": now,
+    }
+    db[settings.interactions_collection].insert_one(doc)
+    return turn_id
+
+
+def _checked_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    for name in fields:
+        if name.startswith("$") or name in _PROTECTED:
+            raise ValueError(f"turn field {name!r} cannot be set")
+    return fields
+
+
+def update_turn(db: Database, settings: Settings, turn_id: str, **fields: Any) -> None:
+    """$set `fields` on the turn (idempotent); NotFound for an unknown turn."""
+    turn_id = check_turn_id(turn_id)
+    update = {**_checked_fields(fields), "updated_at": utcnow()}
+    result = db[settings.interactions_collection].update_one({"_id": turn_id}, {"$set": update})
+    if result.matched_count == 0:
+        raise NotFound("turn not found", code="turn_not_found")
+
+
+def get_turn(db: Database, settings: Settings, session_id: str, turn_id: str) -> dict:
+    """The turn if it belongs to `session_id`; NotFound otherwise."""
+    session_id = check_session_id(session_id)
+    turn_id = check_turn_id(turn_id)
+    doc = db[settings.interactions_collection].find_one({"_id": turn_id, "session_id": session_id}, {"_id": 0})
+    if doc is None:
+        raise NotFound("turn not found", code="turn_not_found")
+    return doc
+
+
+def recent_turns(
+    db: Database, settings: Settings, session_id: str, limit: int, *, exclude_turn_id: str | None = None
+) -> list[dict]:
+    """The session's last `limit` turns, oldest first (dialog context, history endpoint)."""
+    session_id = check_session_id(session_id)
+    if limit <= 0:
+        return []
+    query: dict[str, Any] = {"session_id": session_id}
+    if exclude_turn_id is not None:
+        query["_id"] = {"$ne": check_turn_id(exclude_turn_id)}
+    cursor = (
+        db[settings.interactions_collection]
+        .find(query, {"_id": 0})
+        .sort([("timestamp", DESCENDING), ("_id", DESCENDING)])
+        .limit(int(limit))
+    )
+    return list(reversed(list(cursor)))

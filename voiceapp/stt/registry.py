@@ -1,0 +1,105 @@
+"""STT engines by STT_ENGINE key, loaded once per process."""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from types import ModuleType
+
+from voiceapp.config import Settings
+from voiceapp.errors import ProviderUnavailable, SttError, VoiceError
+from voiceapp.models import DecodedAudio, Transcript
+from voiceapp.stt.base import SttEngine
+
+_LOGGER = logging.getLogger(__name__)
+
+# key (the STT_ENGINE value) -> module with cache_key(settings), check(settings), create(settings)
+ENGINES: dict[str, str] = {
+    "faster-whisper": "voiceapp.stt.faster_whisper",
+    "vosk": "voiceapp.stt.vosk",
+    "openai-whisper": "voiceapp.stt.openai_whisper",
+}
+
+_cache: dict[tuple, SttEngine] = {}
+_lock = threading.Lock()
+
+
+def _module(name: str) -> ModuleType:
+    """The engine module for `name`, or ProviderUnavailable for an unknown key."""
+    try:
+        path = ENGINES[name]
+    except KeyError:
+        known = ", ".join(sorted(ENGINES))
+        raise ProviderUnavailable(f"unknown STT_ENGINE {name!r}; choose one of: {known}") from None
+    return importlib.import_module(path)
+
+
+def get_engine(settings: Settings, name: str | None = None) -> SttEngine:
+    """The engine `name` (default STT_ENGINE), created on first use and then reused."""
+    name = (name or settings.stt_engine).strip().lower()
+    module = _module(name)
+    key = (name, *module.cache_key(settings))
+    engine = _cache.get(key)
+    if engine is not None:
+        return engine
+    with _lock:
+        # Two threads may race on the first request; only one loads the model.
+        engine = _cache.get(key)
+        if engine is None:
+            engine = module.create(settings)
+            _cache[key] = engine
+            _LOGGER.info("loaded STT engine %s (model %s)", engine.name, engine.model)
+    return engine
+
+
+def engine_status(settings: Settings) -> dict[str, str]:
+    """Each registered engine -> "ok" or why it cannot run here (without loading models)."""
+    status: dict[str, str] = {}
+    for name in ENGINES:
+        try:
+            problem = _module(name).check(settings)
+        except ProviderUnavailable as err:
+            problem = err.message
+        status[name] = problem or "ok"
+    return status
+
+
+def available_engines(settings: Settings | None = None) -> list[str]:
+    """Engine keys usable here: SDK installed (and, given settings, model files present)."""
+    settings = settings or Settings.from_env({})
+    status = engine_status(settings)
+    return [name for name, state in status.items() if state == "ok"]
+
+
+def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: str | None = None) -> Transcript:
+    """Recognise with STT_ENGINE, then STT_FALLBACK_ENGINE if the first is unavailable or fails."""
+    names = [settings.stt_engine]
+    fallback = (settings.stt_fallback_engine or "").strip().lower()
+    if fallback and fallback != settings.stt_engine.strip().lower():
+        names.append(fallback)
+    errors: list[VoiceError] = []
+    for name in names:
+        try:
+            return get_engine(settings, name).transcribe(audio, language)
+        except (ProviderUnavailable, SttError) as err:
+            _LOGGER.warning("STT engine %s failed: %s", name, err.message)
+            errors.append(err)
+    if len(errors) == 1:
+        raise errors[0]
+    detail = "; ".join(f"{name}: {err.message}" for name, err in zip(names, errors))
+    raise SttError(f"all speech recognition engines failed ({detail})")
+
+
+def warm(settings: Settings) -> SttEngine:
+    """Load STT_ENGINE and run it once so the first real request is not slow (worker start)."""
+    engine = get_engine(settings)
+    warm_up = getattr(engine, "warm", None)
+    if callable(warm_up):
+        warm_up()
+    return engine
+
+
+def clear_cache() -> None:
+    """Forget loaded engines (tests, reconfiguration)."""
+    with _lock:
+        _cache.clear()

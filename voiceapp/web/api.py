@@ -1,0 +1,157 @@
+"""REST API under /api/v1/voice: sessions, turns (audio in, long-poll out) and reply audio."""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+
+from ..audio import decode
+from ..errors import BadRequest, NotFound
+from ..events import EventType
+from ..pipeline import start_turn
+from ..runtime import Runtime
+from ..stages import audio_url
+from ..storage import interactions, sessions
+from ..storage.audio import REPLIES_BUCKET, get_audio
+from .auth import issue_token, require_session_token
+from .hub import get_hub
+
+bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
+
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+TERMINAL = {"done", "error", "no_speech"}
+
+
+def _rt() -> Runtime:
+    return current_app.extensions["voiceapp"]
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("expected a JSON object body", code="invalid_json")
+    return body
+
+
+def _string_field(body: dict[str, Any], name: str, pattern: re.Pattern[str], default: str | None = None) -> str | None:
+    """A body field that must be a plain string matching `pattern` (no objects: no operator injection)."""
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise BadRequest(f"field '{name}' must be a string matching {pattern.pattern}", code="invalid_field")
+    return value
+
+
+@bp.post("/sessions")
+def create_session():
+    """Start a session of a project; returns its id and a token scoped to it."""
+    rt = _rt()
+    body = _json_body()
+    project = _string_field(body, "project", PROJECT_RE)
+    if project is None:
+        raise BadRequest("field 'project' is required", code="invalid_field")
+    language = _string_field(body, "language", LANGUAGE_RE, rt.settings.default_language)
+    voice = _string_field(body, "voice", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"))
+    session = sessions.create_session(rt.db, rt.settings, project, language, voice)
+    sid = session["session_id"]
+    token = issue_token(rt.settings, sid)
+    return jsonify({
+        "session_id": sid, "token": token, "expires_at": session["expires_at"].isoformat(),
+        "language": language, "websocket_url": url_for("voice_ws.session_events", session_id=sid),
+    }), 201
+
+
+@bp.get("/sessions/<session_id>")
+def get_session(session_id: str):
+    """The session's state."""
+    require_session_token(session_id)
+    rt = _rt()
+    session = sessions.get_session(rt.db, rt.settings, session_id)
+    return jsonify({"session_id": session_id, "project": session["project"], "language": session.get("language"),
+                    "status": session.get("status"), "expires_at": session["expires_at"].isoformat()})
+
+
+@bp.delete("/sessions/<session_id>")
+def end_session(session_id: str):
+    """End a session; its token stops working."""
+    require_session_token(session_id)
+    rt = _rt()
+    sessions.end_session(rt.db, rt.settings, session_id)
+    return Response(status=204)
+
+
+@bp.post("/sessions/<session_id>/turns")
+def post_turn(session_id: str):
+    """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) and start its turn."""
+    require_session_token(session_id)
+    rt = _rt()
+    session = sessions.get_session(rt.db, rt.settings, session_id)
+    audio = decode(request.get_data(cache=False), rt.settings)
+    sessions.touch_session(rt.db, rt.settings, session_id)
+    turn_id = start_turn(rt, session, audio)
+    return jsonify({"turn_id": turn_id, "status": "queued",
+                    "status_url": url_for("voice_api.get_turn", session_id=session_id, turn_id=turn_id)}), 202
+
+
+def _turn_view(turn: dict[str, Any]) -> dict[str, Any]:
+    audio_id = turn.get("audio_id")
+    return {
+        "turn_id": turn["turn_id"], "session_id": turn["session_id"], "status": turn.get("status"),
+        "transcript": turn.get("transcript"), "intent": turn.get("intent"), "reply_text": turn.get("reply_text"),
+        "sources": turn.get("sources", []),
+        "audio_url": audio_url(turn["session_id"], audio_id) if audio_id else None,
+        "timings": turn.get("timings", {}), "error": turn.get("error"),
+    }
+
+
+def _wait_seconds(max_wait: float) -> float:
+    raw = request.args.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise BadRequest("'wait' must be a number of seconds", code="invalid_field") from None
+    if wait != wait:  # NaN
+        raise BadRequest("'wait' must be a number of seconds", code="invalid_field")
+    return min(max(wait, 0.0), max_wait)
+
+
+@bp.get("/sessions/<session_id>/turns/<turn_id>")
+def get_turn(session_id: str, turn_id: str):
+    """A turn's result; with ?wait=S, hold the request until it finishes or S seconds pass."""
+    require_session_token(session_id)
+    rt = _rt()
+    wait = _wait_seconds(rt.settings.turn_wait_max)
+    turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+    if turn.get("status") not in TERMINAL and wait > 0:
+        listener = get_hub(current_app).listen(session_id)
+        try:
+            turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+            deadline = time.monotonic() + wait
+            while turn.get("status") not in TERMINAL and (left := deadline - time.monotonic()) > 0:
+                event = listener.get(timeout=left)
+                if event and event.turn_id == turn_id and event.type in (EventType.DONE, EventType.ERROR):
+                    turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+        finally:
+            listener.close()
+    return jsonify(_turn_view(turn))
+
+
+@bp.get("/sessions/<session_id>/audio/<audio_id>")
+def get_reply_audio(session_id: str, audio_id: str):
+    """Reply audio of one of this session's turns, from GridFS."""
+    require_session_token(session_id)
+    rt = _rt()
+    data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
+    if info["metadata"].get("session_id") != session_id:
+        raise NotFound("no such audio in this session", code="audio_not_found")
+    return Response(data, mimetype=info["content_type"],
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+def init_app(app: Flask) -> None:
+    """Mount the REST API."""
+    app.register_blueprint(bp)

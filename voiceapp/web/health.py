@@ -1,0 +1,36 @@
+"""Liveness (/healthz) and readiness (/readyz: Redis and MongoDB answer)."""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process serves requests."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Redis and MongoDB answer."""
+    rt = current_app.extensions["voiceapp"]
+    checks: dict[str, str] = {}
+    try:
+        rt.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as err:  # any failure means "not ready", reported by type only
+        checks["redis"] = f"down: {type(err).__name__}"
+    try:
+        rt.db.command("ping")
+        checks["mongo"] = "ok"
+    except Exception as err:
+        checks["mongo"] = f"down: {type(err).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+
+
+def init_app(app: Flask) -> None:
+    """Mount the health endpoints (always on, even with VOICE_ENABLED=false)."""
+    app.register_blueprint(bp)
