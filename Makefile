@@ -119,8 +119,7 @@ test: install mongo-env widget
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -c 'from voiceapp.config import Settings; from voiceapp import stack; \
-	  print("stopped:", " ".join(stack.down(Settings.from_env())) or "nothing")'; fi
+	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi
 
 clean: down
 	rm -rf $(HOME_DIR) .pytest_cache build dist tests/artifacts bench/out

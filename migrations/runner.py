@@ -56,6 +56,8 @@ class MigrationReport:
         ]
         return "\n".join(f"{label}: {', '.join(items)}" for label, items in parts if items) or "nothing to do"
 
+    __str__ = summary
+
 
 def load_versions() -> list[ModuleType]:
     """Every vNNN_*.py module of this package, in version order."""

@@ -5,19 +5,14 @@ from celery import Celery, current_app
 from kombu import Queue
 
 from voiceapp.config import Settings
+from voiceapp.queues import STAGE_QUEUES, stt_queue
 from voiceapp.runtime import Runtime
 
-STAGE_QUEUES = ("stt", "dialog", "tts")
 TASK_MODULES = ("tasks.stt", "tasks.dialog", "tasks.tts")
 
 
-def stt_queue(settings: Settings) -> str:
-    """Recognition goes to the GPU queue when GPU workers are configured."""
-    return settings.stt_gpu_queue or "stt"
-
-
-def queues(settings: Settings) -> tuple[str, ...]:
-    """Every queue a worker of this deployment may consume."""
+def all_queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue a worker of this deployment may consume (CPU stt stays declared beside the GPU one)."""
     extra = (settings.stt_gpu_queue,) if settings.stt_gpu_queue else ()
     return STAGE_QUEUES + extra
 
@@ -26,7 +21,7 @@ def create_celery(settings: Settings) -> Celery:
     """A Celery app talking to settings.redis_url, with one queue per stage."""
     app = Celery("voiceapp", broker=settings.redis_url, backend=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
-        task_queues=[Queue(name) for name in queues(settings)],
+        task_queues=[Queue(name) for name in all_queues(settings)],
         task_default_queue="dialog",
         task_routes={
             "voice.stt.*": {"queue": stt_queue(settings)},

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import celeryd_after_setup, worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 from voiceapp.config import Settings
+from voiceapp.heartbeats import start_beating
 from voiceapp.logs import configure_logging
+from voiceapp.queues import stt_queue
 
-from .celery_app import create_celery, stt_queue
+from .celery_app import create_celery
 
 settings = Settings.from_env()
 configure_logging(settings)
@@ -40,3 +42,12 @@ def _after_setup(sender, instance, **_kwargs) -> None:
 @worker_process_init.connect
 def _process_init(**_kwargs) -> None:
     _warm(getattr(celery, "voiceapp_queues", set()))
+
+from voiceapp.worker_metrics import on_worker_setup  # noqa: E402  (Prometheus endpoint when WORKER_METRICS_PORT is set)
+celeryd_after_setup.connect(on_worker_setup, weak=False)
+
+
+@worker_ready.connect
+def _ready(sender, **_kwargs) -> None:
+    # /readyz counts these: a queue with no live worker makes the deployment not ready.
+    start_beating(celery.voiceapp_runtime.redis, sender.hostname, getattr(celery, "voiceapp_queues", set()))

@@ -1,6 +1,7 @@
 """Fixtures on real services: a whole local stack (Redis, MongoDB-wire, API, one worker per queue)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
     home: Path = tmp_path_factory.mktemp("voiceapp-home")
     settings = Settings.from_env(
         {}, home=str(home), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        session_timeout=600,
+        session_timeout=600, open_projects=("demo",),
     )
     stack.up(settings, mongo_engine="memory")
     resolved = stack.resolve(settings)
@@ -52,3 +53,67 @@ def demo_kb(live: Live) -> None:
     from voiceapp.dialog.knowledge import load_demo
 
     load_demo(live.db, live.settings, "demo")
+
+
+@dataclass(frozen=True)
+class Front:
+    """An extra API process-in-a-thread with its own settings, on the live stack's Redis and MongoDB."""
+
+    app: object
+    settings: Settings
+    base_url: str
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    @property
+    def db(self):
+        from voiceapp.storage.mongo import get_db
+
+        return get_db(self.settings)
+
+    @property
+    def redis(self):
+        return self.app.extensions["voiceapp"].redis
+
+
+_redis_dbs = itertools.cycle(range(1, 16))
+
+
+@pytest.fixture
+def front(live: Live):
+    """Factory: start(**setting overrides) -> Front on a fresh Redis database and a fresh MongoDB database.
+
+    Redis database 0 belongs to the live stack; each front gets another one (flushed), so limits,
+    slots and queues counted here are its own. No worker consumes its queues.
+    """
+    import threading
+    import uuid
+
+    import migrations
+    from werkzeug.serving import make_server
+
+    from voiceapp import create_app
+
+    servers = []
+    redis_db = next(_redis_dbs)
+    base_redis = live.settings.redis_url.rsplit("/", 1)[0]
+
+    def start(**overrides) -> Front:
+        settings = live.settings.replace(redis_url=f"{base_redis}/{redis_db}", mongo_db=f"front_{uuid.uuid4().hex[:8]}",
+                                         **overrides)
+        app = create_app(settings)
+        if not servers:
+            app.extensions["voiceapp"].redis.flushdb()
+        from voiceapp.storage.mongo import get_db
+
+        migrations.migrate(get_db(settings), settings)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return Front(app=app, settings=settings, base_url=f"http://127.0.0.1:{server.server_port}")
+
+    yield start
+    for server in servers:
+        server.shutdown()

@@ -12,6 +12,7 @@ import pytest
 from pymongo import MongoClient
 
 from migrations import MIGRATIONS_COLLECTION, migrate, verify
+from voiceapp import stack
 from voiceapp.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,17 +25,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _mongo_python() -> str:
-    candidate = ROOT / ".venv-mongo" / "bin" / "python"
-    return str(candidate) if candidate.exists() else "python3.13"
-
-
 @pytest.fixture(scope="module")
 def mongo_uri():
     """A mongoeco wire server of our own on a free port, for this module."""
     port = _free_port()
     proc = subprocess.Popen(
-        [_mongo_python(), str(ROOT / "voiceapp" / "storage" / "wire_server.py"), "--port", str(port)],
+        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -94,8 +90,9 @@ def test_migrate_creates_exactly_the_seed_collections_and_indexes(env):
     for collection, expected in SEED.items():
         assert specs(db, collection) == expected, collection
     assert specs(db, "voice_knowledge") == {((("project", 1), ("source", 1), ("position", 1)), False, None)}
+    assert specs(db, "voice_projects") == {((("project", 1),), True, None)}
     assert set(report.created_collections) >= set(SEED)
-    assert report.applied_versions == [1, 2]
+    assert report.applied_versions == [1, 2, 3]
     assert verify(db, settings) == []
 
 
@@ -106,9 +103,9 @@ def test_migrate_twice_is_idempotent(env):
     second = migrate(db, settings)
     assert not second.changed
     assert second.created_collections == second.created_indexes == second.recreated_indexes == []
-    assert second.already_applied == [1, 2] and second.applied_versions == []
+    assert second.already_applied == [1, 2, 3] and second.applied_versions == []
     assert {name: specs(db, name) for name in SEED} == before
-    assert sorted(doc["_id"] for doc in db[MIGRATIONS_COLLECTION].find()) == [1, 2]
+    assert sorted(doc["_id"] for doc in db[MIGRATIONS_COLLECTION].find()) == [1, 2, 3]
     assert verify(db, settings) == []
 
 
@@ -121,13 +118,14 @@ def test_collection_name_overrides_are_honoured(env):
             "MONGO_VOICE_AUDIO_CACHE": "c_custom",
             "MONGO_VOICE_ANALYTICS": "a_custom",
             "MONGO_VOICE_KNOWLEDGE": "k_custom",
+            "MONGO_VOICE_PROJECTS": "p_custom",
         },
         mongo_uri="unused",
         mongo_db=db.name,
     )
     migrate(db, settings)
     names = set(db.list_collection_names())
-    assert {"s_custom", "i_custom", "c_custom", "a_custom", "k_custom"} <= names
+    assert {"s_custom", "i_custom", "c_custom", "a_custom", "k_custom", "p_custom"} <= names
     assert not names & set(SEED)
     assert specs(db, "s_custom") == SEED["voice_sessions"]
     assert specs(db, "c_custom") == SEED["voice_audio_cache"]

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pymongo
@@ -142,6 +143,28 @@ def test_reachable_redis_is_used_and_survives_down(tmp_path, own_redis):
     assert stack.redis_answers(own_redis), "down must not stop a Redis it did not start"
 
 
+def test_configured_mongo_uri_is_used_and_survives_down(tmp_path):
+    port = stack.free_port()
+    server = subprocess.Popen([stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        uri = server.stdout.readline().split()[1]
+        settings = _settings(tmp_path / "home", mongo_uri=uri)
+        try:
+            state = stack.up(settings, workers=(), api=False)
+            assert state["mongo_uri"] == uri
+            assert state["services"]["mongo"] == {"external": True, "url": uri}
+            assert stack.status(settings)["mongo"]["alive"] is True
+        finally:
+            stopped = stack.down(settings)
+        assert stopped == ["redis"]
+        assert stack.mongo_answers(uri), "down must not stop a MongoDB it did not start"
+        assert not (tmp_path / "home" / "data" / "mongo.sqlite").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def test_down_leaves_unrelated_processes_alone(settings):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     try:
@@ -195,3 +218,15 @@ def test_find_mongo_python_prefers_env_and_explains_what_is_missing(tmp_path):
     with pytest.raises(stack.StackError, match=r"no Python >= 3\.13 found") as caught:
         stack.find_mongo_python(candidates=[sys.executable])
     assert "MONGO_URI" in str(caught.value)
+
+
+def test_flower_starts_on_request_with_its_api_open_locally(settings):
+    state = stack.up(settings, workers=(), api=False, flower=True, mongo_engine="memory")
+
+    flower = state["services"]["flower"]
+    assert flower["url"].startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(flower["url"] + "/api/workers", timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == {}
+    assert "flower" in stack.down(settings)
+    assert _gone(flower["pid"])

@@ -240,6 +240,7 @@ def test_wer_normalisation():
     assert normalize("Where's the SHOP?") == ["where", "is", "the", "shop"]
     assert wer("What time do you open?", "what time do you open") == 0.0
     assert wer("a b c d", "a x c") == pytest.approx(0.5)
+    assert normalize("Open at 9, closed 21 or 305") == "open at nine closed twenty one or three hundred five".split()
     assert wer("", "") == 0.0 and wer("", "extra") == 1.0
 
 

@@ -13,7 +13,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import metrics
     from .logs import configure_logging
     from .runtime import Runtime
-    from .web import api, errors, health, ws
+    from .web import api, errors, health, origins, ratelimit, ws
+    from .web.admission import deployment_metrics
 
     settings = settings or Settings.from_env()
     if not settings.secret_key:
@@ -21,11 +22,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.audio_max_bytes, JSON_SORT_KEYS=False)
-    app.extensions["voiceapp"] = Runtime(settings)
+    runtime = app.extensions["voiceapp"] = Runtime(settings)
     errors.init_app(app)
     health.init_app(app)
-    metrics.init_app(app)
+    metrics.init_app(app, deployment_metrics(runtime))
     if settings.voice_enabled:
+        origins.init_app(app)
+        ratelimit.init_app(app)
         api.init_app(app)
         ws.init_app(app)
     return app

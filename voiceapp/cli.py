@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,11 @@ def up(flower: bool, mongo_engine: str) -> None:
     from . import stack
 
     try:
-        state = stack.up(Settings.from_env(), flower=flower, mongo_engine=mongo_engine)
+        settings = Settings.from_env()
+        if "VOICE_OPEN_PROJECTS" not in os.environ:
+            # The local demo project needs no key; set VOICE_OPEN_PROJECTS= (empty) to close it.
+            settings = settings.replace(open_projects=("demo",))
+        state = stack.up(settings, flower=flower, mongo_engine=mongo_engine)
     except (SettingsError, VoiceError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     _print_status(stack.status(Settings.from_env()))
@@ -112,6 +117,28 @@ def kb_add(project: str, files: tuple[Path, ...]) -> None:
     docs = [(path.name, path.read_text(encoding="utf-8")) for path in files]
     count = add_documents(get_db(settings), settings, project, docs)
     click.echo(f"{project}: {count} passages from {len(files)} file(s)")
+
+
+@main.group()
+def project() -> None:
+    """Manage projects: keys that open sessions, allowed browser origins."""
+
+
+@project.command("create")
+@click.option("--project", "name", required=True, help="Project name (letters, digits, . _ -).")
+@click.option("--origin", "origins", multiple=True, help="Allowed browser origin, e.g. https://shop.example (repeat).")
+def project_create(name: str, origins: tuple[str, ...]) -> None:
+    """Create PROJECT (or add a key to it) and print the new key on its own line; it is stored only hashed."""
+    from .storage.mongo import get_db
+    from .storage.projects import create_key
+
+    settings = _settings()
+    try:
+        key = create_key(get_db(settings), settings, name, origins)
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
+    click.echo(key)
 
 
 def _api(settings: Settings) -> str:

@@ -48,6 +48,13 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 def _fraction(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -112,6 +119,18 @@ class Settings:
     azure_speech_key: str = _setting("AZURE_SPEECH_KEY", "", secret=True)
     azure_speech_region: str = _setting("AZURE_SPEECH_REGION", "westeurope")
     piper_voice_path: str = _setting("PIPER_VOICE_PATH", "")
+    # Tried in order after the requested provider fails, times out or is unavailable.
+    tts_fallback_chain: tuple[str, ...] = _setting("TTS_FALLBACK_CHAIN", ("piper", "browser"), _csv)
+    tts_timeout: float = _setting("TTS_TIMEOUT", 10.0, _positive_float)
+    # Longest piece sent to a provider at once; longer sentences are cut at commas, then spaces.
+    tts_max_chunk_chars: int = _setting("TTS_MAX_CHUNK_CHARS", 400, _positive_int)
+    elevenlabs_model_id: str = _setting("ELEVENLABS_MODEL_ID", "eleven_multilingual_v2")
+    elevenlabs_output_format: str = _setting("ELEVENLABS_OUTPUT_FORMAT", "mp3_44100_128")
+    # Empty = the vendor's API; tests point it at a local fake speaking the same HTTP API.
+    elevenlabs_base_url: str = _setting("ELEVENLABS_BASE_URL", "")
+    azure_speech_voice: str = _setting("AZURE_SPEECH_VOICE", "en-US-JennyNeural")
+    # e.g. ws://127.0.0.1:PORT for a local endpoint (then AZURE_SPEECH_REGION is ignored).
+    azure_speech_host: str = _setting("AZURE_SPEECH_HOST", "")
 
     # Sessions
     session_timeout: int = _setting("VOICE_SESSION_TIMEOUT", 3600, _positive_int)
@@ -121,6 +140,8 @@ class Settings:
     # Audio cache
     cache_audio: bool = _setting("VOICE_CACHE_AUDIO", True, _bool)
     cache_ttl: int = _setting("VOICE_CACHE_TTL", 604800, _positive_int)
+    # Cap on the synthesized-audio cache (least recently used entries go first); 0 = no cap.
+    cache_max_bytes: int = _setting("VOICE_CACHE_MAX_BYTES", 512 * 1024 * 1024, _non_negative_int)
 
     # WebSocket
     ws_port: int | None = _setting("WS_PORT", None, _port)
@@ -136,10 +157,22 @@ class Settings:
     # Dialog
     dialog_max_context_length: int = _setting("DIALOG_MAX_CONTEXT_LENGTH", 10, _positive_int)
     dialog_intent_confidence_threshold: float = _setting("DIALOG_INTENT_CONFIDENCE_THRESHOLD", 0.7, _fraction)
+    # "extractive" answers with the knowledge base's own sentences; "llm" rephrases them with an
+    # OpenAI-compatible chat-completions server and falls back to extractive on error or timeout.
+    dialog_backend: str = _setting("DIALOG_BACKEND", "extractive", _choice("extractive", "llm"))
+    dialog_llm_base_url: str = _setting("DIALOG_LLM_BASE_URL", "")
+    dialog_llm_model: str = _setting("DIALOG_LLM_MODEL", "gpt-4o-mini")
+    dialog_llm_api_key: str = _setting("DIALOG_LLM_API_KEY", "", secret=True)
+    dialog_llm_timeout: float = _setting("DIALOG_LLM_TIMEOUT", 8.0, _positive_float)
 
     # Cost tracking
     enable_cost_tracking: bool = _setting("VOICE_ENABLE_COST_TRACKING", True, _bool)
     cost_alert_threshold: float = _setting("VOICE_COST_ALERT_THRESHOLD", 100.0, _non_negative_float)
+    # USD per 1,000 characters; defaults from the vendors' public price lists (see docs/tts.md).
+    elevenlabs_price_per_1k_chars: float = _setting("ELEVENLABS_PRICE_PER_1K_CHARS", 0.30, _non_negative_float)
+    azure_price_per_1k_chars: float = _setting("AZURE_PRICE_PER_1K_CHARS", 0.016, _non_negative_float)
+    # USD per project per day; past it the project is switched to a free provider. 0 = no cap.
+    project_daily_budget: float = _setting("VOICE_PROJECT_DAILY_BUDGET", 0.0, _non_negative_float)
 
     # MongoDB collection names
     sessions_collection: str = _setting("MONGO_VOICE_SESSIONS", "voice_sessions")
@@ -147,6 +180,16 @@ class Settings:
     audio_cache_collection: str = _setting("MONGO_VOICE_AUDIO_CACHE", "voice_audio_cache")
     analytics_collection: str = _setting("MONGO_VOICE_ANALYTICS", "voice_analytics")
     knowledge_collection: str = _setting("MONGO_VOICE_KNOWLEDGE", "voice_knowledge")
+
+    # Front: access, limits, admission
+    open_projects: tuple[str, ...] = _setting("VOICE_OPEN_PROJECTS", (), _csv)
+    allowed_origins: tuple[str, ...] = _setting("VOICE_ALLOWED_ORIGINS", (), _csv)
+    token_ttl: int = _setting("VOICE_TOKEN_TTL", 900, _positive_int)
+    rate_limit_ip: str = _setting("VOICE_RATE_LIMIT_IP", "120/minute")
+    rate_limit_project: str = _setting("VOICE_RATE_LIMIT_PROJECT", "1200/minute")
+    queue_max_depth: int = _setting("VOICE_QUEUE_MAX_DEPTH", 50, _positive_int)
+    ws_max_frame_bytes: int = _setting("WS_MAX_FRAME_BYTES", 64 * 1024, _positive_int)
+    projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
 
     # Turn pipeline
     turn_wait_max: float = _setting("VOICE_TURN_WAIT_MAX", 30.0, _positive_float)

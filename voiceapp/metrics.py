@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import os
 
+from typing import Callable, Iterator
+
 from flask import Flask
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 
-SESSIONS_ACTIVE = Gauge("voice_sessions_active", "Current active session count", multiprocess_mode="livesum")
 SESSIONS_CREATED = Counter("voice_sessions_created_total", "Total sessions created")
 INTERACTIONS = Counter("voice_interactions_total", "Total interactions logged")
 CACHE_HITS = Counter("voice_audio_cache_hits_total", "Audio cache hits")
 CACHE_MISSES = Counter("voice_audio_cache_misses_total", "Audio cache misses")
 SYNTHESIS_SECONDS = Histogram("voice_synthesis_duration_seconds", "TTS generation time", ["provider"],
                               buckets=_LATENCY_BUCKETS)
+# TTS cost and fallbacks (issue 4): "mostrecent" so the API's aggregated /metrics shows the last value written.
+TTS_COST_TODAY = Gauge("voice_tts_cost_usd_today", "TTS cost of the current UTC day in USD", ["project"],
+                       multiprocess_mode="mostrecent")
+COST_ALERT_ACTIVE = Gauge("voice_cost_alert_active", "1 while today's TTS cost is past VOICE_COST_ALERT_THRESHOLD",
+                          multiprocess_mode="mostrecent")
+TTS_FALLBACKS = Counter("voice_tts_fallbacks_total", "Syntheses answered by a fallback provider",
+                        ["from", "to"])
 RECOGNITION_SECONDS = Histogram("voice_recognition_duration_seconds", "STT processing time", ["engine", "model"],
                                 buckets=_LATENCY_BUCKETS)
 
@@ -33,7 +43,37 @@ def observe_synthesis(provider: str, seconds: float) -> None:
     SYNTHESIS_SECONDS.labels(provider=provider).observe(seconds)
 
 
-def init_app(app: Flask) -> None:
+SEED_METRICS = (SESSIONS_CREATED, INTERACTIONS, CACHE_HITS, CACHE_MISSES, SYNTHESIS_SECONDS, RECOGNITION_SECONDS)
+
+
+class _ProcessMetrics(Collector):
+    """This process's seed metrics, for an app registry of its own (single-process mode)."""
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in SEED_METRICS:
+            yield from metric.collect()
+
+
+class DeploymentMetrics(Collector):
+    """Gauges read at scrape time from Redis, true across all processes: live sessions, queue depth."""
+
+    def __init__(self, sessions_active: Callable[[], int], queue_depths: Callable[[], dict[str, int]]) -> None:
+        self._sessions_active = sessions_active
+        self._queue_depths = queue_depths
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            active, depths = self._sessions_active(), self._queue_depths()
+        except Exception:  # Redis down: report nothing rather than fail the whole scrape
+            return
+        yield GaugeMetricFamily("voice_sessions_active", "Current active session count", value=active)
+        family = GaugeMetricFamily("voice_queue_depth", "Turns waiting per stage queue", labels=["queue"])
+        for queue, depth in depths.items():
+            family.add_metric([queue], depth)
+        yield family
+
+
+def init_app(app: Flask, deployment: Collector | None = None) -> None:
     """Expose /metrics (request metrics grouped by endpoint: session ids never become labels)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_flask_exporter.multiprocess import MultiprocessInternalPrometheusMetrics
@@ -42,5 +82,9 @@ def init_app(app: Flask) -> None:
     else:
         from prometheus_flask_exporter import PrometheusMetrics
 
-        metrics = PrometheusMetrics(app, group_by="endpoint")
+        registry = CollectorRegistry()
+        registry.register(_ProcessMetrics())
+        metrics = PrometheusMetrics(app, group_by="endpoint", registry=registry)
+    if deployment is not None:
+        metrics.registry.register(deployment)
     app.extensions["voiceapp_metrics"] = metrics

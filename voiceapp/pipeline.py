@@ -1,6 +1,7 @@
 """Starting a turn: store the audio, record the turn, enqueue stt | dialog | tts by task name."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -33,3 +34,24 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     signatures += [rt.celery.signature(name) for name in STAGE_TASKS[1:]]
     chain(*signatures).apply_async()
     return turn_id
+
+
+def _interrupt_key(session_id: str) -> str:
+    return f"voiceapp:interrupt:{session_id}"
+
+
+def interrupt(rt: Runtime, session_id: str, turn_id: str | None, played_chunks: int | None = None) -> None:
+    """Barge-in: ask the session's in-flight synthesis to stop; remembers what the client played."""
+    value = json.dumps({"turn_id": turn_id, "played_chunks": played_chunks, "at": time.time()})
+    rt.redis.set(_interrupt_key(session_id), value, ex=300)
+
+
+def interruption(rt: Runtime, session_id: str, turn_id: str) -> dict[str, Any] | None:
+    """The barge-in request that applies to this turn, if the client sent one."""
+    raw = rt.redis.get(_interrupt_key(session_id))
+    if not raw:
+        return None
+    request = json.loads(raw)
+    if request.get("turn_id") not in (None, turn_id):
+        return None
+    return request

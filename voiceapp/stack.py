@@ -240,6 +240,18 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         client.close()
 
 
+def mongo_answers(uri: str, timeout: float = 2.0) -> bool:
+    """True when the MongoDB at `uri` answers ping."""
+    import pymongo
+    from pymongo.errors import PyMongoError
+
+    try:
+        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000)) as client:
+            return client.admin.command("ping").get("ok") == 1.0
+    except (PyMongoError, ValueError):
+        return False
+
+
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -553,7 +565,7 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, record in load_state(settings).get("services", {}).items():
         if record.get("external"):
-            alive = redis_answers(record["url"]) if name == "redis" else None
+            alive = redis_answers(record["url"]) if name == "redis" else mongo_answers(record["url"])
             out[name] = {"pid": None, "alive": alive, "url": record["url"], "log": None, "external": True}
         else:
             out[name] = {"pid": record.get("pid"), "alive": is_alive(record), "url": record.get("url") or None,

@@ -1,18 +1,37 @@
 """Grounded answers: the best passage's most relevant sentences, or an honest fallback."""
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 from pymongo.database import Database
 
 from voiceapp.config import Settings
+from voiceapp.errors import VoiceError
 from voiceapp.models import Passage, Reply
+from voiceapp.dialog import llm
+from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
+from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
-from voiceapp.dialog.text import expansion_tokens, for_speech, sentences, tokenize
+from voiceapp.dialog.text import expansion_tokens, for_speech, related, sentences, tokenize
+
+log = logging.getLogger(__name__)
 
 FALLBACK_TEXT = "Sorry, I don't know that, could you rephrase?"
+GREETING_TEXT = "Hello! Ask me anything about this site."
+HUMAN_TEXT = "I can't transfer you myself, but you can reach a person here."
 # Share of the question's content words the passage must contain; below it we say we don't know.
-MIN_COVERAGE = 0.5
+MIN_COVERAGE = 0.55
+# Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
+GENERIC = frozenset(
+    tokenize(
+        "allowed have offer sell serve accept available possible get buy order number thing option kind type "
+        "place use work go come make take find give time long way bring"
+    )
+)
+GENERIC_WEIGHT = 0.15
 MAX_SPEECH_CHARS = 300
 
 
@@ -23,6 +42,7 @@ class Grounding:
     passage: Passage
     coverage: float
     sentences: tuple[str, ...]
+    question: str = ""
 
     @property
     def source(self) -> str:
@@ -36,12 +56,17 @@ def fallback_reply() -> Reply:
 
 
 def _coverage(query: list[str], tokens: set[str], idf: dict[str, float]) -> float:
-    """IDF-weighted share of query words the passage contains (unknown words weigh the mean IDF)."""
+    """IDF-weighted share of the question's words that the passage contains."""
     if not query:
         return 0.0
-    unknown = sum(idf.values()) / len(idf) if idf else 1.0
-    total = sum(idf.get(token, unknown) for token in query)
-    found = sum(idf.get(token, unknown) for token in query if token in tokens)
+    # A word the knowledge base never uses ("pizza") is the strongest sign of an out-of-scope question.
+    unknown = max(idf.values(), default=1.0)
+
+    def weight(token: str) -> float:
+        return idf.get(token, unknown) * (GENERIC_WEIGHT if token in GENERIC else 1.0)
+
+    total = sum(weight(token) for token in query)
+    found = sum(weight(token) for token in query if related(token) & tokens)
     return found / total if total else 0.0
 
 
@@ -92,15 +117,15 @@ def ground(index: ProjectIndex, question: str, k: int = 10) -> Grounding | None:
     # Coverage first, then a section titled with the question's words, then BM25.
     candidates.sort(key=lambda item: (-item[0], -item[1], -item[2]))
     coverage, _, score, best = candidates[0]
-    overview = _overview(index, scored_query, [c for c in candidates if abs(c[0] - coverage) < 1e-9])
+    overview = _overview(index, question, scored_query, [c for c in candidates if abs(c[0] - coverage) < 1e-9])
     if overview is not None:
         return overview
     passage = index.passages[best]
     passage = Passage(passage.project, passage.source, passage.section, passage.text, round(score, 4))
-    return Grounding(passage, coverage, tuple(_best_sentences(passage, query, soft, index.idf)))
+    return Grounding(passage, coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question)
 
 
-def _overview(index: ProjectIndex, query: list[str], tied: list[tuple]) -> Grounding | None:
+def _overview(index: ProjectIndex, question: str, query: list[str], tied: list[tuple]) -> Grounding | None:
     """For a question about a parent heading ("opening hours?"), the first line of each subsection."""
     coverage, hits, score, best = tied[0]
     parent = _parent(index.passages[best])
@@ -112,7 +137,7 @@ def _overview(index: ProjectIndex, query: list[str], tied: list[tuple]) -> Groun
     siblings = sorted(siblings)[:4]
     lines = [sentences(index.passages[i].text)[0] for i in siblings if index.passages[i].text.strip()]
     passage = Passage(index.passages[best].project, parent[0], parent[1], "\n".join(lines), round(score, 4))
-    return Grounding(passage, coverage, tuple(lines))
+    return Grounding(passage, coverage, tuple(lines), question)
 
 
 def extractive_reply(grounding: Grounding) -> Reply:
@@ -121,10 +146,130 @@ def extractive_reply(grounding: Grounding) -> Reply:
     return Reply(text=text, intent="question", confidence=round(grounding.coverage, 3), sources=(grounding.source,))
 
 
+# ---------------------------------------------------------------- backends
+
+
+def _extractive(settings: Settings, question: str, grounding: Grounding, passages: list[Passage],
+                history: list[Exchange]) -> str | None:
+    return " ".join(grounding.sentences)
+
+
+def _llm(settings: Settings, question: str, grounding: Grounding, passages: list[Passage],
+         history: list[Exchange]) -> str | None:
+    return llm.compose(settings, question, passages, history)
+
+
+# Keyed by DIALOG_BACKEND; each turns a grounded question into reply text (None: no answer there).
+BACKENDS: dict[str, Callable[..., str | None]] = {"extractive": _extractive, "llm": _llm}
+
+
+def _compose(settings: Settings, question: str, grounding: Grounding, index: ProjectIndex,
+             history: list[Exchange]) -> Reply:
+    """The reply from the configured backend; any backend failure falls back to the extractive one."""
+    extractive = extractive_reply(grounding)
+    backend = BACKENDS.get(settings.dialog_backend, _extractive)
+    if backend is _extractive:
+        return extractive
+    where = (grounding.passage.source, grounding.passage.section)
+    more = [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
+    passages = [grounding.passage] + [p for p in more if (p.source, p.section) != where][:2]
+    try:
+        text = backend(settings, question, grounding, passages, history)
+    except VoiceError as err:
+        log.warning("dialog backend %s failed (%s), answering extractively", settings.dialog_backend, err.message)
+        return extractive
+    if not text:
+        return extractive
+    return Reply(text=for_speech(text, MAX_SPEECH_CHARS), intent="question",
+                 confidence=extractive.confidence, sources=extractive.sources)
+
+
+# ---------------------------------------------------------------- intents
+
+
+def _topics(index: ProjectIndex) -> list[str]:
+    """The knowledge base's top-level headings, for 'what can you do?'."""
+    seen: list[str] = []
+    for passage in index.passages:
+        top = passage.section.split(" > ")[0]
+        if top and top not in seen:
+            seen.append(top)
+    return seen[:5]
+
+
+def _human_reply(index: ProjectIndex, confidence: float) -> Reply:
+    grounding = ground(index, "phone email contact")
+    actions = ({"type": "handoff"},)
+    if grounding is None:
+        return Reply(HUMAN_TEXT, "human", confidence, (), actions)
+    text = for_speech(f"{HUMAN_TEXT} {' '.join(grounding.sentences)}", MAX_SPEECH_CHARS)
+    return Reply(text, "human", confidence, (grounding.source,), actions)
+
+
+def _navigate_reply(index: ProjectIndex, intent: Intent) -> Reply | None:
+    """Open a page of the site when a knowledge source with a URL matches the target."""
+    target = set(tokenize(intent.entities.get("target", "")))
+    for passage in index.passages:
+        is_url = passage.source.startswith(("http://", "https://", "/"))
+        if is_url and target and target <= set(tokenize(f"{passage.source} {passage.section}")):
+            action = {"type": "navigate", "url": passage.source}
+            text = f"Opening the {intent.entities['target']} page."
+            return Reply(text, "navigate", intent.confidence, (passage.source,), (action,))
+    return None
+
+
+def _intent_reply(intent: Intent, index: ProjectIndex, history: list[Exchange]) -> Reply | None:
+    """A reply for a confident non-question intent; None to treat the utterance as a question."""
+    c = intent.confidence
+    if intent.name == "greeting":
+        return Reply(GREETING_TEXT, "greeting", c)
+    if intent.name == "goodbye":
+        return Reply("Goodbye, and thanks for stopping by!", "goodbye", c, (), ({"type": "end_session"},))
+    if intent.name == "thanks":
+        return Reply("You're welcome! Anything else?", "thanks", c)
+    if intent.name == "help":
+        topics = _topics(index)
+        names = [re.sub(r"^about\s+", "", t, flags=re.IGNORECASE).lower() for t in topics]
+        about = f" about {', '.join(names)}" if names else " about this site"
+        return Reply(for_speech(f"You can ask me questions{about}."), "help", c)
+    if intent.name == "repeat":
+        return Reply(last_reply(history) or "I haven't said anything yet. What would you like to know?", "repeat", c)
+    if intent.name == "stop":
+        return Reply("Okay.", "stop", c, (), ({"type": "stop"},))
+    if intent.name == "human":
+        return _human_reply(index, c)
+    if intent.name == "navigate":
+        return _navigate_reply(index, intent)
+    return None
+
+
+def _question_of(intent: Intent, text: str) -> str:
+    """What to look up: a navigation request without a page to open asks about its target."""
+    return intent.entities.get("target") or text if intent.name == "navigate" else text
+
+
+# ---------------------------------------------------------------- entry point
+
+
 def respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
-    """Answer `text` for `project` from its knowledge base; a polite fallback when it has no answer."""
+    """Answer `text` for `project`: small talk by intent, questions from the knowledge base, else a fallback."""
     index = project_index(db, settings, project)
-    grounding = ground(index, text)
+    turns = exchanges(history, settings.dialog_max_context_length)
+    intent = classify(text)
+    if intent.name != QUESTION and intent.confidence >= settings.dialog_intent_confidence_threshold:
+        reply = _intent_reply(intent, index, turns)
+        if reply is not None:
+            return reply
+    text = _question_of(intent, text)
+    question = resolve(text, turns, index.idf)
+    grounding = _better(ground(index, question), ground(index, text) if question != text else None)
     if grounding is None:
         return fallback_reply()
-    return extractive_reply(grounding)
+    return _compose(settings, grounding.question, grounding, index, turns)
+
+
+def _better(resolved: Grounding | None, original: Grounding | None) -> Grounding | None:
+    """The follow-up's rewritten question wins unless the words as said cover more."""
+    if resolved is None or (original is not None and original.coverage > resolved.coverage + 1e-9):
+        return original
+    return resolved

@@ -258,7 +258,8 @@ def project_index(db: Database, settings: Settings, project: str) -> ProjectInde
     project = _check_project(project)
     meta = db[knowledge_meta_collection(settings)].find_one({"_id": project}) or {}
     stamp = meta.get("stamp")
-    key = (db.client.address, db.name, settings.knowledge_collection, project)
+    # The random stamp keeps this correct even if two servers share a database name.
+    key = (frozenset(db.client.nodes), db.name, settings.knowledge_collection, project)
     with _lock:
         cached = _indexes.get(key)
         if cached is not None and cached.stamp == stamp and stamp is not None:

@@ -20,7 +20,8 @@ STOPWORDS = frozenset(
     what which who whom whose when where why how
     this that these those there here any some all each every no not
     please tell say let know want like need get got just also ok okay well hey
-    much many
+    much many hi hello hey thanks thank sorry excuse
+    s t d m ll re ve don doesn didn isn aren wasn weren won wouldn couldn shouldn cannot hasn haven
     и в во не что он на я с со как а то все она так его но да ты к у же вы за бы по только ее мне было
     вот от меня еще нет о из ему теперь когда даже ну ли если уже или ни быть был него до вас нибудь
     опять уж вам ведь там потом себя ничего ей может они тут где есть надо ней для мы тебя их чем была
@@ -41,6 +42,9 @@ EXPANSIONS = {
     "сколько": ("стоит", "цена"),
 }
 
+# Words that answer for each other: "when do you close?" is answered by a line with "open".
+SYNONYMS: tuple[frozenset[str], ...] = ()
+
 _local = threading.local()
 
 
@@ -60,8 +64,9 @@ def stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lowercase words of `text` (letters and digits), apostrophes dropped; 'wi-fi' also gives 'wifi'."""
-    text = text.lower().replace("'", "").replace("’", "")
+    """Lowercase words of `text` (letters and digits); 'wi-fi' also gives 'wifi'."""
+    # Contractions split at the apostrophe ("what's" -> what, s); the stubs are stopwords.
+    text = text.lower().replace("’", "'").replace("'", " ")
     found = _WORD.findall(text)
     found.extend(match.replace("-", "") for match in _COMPOUND.findall(text))
     return found
@@ -102,3 +107,19 @@ def for_speech(text: str, limit: int = 300) -> str:
     if end > limit // 2:
         return cut[: end + 1]
     return cut[: cut.rfind(" ")].rstrip(",;:") + "..."
+
+
+def _synonym_groups() -> tuple[frozenset[str], ...]:
+    groups = ("open close hours", "cost price", "address location", "deliver delivery", "phone call", "email e-mail")
+    return tuple(frozenset(stem(w) for w in words(group)) for group in groups)
+
+
+def related(token: str) -> frozenset[str]:
+    """The token and the stems that answer for it (its synonym group)."""
+    global SYNONYMS
+    if not SYNONYMS:
+        SYNONYMS = _synonym_groups()
+    for group in SYNONYMS:
+        if token in group:
+            return group
+    return frozenset((token,))

@@ -15,6 +15,27 @@ _CONTRACTIONS = {
 }
 
 
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(value: int) -> str:
+    """0..999999 in words ("42" -> "forty two"); Whisper writes digits where speakers say words."""
+    if value < 20:
+        return _ONES[value]
+    if value < 100:
+        tens, ones = divmod(value, 10)
+        return _TENS[tens] + (f" {_ONES[ones]}" if ones else "")
+    if value < 1000:
+        hundreds, rest = divmod(value, 100)
+        return f"{_ONES[hundreds]} hundred" + (f" {number_words(rest)}" if rest else "")
+    thousands, rest = divmod(value, 1000)
+    return f"{number_words(thousands)} thousand" + (f" {number_words(rest)}" if rest else "")
+
+
 def normalize(text: str) -> list[str]:
     """Lower-case words with punctuation dropped and contractions expanded."""
     text = text.lower().replace("\u2019", "'")
@@ -22,7 +43,9 @@ def normalize(text: str) -> list[str]:
     words: list[str] = []
     for word in text.split():
         word = word.strip("'")
-        if word:
+        if word.isdigit() and len(word) <= 6:
+            words.extend(number_words(int(word)).split())
+        elif word:
             words.extend(_CONTRACTIONS.get(word, word).split())
     return words
 

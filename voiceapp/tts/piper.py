@@ -55,6 +55,19 @@ def check(settings: Settings) -> str | None:
     return None
 
 
+def voice_for(settings: Settings, requested: str | None = None, language: str | None = None) -> str:
+    """The voice that will speak: the loaded one (a request cannot switch Piper's voice)."""
+    try:
+        return voice_files(settings)[0].name.removesuffix(".onnx")
+    except ProviderUnavailable:
+        return ""
+
+
+def output_format(settings: Settings) -> str:
+    """What the audio is (part of the cache key)."""
+    return "wav"
+
+
 def create(settings: Settings) -> "PiperProvider":
     """Load and warm the configured voice."""
     problem = check(settings)
@@ -114,8 +127,9 @@ class PiperProvider:
 def make_demo(settings: Settings, path: Path = DEMO_PATH, text: str = DEMO_TEXT) -> Path:
     """Write the demo question: Piper speech resampled to 16 kHz mono PCM16 WAV."""
     from voiceapp.audio import decode, to_wav
+    from voiceapp.tts.registry import get_provider
 
-    provider = create(settings)
+    provider = get_provider(settings, NAME)
     speech = provider.synthesize(text)
     decoded = decode(speech.audio, settings.replace(audio_sample_rate=16_000))
     path.parent.mkdir(parents=True, exist_ok=True)

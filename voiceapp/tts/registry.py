@@ -17,7 +17,10 @@ PROVIDERS: dict[str, str] = {
     "piper": "voiceapp.tts.piper",
     "elevenlabs": "voiceapp.tts.elevenlabs",
     "azure": "voiceapp.tts.azure",
+    "browser": "voiceapp.tts.browser",
 }
+# Providers that cost nothing per character: where a project over its daily budget is switched to.
+FREE_PROVIDERS = ("piper", "browser")
 
 _cache: dict[tuple, TtsProvider] = {}
 _lock = threading.Lock()
@@ -52,6 +55,12 @@ def get_provider(settings: Settings, name: str | None = None) -> TtsProvider:
             _cache[key] = provider
             _LOGGER.info("loaded TTS provider %s", name)
     return provider
+
+
+def describe(settings: Settings, name: str, voice: str | None, language: str | None) -> tuple[str, str]:
+    """(voice, output format) provider `name` would use: the cache key, known without calling the vendor."""
+    module = _module(name)
+    return module.voice_for(settings, voice, language), module.output_format(settings)
 
 
 def provider_status(settings: Settings) -> dict[str, str]:

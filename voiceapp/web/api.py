@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import re
 import time
+from functools import cache
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 
@@ -15,12 +19,15 @@ from ..runtime import Runtime
 from ..stages import audio_url
 from ..storage import interactions, sessions
 from ..storage.audio import REPLIES_BUCKET, get_audio
-from .auth import issue_token, require_session_token
+from ..storage.projects import PROJECT_RE
+from . import access
+from .auth import bearer, issue_token, require_session_token
 from .hub import get_hub
+from .origins import check_origin
+from .ratelimit import ip_limit, limiter, project_key, project_limit
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
-PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TERMINAL = {"done", "error", "no_speech"}
 
@@ -46,9 +53,30 @@ def _string_field(body: dict[str, Any], name: str, pattern: re.Pattern[str], def
     return value
 
 
+def _session_view(rt: Runtime, session: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+    sid = session["session_id"]
+    view = {"session_id": sid, "project": session["project"], "language": session.get("language"),
+            "voice": session.get("voice"), "status": session.get("status"),
+            "expires_at": session["expires_at"].isoformat(), "websocket_url": websocket_url(rt, sid)}
+    if token:
+        view.update(token=token, token_expires_in=rt.settings.token_ttl)
+    return view
+
+
+def websocket_url(rt: Runtime, session_id: str) -> str:
+    """Where the client opens the session's WebSocket (another port when WS_PORT is set)."""
+    path = url_for("voice_ws.session_events", session_id=session_id)
+    if rt.settings.ws_port is None:
+        return path
+    scheme = "wss" if request.scheme == "https" else "ws"
+    return f"{scheme}://{request.host.split(':')[0]}:{rt.settings.ws_port}{path}"
+
+
 @bp.post("/sessions")
+@limiter.limit(ip_limit)
+@limiter.limit(project_limit, key_func=project_key)
 def create_session():
-    """Start a session of a project; returns its id and a token scoped to it."""
+    """Start a session of a project (its key as bearer unless the project is open); returns a scoped token."""
     rt = _rt()
     body = _json_body()
     project = _string_field(body, "project", PROJECT_RE)
@@ -56,13 +84,8 @@ def create_session():
         raise BadRequest("field 'project' is required", code="invalid_field")
     language = _string_field(body, "language", LANGUAGE_RE, rt.settings.default_language)
     voice = _string_field(body, "voice", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"))
-    session = sessions.create_session(rt.db, rt.settings, project, language, voice)
-    sid = session["session_id"]
-    token = issue_token(rt.settings, sid)
-    return jsonify({
-        "session_id": sid, "token": token, "expires_at": session["expires_at"].isoformat(),
-        "language": language, "websocket_url": url_for("voice_ws.session_events", session_id=sid),
-    }), 201
+    session = access.open_session(rt, project, bearer(), language, voice)
+    return jsonify(_session_view(rt, session, issue_token(rt.settings, session["session_id"], project))), 201
 
 
 @bp.get("/sessions/<session_id>")
@@ -71,27 +94,50 @@ def get_session(session_id: str):
     require_session_token(session_id)
     rt = _rt()
     session = sessions.get_session(rt.db, rt.settings, session_id)
-    return jsonify({"session_id": session_id, "project": session["project"], "language": session.get("language"),
-                    "status": session.get("status"), "expires_at": session["expires_at"].isoformat()})
+    check_origin(session["project"])
+    return jsonify(_session_view(rt, session))
+
+
+@bp.post("/sessions/<session_id>/token")
+def refresh_token(session_id: str):
+    """A fresh token for a live session (tokens are short-lived; sessions slide on activity)."""
+    require_session_token(session_id)
+    rt = _rt()
+    session = access.use_session(rt, session_id)
+    return jsonify(_session_view(rt, session, issue_token(rt.settings, session_id, session["project"])))
 
 
 @bp.delete("/sessions/<session_id>")
 def end_session(session_id: str):
-    """End a session; its token stops working."""
+    """End a session; its token stops working and its slot is freed."""
     require_session_token(session_id)
-    rt = _rt()
-    sessions.end_session(rt.db, rt.settings, session_id)
+    access.close_session(_rt(), session_id)
     return Response(status=204)
 
 
+@bp.get("/sessions/<session_id>/history")
+def history(session_id: str):
+    """The session's turns, newest first (?limit=, at most 100)."""
+    require_session_token(session_id)
+    rt = _rt()
+    check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
+    limit = request.args.get("limit", "50")
+    if not limit.isdigit():
+        raise BadRequest("'limit' must be a positive integer", code="invalid_field")
+    turns = interactions.recent_turns(rt.db, rt.settings, session_id, min(max(int(limit), 1), 100))
+    return jsonify({"session_id": session_id, "turns": [_turn_view(t) for t in turns]})
+
+
 @bp.post("/sessions/<session_id>/turns")
+@limiter.limit(ip_limit)
+@limiter.limit(project_limit, key_func=project_key)
 def post_turn(session_id: str):
     """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) and start its turn."""
     require_session_token(session_id)
     rt = _rt()
-    session = sessions.get_session(rt.db, rt.settings, session_id)
+    session = access.use_session(rt, session_id)
+    access.admit_turn(rt)
     audio = decode(request.get_data(cache=False), rt.settings)
-    sessions.touch_session(rt.db, rt.settings, session_id)
     turn_id = start_turn(rt, session, audio)
     return jsonify({"turn_id": turn_id, "status": "queued",
                     "status_url": url_for("voice_api.get_turn", session_id=session_id, turn_id=turn_id)}), 202
@@ -122,8 +168,9 @@ def _wait_seconds(max_wait: float) -> float:
 @bp.get("/sessions/<session_id>/turns/<turn_id>")
 def get_turn(session_id: str, turn_id: str):
     """A turn's result; with ?wait=S, hold the request until it finishes or S seconds pass."""
-    require_session_token(session_id)
+    claims = require_session_token(session_id)
     rt = _rt()
+    check_origin(claims.get("prj", ""))
     wait = _wait_seconds(rt.settings.turn_wait_max)
     turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
     if turn.get("status") not in TERMINAL and wait > 0:
@@ -143,13 +190,26 @@ def get_turn(session_id: str, turn_id: str):
 @bp.get("/sessions/<session_id>/audio/<audio_id>")
 def get_reply_audio(session_id: str, audio_id: str):
     """Reply audio of one of this session's turns, from GridFS."""
-    require_session_token(session_id)
+    claims = require_session_token(session_id)
     rt = _rt()
+    check_origin(claims.get("prj", ""))
     data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
     if info["metadata"].get("session_id") != session_id:
         raise NotFound("no such audio in this session", code="audio_not_found")
     return Response(data, mimetype=info["content_type"],
                     headers={"Cache-Control": "private, max-age=3600"})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI document of this API."""
+    return jsonify(openapi_document())
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """voiceapp/web/openapi.yaml, parsed once."""
+    return yaml.safe_load(resources.files(__package__).joinpath("openapi.yaml").read_text(encoding="utf-8"))
 
 
 def init_app(app: Flask) -> None:

@@ -13,6 +13,10 @@ from ..errors import StorageUnavailable, VoiceError
 log = logging.getLogger(__name__)
 
 
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+               429: "rate_limited"}
+
+
 def _body(code: str, message: str, status: int):
     return jsonify({"error": {"code": code, "message": message}}), status
 
@@ -22,12 +26,19 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(VoiceError)
     def _voice_error(err: VoiceError):
-        return _body(err.code, err.message, err.status)
+        response = _body(err.code, err.message, err.status)
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after:
+            response[0].headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
-        code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(err.code or 500, "http_error")
-        return _body(code, err.description or err.name, err.code or 500)
+        code = _HTTP_CODES.get(err.code or 500, "http_error")
+        message = err.description or err.name
+        if err.code == 429:
+            message = f"rate limit exceeded ({err.description}); slow down"
+        return _body(code, message, err.code or 500)
 
     @app.errorhandler(PyMongoError)
     def _mongo_down(err: PyMongoError):

@@ -1,7 +1,10 @@
-"""Liveness (/healthz) and readiness (/readyz: Redis and MongoDB answer)."""
+"""Liveness (/healthz) and readiness (/readyz: Redis, MongoDB, a live worker on every stage queue)."""
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify
+
+from ..heartbeats import workers_per_queue
+from ..queues import queues
 
 bp = Blueprint("health", __name__)
 
@@ -14,7 +17,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Redis and MongoDB answer."""
+    """Redis and MongoDB answer and every stage queue has a live worker."""
     rt = current_app.extensions["voiceapp"]
     checks: dict[str, str] = {}
     try:
@@ -27,6 +30,9 @@ def readyz():
         checks["mongo"] = "ok"
     except Exception as err:
         checks["mongo"] = f"down: {type(err).__name__}"
+    if checks["redis"] == "ok":
+        for queue, count in workers_per_queue(rt.redis, queues(rt.settings)).items():
+            checks[f"workers:{queue}"] = "ok" if count else "down: no live worker"
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
 

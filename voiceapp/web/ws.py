@@ -11,13 +11,15 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from ..audio import pcm16_to_float
-from ..errors import AudioTooLong, BadRequest, VoiceError
+from ..errors import AudioTooLong, BadRequest, LimitExceeded, VoiceError
 from ..models import DecodedAudio
-from ..pipeline import start_turn
+from ..pipeline import interrupt, start_turn
 from ..runtime import Runtime
 from ..storage import sessions
+from . import access
 from .auth import check_token
 from .hub import Listener, get_hub
+from .origins import check_origin
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,33 @@ bp = Blueprint("voice_ws", __name__, url_prefix="/api/v1/voice")
 sock = Sock()
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+# Hard cap on one WebSocket message: larger ones close the socket (1009) before they are buffered.
+HARD_MESSAGE_LIMIT = 4 * 1024 * 1024
+
+
+class ConnectionCounter:
+    """Open WebSockets of this process, capped at WS_MAX_CONNECTIONS."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def enter(self, limit: int) -> None:
+        """Count one more connection or raise LimitExceeded."""
+        with self._lock:
+            if self.count >= limit:
+                raise LimitExceeded(f"this server holds its maximum of {limit} voice connections; retry shortly",
+                                    code="too_many_connections", status=503)
+            self.count += 1
+
+    def leave(self) -> None:
+        """Count one connection less."""
+        with self._lock:
+            self.count -= 1
+
+
+connections = ConnectionCounter()
 
 
 class Connection:
@@ -34,6 +63,7 @@ class Connection:
         self.ws = ws
         self.lock = threading.Lock()
         self.closed = threading.Event()
+        self.turn_id: str | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Send one JSON message; a dead peer just marks the connection closed."""
@@ -100,10 +130,16 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, utterance: Utte
     elif kind == "end":
         if not utterance.buffer:
             raise BadRequest("no audio received before 'end'", code="empty_utterance")
-        session = sessions.get_session(rt.db, rt.settings, session_id)
-        sessions.touch_session(rt.db, rt.settings, session_id)
-        turn_id = start_turn(rt, session, utterance.take(), source="ws")
-        conn.send({"type": "accepted", "seq": None, "turn_id": turn_id})
+        session = access.use_session(rt, session_id)
+        access.admit_turn(rt)
+        conn.turn_id = start_turn(rt, session, utterance.take(), source="ws")
+        conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
+    elif kind == "interrupt":
+        played = message.get("played_chunks")
+        played = played if isinstance(played, int) and not isinstance(played, bool) and played >= 0 else None
+        turn_id = message.get("turn_id") if isinstance(message.get("turn_id"), str) else conn.turn_id
+        interrupt(rt, session_id, turn_id, played)
+        conn.send({"type": "interrupted", "seq": None, "turn_id": turn_id})
     else:
         raise BadRequest(f"unknown message type {kind[:32]!r}", code="bad_frame")
 
@@ -118,6 +154,9 @@ def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
         if frame is None:
             continue
         try:
+            if len(frame) > rt.settings.ws_max_frame_bytes:
+                raise BadRequest(f"frame of {len(frame)} bytes is over WS_MAX_FRAME_BYTES "
+                                 f"({rt.settings.ws_max_frame_bytes}); send smaller frames", code="frame_too_large")
             if isinstance(frame, bytes):
                 utterance.add(frame)
             else:
@@ -132,12 +171,25 @@ def session_events(ws, session_id: str) -> None:
     rt: Runtime = current_app.extensions["voiceapp"]
     conn = Connection(ws)
     try:
+        connections.enter(rt.settings.ws_max_connections)
+    except LimitExceeded as err:
+        conn.error(err)
+        ws.close(reason=TRY_AGAIN_LATER, message=err.code)
+        return
+    try:
+        _open(rt, conn, session_id)
+    finally:
+        connections.leave()
+
+
+def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
+    try:
         check_token(rt.settings, request.args.get("token"), session_id)
-        sessions.get_session(rt.db, rt.settings, session_id)
+        check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
         last_seq = _int_arg("last_seq")
     except VoiceError as err:
         conn.error(err)
-        ws.close(reason=POLICY_VIOLATION, message=err.code)
+        conn.ws.close(reason=POLICY_VIOLATION, message=err.code)
         return
     listener = get_hub(current_app).listen(session_id, last_seq)
     relay = threading.Thread(target=_relay, args=(conn, listener), daemon=True, name=f"ws-relay-{session_id[:8]}")
@@ -151,7 +203,8 @@ def session_events(ws, session_id: str) -> None:
 
 def init_app(app: Flask) -> None:
     """Mount the WebSocket route."""
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": app.extensions["voiceapp"].settings.ws_ping_interval,
-                                                  "max_message_size": 1024 * 1024})
+    settings = app.extensions["voiceapp"].settings
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": settings.ws_ping_interval,
+                                                  "max_message_size": max(HARD_MESSAGE_LIMIT, settings.ws_max_frame_bytes)})
     sock.init_app(app)
     app.register_blueprint(bp)

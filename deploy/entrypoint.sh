@@ -1,0 +1,36 @@
+#!/bin/sh
+# One image, several roles: the first argument picks what this container runs.
+#   api                 gunicorn serving the Flask API + WebSocket (API_HOST:API_PORT)
+#   worker QUEUE [ARG]  a Celery worker consuming QUEUE (stt, dialog, tts or STT_GPU_QUEUE); extra ARGs go to celery
+#   flower [ARG]        Flower, the Celery task inspector, on FLOWER_PORT (default 5555)
+#   migrate             create and verify the MongoDB collections and indexes, then exit
+#   anything else       run as given (e.g. `voiceapp status`, `sh`)
+set -eu
+
+role="${1:-api}"
+[ "$#" -gt 0 ] && shift
+
+case "$role" in
+  api)
+    # gthread: each WebSocket holds a thread, so threads (not processes) bound the open sockets.
+    exec gunicorn --worker-class gthread --workers "${API_WORKERS:-1}" --threads "${API_THREADS:-100}" \
+      --bind "${API_HOST:-0.0.0.0}:${API_PORT:-8000}" --timeout 120 --graceful-timeout 30 \
+      --access-logfile - "$@" voiceapp.wsgi:app
+    ;;
+  worker)
+    queue="${1:?usage: worker QUEUE (stt, dialog, tts or the GPU queue)}"
+    shift
+    # solo pool: one model copy per container; scale with replicas (docker compose up --scale).
+    exec celery -A tasks.worker worker -Q "$queue" -n "${queue}@%h" --pool "${WORKER_POOL:-solo}" \
+      --loglevel "${VOICE_LOG_LEVEL:-info}" "$@"
+    ;;
+  flower)
+    exec celery -A tasks.worker flower --port="${FLOWER_PORT:-5555}" --address="${FLOWER_ADDRESS:-0.0.0.0}" "$@"
+    ;;
+  migrate)
+    exec python -m migrations "$@"
+    ;;
+  *)
+    exec "$role" "$@"
+    ;;
+esac

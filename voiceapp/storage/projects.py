@@ -1,0 +1,76 @@
+"""Projects: hashed API keys that may open sessions, and the browser origins each project allows."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from typing import Any
+
+from pymongo.database import Database
+
+from voiceapp.config import Settings
+from voiceapp.errors import AuthError, BadRequest, ForbiddenError
+
+from .sessions import utcnow
+
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KEY_PREFIX = "vk_"
+
+
+def check_project_name(project: Any) -> str:
+    """The project name if it is a plain identifier string (never an object: no operator injection)."""
+    if not isinstance(project, str) or not PROJECT_RE.match(project):
+        raise BadRequest(f"project must be a string matching {PROJECT_RE.pattern}", code="invalid_field")
+    return project
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(db: Database, settings: Settings, project: str, origins: tuple[str, ...] = ()) -> str:
+    """Add a new key to the project (creating it); returns the key, which is stored only hashed."""
+    project = check_project_name(project)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    update: dict[str, Any] = {"$push": {"key_hashes": _hash(key)}, "$setOnInsert": {"created_at": utcnow()}}
+    if origins:
+        update["$set"] = {"origins": list(origins)}
+    db[settings.projects_collection].update_one({"project": project}, update, upsert=True)
+    return key
+
+
+def set_origins(db: Database, settings: Settings, project: str, origins: tuple[str, ...]) -> None:
+    """Replace the project's browser origin allow-list (empty: any origin)."""
+    project = check_project_name(project)
+    db[settings.projects_collection].update_one({"project": project}, {"$set": {"origins": list(origins)}},
+                                                upsert=True)
+
+
+def get_project(db: Database, settings: Settings, project: str) -> dict | None:
+    """The project's document without key hashes, or None."""
+    project = check_project_name(project)
+    return db[settings.projects_collection].find_one({"project": project}, {"_id": 0, "key_hashes": 0})
+
+
+def authorize(db: Database, settings: Settings, project: str, key: str | None) -> None:
+    """Allow opening a session of `project` with `key`; open projects need no key."""
+    project = check_project_name(project)
+    if project in settings.open_projects:
+        return
+    if not key:
+        raise AuthError(f"project '{project}' needs its key: send 'Authorization: Bearer <project key>'",
+                        code="project_key_required")
+    doc = db[settings.projects_collection].find_one({"project": project}, {"key_hashes": 1})
+    hashes = doc.get("key_hashes", []) if doc else []
+    digest = _hash(key)
+    if not any(hmac.compare_digest(digest, h) for h in hashes):
+        raise ForbiddenError("invalid key for this project", code="invalid_project_key")
+
+
+def allowed_origins(db: Database, settings: Settings, project: str) -> tuple[str, ...]:
+    """Origins a browser may call this project from; empty means any."""
+    doc = get_project(db, settings, project)
+    if doc and doc.get("origins"):
+        return tuple(doc["origins"])
+    return settings.allowed_origins

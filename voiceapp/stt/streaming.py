@@ -1,0 +1,233 @@
+"""Live recognition of PCM16 frames: partial transcripts while the visitor speaks, a final one at the pause.
+
+Whisper's encoder always sees a 30 s window, so re-decoding a short utterance costs the same as
+decoding its tail: each partial re-transcribes the whole utterance (better words, same price).
+When the visitor pauses, the utterance is decoded speculatively before the end-of-speech timeout;
+if no speech follows, that result becomes the final transcript with no decode after the stop.
+Utterances longer than COMMIT_AFTER seconds are committed in pieces to keep each decode bounded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from voiceapp.audio import pcm16_to_float, resample
+from voiceapp.config import Settings
+from voiceapp.models import DecodedAudio, Transcript
+from voiceapp.stt.base import SttEngine
+
+VAD_RATE = 16_000
+WINDOW = 512  # Silero VAD frame at 16 kHz (32 ms)
+THRESHOLD = 0.5  # speech probability that opens (or continues) speech
+PRE_ROLL = 0.3  # seconds kept before the first speech frame: word onsets are soft
+END_PAD = 0.2  # seconds kept after the last speech frame
+SPECULATE_AFTER = 0.3  # seconds of pause before decoding the utterance speculatively
+END_SILENCE = 1.2  # seconds of pause that end the utterance (speakers pause ~1 s mid-sentence)
+MIN_SPEECH = 0.25  # seconds of speech below which a "voice" is a click or a cough
+COMMIT_AFTER = 20.0  # seconds of utterance after which a prefix is committed
+BACKLOG_FACTOR = 2.0  # partials wait at least this many times the last decode's wall time
+
+
+def _vad_model():
+    from faster_whisper.vad import get_vad_model
+
+    return get_vad_model()
+
+
+class StreamingRecognizer:
+    """Feed PCM16 mono frames; get partial transcripts and, after each pause, a final one."""
+
+    def __init__(
+        self,
+        engine: SttEngine,
+        settings: Settings,
+        language: str | None = None,
+        *,
+        sample_rate: int | None = None,
+        end_silence: float = END_SILENCE,
+    ) -> None:
+        self.engine = engine
+        self.language = language
+        self.input_rate = sample_rate or settings.audio_sample_rate
+        self.partial_every = int(settings.audio_chunk_duration * VAD_RATE)
+        self.max_samples = int(settings.audio_max_duration * VAD_RATE)
+        self.end_silence = int(end_silence * VAD_RATE)
+        self._vad = _vad_model()
+        self.decodes = 0  # how many times the engine ran (for measurement)
+        self.decoded_seconds = 0.0
+        self.commits = 0  # prefixes of long utterances fixed early
+        self._decode_cost = 0.0  # wall seconds of the last decode
+        self._reset(np.zeros(0, dtype=np.float32))
+
+    def _reset(self, keep: np.ndarray) -> None:
+        """Start a new utterance with `keep` as the already-buffered audio."""
+        self._buffer = keep
+        self._vad_pos = 0  # samples of _buffer already scored by the VAD
+        self._start: int | None = None  # start of the part still to decode (with pre-roll)
+        self._origin = 0  # start of the whole utterance
+        self._speech_end = 0
+        self._voiced = 0  # samples scored as speech in this utterance
+        self._probs: list[float] = []
+        self._last_partial_at = 0
+        self._last_partial_text = ""
+        self._speculative: tuple[int, Transcript] | None = None
+        self._committed: list[str] = []
+
+    # -- public API -------------------------------------------------------------------------
+
+    def feed(self, pcm: bytes) -> list[Transcript]:
+        """Add PCM16 frames; returns new partials (final=False) and at most one final transcript."""
+        samples = pcm16_to_float(pcm)
+        if self.input_rate != VAD_RATE and samples.size:
+            samples = resample(samples, self.input_rate, VAD_RATE)
+        self._buffer = np.concatenate([self._buffer, samples])
+        self._score_new_windows()
+        if self._start is None:
+            self._drop_leading_silence()
+            return []
+        return self._advance()
+
+    def finish(self) -> Transcript | None:
+        """End the utterance now (visitor pressed stop): the final transcript, or None if no speech."""
+        if self._start is None or self._voiced < MIN_SPEECH * VAD_RATE:
+            self._reset(np.zeros(0, dtype=np.float32))
+            return None
+        end = len(self._buffer)
+        final = self._final(end)
+        self._reset(np.zeros(0, dtype=np.float32))
+        return final
+
+    @property
+    def in_speech(self) -> bool:
+        """Whether an utterance has started and not ended yet."""
+        return self._start is not None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _score_new_windows(self) -> None:
+        """Run Silero VAD on complete new 32 ms windows and update the speech markers."""
+        count = (len(self._buffer) - self._vad_pos) // WINDOW
+        if count <= 0:
+            return
+        begin = self._vad_pos
+        # One window of history gives the model its context; its own score is discarded.
+        history = WINDOW if begin >= WINDOW else 0
+        chunk = self._buffer[begin - history : begin + count * WINDOW]
+        probs = np.asarray(self._vad(chunk)).reshape(-1)[history // WINDOW :]
+        for i, prob in enumerate(probs[:count]):
+            window_start = begin + i * WINDOW
+            self._probs.append(float(prob))
+            if prob >= THRESHOLD:
+                if self._start is None:
+                    self._start = self._origin = max(window_start - int(PRE_ROLL * VAD_RATE), 0)
+                    self._last_partial_at = self._start
+                self._speech_end = window_start + WINDOW
+                self._voiced += WINDOW
+        self._vad_pos = begin + count * WINDOW
+
+    def _drop_leading_silence(self) -> None:
+        """Before speech, keep only the pre-roll so idle listening uses constant memory."""
+        keep = int(PRE_ROLL * VAD_RATE) // WINDOW * WINDOW
+        excess = self._vad_pos - keep
+        if excess > 0:
+            self._buffer = self._buffer[excess:]
+            self._vad_pos -= excess
+            self._probs = []
+
+    def _advance(self) -> list[Transcript]:
+        """Decide whether this moment needs a partial, a speculative decode, a commit or a final."""
+        silence = self._vad_pos - self._speech_end
+        if silence >= self.end_silence:
+            return self._end_of_utterance()
+        if self._vad_pos - self._origin > self.max_samples:
+            return self._end_of_utterance()
+        if silence >= SPECULATE_AFTER * VAD_RATE:
+            return self._speculate()
+        if self._vad_pos - self._start > COMMIT_AFTER * VAD_RATE:
+            self._commit()
+            return []
+        # On a busy CPU partials thin out so recognition keeps up with real time.
+        interval = max(self.partial_every, int(BACKLOG_FACTOR * self._decode_cost * VAD_RATE))
+        if self._vad_pos - self._last_partial_at >= interval:
+            return self._partial(self._vad_pos)
+        return []
+
+    def _end_of_utterance(self) -> list[Transcript]:
+        """Close the utterance; speech too short to be words gives nothing."""
+        rest = self._buffer[self._vad_pos :]
+        final = None
+        if self._voiced >= MIN_SPEECH * VAD_RATE:
+            final = self._final(min(self._speech_end + int(END_PAD * VAD_RATE), self._vad_pos))
+        self._reset(rest)
+        self._score_new_windows()
+        return [final] if final is not None else []
+
+    def _final(self, end: int) -> Transcript | None:
+        """The final transcript, reusing the speculative decode when no speech came after it."""
+        if self._covers_speech():
+            current = self._speculative[1]
+        else:
+            current = self._decode(self._start, end)
+        text = self._joined(current.text)
+        if not text:
+            return None
+        return dataclasses.replace(current, text=text, final=True)
+
+    def _speculate(self) -> list[Transcript]:
+        """Decode the utterance up to the pause once, before the end-of-speech timeout expires."""
+        if self._covers_speech():
+            return []
+        end = min(self._speech_end + int(END_PAD * VAD_RATE), self._vad_pos)
+        self._last_partial_at = self._vad_pos
+        return self._emit_partial(self._decode(self._start, end))
+
+    def _covers_speech(self) -> bool:
+        """Whether the latest decode already heard every speech frame of the utterance."""
+        if self._speculative is None:
+            return False
+        needed = min(self._speech_end + int(END_PAD * VAD_RATE), len(self._buffer))
+        return self._speculative[0] >= needed
+
+    def _partial(self, end: int) -> list[Transcript]:
+        """Re-decode the whole utterance so far as a partial transcript."""
+        self._last_partial_at = end
+        return self._emit_partial(self._decode(self._start, end))
+
+    def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
+        """A partial, only when there is text and it changed."""
+        text = self._joined(transcript.text)
+        if not text or text == self._last_partial_text:
+            return []
+        self._last_partial_text = text
+        return [dataclasses.replace(transcript, text=text, final=False)]
+
+    def _commit(self) -> None:
+        """Fix the text of a long utterance's first part, cut at its quietest recent moment."""
+        look_back = min(len(self._probs), int(3 * VAD_RATE) // WINDOW)
+        recent = self._probs[-look_back:] if look_back else [0.0]
+        quietest = len(self._probs) - look_back + int(np.argmin(recent))
+        cut = max(self._vad_pos - (len(self._probs) - quietest) * WINDOW, self._start + WINDOW)
+        text = self._decode(self._start, cut).text.strip()
+        if text:
+            self._committed.append(text)
+        self.commits += 1
+        self._start = cut
+        self._speculative = None
+
+    def _decode(self, start: int, end: int) -> Transcript:
+        """Run the engine on buffer[start:end]."""
+        samples = self._buffer[start:end]
+        self.decodes += 1
+        self.decoded_seconds += len(samples) / VAD_RATE
+        began = time.monotonic()
+        transcript = self.engine.transcribe(DecodedAudio(samples=samples, sample_rate=VAD_RATE), self.language)
+        self._decode_cost = time.monotonic() - began
+        # Remember how far this decode reached so a pause right after it needs no new decode.
+        self._speculative = (end, transcript)
+        return transcript
+
+    def _joined(self, text: str) -> str:
+        """Committed prefix + the current text."""
+        return " ".join(part for part in [*self._committed, text.strip()] if part).strip()

@@ -1,0 +1,211 @@
+"""The TTS stage's one entry point: a reply in, one audio chunk per sentence out (cache, fallback, cost)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from pymongo.database import Database
+
+from voiceapp import metrics
+from voiceapp.config import Settings
+from voiceapp.errors import TtsError, VoiceError
+from voiceapp.models import Synthesis
+from voiceapp.storage.audio import REPLIES_BUCKET, put_audio
+from voiceapp.tts import cache, cost
+from voiceapp.tts.browser import NAME as BROWSER
+from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
+from voiceapp.tts.registry import describe
+from voiceapp.tts.sentences import split_sentences
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """One spoken sentence: audio in GridFS bucket voice_audio (None for the browser provider)."""
+
+    index: int
+    total: int
+    audio_id: str | None
+    provider: str
+    text: str
+    mime_type: str | None
+    cached: bool
+    voice: str = ""
+    language: str | None = None
+    duration: float | None = None
+    fallback_from: str | None = None
+    speech: dict | None = None  # browser provider: {text, lang, voice} for the widget's speechSynthesis
+
+    @property
+    def last(self) -> bool:
+        """Whether this is the reply's final chunk."""
+        return self.index == self.total - 1
+
+    def to_event(self) -> dict:
+        """Data of the `audio` event for this chunk (the caller adds audio_url when audio_id is set)."""
+        return {**asdict(self), "last": self.last}
+
+
+@dataclass(frozen=True)
+class SpeechResult:
+    """A whole reply spoken: its chunks and what it cost."""
+
+    chunks: tuple[ChunkResult, ...]
+    requested_provider: str
+    cache_hits: int = 0
+    cache_misses: int = 0
+    characters_synthesized: int = 0
+    cost_usd: float = 0.0
+    budget_capped: bool = False
+    cost_alert: bool = False
+    failures: tuple[Failure, ...] = field(default_factory=tuple)
+
+    @property
+    def provider(self) -> str:
+        """The provider that spoke the first chunk."""
+        return self.chunks[0].provider
+
+    @property
+    def audio_ids(self) -> list[str]:
+        """GridFS ids of the chunks that have audio, in order."""
+        return [c.audio_id for c in self.chunks if c.audio_id]
+
+    def to_doc(self) -> dict:
+        """A summary for the turn document."""
+        return {
+            "provider": self.provider, "requested_provider": self.requested_provider,
+            "providers": sorted({c.provider for c in self.chunks}), "voice": self.chunks[0].voice,
+            "chunks": len(self.chunks), "audio_ids": self.audio_ids, "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses, "characters_synthesized": self.characters_synthesized,
+            "cost_usd": self.cost_usd, "budget_capped": self.budget_capped,
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+
+@dataclass
+class _Reply:
+    """What one reply has used so far (providers that failed are not retried for later sentences)."""
+
+    requested: str
+    names: list[str]
+    usage: dict[str, int] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    broken: set[str] = field(default_factory=set)
+    hits: int = 0
+    misses: int = 0
+    cached_characters: int = 0
+
+
+def synthesize_reply(
+    db: Database,
+    settings: Settings,
+    *,
+    text: str,
+    voice: str | None = None,
+    language: str | None = None,
+    provider_name: str | None = None,
+    project: str,
+    session_id: str,
+    turn_id: str = "",
+    on_chunk: Callable[[ChunkResult], None] | None = None,
+) -> SpeechResult:
+    """Speak `text` sentence by sentence; `on_chunk` gets each chunk before the next is synthesized."""
+    sentences = split_sentences(text, settings.tts_max_chunk_chars)
+    if not sentences:
+        raise TtsError("nothing to synthesize: empty reply", status=400)
+    requested = (provider_name or settings.tts_provider).strip().lower()
+    capped = cost.over_budget(db, settings, project)
+    if capped:
+        log.warning("project %s reached VOICE_PROJECT_DAILY_BUDGET=%.2f USD: using a free TTS provider",
+                    project, settings.project_daily_budget)
+    reply = _Reply(requested, candidates(settings, requested, free_only=capped))
+    chunks: list[ChunkResult] = []
+    record = None
+    try:
+        for index, sentence in enumerate(sentences):
+            chunk = _speak(db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id)
+            chunks.append(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+    finally:
+        if reply.usage or reply.cached_characters:
+            record = cost.record(db, settings, project=project, session_id=session_id, usage=reply.usage,
+                                 cached_characters=reply.cached_characters)
+    return SpeechResult(
+        chunks=tuple(chunks), requested_provider=requested, cache_hits=reply.hits, cache_misses=reply.misses,
+        characters_synthesized=sum(reply.usage.values()), cost_usd=record.cost_usd if record else 0.0,
+        budget_capped=capped, cost_alert=bool(record and record.alert_raised), failures=tuple(reply.failures),
+    )
+
+
+def _speak(db: Database, settings: Settings, reply: _Reply, sentence: str, index: int, total: int,
+           voice: str | None, language: str | None, session_id: str, turn_id: str) -> ChunkResult:
+    """One sentence: from the cache of the first provider that has it, else from the first that answers."""
+    failures: list[Failure] = []
+    for name in reply.names:
+        if name in reply.broken:
+            continue
+        # Voice names are provider-specific: a fallback speaks in its own default voice.
+        wanted = voice if name == reply.requested else None
+        try:
+            chunk = _from_cache_or_provider(db, settings, reply, name, sentence, wanted, language, session_id, turn_id)
+        except VoiceError as err:
+            failures.append(record_failure(reply.requested, name, err))
+            reply.broken.add(name)
+            continue
+        reply.failures.extend(failures)
+        if failures and name != reply.requested:
+            # Counted once per failure; later sentences of this reply go straight to `name`.
+            record_fallback(reply.requested, name, failures)
+        return ChunkResult(index=index, total=total, fallback_from=reply.requested if name != reply.requested else None,
+                           **chunk)
+    reply.failures.extend(failures)
+    raise no_provider_error(failures)
+
+
+def _from_cache_or_provider(db: Database, settings: Settings, reply: _Reply, name: str, sentence: str,
+                            voice: str | None, language: str | None, session_id: str, turn_id: str) -> dict:
+    """Chunk fields for `sentence` spoken by provider `name`; ProviderUnavailable/TtsError when it cannot."""
+    key_voice, fmt = describe(settings, name, voice, language)
+    key = cache.make_key(sentence, voice=key_voice, language=language, provider=name, fmt=fmt)
+    cacheable = settings.cache_audio and name != BROWSER
+    if cacheable:
+        entry = cache.lookup(db, settings, key)
+        if entry is not None:
+            metrics.CACHE_HITS.inc()
+            reply.hits += 1
+            reply.cached_characters += len(sentence)
+            return _fields(entry.audio_id, name, sentence, entry.mime_type, True, entry.voice, language, entry.duration)
+    synthesis = try_provider(settings, name, sentence, voice, language)
+    if synthesis.provider != BROWSER and not synthesis.audio:
+        raise TtsError(f"{name} returned no audio")
+    reply.usage[name] = reply.usage.get(name, 0) + len(sentence)
+    if synthesis.provider == BROWSER:
+        return _fields(None, name, sentence, None, False, synthesis.voice, language, None,
+                       speech=synthesis.extra.get("speech"))
+    if cacheable:
+        metrics.CACHE_MISSES.inc()
+        reply.misses += 1
+        audio_id = cache.store(db, settings, key, synthesis, session_id=session_id).audio_id
+    else:
+        audio_id = _store_uncached(db, synthesis, session_id, turn_id)
+    return _fields(audio_id, name, sentence, synthesis.mime_type, False, synthesis.voice, language, synthesis.duration)
+
+
+def _fields(audio_id: str | None, provider: str, text: str, mime_type: str | None, cached: bool, voice: str,
+            language: str | None, duration: float | None, speech: dict | None = None) -> dict:
+    return {"audio_id": audio_id, "provider": provider, "text": text, "mime_type": mime_type, "cached": cached,
+            "voice": voice, "language": language, "duration": duration, "speech": speech}
+
+
+def _store_uncached(db: Database, synthesis: Synthesis, session_id: str, turn_id: str) -> str:
+    """Reply audio when VOICE_CACHE_AUDIO=false: a plain file of this session's turn."""
+    return put_audio(db, synthesis.audio, bucket=REPLIES_BUCKET, filename=f"{turn_id or 'reply'}.audio",
+                     content_type=synthesis.mime_type,
+                     metadata={"cache": False, "session_id": session_id, "turn_id": turn_id,
+                               "provider": synthesis.provider, "voice": synthesis.voice})
+
+
+__all__ = ["ChunkResult", "SpeechResult", "synthesize_reply"]

@@ -1,0 +1,49 @@
+"""Who may open, use and end a session: project keys, origins, concurrent-session slots, queue admission."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import metrics
+from ..runtime import Runtime
+from ..storage import projects, sessions
+from .admission import SessionSlots, check_queues
+from .origins import check_origin
+
+
+def slots(rt: Runtime) -> SessionSlots:
+    """The cross-process session slots of this deployment."""
+    return SessionSlots(rt.redis, rt.settings)
+
+
+def open_session(rt: Runtime, project: str, key: str | None, language: str, voice: str | None) -> dict[str, Any]:
+    """Authorize the project (key, origin), take a slot, then create the session."""
+    projects.authorize(rt.db, rt.settings, project, key)
+    check_origin(project)
+    session = sessions.create_session(rt.db, rt.settings, project, language, voice)
+    try:
+        slots(rt).acquire(session["session_id"], session["expires_at"].timestamp())
+    except Exception:
+        sessions.end_session(rt.db, rt.settings, session["session_id"])
+        raise
+    metrics.SESSIONS_CREATED.inc()
+    return session
+
+
+def use_session(rt: Runtime, session_id: str) -> dict[str, Any]:
+    """An active session, its expiry slid forward (activity keeps it alive)."""
+    session = sessions.touch_session(rt.db, rt.settings, session_id)
+    check_origin(session["project"])
+    slots(rt).touch(session_id, session["expires_at"].timestamp())
+    return session
+
+
+def admit_turn(rt: Runtime) -> None:
+    """Refuse a new turn (503 busy + Retry-After) while a stage's queue is too deep."""
+    check_queues(rt.redis, rt.settings)
+
+
+def close_session(rt: Runtime, session_id: str) -> None:
+    """End the session and free its slot."""
+    check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
+    sessions.end_session(rt.db, rt.settings, session_id)
+    slots(rt).release(session_id)
