@@ -119,7 +119,7 @@ def _sections() -> list[tuple[str, list[tuple[str, str]]]]:
     sections: list[tuple[str, list[tuple[str, str]]]] = []
     in_class, previous_blank, note = False, False, ""
     for line in CONFIG.read_text().splitlines():
-        if line.startswith("class Settings"):
+        if re.match(r"class Settings\b(?!Error)", line):
             in_class = True
             continue
         if not in_class:

@@ -96,7 +96,11 @@ def _ensure_index(collection: Collection, spec: IndexSpec, current: list[dict], 
         return
     # No collMod (the emulator lacks it): an index whose options differ is dropped and recreated.
     for info in same_key:
-        collection.drop_index(info["name"])
+        try:
+            collection.drop_index(info["name"])
+        except OperationFailure as err:
+            if err.code != 27:  # IndexNotFound: a concurrent run dropped it first
+                raise MigrationError(f"cannot drop index {label} to recreate it: {err}") from err
     try:
         collection.create_index(list(spec.key), **spec.options())
     except OperationFailure as err:
@@ -167,5 +171,7 @@ def verify(db: Database, settings: Settings) -> list[str]:
                 continue
             problems.extend(_index_problems(db, spec))
         if version.VERSION not in applied:
-            problems.append(f"migration {version.VERSION:03d} ({version.NAME}) is not recorded in {MIGRATIONS_COLLECTION}")
+            problems.append(
+                f"migration {version.VERSION:03d} ({version.NAME}) is not recorded in {MIGRATIONS_COLLECTION}"
+            )
     return problems

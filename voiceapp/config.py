@@ -168,7 +168,7 @@ class Settings:
     # Cost tracking
     enable_cost_tracking: bool = _setting("VOICE_ENABLE_COST_TRACKING", True, _bool)
     cost_alert_threshold: float = _setting("VOICE_COST_ALERT_THRESHOLD", 100.0, _non_negative_float)
-    # USD per 1,000 characters; defaults from the vendors' public price lists (see docs/tts.md).
+    # USD per 1,000 characters; defaults and their sources (vendor price pages) in voiceapp/tts/cost.py.
     elevenlabs_price_per_1k_chars: float = _setting("ELEVENLABS_PRICE_PER_1K_CHARS", 0.30, _non_negative_float)
     azure_price_per_1k_chars: float = _setting("AZURE_PRICE_PER_1K_CHARS", 0.016, _non_negative_float)
     # USD per project per day; past it the project is switched to a free provider. 0 = no cap.

@@ -15,6 +15,7 @@ from .storage import interactions
 from .storage.audio import UPLOADS_BUCKET, put_audio
 
 STAGE_TASKS = ("voice.stt.transcribe", "voice.dialog.respond", "voice.tts.synthesize")
+LIVE_STT_TASK = "voice.stt.live"
 
 
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
@@ -30,10 +31,24 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
         tts_provider=session.get("tts_provider"))
     ref = {"session_id": session["session_id"], "turn_id": turn_id}
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
-    signatures = [rt.celery.signature(STAGE_TASKS[0], args=(ref,))]
-    signatures += [rt.celery.signature(name) for name in STAGE_TASKS[1:]]
-    chain(*signatures).apply_async()
+    _enqueue(rt, STAGE_TASKS, ref)
     return turn_id
+
+
+def _enqueue(rt: Runtime, names: tuple[str, ...], ref: dict[str, Any]) -> None:
+    signatures = [rt.celery.signature(names[0], args=(ref,))] + [rt.celery.signature(n) for n in names[1:]]
+    chain(*signatures).apply_async()
+
+
+def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str) -> None:
+    """Hand a live utterance (frames arriving in Redis) to an STT worker; it becomes turn `utterance_id`."""
+    rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening")
+    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id},))
+
+
+def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:
+    """After live recognition: enqueue dialog | synthesis for the recognised turn."""
+    _enqueue(rt, STAGE_TASKS[1:], ref)
 
 
 def _interrupt_key(session_id: str) -> str:

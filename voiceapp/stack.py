@@ -32,6 +32,7 @@ MONGOECO_REQUIREMENT = "mongoeco[wire]==4.11.0"
 WIRE_SERVER = Path(__file__).resolve().parent / "storage" / "wire_server.py"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE = 10.0
+STORAGE = ("redis", "mongo")
 READY_TIMEOUT = {"redis": 15.0, "mongo": 60.0, "api": 90.0, "worker": 240.0, "flower": 60.0}
 
 # Popen objects of children started by this process: kept so they can be reaped (no zombies, no warnings).
@@ -160,26 +161,30 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _stop(record: Mapping[str, Any], grace: float = STOP_GRACE) -> bool:
-    """SIGTERM the process group, SIGKILL it after `grace`; True when something was stopped."""
-    if not is_alive(record):
-        return False
-    pid = record["pid"]
-    _signal_group(pid, signal.SIGTERM)
+def _stop_all(records: Sequence[Mapping[str, Any]], grace: float = STOP_GRACE) -> list[Mapping[str, Any]]:
+    """SIGTERM the process groups together, SIGKILL what remains after `grace`; return those that ran."""
+    running = [r for r in records if is_alive(r)]
+    for record in running:
+        _signal_group(record["pid"], signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not is_alive(record):
-            break
+    while any(is_alive(r) for r in running) and time.monotonic() < deadline:
         time.sleep(0.05)
-    else:
-        _signal_group(pid, signal.SIGKILL)
-        while is_alive(record) and time.monotonic() < deadline + 5:
-            time.sleep(0.05)
-    proc = _CHILDREN.pop(pid, None)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-    return True
+    for record in running:
+        if is_alive(record):
+            _signal_group(record["pid"], signal.SIGKILL)
+    while any(is_alive(r) for r in running) and time.monotonic() < deadline + 5:
+        time.sleep(0.05)
+    for record in running:
+        proc = _CHILDREN.pop(record["pid"], None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+    return running
+
+
+def _stop(record: Mapping[str, Any], grace: float = STOP_GRACE) -> bool:
+    """Stop one recorded process group; True when it was running."""
+    return bool(_stop_all([record], grace))
 
 
 def _log_tail(path: str | Path, lines: int = 30) -> str:
@@ -452,6 +457,19 @@ def _fingerprint(cmd: Sequence[str], env: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps([list(cmd), relevant]).encode()).hexdigest()[:16]
 
 
+def _control_socket(settings: Settings) -> list[str]:
+    """Gunicorn >= 24 opens ~/.gunicorn/gunicorn.ctl by default: one per stack, or none, so stacks never share it."""
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return []
+    if not any(s.name == "control_socket" for s in KNOWN_SETTINGS):
+        return []
+    path = run_dir(settings) / "gunicorn.ctl"
+    # AF_UNIX paths are limited to ~107 bytes.
+    return ["--control-socket", str(path)] if len(str(path)) < 100 else ["--no-control-socket"]
+
+
 def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bool,
                ports: Mapping[str, int], state: dict) -> list[tuple[str, list[str], str, Any]]:
     """(name, command, url, readiness kind) of the API, workers and Flower."""
@@ -460,7 +478,7 @@ def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bo
     if api:
         host, port = settings.api_host, ports.get("api") or settings.api_port
         cmd = [py, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "100", "--workers", "1",
-               "--bind", f"{host}:{port}", "--timeout", "120", "voiceapp.wsgi:app"]
+               "--bind", f"{host}:{port}", "--timeout", "120", *_control_socket(settings), "voiceapp.wsgi:app"]
         specs.append(("api", cmd, f"http://{host}:{port}", "http"))
     for queue in workers:
         cmd = [py, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", queue, "-n", f"{queue}@%h",
@@ -541,18 +559,15 @@ def up(settings: Settings, *, workers: Sequence[str] = ("stt", "dialog", "tts"),
 
 def down(settings: Settings) -> list[str]:
     """Stop every process `up` recorded (apps first, storage last); return their names."""
-    order = ("flower", "api", "worker-", "mongo", "redis")
     stopped: list[str] = []
     with _locked(settings):
-        state = load_state(settings)
-        names = sorted(state.get("services", {}),
-                       key=lambda n: next(i for i, p in enumerate(order + ("",)) if n.startswith(p)))
-        for name in names:
-            record = state["services"][name]
-            if record.get("external"):
-                continue
-            if _stop(record):
-                stopped.append(name)
+        services = load_state(settings).get("services", {})
+        ours = {name: rec for name, rec in services.items() if not rec.get("external")}
+        # Apps first (together, so the slowest sets the pace), storage once nothing uses it.
+        for group in ([n for n in ours if n not in STORAGE], [n for n in ours if n in STORAGE]):
+            running = _stop_all([ours[n] for n in group])
+            stopped += [n for n in group if ours[n] in running]
+        for name in ours:
             with contextlib.suppress(FileNotFoundError):
                 (run_dir(settings) / f"{name}.pid").unlink()
         with contextlib.suppress(FileNotFoundError):

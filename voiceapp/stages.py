@@ -11,25 +11,26 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from pymongo.errors import DuplicateKeyError
+
 from . import metrics
-from .audio import decode
+from .audio import decode, pcm16_to_float, to_wav
 from .dialog.answer import respond
 from .errors import VoiceError
 from .events import EventType
+from .models import Transcript
 from .runtime import Runtime
-from .storage import interactions
+from .storage import interactions, sessions
 from .storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import get_engine
+from .stt.streaming import StreamingRecognizer
+from .urls import audio_url
+from .utterances import UtteranceStream
 from .tts.registry import get_provider
 
 log = logging.getLogger(__name__)
 
 TurnRef = dict[str, Any]  # {"session_id": ..., "turn_id": ...}: all a task passes on
-
-
-def audio_url(session_id: str, audio_id: str) -> str:
-    """Where a client fetches a reply's audio (it adds its token)."""
-    return f"/api/v1/voice/sessions/{session_id}/audio/{audio_id}"
 
 
 @contextmanager
@@ -79,6 +80,61 @@ def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
     if not text:
         rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
     return {**ref, "skip": not text}
+
+
+def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytearray) -> Transcript | None:
+    """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
+    stream = UtteranceStream(rt.redis, ref["turn_id"])
+    recognizer = StreamingRecognizer(get_engine(rt.settings), rt.settings, language)
+    idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
+    try:
+        for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
+            if chunk.abort:
+                return None
+            if chunk.end:
+                return recognizer.finish()
+            pcm.extend(chunk.pcm)
+            for transcript in recognizer.feed(chunk.pcm):
+                if transcript.final:
+                    return transcript
+                rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=transcript.text,
+                                  final=False, engine=transcript.engine)
+        return recognizer.finish()
+    finally:
+        stream.close()
+
+
+def run_live_stt(rt: Runtime, ref: TurnRef) -> TurnRef | None:
+    """Recognise a live utterance from its Redis stream, then record the turn; None when nothing was said."""
+    with _stage(rt, ref, "stt") as t:
+        session = sessions.get_session(rt.db, rt.settings, ref["session_id"])
+        pcm = bytearray()
+        final = _recognize_live(rt, ref, session.get("language"), pcm)
+    text = (final.text if final else "").strip()
+    if not text:
+        rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
+        return None
+    accepted_at = time.time()
+    samples = pcm16_to_float(bytes(pcm))
+    upload_id = put_audio(rt.db, to_wav(samples, rt.settings.audio_sample_rate), bucket=UPLOADS_BUCKET,
+                          filename="utterance.wav", content_type="audio/wav",
+                          metadata={"session_id": ref["session_id"], "source": "ws-live"})
+    try:
+        interactions.create_turn(
+            rt.db, rt.settings, session, upload_id, turn_id=ref["turn_id"], status="recognized", transcript=text,
+            source="ws-live", accepted_at=accepted_at, stage_done_at=accepted_at, tts_provider=session.get("tts_provider"),
+            audio_seconds=round(len(samples) / rt.settings.audio_sample_rate, 3),
+            stt={"engine": final.engine, "model": final.model, "language": final.language,
+                 "confidence": final.confidence},
+            timings={"stt_s": t["seconds"]})
+    except DuplicateKeyError:
+        return ref  # redelivered after the turn was recorded: the chain is already on its way
+    metrics.observe_recognition(final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model,
+                                t["seconds"])
+    rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=text, final=True,
+                      confidence=final.confidence, engine=final.engine)
+    UtteranceStream(rt.redis, ref["turn_id"]).delete()
+    return ref
 
 
 def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:

@@ -15,13 +15,40 @@ from voiceapp.dialog import llm
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
-from voiceapp.dialog.text import expansion_tokens, for_speech, related, sentences, tokenize
+from voiceapp.dialog.text import expansion_tokens, for_speech, language_of, related, sentences, tokenize
 
 log = logging.getLogger(__name__)
 
 FALLBACK_TEXT = "Sorry, I don't know that, could you rephrase?"
-GREETING_TEXT = "Hello! Ask me anything about this site."
-HUMAN_TEXT = "I can't transfer you myself, but you can reach a person here."
+# Canned replies by language of the visitor's words (the seed's visitors speak Russian).
+CANNED = {
+    "en": {
+        "fallback": FALLBACK_TEXT,
+        "greeting": "Hello! Ask me anything about this site.",
+        "goodbye": "Goodbye, and thanks for stopping by!",
+        "thanks": "You're welcome! Anything else?",
+        "help": "You can ask me questions{about}.",
+        "help_site": " about this site",
+        "help_topics": " about {topics}",
+        "nothing_yet": "I haven't said anything yet. What would you like to know?",
+        "stop": "Okay.",
+        "human": "I can't transfer you myself, but you can reach a person here.",
+        "navigate": "Opening the {target} page.",
+    },
+    "ru": {
+        "fallback": "Извините, я этого не знаю. Не могли бы вы перефразировать?",
+        "greeting": "Здравствуйте! Спросите меня о чём угодно на этом сайте.",
+        "goodbye": "До свидания, спасибо, что заглянули!",
+        "thanks": "Пожалуйста! Что-нибудь ещё?",
+        "help": "Вы можете спросить меня{about}.",
+        "help_site": " об этом сайте",
+        "help_topics": " о темах: {topics}",
+        "nothing_yet": "Я пока ничего не сказал. Что вы хотите узнать?",
+        "stop": "Хорошо.",
+        "human": "Я не могу сам соединить вас с человеком, но связаться можно так.",
+        "navigate": "Открываю страницу «{target}».",
+    },
+}
 # Share of the question's content words the passage must contain; below it we say we don't know.
 MIN_COVERAGE = 0.55
 # Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
@@ -50,9 +77,9 @@ class Grounding:
         return f"{self.passage.source}#{self.passage.section.split(' > ')[-1]}"
 
 
-def fallback_reply() -> Reply:
+def fallback_reply(language: str = "en") -> Reply:
     """The polite 'I don't know' (intent 'fallback'): never invent an answer."""
-    return Reply(text=FALLBACK_TEXT, intent="fallback", confidence=0.0)
+    return Reply(text=CANNED.get(language, CANNED["en"])["fallback"], intent="fallback", confidence=0.0)
 
 
 def _coverage(query: list[str], tokens: set[str], idf: dict[str, float]) -> float:
@@ -197,49 +224,50 @@ def _topics(index: ProjectIndex) -> list[str]:
     return seen[:5]
 
 
-def _human_reply(index: ProjectIndex, confidence: float) -> Reply:
+def _human_reply(index: ProjectIndex, confidence: float, says: dict[str, str]) -> Reply:
     grounding = ground(index, "phone email contact")
     actions = ({"type": "handoff"},)
     if grounding is None:
-        return Reply(HUMAN_TEXT, "human", confidence, (), actions)
-    text = for_speech(f"{HUMAN_TEXT} {' '.join(grounding.sentences)}", MAX_SPEECH_CHARS)
+        return Reply(says["human"], "human", confidence, (), actions)
+    text = for_speech(f"{says['human']} {' '.join(grounding.sentences)}", MAX_SPEECH_CHARS)
     return Reply(text, "human", confidence, (grounding.source,), actions)
 
 
-def _navigate_reply(index: ProjectIndex, intent: Intent) -> Reply | None:
+def _navigate_reply(index: ProjectIndex, intent: Intent, says: dict[str, str]) -> Reply | None:
     """Open a page of the site when a knowledge source with a URL matches the target."""
     target = set(tokenize(intent.entities.get("target", "")))
     for passage in index.passages:
         is_url = passage.source.startswith(("http://", "https://", "/"))
         if is_url and target and target <= set(tokenize(f"{passage.source} {passage.section}")):
             action = {"type": "navigate", "url": passage.source}
-            text = f"Opening the {intent.entities['target']} page."
+            text = says["navigate"].format(target=intent.entities["target"])
             return Reply(text, "navigate", intent.confidence, (passage.source,), (action,))
     return None
 
 
-def _intent_reply(intent: Intent, index: ProjectIndex, history: list[Exchange]) -> Reply | None:
+def _help_reply(index: ProjectIndex, confidence: float, says: dict[str, str]) -> Reply:
+    names = [re.sub(r"^about\s+", "", topic, flags=re.IGNORECASE).lower() for topic in _topics(index)]
+    about = says["help_topics"].format(topics=", ".join(names)) if names else says["help_site"]
+    return Reply(for_speech(says["help"].format(about=about)), "help", confidence)
+
+
+def _intent_reply(intent: Intent, index: ProjectIndex, history: list[Exchange], language: str) -> Reply | None:
     """A reply for a confident non-question intent; None to treat the utterance as a question."""
-    c = intent.confidence
-    if intent.name == "greeting":
-        return Reply(GREETING_TEXT, "greeting", c)
+    says, c = CANNED.get(language, CANNED["en"]), intent.confidence
+    if intent.name in {"greeting", "thanks"}:
+        return Reply(says[intent.name], intent.name, c)
     if intent.name == "goodbye":
-        return Reply("Goodbye, and thanks for stopping by!", "goodbye", c, (), ({"type": "end_session"},))
-    if intent.name == "thanks":
-        return Reply("You're welcome! Anything else?", "thanks", c)
+        return Reply(says["goodbye"], "goodbye", c, (), ({"type": "end_session"},))
     if intent.name == "help":
-        topics = _topics(index)
-        names = [re.sub(r"^about\s+", "", t, flags=re.IGNORECASE).lower() for t in topics]
-        about = f" about {', '.join(names)}" if names else " about this site"
-        return Reply(for_speech(f"You can ask me questions{about}."), "help", c)
+        return _help_reply(index, c, says)
     if intent.name == "repeat":
-        return Reply(last_reply(history) or "I haven't said anything yet. What would you like to know?", "repeat", c)
+        return Reply(last_reply(history) or says["nothing_yet"], "repeat", c)
     if intent.name == "stop":
-        return Reply("Okay.", "stop", c, (), ({"type": "stop"},))
+        return Reply(says["stop"], "stop", c, (), ({"type": "stop"},))
     if intent.name == "human":
-        return _human_reply(index, c)
+        return _human_reply(index, c, says)
     if intent.name == "navigate":
-        return _navigate_reply(index, intent)
+        return _navigate_reply(index, intent, says)
     return None
 
 
@@ -255,16 +283,17 @@ def respond(db: Database, settings: Settings, project: str, text: str, history: 
     """Answer `text` for `project`: small talk by intent, questions from the knowledge base, else a fallback."""
     index = project_index(db, settings, project)
     turns = exchanges(history, settings.dialog_max_context_length)
+    language = language_of(text)
     intent = classify(text)
     if intent.name != QUESTION and intent.confidence >= settings.dialog_intent_confidence_threshold:
-        reply = _intent_reply(intent, index, turns)
+        reply = _intent_reply(intent, index, turns, language)
         if reply is not None:
             return reply
     text = _question_of(intent, text)
     question = resolve(text, turns, index.idf)
     grounding = _better(ground(index, question), ground(index, text) if question != text else None)
     if grounding is None:
-        return fallback_reply()
+        return fallback_reply(language)
     return _compose(settings, grounding.question, grounding, index, turns)
 
 

@@ -17,7 +17,9 @@ _CATEGORIES: tuple[frozenset[str], ...] = (
     frozenset(
         stem(w)
         for w in "monday tuesday wednesday thursday friday saturday sunday weekend weekends weekday weekdays "
-        "today tomorrow tonight holiday holidays christmas morning afternoon evening".split()
+        "today tomorrow tonight holiday holidays christmas morning afternoon evening "
+        "понедельник вторник среду среда четверг пятницу пятница субботу суббота воскресенье выходные будни "
+        "сегодня завтра праздники утром вечером".split()
     ),
 )
 _SMALL_TALK = {"greeting", "goodbye", "thanks", "help", "repeat", "stop", "human"}

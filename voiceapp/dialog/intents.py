@@ -16,12 +16,14 @@ _RULES: tuple[tuple[str, str], ...] = (
     ("stop", r"\b(stop|cancel|never ?mind|be quiet|shut up|enough|стоп|хватит|отмена)\b"),
     (
         "human",
-        r"\b((talk|speak|chat) (to|with) (a |an |the )?(real |live )?(human|person|someone|agent|operator|manager|staff)"
+        r"\b((talk|speak|chat) (to|with) (a |an |the )?(real |live )?"
+        r"(human|person|someone|agent|operator|manager|staff)"
         r"|(real|live) (person|human|agent)|human agent|operator|оператор|живой человек)\b",
     ),
     (
         "navigate",
-        r"\b(open|go to|show( me)?|take me to|navigate to|bring up)\s+(the\s+)?(?P<target>[\w -]{2,40}?)\s+(page|section|tab)\b",
+        r"\b(open|go to|show( me)?|take me to|navigate to|bring up)\s+(the\s+)?"
+        r"(?P<target>[\w -]{2,40}?)\s+(page|section|tab)\b",
     ),
 )
 _FILLER = re.compile(

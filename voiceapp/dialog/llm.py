@@ -71,7 +71,8 @@ def stream_chat(settings: Settings, messages: list[dict]) -> Iterator[str]:
         with urllib.request.urlopen(_request(settings, messages), timeout=settings.dialog_llm_timeout) as response:
             for line in response:
                 if time.monotonic() > deadline:
-                    raise DialogError(f"LLM answer took longer than {settings.dialog_llm_timeout:g} s", code="llm_timeout")
+                    message = f"LLM answer took longer than {settings.dialog_llm_timeout:g} s"
+                    raise DialogError(message, code="llm_timeout")
                 pieces, done = _deltas(line)
                 yield from pieces
                 if done:

@@ -95,6 +95,13 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+def language_of(text: str) -> str:
+    """'ru' when the text is mostly Cyrillic, else 'en' (picks the language of canned replies)."""
+    letters = [c for c in text.lower() if c.isalpha()]
+    cyrillic = sum(1 for c in letters if _CYRILLIC.match(c))
+    return "ru" if letters and cyrillic * 2 >= len(letters) else "en"
+
+
 def for_speech(text: str, limit: int = 300) -> str:
     """One line a TTS voice reads well: no markup, collapsed spaces, at most `limit` chars."""
     text = re.sub(r"https?://\S+", "", text)

@@ -24,21 +24,25 @@ def check_turn_id(turn_id: Any) -> str:
     return turn_id
 
 
-def create_turn(db: Database, settings: Settings, session: dict, upload_id: str | None, **fields: Any) -> str:
-    """Insert a queued turn for `session` (a get_session() dict); returns turn_id (uuid4 hex)."""
-    turn_id = uuid.uuid4().hex
+def create_turn(db: Database, settings: Settings, session: dict, upload_id: str | None, *,
+                turn_id: str | None = None, **fields: Any) -> str:
+    """Insert a turn for `session` (queued unless `fields` say otherwise); returns turn_id (uuid4 hex).
+
+    A live utterance passes its own id; inserting it twice raises DuplicateKeyError.
+    """
+    turn_id = check_turn_id(turn_id) if turn_id is not None else uuid.uuid4().hex
     now = utcnow()
     doc = {
+        "language": session.get("language"),
+        "voice": session.get("voice"),
+        "status": QUEUED,
         **_checked_fields(fields),
         # turn_id doubles as _id so lookups use the _id index (the seed's indexes stay exact).
         "_id": turn_id,
         "turn_id": turn_id,
         "session_id": check_session_id(session["session_id"]),
         "project": session["project"],
-        "language": session.get("language"),
-        "voice": session.get("voice"),
         "upload_id": upload_id,
-        "status": QUEUED,
         "timestamp": now,
         "updated_at": now,
     }

@@ -10,8 +10,8 @@ MIME_TYPE = "text/plain"
 
 
 def cache_key(settings: Settings) -> tuple:
-    """Nothing configurable: one instance per process."""
-    return ()
+    """The language hint used when a request names none."""
+    return (settings.default_language,)
 
 
 def check(settings: Settings) -> str | None:

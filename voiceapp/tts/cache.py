@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -17,6 +18,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from voiceapp.config import Settings
 from voiceapp.models import Synthesis
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Files younger than this may belong to an entry being written right now: prune leaves them alone.
 ORPHAN_GRACE = timedelta(minutes=5)
+PRUNE_INTERVAL = 600.0
+_last_prune = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,24 @@ def store(db: Database, settings: Settings, key: CacheKey, synthesis: Synthesis,
            "duration": synthesis.duration, "sample_rate": synthesis.sample_rate, "hits": 0,
            "created_at": now, "accessed_at": now}
     _entries(db, settings).insert_one(doc)
-    enforce_cap(db, settings)
+    if not _maybe_prune(db, settings):
+        enforce_cap(db, settings)
     return _entry(doc)
+
+
+def _maybe_prune(db: Database, settings: Settings) -> bool:
+    """Prune at most every PRUNE_INTERVAL per process: TTL-deleted entries leave files only prune removes."""
+    global _last_prune
+    now = time.monotonic()
+    if now - _last_prune < PRUNE_INTERVAL:
+        return False
+    _last_prune = now
+    try:
+        prune(db, settings)
+    except PyMongoError as err:  # housekeeping must not fail a reply
+        log.warning("audio cache prune failed: %s", err)
+        return False
+    return True
 
 
 def remove(db: Database, settings: Settings, query: dict) -> int:

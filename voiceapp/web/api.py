@@ -13,13 +13,14 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 
 from ..audio import decode
 from ..errors import BadRequest, NotFound
-from ..events import EventType
+from ..events import Event, EventType
 from ..pipeline import start_turn
 from ..runtime import Runtime
-from ..stages import audio_url
 from ..storage import interactions, sessions
 from ..storage.audio import REPLIES_BUCKET, get_audio
 from ..storage.projects import PROJECT_RE
+from ..urls import audio_url
+from ..utterances import UtteranceStream
 from . import access
 from .auth import bearer, issue_token, require_session_token
 from .hub import get_hub
@@ -172,19 +173,30 @@ def get_turn(session_id: str, turn_id: str):
     rt = _rt()
     check_origin(claims.get("prj", ""))
     wait = _wait_seconds(rt.settings.turn_wait_max)
-    turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+    turn = _find_turn(rt, session_id, turn_id)
     if turn.get("status") not in TERMINAL and wait > 0:
         listener = get_hub(current_app).listen(session_id)
         try:
-            turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+            turn = _find_turn(rt, session_id, turn_id)
             deadline = time.monotonic() + wait
             while turn.get("status") not in TERMINAL and (left := deadline - time.monotonic()) > 0:
                 event = listener.get(timeout=left)
                 if event and event.turn_id == turn_id and event.type in (EventType.DONE, EventType.ERROR):
-                    turn = interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+                    turn = _find_turn(rt, session_id, turn_id, ended=event)
         finally:
             listener.close()
     return jsonify(_turn_view(turn))
+
+
+def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None = None) -> dict[str, Any]:
+    """The turn; a live utterance still being recognised shows as `listening` (no_speech once it ends empty)."""
+    try:
+        return interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+    except NotFound:
+        if not UtteranceStream(rt.redis, interactions.check_turn_id(turn_id)).exists():
+            raise
+    status = ended.data.get("status", "error") if ended is not None else "listening"
+    return {"turn_id": turn_id, "session_id": session_id, "status": status}
 
 
 @bp.get("/sessions/<session_id>/audio/<audio_id>")

@@ -1,4 +1,8 @@
-"""WebSocket relay: PCM16 frames in, session events out. The pipeline never knows this transport."""
+"""WebSocket relay: PCM16 frames in (to a live utterance in Redis), session events out.
+
+The pipeline never knows this transport: frames go to an utterance stream an STT worker reads,
+and whatever the stages publish comes back through the event hub.
+"""
 from __future__ import annotations
 
 import json
@@ -10,12 +14,11 @@ from flask import Blueprint, Flask, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from ..audio import pcm16_to_float
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, VoiceError
-from ..models import DecodedAudio
-from ..pipeline import interrupt, start_turn
+from ..pipeline import interrupt, start_live_utterance
 from ..runtime import Runtime
 from ..storage import sessions
+from ..utterances import UtteranceStream, new_id
 from . import access
 from .auth import check_token
 from .hub import Listener, get_hub
@@ -64,6 +67,7 @@ class Connection:
         self.lock = threading.Lock()
         self.closed = threading.Event()
         self.turn_id: str | None = None
+        self.utterance: LiveUtterance | None = None
 
     def send(self, message: dict[str, Any]) -> None:
         """Send one JSON message; a dead peer just marks the connection closed."""
@@ -94,30 +98,46 @@ def _int_arg(name: str) -> int | None:
     return int(raw)
 
 
-class Utterance:
-    """PCM16 mono frames of the utterance being spoken, within AUDIO_MAX_DURATION."""
+class LiveUtterance:
+    """The utterance this connection is streaming: frames go to Redis, an STT worker listens."""
 
-    def __init__(self, sample_rate: int, max_seconds: float) -> None:
-        self.sample_rate = sample_rate
-        self.max_bytes = int(max_seconds * sample_rate) * 2
-        self.buffer = bytearray()
+    def __init__(self, rt: Runtime, session_id: str) -> None:
+        self.stream = UtteranceStream(rt.redis, new_id(), ttl=int(rt.settings.audio_max_duration) + 600)
+        self.bytes = 0
+        self.max_bytes = int(rt.settings.audio_max_duration * rt.settings.audio_sample_rate) * 2
+        self.max_seconds = rt.settings.audio_max_duration
 
-    def add(self, frame: bytes) -> None:
-        """Append a frame; past the limit the utterance is dropped and AudioTooLong raised."""
-        if len(self.buffer) + len(frame) > self.max_bytes:
-            self.buffer.clear()
-            raise AudioTooLong(f"utterance longer than {self.max_bytes // 2 / self.sample_rate:.0f} s; "
+    def add(self, frame: bytes) -> bool:
+        """Append a frame; False when the worker already ended this utterance (a pause was heard)."""
+        if self.bytes + len(frame) > self.max_bytes:
+            self.stream.abort()
+            raise AudioTooLong(f"utterance longer than {self.max_seconds:.0f} s (AUDIO_MAX_DURATION); "
                                "it was discarded, speak again")
-        self.buffer.extend(frame)
-
-    def take(self) -> DecodedAudio:
-        """The utterance as decoded audio; the buffer starts empty again."""
-        samples = pcm16_to_float(bytes(self.buffer))
-        self.buffer.clear()
-        return DecodedAudio(samples=samples, sample_rate=self.sample_rate)
+        if not self.stream.append(frame):
+            return False
+        self.bytes += len(frame)
+        return True
 
 
-def _handle_text(rt: Runtime, conn: Connection, session_id: str, utterance: Utterance, raw: str) -> None:
+def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) -> None:
+    if len(frame) % 2:
+        raise BadRequest("binary frames must hold whole PCM16 samples (an even number of bytes)", code="bad_frame")
+    if conn.utterance is not None:
+        try:
+            if conn.utterance.add(frame):
+                return
+        except AudioTooLong:
+            conn.utterance = None
+            raise
+    # A new utterance: the session must be live and the pipeline not overloaded.
+    access.use_session(rt, session_id)
+    access.admit_turn(rt)
+    conn.utterance = LiveUtterance(rt, session_id)
+    start_live_utterance(rt, session_id, conn.utterance.stream.id)
+    conn.utterance.add(frame)
+
+
+def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> None:
     try:
         message = json.loads(raw)
     except ValueError:
@@ -128,11 +148,11 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, utterance: Utte
     if kind == "ping":
         conn.send({"type": "pong", "seq": None})
     elif kind == "end":
-        if not utterance.buffer:
+        if conn.utterance is None:
             raise BadRequest("no audio received before 'end'", code="empty_utterance")
-        session = access.use_session(rt, session_id)
-        access.admit_turn(rt)
-        conn.turn_id = start_turn(rt, session, utterance.take(), source="ws")
+        conn.turn_id = conn.utterance.stream.id
+        conn.utterance.stream.end()  # already ended by a pause: then this is a no-op
+        conn.utterance = None
         conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
     elif kind == "interrupt":
         played = message.get("played_chunks")
@@ -145,7 +165,6 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, utterance: Utte
 
 
 def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
-    utterance = Utterance(rt.settings.audio_sample_rate, rt.settings.audio_max_duration)
     while not conn.closed.is_set():
         try:
             frame = conn.ws.receive(timeout=1.0)
@@ -158,9 +177,9 @@ def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
                 raise BadRequest(f"frame of {len(frame)} bytes is over WS_MAX_FRAME_BYTES "
                                  f"({rt.settings.ws_max_frame_bytes}); send smaller frames", code="frame_too_large")
             if isinstance(frame, bytes):
-                utterance.add(frame)
+                _handle_audio(rt, conn, session_id, frame)
             else:
-                _handle_text(rt, conn, session_id, utterance, frame)
+                _handle_text(rt, conn, session_id, frame)
         except VoiceError as err:
             conn.error(err)
 

@@ -55,6 +55,7 @@ export class VoiceConnection {
     this.session = null;
     this.token = null;
     this.lastSeq = 0;
+    this.resume = false;
     this.socket = null;
     this.queue = [];
     this.closing = false;
@@ -84,6 +85,7 @@ export class VoiceConnection {
     if (response.status !== 201) throw await readError(response);
     this.adopt(await response.json());
     this.lastSeq = 0;
+    this.resume = false;
   }
 
   /** Take a session view with a token; schedule the next refresh before it expires. */
@@ -108,7 +110,8 @@ export class VoiceConnection {
   async connect() {
     if (!this.session) await this.createSession();
     this.onStatus(this.attempt ? 'reconnecting' : 'connecting');
-    const query = `token=${encodeURIComponent(this.token)}${this.lastSeq ? `&last_seq=${this.lastSeq}` : ''}`;
+    // Every reconnect of a session resumes after the last event seen (0 included: nothing seen yet).
+    const query = `token=${encodeURIComponent(this.token)}${this.resume ? `&last_seq=${this.lastSeq}` : ''}`;
     const url = wsUrl(this.endpoint, this.session.websocket_url, this.base);
     const socket = new this.WebSocket(`${url}${url.includes('?') ? '&' : '?'}${query}`);
     socket.binaryType = 'arraybuffer';
@@ -116,6 +119,7 @@ export class VoiceConnection {
     await new Promise((resolve, reject) => {
       socket.onopen = () => {
         this.attempt = 0;
+        this.resume = true;
         this.onStatus('open');
         this.flush();
         this.startPing();

@@ -34,9 +34,9 @@ export class EnergyVad {
     const { frameMs, endSilenceMs } = this.options;
     const loud = levelDb > this.threshold();
     // Floor falls at once and rises slowly (very slowly during speech), so speech does not drag it up
-    // but a room that got louder for good is learned within a minute.
+    // but a room that got louder for good is learned within half a minute.
     if (levelDb < this.floorDb) this.floorDb = levelDb;
-    else this.floorDb += (loud ? 0.0005 : 0.05) * (levelDb - this.floorDb);
+    else this.floorDb += (loud ? 0.001 : 0.05) * (levelDb - this.floorDb);
     if (loud) {
       this.loudMs += frameMs;
       this.quietMs = 0;

@@ -1,0 +1,217 @@
+"""The voice widget in real headless Chromium, its fake microphone fed from a WAV file, against the live stack."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import REPO, word_error_rate
+
+pytestmark = pytest.mark.usefixtures("demo_kb")
+
+WIDGET = REPO / "widget" / "voice"
+BUNDLE = WIDGET / "dist" / "voice-widget.js"
+QUESTION = REPO / "voiceapp" / "demo" / "question.wav"
+QUESTION_TEXT = "What time do you open on Saturday?"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+TURN_TIMEOUT_MS = 90_000
+# Collects what the widget reports (its documented CustomEvents) so tests can assert on the sequence.
+RECORDER = """
+window.__vw = {states: [], playback: [], events: []};
+for (const name of ['state', 'playback', 'transcript', 'reply', 'interrupt', 'error', 'connection', 'fallback']) {
+  document.addEventListener('voicewidget:' + name, (e) => {
+    window.__vw.events.push([name, e.detail]);
+    if (name === 'state') window.__vw.states.push(e.detail.state);
+    if (name === 'playback') window.__vw.playback.push(e.detail);
+  });
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    """The widget built from its sources (the Makefile's `widget` target does `npm ci` first)."""
+    npm = shutil.which("npm")
+    if npm and (WIDGET / "node_modules").is_dir():
+        subprocess.run([npm, "run", "build"], cwd=WIDGET, check=True, capture_output=True, timeout=120)
+    assert BUNDLE.is_file(), "widget not built: cd widget/voice && npm ci && npm run build"
+    return BUNDLE
+
+
+@pytest.fixture(scope="module")
+def fake_mic(tmp_path_factory) -> Path:
+    """The question followed by 30 s of silence: Chromium loops the file, the widget must hear it once."""
+    path = tmp_path_factory.mktemp("fake-mic") / "question-padded.wav"
+    with wave.open(str(QUESTION), "rb") as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(path), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(b"\x00\x00" * params.framerate // 2 + frames + b"\x00\x00" * params.framerate * 30)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(fake_mic):
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the dev extra)")
+    assert Path(CHROMIUM).exists(), "apt-get install chromium"
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"])
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """One browser page on the demo, recording the widget's events and its WebSocket traffic."""
+
+    def __init__(self, browser, live, mode: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1000, "height": 700})
+        self.page = self.context.new_page()
+        self.sockets: list[str] = []
+        self.binary_sizes: list[int] = []
+        self.controls: list[dict] = []
+        self.page.add_init_script(RECORDER)
+        self.page.on("websocket", self._socket)
+        self.page.goto(f"{live.base_url}/widget/voice/demo?project=demo&mode={mode}")
+        self.button = self.page.locator("voiceapp-widget .vw-mic")
+        self.button.wait_for()
+
+    def _socket(self, ws) -> None:
+        self.sockets.append(ws.url)
+        ws.on("framesent", self._sent)
+
+    def _sent(self, payload) -> None:
+        if isinstance(payload, (bytes, bytearray)):
+            self.binary_sizes.append(len(payload))
+        else:
+            self.controls.append(json.loads(payload))
+
+    def state(self) -> str:
+        return self.page.locator("voiceapp-widget").get_attribute("data-state")
+
+    def wait_state(self, state: str, timeout: int = TURN_TIMEOUT_MS) -> None:
+        self.page.wait_for_function("s => window.__vw.states.includes(s)", arg=state, timeout=timeout)
+
+    def wait_reply(self) -> str:
+        reply = self.page.locator("voiceapp-widget .vw-reply")
+        reply.wait_for(state="visible", timeout=TURN_TIMEOUT_MS)
+        return reply.inner_text()
+
+    def recorded(self) -> dict:
+        return self.page.evaluate("window.__vw")
+
+    def control_types(self) -> list[str]:
+        return [c.get("type") for c in self.controls]
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / name
+        self.page.screenshot(path=str(path))
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser, live, bundle):
+    pages: list[Page] = []
+
+    def _open(mode: str) -> Page:
+        pages.append(Page(browser, live, mode))
+        return pages[-1]
+
+    yield _open
+    for page in pages:
+        page.close()
+
+
+def test_bundle_and_demo_page_are_served(live, bundle):
+    js = requests.get(f"{live.base_url}/widget/voice/dist/voice-widget.js", timeout=10)
+    assert js.status_code == 200
+    assert js.headers["Content-Type"].startswith("text/javascript")
+    assert js.content == bundle.read_bytes()
+    demo = requests.get(f"{live.base_url}/widget/voice/demo", params={"mode": "hands-free"}, timeout=10)
+    assert demo.status_code == 200 and demo.headers["Content-Type"].startswith("text/html")
+    assert '<script src="/widget/voice/dist/voice-widget.js" data-project="demo"' in demo.text
+    assert 'data-mode="hands-free"' in demo.text
+    bad = requests.get(f"{live.base_url}/widget/voice/demo", params={"project": "<script>"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_field"
+
+
+def test_hands_free_question_is_answered_on_the_page_and_spoken(open_page):
+    page = open_page("hands-free")
+    assert page.button.get_attribute("aria-label") == "Start hands-free conversation"
+    page.button.click()
+    reply = page.wait_reply()
+    assert "8:00" in reply or "8 am" in reply.lower(), reply
+    transcript = page.page.locator("voiceapp-widget .vw-you .vw-final").inner_text()
+    assert word_error_rate(QUESTION_TEXT, transcript) <= 0.25, transcript
+    page.page.wait_for_function("window.__vw.playback.length > 0", timeout=TURN_TIMEOUT_MS)
+    recorded = page.recorded()
+    assert recorded["playback"][0]["how"] == "audio", recorded["playback"]  # the server's audio, not a fallback
+    assert page.state() in ("speaking", "listening")
+    page.screenshot("widget-hands-free.png")
+    # Microphone audio went out as 16 kHz PCM16 in 20 ms frames, and the client's endpointing ended it.
+    assert page.binary_sizes and set(page.binary_sizes) == {640}, set(page.binary_sizes)
+    assert page.control_types().count("end") == 1
+    states = recorded["states"]
+    assert states[:4] == ["listening", "thinking", "speaking", "listening"] or \
+        states[:3] == ["listening", "thinking", "speaking"], states
+    assert not [e for e in recorded["events"] if e[0] == "fallback"]
+
+
+def test_push_to_talk_with_the_keyboard_and_barge_in(open_page):
+    page = open_page("push-to-talk")
+    page.button.focus()
+    page.page.keyboard.down("Space")
+    page.wait_state("listening")
+    assert page.button.get_attribute("aria-label") == "Listening: release to send"
+    assert page.button.get_attribute("aria-pressed") == "true"
+    page.page.wait_for_timeout(3500)  # the fake microphone says the question (0.5 s silence + ~2 s speech)
+    page.page.keyboard.up("Space")
+    page.wait_state("thinking")
+    assert page.control_types() == ["end"]
+    page.wait_state("speaking")
+    assert page.button.get_attribute("aria-label") == "Speaking: press to interrupt"
+    assert "8:00" in page.wait_reply()
+    page.screenshot("widget-push-to-talk.png")
+    # Barge-in: pressing while the reply plays stops it and tells the server, naming the turn.
+    page.page.keyboard.down("Space")
+    page.page.wait_for_function("window.__vw.events.some(e => e[0] === 'interrupt')", timeout=10_000)
+    interrupt = [c for c in page.controls if c.get("type") == "interrupt"]
+    assert len(interrupt) == 1 and interrupt[0]["turn_id"], page.controls
+    assert page.state() == "listening"
+    page.page.keyboard.press("Escape")
+    page.page.keyboard.up("Space")
+    assert page.state() == "idle"
+
+
+def test_a_dropped_socket_reconnects_with_last_seq_and_the_answer_still_arrives(open_page):
+    page = open_page("push-to-talk")
+    page.button.focus()
+    page.page.keyboard.down("Space")
+    page.wait_state("listening")
+    page.page.wait_for_timeout(3500)
+    page.page.keyboard.up("Space")
+    # Drop the connection as soon as the question is sent: the turn's events happen while we are away.
+    page.page.evaluate("VoiceWidget.instance.connection.socket.close()")
+    reply = page.wait_reply()
+    assert "8:00" in reply, reply
+    page.wait_state("speaking")
+    assert len(page.sockets) >= 2, page.sockets
+    assert "last_seq=" not in page.sockets[0]
+    assert any("last_seq=" in url for url in page.sockets[1:]), page.sockets
+    statuses = [e[1]["status"] for e in page.recorded()["events"] if e[0] == "connection"]
+    assert "reconnecting" in statuses and statuses[-1] == "open", statuses

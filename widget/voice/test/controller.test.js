@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { VoiceController } from '../src/controller.js';
+import { FakeConnection, FakePlayer, LOUD, QUIET, fakeMic } from './fakes.js';
+
+function setup(options = {}) {
+  const connection = new FakeConnection();
+  const player = new FakePlayer();
+  const states = [];
+  const views = [];
+  const controller = new VoiceController({
+    connection, player, microphone: fakeMic, onState: (s) => states.push(s), onView: (v) => views.push(v), ...options,
+  });
+  return { controller, connection, player, states, views };
+}
+
+function feed(controller, make, n) {
+  for (let i = 0; i < n; i += 1) controller.onFrame(make());
+}
+
+let seq = 0;
+function event(type, turnId, data = {}) {
+  seq += 1;
+  return { seq, type, session_id: 's1', turn_id: turnId, ts: 0, ...data };
+}
+
+function answerTurn(controller, turnId = 't1') {
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: turnId });
+  controller.onEvent(event('status', turnId, { status: 'queued' }));
+  controller.onEvent(event('transcript', turnId, { text: 'What time do you open?', final: true }));
+  controller.onEvent(event('reply', turnId, { text: 'We open at 8. Welcome!', suggested_actions: [] }));
+  controller.onEvent(event('audio', turnId, { audio_url: '/a/1', provider: 'piper', text: 'We open at 8.' }));
+  controller.onEvent(event('audio', turnId, { audio_url: '/a/2', provider: 'piper', text: 'Welcome!' }));
+}
+
+test('push-to-talk: frames stream while held, release sends end, the reply plays, then idle', () => {
+  const { controller, connection, player, states, views } = setup();
+  controller.press();
+  assert.equal(controller.state, 'listening');
+  feed(controller, LOUD, 10);
+  assert.equal(connection.frames.length, 10);
+  controller.release();
+  assert.deepEqual(connection.controls('end'), [{ type: 'end' }]);
+  assert.equal(controller.state, 'thinking');
+  feed(controller, LOUD, 5); // the reply is being prepared: nothing more is streamed
+  assert.equal(connection.frames.length, 10);
+  answerTurn(controller);
+  assert.deepEqual(player.chunks.map((c) => c.url), ['/a/1?token=tok', '/a/2?token=tok']);
+  assert.ok(views.some((v) => v.kind === 'transcript' && v.final && v.text === 'What time do you open?'));
+  assert.ok(views.some((v) => v.kind === 'reply' && v.text === 'We open at 8. Welcome!'));
+  controller.playbackStarted(player.chunks[0], 'audio');
+  assert.equal(controller.state, 'speaking');
+  controller.onEvent(event('done', 't1', { status: 'done' }));
+  assert.equal(controller.state, 'speaking', 'still playing: done alone does not end the turn');
+  player.playing = false;
+  controller.maybeFinish();
+  assert.deepEqual(states, ['listening', 'thinking', 'speaking', 'idle']);
+});
+
+test('push-to-talk: a release with no audio sends nothing', () => {
+  const { controller, connection } = setup();
+  controller.press();
+  controller.release();
+  assert.deepEqual(connection.controls('end'), []);
+  assert.equal(controller.state, 'idle');
+});
+
+test('partial transcripts are shown as partial, then replaced by the final one', () => {
+  const { controller, views } = setup();
+  controller.press();
+  feed(controller, LOUD, 3);
+  controller.onEvent(event('transcript', null, { text: 'what time', final: false }));
+  controller.release();
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
+  controller.onEvent(event('transcript', 't1', { text: 'what time do you open', final: true }));
+  const transcripts = views.filter((v) => v.kind === 'transcript');
+  assert.deepEqual(transcripts.map((v) => [v.text, v.final]), [['what time', false], ['what time do you open', true]]);
+});
+
+test('hands-free fallback endpointing: only speech is streamed and 800 ms of quiet sends end', () => {
+  const { controller, connection } = setup({ mode: 'hands-free' });
+  controller.press();
+  assert.equal(controller.state, 'listening');
+  feed(controller, QUIET, 30);
+  assert.equal(connection.frames.length, 0, 'silence before speech stays local');
+  feed(controller, LOUD, 50);
+  assert.ok(connection.frames.length >= 50, 'speech (with its pre-roll) is streamed');
+  feed(controller, QUIET, 39);
+  assert.deepEqual(connection.controls('end'), []);
+  feed(controller, QUIET, 1);
+  assert.deepEqual(connection.controls('end'), [{ type: 'end' }]);
+  assert.equal(controller.state, 'thinking');
+});
+
+test('hands-free: once the server ends an utterance itself, the client streams everything and sends no end', () => {
+  const { controller, connection, player } = setup({ mode: 'hands-free' });
+  controller.press();
+  feed(controller, LOUD, 20);
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' }); // before our own VAD decided
+  assert.equal(controller.serverEndpointing, true);
+  assert.equal(controller.state, 'thinking');
+  answerTurn(controller, 't1');
+  controller.onEvent(event('done', 't1', { status: 'done' }));
+  player.playing = false;
+  controller.maybeFinish();
+  assert.equal(controller.state, 'listening', 'hands-free goes back to listening');
+  const before = connection.frames.length;
+  feed(controller, QUIET, 100);
+  assert.equal(connection.frames.length, before + 100);
+  assert.deepEqual(connection.controls('end'), []);
+});
+
+test('an end that crossed the server endpointing (empty_utterance) is not an error', () => {
+  const { controller, views } = setup({ mode: 'hands-free' });
+  controller.serverEndpointing = true;
+  controller.press();
+  controller.onEvent({ type: 'error', seq: null, code: 'empty_utterance', message: 'no audio' });
+  assert.equal(controller.state, 'listening');
+  assert.ok(!views.some((v) => v.kind === 'error'));
+});
+
+test('barge-in by voice: the reply stops, interrupt names the turn and the chunks played', () => {
+  const { controller, connection, player } = setup({ mode: 'hands-free' });
+  controller.press();
+  feed(controller, LOUD, 10);
+  feed(controller, QUIET, 40);
+  answerTurn(controller, 't1');
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.chunkPlayed(player.chunks[0]);
+  feed(controller, LOUD, 10); // 200 ms: not yet a barge-in (echo, coughs)
+  assert.equal(player.stopped, 0);
+  feed(controller, LOUD, 5);
+  assert.equal(player.stopped, 1);
+  assert.deepEqual(connection.controls('interrupt'), [{ type: 'interrupt', turn_id: 't1', played_chunks: 1 }]);
+  assert.equal(controller.state, 'listening');
+  const chunks = player.chunks.length;
+  controller.onEvent(event('audio', 't1', { audio_url: '/a/3', provider: 'piper' }));
+  assert.equal(player.chunks.length, chunks, 'late audio of the interrupted turn is dropped');
+});
+
+test('barge-in by pressing: push-to-talk during a reply interrupts it and listens', () => {
+  const { controller, connection, player } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  controller.release();
+  answerTurn(controller, 't1');
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.press();
+  assert.equal(player.stopped, 1);
+  assert.equal(connection.controls('interrupt')[0].turn_id, 't1');
+  assert.equal(controller.state, 'listening');
+});
+
+test('the browser provider hands the text to speechSynthesis', () => {
+  const { controller, player } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  controller.release();
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
+  controller.onEvent(event('reply', 't1', { text: 'Bonjour.' }));
+  controller.onEvent(event('audio', 't1', { provider: 'browser', text: 'Bonjour.', language: 'fr-FR', voice: null }));
+  assert.deepEqual(player.chunks.map((c) => [c.kind, c.text, c.lang]), [['speech', 'Bonjour.', 'fr-FR']]);
+});
+
+test('a failed synthesis falls back to speaking the reply text in the browser', () => {
+  const { controller, player, views } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  controller.release();
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
+  controller.onEvent(event('reply', 't1', { text: 'We open at 8.' }));
+  controller.onEvent(event('error', 't1', { stage: 'tts', code: 'tts_failed', message: 'provider down' }));
+  assert.deepEqual(player.chunks.map((c) => [c.kind, c.text]), [['speech', 'We open at 8.']]);
+  assert.ok(views.some((v) => v.kind === 'error'));
+  assert.equal(controller.fallbackText({ turnId: 't1' }), null, 'the reply is spoken once, not per chunk');
+});
+
+test('events seen before accepted (status relayed first) are adopted by the waiting turn', () => {
+  const { controller, views } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  controller.release();
+  controller.onEvent(event('transcript', 't9', { text: 'hello', final: true }));
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't9' });
+  assert.equal(controller.turnId, 't9');
+  assert.ok(views.some((v) => v.kind === 'transcript' && v.text === 'hello'));
+});
+
+test('sending end while offline is an error state, not a silent hang', () => {
+  const { controller, connection } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  connection.online = false;
+  controller.release();
+  assert.equal(controller.state, 'error');
+});
+
+test('Escape (stop) while speaking interrupts and returns to idle', () => {
+  const { controller, connection, player } = setup();
+  controller.press();
+  feed(controller, LOUD, 5);
+  controller.release();
+  answerTurn(controller, 't1');
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.stop();
+  assert.equal(controller.state, 'idle');
+  assert.equal(connection.controls('interrupt').length, 1);
+});
