@@ -264,3 +264,25 @@ def test_readiness_counts_workers_per_queue(live, front):
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["workers:tts"].startswith("down")
     assert requests.get(f"{lonely.base_url}/healthz", timeout=5).status_code == 200
+
+
+def test_knowledge_upload_needs_the_project_key_and_feeds_retrieval(front):
+    from voiceapp.dialog.knowledge import search
+
+    app = front(kb_max_bytes=4000)
+    key = create_key(app.db, app.settings, "site")
+    url = f"{app.base_url}/api/v1/voice/projects/site/knowledge"
+    doc = {"source": "parking.md", "text": "# Parking\n\nFree parking is behind the bakery on Elm Street."}
+    assert requests.post(url, json={"documents": [doc]}, timeout=10).status_code == 401
+    assert requests.post(url, json={"documents": [doc]}, headers={"Authorization": "Bearer vk_nope"},
+                         timeout=10).status_code == 403
+    ok = requests.post(url, json={"documents": [doc]}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert ok.status_code == 201 and ok.json()["passages"] >= 1
+    found = search(app.db, app.settings, "site", "where can I park", k=1)
+    assert found and "Elm Street" in found[0].text
+    big = {"source": "big.md", "text": "x" * 5000}
+    too_big = requests.post(url, json={"documents": [big]}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert too_big.status_code == 413
+    bad = requests.post(url, json={"documents": [{"source": {"$gt": ""}, "text": "x"}]},
+                        headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert bad.status_code == 400

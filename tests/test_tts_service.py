@@ -275,6 +275,8 @@ def test_prices_are_configurable():
     assert cost.cost_of(settings, "elevenlabs", 2000) == pytest.approx(0.36)
     assert cost.cost_of(settings, "azure", 1000) == pytest.approx(0.015)
     assert cost.cost_of(settings, "piper", 5000) == 0.0 and cost.is_free(settings, "browser")
+    flash = settings.replace(elevenlabs_model_id="eleven_flash_v2_5")
+    assert cost.cost_of(flash, "elevenlabs", 2000) == pytest.approx(0.18)  # half a credit per character
 
 
 def test_daily_alert_is_logged_and_emitted_once(db, settings, caplog):
@@ -330,3 +332,46 @@ def test_round_trip_piper_reply_is_understood(db, settings):
     assert errors / words <= 0.2, heard
     assert metric("voice_synthesis_duration_seconds_count", provider="piper") - count == 3
     assert speak(db, settings, text=text, provider=None).cache_hits == 3
+
+
+def test_cache_housekeeping_command(db, settings):
+    import json
+    import subprocess
+    import sys
+
+    speak(db, settings, text="Kept for the command.")
+    env = {**settings.to_env(), "PATH": "/usr/bin:/bin"}
+
+    def run(action: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "voiceapp.tts.cache", action], env=env, capture_output=True,
+                              text=True, check=True, timeout=60)
+        return json.loads(done.stdout)
+
+    assert run("stats") == {"entries": 1, "bytes": len(fake_elevenlabs.FAKE_MP3)}
+    assert run("prune") == {"expired": 0, "orphans": 0, "evicted": 0}
+    assert run("clear") == {"removed": 1} and files(db) == 0
+
+
+def test_chunks_published_as_audio_events_over_real_redis(db, settings):
+    """How the TTS stage uses on_chunk: one `audio` event per sentence, in order, replayable."""
+    import redis
+
+    from voiceapp.events import EventBus, EventType
+
+    bus = EventBus(redis.Redis.from_url(settings.redis_url), retention_s=60)
+    session_id = f"tts-{uuid.uuid4().hex}"
+
+    def publish(chunk: ChunkResult) -> None:
+        data = chunk.to_event()
+        if chunk.audio_id:
+            data["audio_url"] = f"/api/v1/voice/sessions/{session_id}/audio/{chunk.audio_id}"
+        bus.publish(session_id, EventType.AUDIO, "turn-1", **data)
+
+    result = synthesize_reply(db, settings, text="Hello there. Welcome back.", language="en-US",
+                              provider_name="elevenlabs", project="acme", session_id=session_id,
+                              turn_id="turn-1", on_chunk=publish)
+    events = bus.replay(session_id)
+    assert [e.type for e in events] == [EventType.AUDIO, EventType.AUDIO]
+    assert [e.data["index"] for e in events] == [0, 1] and events[1].data["last"] is True
+    assert events[0].data["audio_url"].endswith(result.chunks[0].audio_id)
+    assert events[0].data["provider"] == "elevenlabs" and events[0].data["text"] == "Hello there."

@@ -22,12 +22,13 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required",
                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 TURN_TIMEOUT_MS = 90_000
 # Collects what the widget reports (its documented CustomEvents) so tests can assert on the sequence.
 RECORDER = """
-window.__vw = {states: [], playback: [], events: []};
+window.__vw = {states: [], playback: [], events: [], spoken: []};
+// speechSynthesis is recorded (headless Chromium has no voices to hear it with) and ends at once.
+speechSynthesis.speak = (u) => { window.__vw.spoken.push(u.text); setTimeout(() => u.onend && u.onend(), 50); };
 for (const name of ['state', 'playback', 'transcript', 'reply', 'interrupt', 'error', 'connection', 'fallback']) {
   document.addEventListener('voicewidget:' + name, (e) => {
     window.__vw.events.push([name, e.detail]);
@@ -48,28 +49,44 @@ def bundle() -> Path:
     return BUNDLE
 
 
-@pytest.fixture(scope="module")
-def fake_mic(tmp_path_factory) -> Path:
-    """The question followed by 30 s of silence: Chromium loops the file, the widget must hear it once."""
-    path = tmp_path_factory.mktemp("fake-mic") / "question-padded.wav"
+def _padded(path: Path, before: float, after: float) -> Path:
     with wave.open(str(QUESTION), "rb") as src:
         params, frames = src.getparams(), src.readframes(src.getnframes())
+    silence = b"\x00\x00" * params.nchannels
     with wave.open(str(path), "wb") as dst:
         dst.setparams(params)
-        dst.writeframes(b"\x00\x00" * params.framerate // 2 + frames + b"\x00\x00" * params.framerate * 30)
+        dst.writeframes(silence * int(params.framerate * before) + frames + silence * int(params.framerate * after))
     return path
 
 
 @pytest.fixture(scope="module")
-def browser(fake_mic):
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+def playwright():
+    """Playwright driving Debian's Chromium (never a browser it downloads itself)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the dev extra)")
     assert Path(CHROMIUM).exists(), "apt-get install chromium"
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"])
-        yield chromium
-        chromium.close()
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+def _launch(playwright, fake_mic: Path):
+    return playwright.chromium.launch(executable_path=CHROMIUM,
+                                      args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"])
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory):
+    """Chromium whose microphone says the question once, then 30 s of silence (Chromium loops the file)."""
+    chromium = _launch(playwright, _padded(tmp_path_factory.mktemp("mic") / "question-once.wav", 0.5, 30))
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture(scope="module")
+def chatty_browser(playwright, tmp_path_factory):
+    """Chromium whose microphone repeats the question every ~3 s: the user talks over the reply."""
+    chromium = _launch(playwright, _padded(tmp_path_factory.mktemp("mic") / "question-loop.wav", 0.0, 0.9))
+    yield chromium
+    chromium.close()
 
 
 class Page:
@@ -128,8 +145,8 @@ class Page:
 def open_page(browser, live, bundle):
     pages: list[Page] = []
 
-    def _open(mode: str) -> Page:
-        pages.append(Page(browser, live, mode))
+    def _open(mode: str, chromium=None) -> Page:
+        pages.append(Page(chromium or browser, live, mode))
         return pages[-1]
 
     yield _open
@@ -215,3 +232,30 @@ def test_a_dropped_socket_reconnects_with_last_seq_and_the_answer_still_arrives(
     assert any("last_seq=" in url for url in page.sockets[1:]), page.sockets
     statuses = [e[1]["status"] for e in page.recorded()["events"] if e[0] == "connection"]
     assert "reconnecting" in statuses and statuses[-1] == "open", statuses
+
+
+def test_reply_audio_that_fails_is_spoken_by_the_browser(open_page):
+    page = open_page("hands-free")
+    page.page.route("**/api/v1/voice/sessions/*/audio/*", lambda route: route.fulfill(status=503, body="down"))
+    page.button.click()
+    reply = page.wait_reply()
+    page.page.wait_for_function("window.__vw.spoken.length > 0", timeout=TURN_TIMEOUT_MS)
+    recorded = page.recorded()
+    assert recorded["spoken"][0] == reply  # the whole reply, once, by speechSynthesis
+    assert [p["how"] for p in recorded["playback"]][:1] == ["speech"]
+    assert [e for e in recorded["events"] if e[0] == "fallback"]
+
+
+def test_talking_over_the_reply_stops_it_and_sends_interrupt(open_page, chatty_browser):
+    page = open_page("push-to-talk", chatty_browser)
+    page.button.focus()
+    page.page.keyboard.down("Space")
+    page.wait_state("listening")
+    page.page.wait_for_timeout(2200)  # one pass of the question
+    page.page.keyboard.up("Space")
+    page.wait_state("speaking")
+    # The microphone says the question again while the reply plays: the local VAD barges in.
+    page.page.wait_for_function("window.__vw.events.some(e => e[0] === 'interrupt')", timeout=TURN_TIMEOUT_MS)
+    interrupt = [c for c in page.controls if c.get("type") == "interrupt"]
+    assert len(interrupt) == 1 and interrupt[0]["turn_id"], page.controls
+    assert page.recorded()["states"][-1] == "idle"  # push-to-talk: stop and wait for the next press

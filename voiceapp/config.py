@@ -124,6 +124,8 @@ class Settings:
     tts_timeout: float = _setting("TTS_TIMEOUT", 10.0, _positive_float)
     # Longest piece sent to a provider at once; longer sentences are cut at commas, then spaces.
     tts_max_chunk_chars: int = _setting("TTS_MAX_CHUNK_CHARS", 400, _positive_int)
+    # A longer first sentence is cut at a comma within this length: the first audio starts sooner. 0 = off.
+    tts_first_chunk_chars: int = _setting("TTS_FIRST_CHUNK_CHARS", 100, _non_negative_int)
     elevenlabs_model_id: str = _setting("ELEVENLABS_MODEL_ID", "eleven_multilingual_v2")
     elevenlabs_output_format: str = _setting("ELEVENLABS_OUTPUT_FORMAT", "mp3_44100_128")
     # Empty = the vendor's API; tests point it at a local fake speaking the same HTTP API.
@@ -190,6 +192,7 @@ class Settings:
     queue_max_depth: int = _setting("VOICE_QUEUE_MAX_DEPTH", 50, _positive_int)
     ws_max_frame_bytes: int = _setting("WS_MAX_FRAME_BYTES", 64 * 1024, _positive_int)
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
+    kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
 
     # Turn pipeline
     turn_wait_max: float = _setting("VOICE_TURN_WAIT_MAX", 30.0, _positive_float)

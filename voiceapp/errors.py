@@ -81,6 +81,10 @@ class BadRequest(VoiceError):
     code, status = "bad_request", 400
 
 
+class PayloadTooLarge(VoiceError):
+    code, status = "payload_too_large", 413
+
+
 class LimitExceeded(VoiceError):
     code, status = "limit_exceeded", 429
 

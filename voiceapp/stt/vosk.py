@@ -38,6 +38,12 @@ def create(settings: Settings) -> "VoskEngine":
     return VoskEngine(settings.vosk_model_path)
 
 
+def _label(model_path: str) -> str:
+    """A readable model name: the folder, or its parent when packages call it just "model"."""
+    parts = os.path.normpath(os.path.abspath(model_path)).split(os.sep)
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+
+
 class VoskEngine:
     """Offline Kaldi recognition; one recognizer per call because recognizers keep state."""
 
@@ -51,7 +57,7 @@ class VoskEngine:
             self._model = vosk.Model(model_path)
         except Exception as err:  # vosk raises a bare Exception for unreadable models
             raise ProviderUnavailable(f"could not load the Vosk model at {model_path!r}: {err}") from err
-        self.model = os.path.basename(os.path.normpath(model_path))
+        self.model = _label(model_path)
         self._vosk = vosk
 
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:

@@ -191,3 +191,29 @@ def prune(db: Database, settings: Settings, now: datetime | None = None) -> dict
 def stats(db: Database, settings: Settings) -> dict[str, int]:
     """{entries, bytes} of the cache."""
     return {"entries": _entries(db, settings).count_documents({}), "bytes": total_bytes(db, settings)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m voiceapp.tts.cache {stats,prune,clear}` against MONGO_URI (cron-friendly housekeeping)."""
+    import argparse
+    import json
+
+    from voiceapp.storage.mongo import get_db
+
+    parser = argparse.ArgumentParser(description="synthesized-audio cache housekeeping")
+    parser.add_argument("action", choices=("stats", "prune", "clear"))
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    db = get_db(settings)
+    if args.action == "prune":
+        out: dict = prune(db, settings)
+    elif args.action == "clear":
+        out = {"removed": remove(db, settings, {})}
+    else:
+        out = stats(db, settings)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

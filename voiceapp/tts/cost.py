@@ -1,8 +1,10 @@
 """What paid TTS costs: per project, session and UTC day in voice_analytics, with a daily alert and budget.
 
 Default prices (USD per 1,000 characters), overridable by setting:
-- ELEVENLABS_PRICE_PER_1K_CHARS=0.30: https://elevenlabs.io/pricing (Creator-plan overage rate for
-  multilingual v2, the rate the seed's SiteLLM voice module assumed).
+- ELEVENLABS_PRICE_PER_1K_CHARS=0.30: https://elevenlabs.io/pricing (price of 1,000 additional credits on
+  the Creator plan, the rate the seed's SiteLLM voice module assumed). Multilingual v2 uses 1 credit per
+  character, Flash/Turbo models 0.5 (https://help.elevenlabs.io, "How many credits do I use"), so the
+  price is halved for those models.
 - AZURE_PRICE_PER_1K_CHARS=0.016: https://azure.microsoft.com/pricing/details/cognitive-services/speech-services/
   (neural text to speech, pay as you go: $16 per 1M characters).
 Piper and the browser voice are free. Cache hits are never charged.
@@ -50,9 +52,17 @@ def is_free(settings: Settings, provider: str) -> bool:
     return price_per_1k(settings, provider) == 0.0
 
 
+def credits_per_char(settings: Settings, provider: str) -> float:
+    """Billing units per character: ElevenLabs' Flash and Turbo models bill half a credit."""
+    model = settings.elevenlabs_model_id.lower()
+    if provider == "elevenlabs" and ("flash" in model or "turbo" in model):
+        return 0.5
+    return 1.0
+
+
 def cost_of(settings: Settings, provider: str, characters: int) -> float:
     """USD for synthesizing `characters` characters with `provider`."""
-    return round(characters * price_per_1k(settings, provider) / 1000.0, 6)
+    return round(characters * credits_per_char(settings, provider) * price_per_1k(settings, provider) / 1000.0, 6)
 
 
 def today(now: datetime | None = None) -> str:

@@ -12,17 +12,33 @@ _ABBREVIATIONS = {
 # A candidate break: end punctuation (and closing quotes/brackets) followed by whitespace.
 _BREAK = re.compile(r"([.!?…]+[\"')\]»”]*)(\s+)")
 _SOFT_BREAK = re.compile(r"(?<=[,;:—–])\s+")
+# A first chunk shorter than this sounds clipped: keep at least a few words together.
+MIN_FIRST_CHARS = 20
 
 
-def split_sentences(text: str, max_chars: int = 400) -> list[str]:
-    """Non-empty sentences of `text`, each at most `max_chars` long (longer ones cut at commas, then spaces)."""
+def split_sentences(text: str, max_chars: int = 400, first_max_chars: int | None = None) -> list[str]:
+    """Non-empty sentences of `text`, each at most `max_chars` long (longer ones cut at commas, then spaces).
+
+    With `first_max_chars`, a long first sentence is cut at its first clause boundary within that
+    length, so the first audio is ready sooner (a comma is a natural pause anyway).
+    """
     text = re.sub(r"\s+", " ", text or "").strip()
     if not text:
         return []
     out: list[str] = []
     for sentence in _sentences(text):
         out.extend(_cap(sentence, max_chars))
+    if first_max_chars and len(out[0]) > first_max_chars:
+        out[0:1] = _first_clause(out[0], first_max_chars)
     return out
+
+
+def _first_clause(sentence: str, limit: int) -> list[str]:
+    """[head, rest] cut at the last clause boundary within `limit` (and past a few words), or [sentence]."""
+    cuts = [m.start() for m in _SOFT_BREAK.finditer(sentence) if MIN_FIRST_CHARS <= m.start() <= limit]
+    if not cuts:
+        return [sentence]
+    return [sentence[:cuts[-1]].strip(), sentence[cuts[-1]:].strip()]
 
 
 def _sentences(text: str) -> list[str]:

@@ -112,7 +112,7 @@ def synthesize_reply(
     on_chunk: Callable[[ChunkResult], None] | None = None,
 ) -> SpeechResult:
     """Speak `text` sentence by sentence; `on_chunk` gets each chunk before the next is synthesized."""
-    sentences = split_sentences(text, settings.tts_max_chunk_chars)
+    sentences = split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
     if not sentences:
         raise TtsError("nothing to synthesize: empty reply", status=400)
     requested = (provider_name or settings.tts_provider).strip().lower()
@@ -162,7 +162,7 @@ def _speak(db: Database, settings: Settings, reply: _Reply, sentence: str, index
         return ChunkResult(index=index, total=total, fallback_from=reply.requested if name != reply.requested else None,
                            **chunk)
     reply.failures.extend(failures)
-    raise no_provider_error(failures)
+    raise no_provider_error(reply.failures)
 
 
 def _from_cache_or_provider(db: Database, settings: Settings, reply: _Reply, name: str, sentence: str,

@@ -12,11 +12,11 @@ import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 
 from ..audio import decode
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..events import Event, EventType
 from ..pipeline import start_turn
 from ..runtime import Runtime
-from ..storage import interactions, sessions
+from ..storage import interactions, projects, sessions
 from ..storage.audio import REPLIES_BUCKET, get_audio
 from ..storage.projects import PROJECT_RE
 from ..urls import audio_url
@@ -210,6 +210,36 @@ def get_reply_audio(session_id: str, audio_id: str):
         raise NotFound("no such audio in this session", code="audio_not_found")
     return Response(data, mimetype=info["content_type"],
                     headers={"Cache-Control": "private, max-age=3600"})
+
+
+SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,()-]{0,127}$")
+FORMATS = {"markdown", "text", "html"}
+
+
+@bp.post("/projects/<project>/knowledge")
+@limiter.limit(ip_limit)
+def add_knowledge(project: str):
+    """Load documents into a project's knowledge base (its key is required, even for open projects)."""
+    from ..dialog.knowledge import add_documents
+
+    rt = _rt()
+    projects.authorize(rt.db, rt.settings, project, bearer(), admin=True)
+    if (request.content_length or 0) > rt.settings.kb_max_bytes:
+        raise PayloadTooLarge(f"knowledge uploads are limited to {rt.settings.kb_max_bytes} bytes (VOICE_KB_MAX_BYTES)")
+    documents = _json_body().get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise BadRequest("'documents' must be a non-empty list of {source, text, format?}", code="invalid_field")
+    loaded = 0
+    for doc in documents:
+        if not isinstance(doc, dict):
+            raise BadRequest("each document must be an object {source, text, format?}", code="invalid_field")
+        source = _string_field(doc, "source", SOURCE_RE)
+        text, fmt = doc.get("text"), doc.get("format")
+        if source is None or not isinstance(text, str) or (fmt is not None and fmt not in FORMATS):
+            raise BadRequest("a document needs a 'source' name, a 'text' string and an optional 'format' "
+                             f"({', '.join(sorted(FORMATS))})", code="invalid_field")
+        loaded += add_documents(rt.db, rt.settings, project, [(source, text)], fmt)
+    return jsonify({"project": project, "documents": len(documents), "passages": loaded}), 201
 
 
 @bp.get("/openapi.json")

@@ -106,17 +106,23 @@ class EventHub:
         self._ready.wait(timeout=5)
 
     def _run(self) -> None:
+        delay = 0.0
         while True:
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(f"{KEY_PREFIX}:*")
+                if delay:
+                    log.warning("event hub reconnected to Redis")
+                delay = 0.0
                 self._ready.set()
                 for message in pubsub.listen():
                     self._dispatch(message)
             except redis.RedisError as err:
-                log.warning("event hub lost Redis (%s); reconnecting", err)
+                # Listeners fill any gap from the replay stream once events flow again.
+                (log.warning if not delay else log.debug)("event hub lost Redis (%s); reconnecting", err)
                 self._ready.set()
-                threading.Event().wait(0.5)
+                delay = min(5.0, max(0.2, delay * 2))
+                threading.Event().wait(delay)
 
     def _dispatch(self, message: dict) -> None:
         if message.get("type") != "pmessage":

@@ -218,6 +218,8 @@ def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
     finally:
         conn.closed.set()
         listener.close()
+        if conn.utterance is not None:
+            conn.utterance.stream.end()  # the visitor left mid-sentence: answer what was heard
 
 
 def init_app(app: Flask) -> None:
