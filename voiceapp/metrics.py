@@ -74,17 +74,31 @@ class DeploymentMetrics(Collector):
 
 
 def init_app(app: Flask, deployment: Collector | None = None) -> None:
-    """Expose /metrics (request metrics grouped by endpoint: session ids never become labels)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_flask_exporter.multiprocess import MultiprocessInternalPrometheusMetrics
+    """Request metrics (grouped by endpoint: session ids never become labels) and GET /metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_flask_exporter import PrometheusMetrics
 
-        metrics = MultiprocessInternalPrometheusMetrics(app, group_by="endpoint")
-    else:
-        from prometheus_flask_exporter import PrometheusMetrics
-
-        registry = CollectorRegistry()
+    multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    registry = CollectorRegistry()
+    if not multiprocess:
         registry.register(_ProcessMetrics())
-        metrics = PrometheusMetrics(app, group_by="endpoint", registry=registry)
-    if deployment is not None:
-        metrics.registry.register(deployment)
-    app.extensions["voiceapp_metrics"] = metrics
+        if deployment is not None:
+            registry.register(deployment)
+    app.extensions["voiceapp_metrics"] = PrometheusMetrics(app, path=None, group_by="endpoint", registry=registry)
+
+    def scrape_registry() -> CollectorRegistry:
+        if not multiprocess:
+            return registry
+        # Every process (API workers, Celery workers) writes samples to the shared directory.
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        if deployment is not None:
+            merged.register(deployment)
+        return merged
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        """Prometheus text format."""
+        return generate_latest(scrape_registry()), 200, {"Content-Type": CONTENT_TYPE_LATEST}

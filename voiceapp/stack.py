@@ -447,6 +447,9 @@ def _child_env(settings: Settings, resolved: Mapping[str, str]) -> dict[str, str
     env.update(settings.to_env())
     env.update(resolved)
     env["PYTHONUNBUFFERED"] = "1"
+    # API and workers write metric samples here; the API's /metrics aggregates them all.
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(run_dir(settings) / "prometheus"))
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     return env
 
 
@@ -470,6 +473,16 @@ def _control_socket(settings: Settings) -> list[str]:
     return ["--control-socket", str(path)] if len(str(path)) < 100 else ["--no-control-socket"]
 
 
+def _gunicorn(settings: Settings, host: str, port: int, name: str) -> list[str]:
+    """One gevent worker process: each idle WebSocket costs a few greenlets, not OS threads."""
+    control = _control_socket(settings)
+    if name != "api" and control and control[0] == "--control-socket":
+        control = [control[0], control[1].replace("gunicorn.ctl", f"gunicorn-{name}.ctl")]
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
+            "--worker-connections", str(settings.ws_max_connections + 100), "--workers", "1",
+            "--bind", f"{host}:{port}", "--timeout", "120", *control, "voiceapp.wsgi:app"]
+
+
 def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bool,
                ports: Mapping[str, int], state: dict) -> list[tuple[str, list[str], str, Any]]:
     """(name, command, url, readiness kind) of the API, workers and Flower."""
@@ -477,9 +490,11 @@ def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bo
     specs: list[tuple[str, list[str], str, Any]] = []
     if api:
         host, port = settings.api_host, ports.get("api") or settings.api_port
-        cmd = [py, "-m", "gunicorn", "--worker-class", "gthread", "--threads", "100", "--workers", "1",
-               "--bind", f"{host}:{port}", "--timeout", "120", *_control_socket(settings), "voiceapp.wsgi:app"]
-        specs.append(("api", cmd, f"http://{host}:{port}", "http"))
+        specs.append(("api", _gunicorn(settings, host, port, "api"), f"http://{host}:{port}", "http"))
+        if settings.ws_port:
+            # WS_PORT: WebSockets served by a process of their own (same app, same settings).
+            specs.append(("ws", _gunicorn(settings, host, settings.ws_port, "ws"),
+                          f"http://{host}:{settings.ws_port}", "http"))
     for queue in workers:
         cmd = [py, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", queue, "-n", f"{queue}@%h",
                "--pool", "solo", "--loglevel", "INFO"]
@@ -572,6 +587,8 @@ def down(settings: Settings) -> list[str]:
                 (run_dir(settings) / f"{name}.pid").unlink()
         with contextlib.suppress(FileNotFoundError):
             _state_path(settings).unlink()
+        # Metric samples of processes that no longer exist would otherwise count on the next `up`.
+        shutil.rmtree(run_dir(settings) / "prometheus", ignore_errors=True)
     return stopped
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from voiceapp import metrics
 from voiceapp.config import Settings
@@ -131,13 +132,22 @@ def synthesize_reply(
                 on_chunk(chunk)
     finally:
         if reply.usage or reply.cached_characters:
-            record = cost.record(db, settings, project=project, session_id=session_id, usage=reply.usage,
-                                 cached_characters=reply.cached_characters)
+            record = _record_cost(db, settings, reply, project, session_id)
     return SpeechResult(
         chunks=tuple(chunks), requested_provider=requested, cache_hits=reply.hits, cache_misses=reply.misses,
         characters_synthesized=sum(reply.usage.values()), cost_usd=record.cost_usd if record else 0.0,
         budget_capped=capped, cost_alert=bool(record and record.alert_raised), failures=tuple(reply.failures),
     )
+
+
+def _record_cost(db: Database, settings: Settings, reply: _Reply, project: str, session_id: str):
+    """Add this reply's usage to the analytics; a storage hiccup there must not fail audio already sent."""
+    try:
+        return cost.record(db, settings, project=project, session_id=session_id, usage=reply.usage,
+                           cached_characters=reply.cached_characters)
+    except PyMongoError as err:
+        log.warning("could not record TTS cost for project %s: %s", project, err)
+        return None
 
 
 def _speak(db: Database, settings: Settings, reply: _Reply, sentence: str, index: int, total: int,
