@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prometheus_client import REGISTRY  # noqa: E402
+
 from voiceapp import stack  # noqa: E402
 from voiceapp.config import Settings  # noqa: E402
 from voiceapp.storage.mongo import get_db  # noqa: E402
@@ -85,11 +87,15 @@ def run(settings: Settings, replies: int, provider: str, seed: int) -> dict:
         ttfa[kind].append(first[0])
         totals[kind].append(time.perf_counter() - started)
     hits, misses = len(ttfa["hit"]), len(ttfa["miss"])
+    synth_n = REGISTRY.get_sample_value("voice_synthesis_duration_seconds_count", {"provider": provider}) or 0
+    synth_s = REGISTRY.get_sample_value("voice_synthesis_duration_seconds_sum", {"provider": provider}) or 0
     return {
         "provider": provider, "replies": replies, "distinct_answers": len(ANSWERS),
         "hit_ratio": round(hits / replies, 3), "hits": hits, "misses": misses,
         "time_to_first_audio": {"miss": summary(ttfa["miss"]), "hit": summary(ttfa["hit"])},
         "whole_reply": {"miss": summary(totals["miss"]), "hit": summary(totals["hit"])},
+        # Provider time alone (voice_synthesis_duration_seconds, warm-up included): the rest of a miss is storage.
+        "provider_seconds_per_sentence": {"n": int(synth_n), "mean_ms": round(1000 * synth_s / max(1, synth_n), 1)},
     }
 
 

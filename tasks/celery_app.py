@@ -5,16 +5,10 @@ from celery import Celery, current_app
 from kombu import Queue
 
 from voiceapp.config import Settings
-from voiceapp.queues import STAGE_QUEUES, stt_queue
+from voiceapp.queues import all_queues
 from voiceapp.runtime import Runtime
 
 TASK_MODULES = ("tasks.stt", "tasks.dialog", "tasks.tts")
-
-
-def all_queues(settings: Settings) -> tuple[str, ...]:
-    """Every queue a worker of this deployment may consume (CPU stt stays declared beside the GPU one)."""
-    extra = (settings.stt_gpu_queue,) if settings.stt_gpu_queue else ()
-    return STAGE_QUEUES + extra
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -24,7 +18,8 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(name) for name in all_queues(settings)],
         task_default_queue="dialog",
         task_routes={
-            "voice.stt.*": {"queue": stt_queue(settings)},
+            # The API may override this per turn (voiceapp.queues.stt_route) to reach GPU workers.
+            "voice.stt.*": {"queue": "stt"},
             "voice.dialog.*": {"queue": "dialog"},
             "voice.tts.*": {"queue": "tts"},
         },

@@ -8,7 +8,6 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_read
 from voiceapp.config import Settings
 from voiceapp.heartbeats import start_beating
 from voiceapp.logs import configure_logging
-from voiceapp.queues import stt_queue
 
 from .celery_app import create_celery
 
@@ -20,7 +19,7 @@ log = logging.getLogger("voiceapp.worker")
 
 def _warm(queue_names: set[str]) -> None:
     """Load the models of the stages this worker serves, so the first turn is not slow."""
-    if stt_queue(settings) in queue_names or "stt" in queue_names:
+    if "stt" in queue_names or settings.stt_gpu_queue in queue_names:
         from voiceapp.stt.registry import warm as warm_stt
 
         warm_stt(settings)

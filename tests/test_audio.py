@@ -63,6 +63,7 @@ FORMATS = [
     ("ogg", "libopus", 1, 48000),
     ("webm", "libopus", 2, 48000),
     ("adts", "aac", 1, 24000),
+    ("mp4", "aac", 1, 48000),  # Safari's MediaRecorder records audio/mp4
 ]
 
 
@@ -132,6 +133,26 @@ def test_garbage_is_refused(settings, payload):
         decode(payload, settings)
     assert "could not decode audio" in info.value.message
     assert info.value.code == "invalid_audio_payload" and info.value.status == 400
+
+
+def test_container_outside_the_allow_list_is_refused(settings, speech):
+    # FFmpeg could read Sun AU, but uploads are limited to the containers clients really send.
+    data = encode(speech[:16000], 16000, "au", "pcm_s16be")
+    with av.open(io.BytesIO(data)) as container:
+        assert container.format.name == "au"
+    with pytest.raises(AudioError):
+        decode(data, settings)
+
+
+def test_playlist_cannot_pull_local_files(settings, speech, tmp_path):
+    target = tmp_path / "secret.wav"
+    target.write_bytes(to_wav(speech[:16000], 16000))
+    for payload in (
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{target}\n#EXT-X-ENDLIST\n".encode(),
+        f"ffconcat version 1.0\nfile '{target}'\n".encode(),
+    ):
+        with pytest.raises(AudioError):
+            decode(payload, settings)
 
 
 def test_raw_pcm_is_not_accepted(settings, speech):

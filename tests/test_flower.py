@@ -79,8 +79,12 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def ops_stack(tmp_path_factory: pytest.TempPathFactory):
+# test_deploy.py and test_docs_commands.py import these fixtures; pytest then holds one definition per
+# module, so the stack and the turn are shared here and the stack stops when its last user is done.
+_shared: dict = {}
+
+
+def _start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack, callable]:
     """Stack with Flower (dialog and tts workers from voiceapp.stack, stt from the image entry point)."""
     home = tmp_path_factory.mktemp("voiceapp-ops-home")
     settings = Settings.from_env(
@@ -88,6 +92,12 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory):
         open_projects=("demo",), session_timeout=600,
     )
     proc = None
+
+    def stop() -> None:
+        if proc is not None:
+            _stop(proc)
+        stack.down(settings)
+
     try:
         state = stack.up(settings, flower=True, mongo_engine="memory", workers=("dialog", "tts"))
         resolved = stack.resolve(settings)
@@ -96,25 +106,45 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory):
 
         migrations.migrate(get_db(resolved), resolved)
         metrics_port = stack.free_port()
-        partial = OpsStack(resolved, stack.api_url(resolved), state["services"]["flower"]["url"],
-                           f"http://127.0.0.1:{metrics_port}/metrics", home / "entrypoint-worker-stt.log")
+        ops = OpsStack(resolved, stack.api_url(resolved), state["services"]["flower"]["url"],
+                       f"http://127.0.0.1:{metrics_port}/metrics", home / "entrypoint-worker-stt.log")
         proc = _start_entrypoint_worker(
-            partial.env(WORKER_METRICS_PORT=str(metrics_port), WORKER_METRICS_HOST="127.0.0.1"), "stt",
-            partial.worker_log)
+            ops.env(WORKER_METRICS_PORT=str(metrics_port), WORKER_METRICS_HOST="127.0.0.1"), "stt", ops.worker_log)
         _wait_for("entrypoint stt worker", lambda: proc.poll() is None and
-                  re.search(r"\bready\.", partial.worker_log.read_text(errors="replace")) is not None,
-                  240, partial.worker_log)
-        _wait_for("worker metrics endpoint", lambda: _http_ok(partial.worker_metrics_url), 30, partial.worker_log)
-        yield partial
+                  re.search(r"\bready\.", ops.worker_log.read_text(errors="replace")) is not None,
+                  240, ops.worker_log)
+        _wait_for("worker metrics endpoint", lambda: _http_ok(ops.worker_metrics_url), 30, ops.worker_log)
+    except BaseException:
+        stop()
+        raise
+    return ops, stop
+
+
+@pytest.fixture(scope="session")
+def ops_stack(tmp_path_factory: pytest.TempPathFactory):
+    """The shared ops stack (started on first use)."""
+    if "stack" not in _shared:
+        _shared["stack"], _shared["stop"] = _start_ops_stack(tmp_path_factory)
+        _shared["users"] = 0
+    _shared["users"] += 1
+    try:
+        yield _shared["stack"]
     finally:
-        if proc is not None:
-            _stop(proc)
-        stack.down(settings)
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            _shared.pop("stop")()
+            _shared.clear()
 
 
 @pytest.fixture(scope="session")
 def ops_turn(ops_stack: OpsStack) -> dict:
     """One finished spoken turn through the ops stack: its session and result."""
+    if "turn" not in _shared:
+        _shared["turn"] = _spoken_turn(ops_stack)
+    return _shared["turn"]
+
+
+def _spoken_turn(ops_stack: OpsStack) -> dict:
     session = new_session(ops_stack.base_url, "demo")
     auth = {"Authorization": f"Bearer {session['token']}"}
     sid = session["session_id"]

@@ -286,3 +286,19 @@ def test_knowledge_upload_needs_the_project_key_and_feeds_retrieval(front):
     bad = requests.post(url, json={"documents": [{"source": {"$gt": ""}, "text": "x"}]},
                         headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert bad.status_code == 400
+
+
+def test_recognition_goes_to_the_gpu_queue_only_while_a_gpu_worker_is_alive(front):
+    from voiceapp.heartbeats import beat
+
+    app = front(stt_gpu_queue="stt.gpu")
+    session = _post_session(app).json()
+    url = f"{app.base_url}/api/v1/voice/sessions/{session['session_id']}/turns"
+    audio = shared_file("jfk.flac").read_bytes()
+    assert requests.post(url, data=audio, headers=_auth(session), timeout=30).status_code == 202
+    assert (app.redis.llen("stt"), app.redis.llen("stt.gpu")) == (1, 0)
+    beat(app.redis, "gpu-worker@host", {"stt.gpu"}, ttl=30)
+    assert requests.post(url, data=audio, headers=_auth(session), timeout=30).status_code == 202
+    assert (app.redis.llen("stt"), app.redis.llen("stt.gpu")) == (1, 1)
+    ready = requests.get(f"{app.base_url}/readyz", timeout=10).json()
+    assert ready["checks"]["workers:stt"] == "ok"  # the GPU worker serves recognition

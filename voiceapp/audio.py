@@ -18,6 +18,9 @@ MIN_TARGET_RATE = 8_000
 MAX_TARGET_RATE = 192_000
 # Cap on undecodable packets in a row so a garbage stream cannot spin for long.
 MAX_BAD_PACKETS = 50
+# Demuxers for what browsers, phones and API clients send; others (playlists, obscure formats) are
+# refused before FFmpeg parses them, which keeps the attack surface of uploads small.
+ALLOWED_DEMUXERS = "wav,w64,flac,mp3,ogg,matroska,webm,mov,mp4,m4a,aac,aiff,caf,amr"
 # Less than this is a header with no real content (a truncated upload).
 MIN_DURATION = 0.01
 
@@ -28,7 +31,9 @@ def decode(data: bytes, settings: Settings) -> DecodedAudio:
     rate = _target_rate(settings)
     max_samples = int(settings.audio_max_duration * rate)
     try:
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+        container = av.open(
+            io.BytesIO(data), mode="r", metadata_errors="ignore", options={"format_whitelist": ALLOWED_DEMUXERS}
+        )
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as err:
         raise AudioError(f"could not decode audio: not a supported audio file ({_reason(err)})") from err
     try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
@@ -11,10 +12,12 @@ log = logging.getLogger(__name__)
 
 
 def beat(client: redis.Redis, hostname: str, queues: set[str], ttl: int = 30) -> None:
-    """Mark this worker alive for `ttl` seconds on each of its queues."""
+    """Mark this worker alive for `ttl` seconds on each of its queues (a sorted set per queue, scored by expiry)."""
+    now = time.time()
     pipe = client.pipeline()
     for queue in queues:
-        pipe.set(f"{PREFIX}:{queue}:{hostname}", "1", ex=ttl)
+        pipe.zremrangebyscore(f"{PREFIX}:{queue}", "-inf", now)
+        pipe.zadd(f"{PREFIX}:{queue}", {hostname: now + ttl})
     pipe.execute()
 
 
@@ -36,4 +39,8 @@ def start_beating(client: redis.Redis, hostname: str, queues: set[str], interval
 
 def workers_per_queue(client: redis.Redis, queues: tuple[str, ...]) -> dict[str, int]:
     """How many live workers serve each queue."""
-    return {queue: sum(1 for _ in client.scan_iter(f"{PREFIX}:{queue}:*", count=100)) for queue in queues}
+    pipe = client.pipeline()
+    now = time.time()
+    for queue in queues:
+        pipe.zcount(f"{PREFIX}:{queue}", now, "+inf")
+    return dict(zip(queues, (int(n) for n in pipe.execute())))

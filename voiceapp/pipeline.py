@@ -9,7 +9,9 @@ from celery import chain
 
 from .audio import to_wav
 from .events import EventType
+from .heartbeats import workers_per_queue
 from .models import DecodedAudio
+from .queues import stt_route
 from .runtime import Runtime
 from .storage import interactions
 from .storage.audio import UPLOADS_BUCKET, put_audio
@@ -35,15 +37,22 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     return turn_id
 
 
+def _stt_queue(rt: Runtime) -> str:
+    return stt_route(rt.settings, lambda queue: workers_per_queue(rt.redis, (queue,))[queue])
+
+
 def _enqueue(rt: Runtime, names: tuple[str, ...], ref: dict[str, Any]) -> None:
-    signatures = [rt.celery.signature(names[0], args=(ref,))] + [rt.celery.signature(n) for n in names[1:]]
+    first = {"queue": _stt_queue(rt)} if names[0].startswith("voice.stt.") else {}
+    signatures = [rt.celery.signature(names[0], args=(ref,), options=first)]
+    signatures += [rt.celery.signature(n) for n in names[1:]]
     chain(*signatures).apply_async()
 
 
 def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str) -> None:
     """Hand a live utterance (frames arriving in Redis) to an STT worker; it becomes turn `utterance_id`."""
     rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening")
-    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id},))
+    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id},),
+                        queue=_stt_queue(rt))
 
 
 def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:

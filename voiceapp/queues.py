@@ -1,16 +1,20 @@
-"""Queue names of the three stages, shared by the Celery app, admission control and readiness."""
+"""Queue names of the three stages, and where recognition goes when GPU workers are configured."""
 from __future__ import annotations
+
+from typing import Callable
 
 from .config import Settings
 
 STAGE_QUEUES = ("stt", "dialog", "tts")
 
 
-def stt_queue(settings: Settings) -> str:
-    """Recognition goes to the GPU queue when GPU workers are configured."""
-    return settings.stt_gpu_queue or "stt"
+def all_queues(settings: Settings) -> tuple[str, ...]:
+    """Every queue of this deployment: the three stages, plus the GPU recognition queue when configured."""
+    return STAGE_QUEUES + ((settings.stt_gpu_queue,) if settings.stt_gpu_queue else ())
 
 
-def queues(settings: Settings) -> tuple[str, ...]:
-    """The queues turns are routed to (the STT one may be the GPU queue)."""
-    return (stt_queue(settings), "dialog", "tts")
+def stt_route(settings: Settings, live_workers: Callable[[str], int]) -> str:
+    """The GPU queue while a GPU worker is alive (STT_GPU_QUEUE set), else the CPU `stt` queue."""
+    if settings.stt_gpu_queue and live_workers(settings.stt_gpu_queue) > 0:
+        return settings.stt_gpu_queue
+    return "stt"

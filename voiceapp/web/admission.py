@@ -8,7 +8,7 @@ import redis
 
 from ..config import Settings
 from ..errors import LimitExceeded, VoiceError
-from ..queues import queues
+from ..queues import all_queues
 
 SLOTS_KEY = "voiceapp:sessions:active"
 
@@ -78,7 +78,7 @@ def queue_depths(client: redis.Redis, names: tuple[str, ...]) -> dict[str, int]:
 
 def check_queues(client: redis.Redis, settings: Settings) -> None:
     """Busy (503 + Retry-After) when any stage's queue is deeper than VOICE_QUEUE_MAX_DEPTH."""
-    depths = queue_depths(client, queues(settings))
+    depths = queue_depths(client, all_queues(settings))
     worst = max(depths, key=depths.get)
     if depths[worst] > settings.queue_max_depth:
         # About one second of work per queued turn on a single worker: a rough but honest hint.
@@ -90,4 +90,4 @@ def deployment_metrics(rt) -> "DeploymentMetrics":
     """The scrape-time gauges of this deployment (live sessions, queue depth) read from Redis."""
     from ..metrics import DeploymentMetrics
 
-    return DeploymentMetrics(lambda: SessionSlots(rt.redis, rt.settings).active(), lambda: queue_depths(rt.redis, queues(rt.settings)))
+    return DeploymentMetrics(lambda: SessionSlots(rt.redis, rt.settings).active(), lambda: queue_depths(rt.redis, all_queues(rt.settings)))

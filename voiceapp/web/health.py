@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app, jsonify
 
 from ..heartbeats import workers_per_queue
-from ..queues import queues
+from ..queues import STAGE_QUEUES, all_queues
 
 bp = Blueprint("health", __name__)
 
@@ -31,8 +31,11 @@ def readyz():
     except Exception as err:
         checks["mongo"] = f"down: {type(err).__name__}"
     if checks["redis"] == "ok":
-        for queue, count in workers_per_queue(rt.redis, queues(rt.settings)).items():
-            checks[f"workers:{queue}"] = "ok" if count else "down: no live worker"
+        counts = workers_per_queue(rt.redis, all_queues(rt.settings))
+        if rt.settings.stt_gpu_queue:  # CPU or GPU workers can serve recognition
+            counts["stt"] += counts.pop(rt.settings.stt_gpu_queue)
+        for queue in STAGE_QUEUES:
+            checks[f"workers:{queue}"] = "ok" if counts[queue] else "down: no live worker"
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
 
