@@ -13,6 +13,7 @@ VOICEAPP    := $(VENV)/bin/voiceapp
 MONGOECO    := mongoeco[wire]==4.11.0
 INSTALLED   := $(VENV)/.installed
 MONGO_STAMP := $(MONGO_VENV)/.installed-mongoeco-4.11.0
+WIDGET      := widget/voice
 HOME_DIR    := $(or $(VOICEAPP_HOME),.voiceapp)
 PYTEST_ARGS ?=
 
@@ -97,10 +98,19 @@ $(MONGO_STAMP):
 
 # ---------------------------------------------------------------- widget
 
-# The voice widget bundle (widget/voice, npm) and the browser (chromium) tests plug in here:
-# build widget/voice/dist when its sources are newer, e.g. `cd widget/voice && npm ci && npm run build`.
+# The voice widget (widget/voice): its built bundle dist/voice-widget.js is committed, so without Node.js
+# the demo and the browser tests use it as is; with npm, dependencies follow package-lock.json and it is rebuilt.
 widget:
-	@true
+	@if [ ! -f $(WIDGET)/package.json ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null 2>&1; then \
+	  echo "note: npm not found: using the committed $(WIDGET)/dist bundle (Node.js >= 18 rebuilds it)"; exit 0; fi; \
+	$(MAKE) --no-print-directory $(WIDGET)/node_modules/.package-lock.json; \
+	cd $(WIDGET) && npm run --silent build
+
+# npm writes node_modules/.package-lock.json on every install: `npm ci` runs again only when the lock changes.
+$(WIDGET)/node_modules/.package-lock.json: $(WIDGET)/package-lock.json
+	cd $(WIDGET) && npm ci --no-audit --no-fund
+	@touch $@
 
 # ---------------------------------------------------------------- run
 
@@ -116,6 +126,8 @@ demo: up
 
 # Tests start their own services (real Redis, the wire server, shipped models) on free ports.
 test: install mongo-env widget
+	@if command -v npm >/dev/null 2>&1 && [ -f $(WIDGET)/package.json ]; then \
+	  echo "==> widget unit tests (node --test)"; cd $(WIDGET) && npm test --silent; fi
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 down:

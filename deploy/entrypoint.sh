@@ -1,6 +1,7 @@
 #!/bin/sh
 # One image, several roles: the first argument picks what this container runs.
 #   api                 gunicorn serving the Flask API + WebSocket (API_HOST:API_PORT)
+#   ws                  the same app for WebSockets only, on WS_PORT (when a proxy sends them elsewhere)
 #   worker QUEUE [ARG]  a Celery worker consuming QUEUE (stt, dialog, tts or STT_GPU_QUEUE); extra ARGs go to celery
 #   flower [ARG]        Flower, the Celery task inspector, on FLOWER_PORT (default 5555)
 #   migrate             create and verify the MongoDB collections and indexes, then exit
@@ -11,10 +12,12 @@ role="${1:-api}"
 [ "$#" -gt 0 ] && shift
 
 case "$role" in
-  api)
-    # gthread: each WebSocket holds a thread, so threads (not processes) bound the open sockets.
-    exec gunicorn --worker-class gthread --workers "${API_WORKERS:-1}" --threads "${API_THREADS:-100}" \
-      --bind "${API_HOST:-0.0.0.0}:${API_PORT:-8000}" --timeout 120 --graceful-timeout 30 \
+  api|ws)
+    port="${API_PORT:-8000}"
+    [ "$role" = ws ] && port="${WS_PORT:?the ws role needs WS_PORT}"
+    # gevent: an idle WebSocket costs a few greenlets, not an OS thread.
+    exec gunicorn --worker-class gevent --worker-connections "$(( ${WS_MAX_CONNECTIONS:-1000} + 100 ))" \
+      --workers "${API_WORKERS:-1}" --bind "${API_HOST:-0.0.0.0}:${port}" --timeout 120 --graceful-timeout 30 \
       --access-logfile - "$@" voiceapp.wsgi:app
     ;;
   worker)

@@ -149,10 +149,14 @@ def test_gpu_overlay_reserves_a_gpu_and_routes_recognition_to_its_own_queue():
     # The API sends the chain, so it must route recognition to the GPU queue.
     for name in ("api", "worker-dialog", "worker-tts"):
         assert services[name]["environment"]["STT_GPU_QUEUE"] == queue
-    from tasks.celery_app import stt_queue
+    from voiceapp.queues import all_queues, stt_route
 
-    assert stt_queue(Settings.from_env(services["api"]["environment"])) == queue
-    assert services["worker-stt"]["deploy"]["replicas"] == 0
+    api_settings = Settings.from_env(services["api"]["environment"])
+    assert queue in all_queues(api_settings)
+    assert stt_route(api_settings, lambda name: 1 if name == queue else 0) == queue
+    # The CPU workers stay: recognition falls back to them when no GPU worker is alive.
+    assert stt_route(api_settings, lambda name: 0) == "stt"
+    assert services["worker-stt"]["command"] == ["worker", "stt"] and "replicas" not in services["worker-stt"].get("deploy", {})
 
 
 # ---------------------------------------------------------------- image
@@ -191,7 +195,7 @@ def stub_bin(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("args, expected", [
-    ([], r"^gunicorn --worker-class gthread --workers 1 --threads 100 --bind 0\.0\.0\.0:8000 .* voiceapp\.wsgi:app$"),
+    ([], r"^gunicorn --worker-class gevent --worker-connections 1100 --workers 1 --bind 0\.0\.0\.0:8000 .* voiceapp\.wsgi:app$"),
     (["api"], r"^gunicorn .*--bind 0\.0\.0\.0:8000 .*voiceapp\.wsgi:app$"),
     (["worker", "tts"], r"^celery -A tasks\.worker worker -Q tts -n tts@%h --pool solo --loglevel info$"),
     (["worker", "stt-gpu", "--concurrency", "1"], r"^celery -A tasks\.worker worker -Q stt-gpu -n stt-gpu@%h .* --concurrency 1$"),
@@ -205,6 +209,14 @@ def test_entrypoint_role_picks_the_command(stub_bin, args, expected):
 
     assert done.returncode == 0, done.stderr
     assert re.match(expected, done.stdout.strip()), done.stdout
+
+
+def test_entrypoint_ws_role_serves_ws_port_with_connections_from_settings(stub_bin):
+    env = {"PATH": f"{stub_bin}:/usr/bin:/bin", "WS_PORT": "8001", "WS_MAX_CONNECTIONS": "50", "API_HOST": "10.0.0.1"}
+    done = subprocess.run([str(DEPLOY / "entrypoint.sh"), "ws"], env=env, capture_output=True, text=True, timeout=10)
+
+    assert done.returncode == 0, done.stderr
+    assert "--worker-connections 150 " in done.stdout and "--bind 10.0.0.1:8001 " in done.stdout
 
 
 def test_entrypoint_worker_without_queue_fails_with_usage(stub_bin):

@@ -145,6 +145,7 @@ def ops_turn(ops_stack: OpsStack) -> dict:
 
 
 def _spoken_turn(ops_stack: OpsStack) -> dict:
+    """Ask jfk.flac through the HTTP API and wait for the finished turn."""
     session = new_session(ops_stack.base_url, "demo")
     auth = {"Authorization": f"Bearer {session['token']}"}
     sid = session["session_id"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voiceapp.audio import decode, float_to_pcm16, resample
+from voiceapp.audio import decode, float_to_pcm16, pcm16_to_float, resample
 from voiceapp.config import Settings
 from voiceapp.errors import AudioError, ProviderUnavailable, SttError
 from voiceapp.models import DecodedAudio
@@ -379,6 +379,14 @@ def test_other_input_rate(engine, settings, question):
     audio = resample(np.concatenate([question, silence(1.6)]), 16000, 48000)
     finals = [t for _, t in feed_all(recognizer, audio, frame=4800) if t.final]
     assert len(finals) == 1 and wer(DEMO_TEXT, finals[0].text) <= 0.15
+
+
+def test_feeding_leaves_the_audio_intact(engine, settings, question):
+    # Silero's wrapper writes into the array it scores; the recognizer must hand it a copy.
+    recognizer = StreamingRecognizer(engine, settings.replace(audio_chunk_duration=60.0), "en")
+    feed_all(recognizer, question)
+    kept = recognizer._buffer
+    assert np.array_equal(kept, pcm16_to_float(float_to_pcm16(question))[-len(kept) :])
 
 
 def test_odd_frame_is_refused(engine, settings):

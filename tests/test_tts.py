@@ -20,8 +20,6 @@ SENTENCES = [
     "What time do you open on Saturday?",
     "Our store is open from nine in the morning until six in the evening.",
     "Where is the nearest parking garage?",
-    "You can find the pricing page at the top of the website.",
-    "Please tell me how to reset my password.",
     "The delivery usually takes three to five business days.",
 ]
 

@@ -39,7 +39,7 @@ def _events_until_done(ws, turn_id=None):
 
 def test_pcm16_frames_give_ordered_events(live):
     session = new_session(live.base_url, "demo")
-    ws = _connect(live, session)
+    ws = _connect(live, session, mode="push_to_talk")
     try:
         for frame in _pcm16_frames(live, "jfk.flac"):
             ws.send_binary(frame)
@@ -88,16 +88,16 @@ def test_wrong_token_closes_the_socket_with_a_reason(live):
     try:
         message = json.loads(ws.recv())
         assert message["type"] == "error" and message["code"] == "token_wrong_session"
-        with pytest.raises(websocket.WebSocketConnectionClosedException):
-            ws.recv()
-            ws.recv()
+        opcode, data = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(data[:2], "big") == 1008
     finally:
         ws.close()
 
 
 def test_reconnect_with_last_seq_replays_missed_events(live):
     session = new_session(live.base_url, "demo")
-    ws = _connect(live, session)
+    ws = _connect(live, session, mode="push_to_talk")
     for frame in _pcm16_frames(live, "jfk.flac"):
         ws.send_binary(frame)
     ws.send(json.dumps({"type": "end"}))

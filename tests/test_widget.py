@@ -117,8 +117,16 @@ class Page:
     def state(self) -> str:
         return self.page.locator("voiceapp-widget").get_attribute("data-state")
 
+    def wait_for(self, js: str, arg=None, timeout: int = TURN_TIMEOUT_MS) -> None:
+        """Wait for a condition on the page; on timeout, fail with what the widget did meanwhile."""
+        try:
+            self.page.wait_for_function(js, arg=arg, timeout=timeout)
+        except Exception as err:
+            pytest.fail(f"{err}\nwidget events: {json.dumps(self.recorded()['events'])[:4000]}\n"
+                        f"sent: {self.controls}", pytrace=False)
+
     def wait_state(self, state: str, timeout: int = TURN_TIMEOUT_MS) -> None:
-        self.page.wait_for_function("s => window.__vw.states.includes(s)", arg=state, timeout=timeout)
+        self.wait_for("s => window.__vw.states.includes(s)", state, timeout)
 
     def wait_reply(self) -> str:
         reply = self.page.locator("voiceapp-widget .vw-reply")
@@ -175,7 +183,7 @@ def test_hands_free_question_is_answered_on_the_page_and_spoken(open_page):
     assert "8:00" in reply or "8 am" in reply.lower(), reply
     transcript = page.page.locator("voiceapp-widget .vw-you .vw-final").inner_text()
     assert word_error_rate(QUESTION_TEXT, transcript) <= 0.25, transcript
-    page.page.wait_for_function("window.__vw.playback.length > 0", timeout=TURN_TIMEOUT_MS)
+    page.wait_for("window.__vw.playback.length > 0")
     recorded = page.recorded()
     assert recorded["playback"][0]["how"] == "audio", recorded["playback"]  # the server's audio, not a fallback
     assert page.state() in ("speaking", "listening")
@@ -206,7 +214,7 @@ def test_push_to_talk_with_the_keyboard_and_barge_in(open_page):
     page.screenshot("widget-push-to-talk.png")
     # Barge-in: pressing while the reply plays stops it and tells the server, naming the turn.
     page.page.keyboard.down("Space")
-    page.page.wait_for_function("window.__vw.events.some(e => e[0] === 'interrupt')", timeout=10_000)
+    page.wait_for("window.__vw.events.some(e => e[0] === 'interrupt')", timeout=10_000)
     interrupt = [c for c in page.controls if c.get("type") == "interrupt"]
     assert len(interrupt) == 1 and interrupt[0]["turn_id"], page.controls
     assert page.state() == "listening"
@@ -239,7 +247,7 @@ def test_reply_audio_that_fails_is_spoken_by_the_browser(open_page):
     page.page.route("**/api/v1/voice/sessions/*/audio/*", lambda route: route.fulfill(status=503, body="down"))
     page.button.click()
     reply = page.wait_reply()
-    page.page.wait_for_function("window.__vw.spoken.length > 0", timeout=TURN_TIMEOUT_MS)
+    page.wait_for("window.__vw.spoken.length > 0")
     recorded = page.recorded()
     assert recorded["spoken"][0] == reply  # the whole reply, once, by speechSynthesis
     assert [p["how"] for p in recorded["playback"]][:1] == ["speech"]
@@ -255,7 +263,7 @@ def test_talking_over_the_reply_stops_it_and_sends_interrupt(open_page, chatty_b
     page.page.keyboard.up("Space")
     page.wait_state("speaking")
     # The microphone says the question again while the reply plays: the local VAD barges in.
-    page.page.wait_for_function("window.__vw.events.some(e => e[0] === 'interrupt')", timeout=TURN_TIMEOUT_MS)
+    page.wait_for("window.__vw.events.some(e => e[0] === 'interrupt')")
     interrupt = [c for c in page.controls if c.get("type") == "interrupt"]
     assert len(interrupt) == 1 and interrupt[0]["turn_id"], page.controls
     assert page.recorded()["states"][-1] == "idle"  # push-to-talk: stop and wait for the next press

@@ -189,3 +189,24 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
         return np.asarray(samples, dtype=np.float32)
     settings = Settings.from_env({}, audio_sample_rate=to_rate, audio_max_duration=1e9, audio_max_bytes=2**62)
     return decode(to_wav(samples, from_rate), settings).samples
+
+
+class StreamResampler:
+    """Resample a live stream chunk by chunk, keeping filter state across chunks (no edge clicks)."""
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate, self.to_rate = int(from_rate), int(to_rate)
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.to_rate)
+        self._pts = 0
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Resample the next chunk of mono float samples; output may lag input by a few ms."""
+        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = self.from_rate
+        frame.pts = self._pts
+        self._pts += samples.shape[1]
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros(0, dtype=np.float32)

@@ -1,7 +1,6 @@
 """Starting a turn: store the audio, record the turn, enqueue stt | dialog | tts by task name."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -48,10 +47,10 @@ def _enqueue(rt: Runtime, names: tuple[str, ...], ref: dict[str, Any]) -> None:
     chain(*signatures).apply_async()
 
 
-def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str) -> None:
+def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str, mode: str) -> None:
     """Hand a live utterance (frames arriving in Redis) to an STT worker; it becomes turn `utterance_id`."""
-    rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening")
-    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id},),
+    rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening", mode=mode)
+    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id, "mode": mode},),
                         queue=_stt_queue(rt))
 
 
@@ -59,23 +58,3 @@ def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:
     """After live recognition: enqueue dialog | synthesis for the recognised turn."""
     _enqueue(rt, STAGE_TASKS[1:], ref)
 
-
-def _interrupt_key(session_id: str) -> str:
-    return f"voiceapp:interrupt:{session_id}"
-
-
-def interrupt(rt: Runtime, session_id: str, turn_id: str | None, played_chunks: int | None = None) -> None:
-    """Barge-in: ask the session's in-flight synthesis to stop; remembers what the client played."""
-    value = json.dumps({"turn_id": turn_id, "played_chunks": played_chunks, "at": time.time()})
-    rt.redis.set(_interrupt_key(session_id), value, ex=300)
-
-
-def interruption(rt: Runtime, session_id: str, turn_id: str) -> dict[str, Any] | None:
-    """The barge-in request that applies to this turn, if the client sent one."""
-    raw = rt.redis.get(_interrupt_key(session_id))
-    if not raw:
-        return None
-    request = json.loads(raw)
-    if request.get("turn_id") not in (None, turn_id):
-        return None
-    return request

@@ -15,18 +15,19 @@ from pymongo.errors import DuplicateKeyError
 
 from . import metrics
 from .audio import decode, pcm16_to_float, to_wav
+from .bargein import interruption
 from .dialog.answer import respond
 from .errors import VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
 from .storage import interactions, sessions
-from .storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, get_audio, put_audio
+from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import get_engine
 from .stt.streaming import StreamingRecognizer
+from .tts.service import ChunkResult, synthesize_reply
 from .urls import audio_url
-from .utterances import UtteranceStream
-from .tts.registry import get_provider
+from .utterances import PUSH_TO_TALK, UtteranceStream
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
 def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytearray) -> Transcript | None:
     """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
     stream = UtteranceStream(rt.redis, ref["turn_id"])
-    recognizer = StreamingRecognizer(get_engine(rt.settings), rt.settings, language)
+    # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
+    end_silence = {"end_silence": rt.settings.audio_max_duration + 1} if ref.get("mode") == PUSH_TO_TALK else {}
+    recognizer = StreamingRecognizer(get_engine(rt.settings), rt.settings, language, **end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     try:
         for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
@@ -161,31 +164,66 @@ def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:
     return ref
 
 
+class _Interrupted(Exception):
+    """The visitor barged in: stop speaking this reply."""
+
+
 def run_tts(rt: Runtime, ref: TurnRef) -> TurnRef:
-    """Synthesise the reply, store its audio and publish where to fetch it."""
+    """Speak the reply sentence by sentence, publishing each chunk's audio as soon as it exists."""
     if ref.get("skip"):
         return ref
     turn = _turn(rt, ref)
-    if turn.get("status") == "done":
+    if turn.get("status") in {"done", "interrupted"}:
         return ref
-    with _stage(rt, ref, "tts") as t:
-        provider = get_provider(rt.settings, turn.get("tts_provider") or None)
-        synthesis = provider.synthesize(turn["reply_text"], turn.get("voice"), turn.get("language"))
-        audio_id = put_audio(rt.db, synthesis.audio, bucket=REPLIES_BUCKET, filename=f"{ref['turn_id']}.wav",
-                             content_type=synthesis.mime_type,
-                             metadata={"session_id": ref["session_id"], "turn_id": ref["turn_id"],
-                                       "provider": synthesis.provider, "voice": synthesis.voice})
-    metrics.observe_synthesis(synthesis.provider, t["seconds"])
+    published: list[ChunkResult] = []
+
+    def publish(chunk: ChunkResult) -> None:
+        if interruption(rt, ref["session_id"], ref["turn_id"], turn.get("accepted_at")):
+            raise _Interrupted
+        data = chunk.to_event()
+        published.append(chunk)
+        if chunk.audio_id:
+            data["audio_url"] = audio_url(ref["session_id"], chunk.audio_id)
+            # Cached audio is shared: the session may fetch it once its turn names it.
+            interactions.update_turn(rt.db, rt.settings, ref["turn_id"],
+                                     **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id]})
+        rt.events.publish(ref["session_id"], EventType.AUDIO, ref["turn_id"], **data)
+
+    try:
+        with _stage(rt, ref, "tts") as t:
+            speech = synthesize_reply(rt.db, rt.settings, text=turn["reply_text"], voice=turn.get("voice") or None,
+                                      language=turn.get("language"), provider_name=turn.get("tts_provider") or None,
+                                      project=turn["project"], session_id=ref["session_id"], turn_id=ref["turn_id"],
+                                      on_chunk=publish)
+    except _Interrupted:
+        return _finish_interrupted(rt, ref, turn, published)
+    metrics.observe_synthesis(speech.provider, t["seconds"])
+    return _finish(rt, ref, turn, "done", speech.audio_ids[0] if speech.audio_ids else None, speech.to_doc(),
+                   t["seconds"])
+
+
+def _finish_interrupted(rt: Runtime, ref: TurnRef, turn: dict[str, Any], published: list[ChunkResult]) -> TurnRef:
+    """Record what the visitor actually heard before barging in."""
+    request = interruption(rt, ref["session_id"], ref["turn_id"], turn.get("accepted_at")) or {}
+    played = request.get("played_chunks")
+    played = len(published) if played is None else min(played, len(published))
+    tts = {"provider": published[0].provider if published else None, "chunks": len(published),
+           "audio_ids": [c.audio_id for c in published if c.audio_id], "played_chunks": played,
+           "played_text": " ".join(c.text for c in published[:played])}
+    audio_id = tts["audio_ids"][0] if tts["audio_ids"] else None
+    return _finish(rt, ref, turn, "interrupted", audio_id, tts, None)
+
+
+def _finish(rt: Runtime, ref: TurnRef, turn: dict[str, Any], status: str, audio_id: str | None,
+            tts: dict[str, Any], tts_seconds: float | None) -> TurnRef:
     done_at = time.time()
-    timings = {"timings.tts_queue_s": _queue_wait(turn, t["started"]), "timings.tts_s": t["seconds"],
+    timings = {"timings.tts_queue_s": _queue_wait(turn, done_at - (tts_seconds or 0.0)),
                "timings.total_s": round(done_at - float(turn["accepted_at"]), 4)}
-    url = audio_url(ref["session_id"], audio_id)
-    interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="done", audio_id=audio_id,
-                             tts={"provider": synthesis.provider, "voice": synthesis.voice},
+    if tts_seconds is not None:
+        timings["timings.tts_s"] = tts_seconds
+    interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status=status, audio_id=audio_id, tts=tts,
                              stage_done_at=done_at, **timings)
-    rt.events.publish(ref["session_id"], EventType.AUDIO, ref["turn_id"], audio_url=url, audio_id=audio_id,
-                      mime_type=synthesis.mime_type, provider=synthesis.provider)
-    rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="done",
+    rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status=status,
                       timings={k.split(".", 1)[1]: v for k, v in timings.items()})
     metrics.INTERACTIONS.inc()
     return ref

@@ -13,6 +13,8 @@ from typing import Iterator
 import redis
 
 PREFIX = "voiceapp:utt"
+HANDS_FREE, PUSH_TO_TALK = "hands_free", "push_to_talk"
+MODES = (HANDS_FREE, PUSH_TO_TALK)
 
 # Append only while open, so no frame is lost into a stream nobody reads any more.
 _APPEND_LUA = """

@@ -93,3 +93,9 @@ def recent_turns(
         .limit(int(limit))
     )
     return list(reversed(list(cursor)))
+
+
+def session_has_audio(db: Database, settings: Settings, session_id: str, audio_id: str) -> bool:
+    """Whether one of the session's turns spoke this audio (cached audio is shared between sessions)."""
+    query = {"session_id": check_session_id(session_id), "tts.audio_ids": str(audio_id)}
+    return db[settings.interactions_collection].find_one(query, {"_id": 1}) is not None

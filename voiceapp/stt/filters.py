@@ -34,6 +34,7 @@ _BRACKETED = re.compile(r"^[\[\(\*♪♫#].*[\]\)\*♪♫#]$")
 
 
 def _words(text: str) -> list[str]:
+    """Lower-case words of `text`, punctuation dropped."""
     return re.findall(r"[\w']+", text.lower())
 
 
@@ -57,6 +58,7 @@ def _min_repeats(size: int) -> int:
 
 
 def _key(word: str) -> str:
+    """A word compared without case or trailing punctuation."""
     return word.lower().strip(".,!?;:\"'")
 
 

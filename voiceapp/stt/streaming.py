@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from voiceapp.audio import pcm16_to_float, resample
+from voiceapp.audio import StreamResampler, pcm16_to_float
 from voiceapp.config import Settings
 from voiceapp.models import DecodedAudio, Transcript
 from voiceapp.stt.base import SttEngine
@@ -31,6 +31,7 @@ BACKLOG_FACTOR = 2.0  # partials wait at least this many times the last decode's
 
 
 def _vad_model():
+    """Silero VAD as shipped inside faster-whisper (loaded once per process)."""
     from faster_whisper.vad import get_vad_model
 
     return get_vad_model()
@@ -51,6 +52,7 @@ class StreamingRecognizer:
         self.engine = engine
         self.language = language
         self.input_rate = sample_rate or settings.audio_sample_rate
+        self._resampler = StreamResampler(self.input_rate, VAD_RATE) if self.input_rate != VAD_RATE else None
         self.partial_every = int(settings.audio_chunk_duration * VAD_RATE)
         self.max_samples = int(settings.audio_max_duration * VAD_RATE)
         self.end_silence = int(end_silence * VAD_RATE)
@@ -80,8 +82,8 @@ class StreamingRecognizer:
     def feed(self, pcm: bytes) -> list[Transcript]:
         """Add PCM16 frames; returns new partials (final=False) and at most one final transcript."""
         samples = pcm16_to_float(pcm)
-        if self.input_rate != VAD_RATE and samples.size:
-            samples = resample(samples, self.input_rate, VAD_RATE)
+        if self._resampler is not None:
+            samples = self._resampler.push(samples)
         self._buffer = np.concatenate([self._buffer, samples])
         self._score_new_windows()
         if self._start is None:
@@ -114,7 +116,8 @@ class StreamingRecognizer:
         begin = self._vad_pos
         # One window of history gives the model its context; its own score is discarded.
         history = WINDOW if begin >= WINDOW else 0
-        chunk = self._buffer[begin - history : begin + count * WINDOW]
+        # A copy: faster-whisper's Silero wrapper zeroes part of the array it is given.
+        chunk = self._buffer[begin - history : begin + count * WINDOW].copy()
         probs = np.asarray(self._vad(chunk)).reshape(-1)[history // WINDOW :]
         for i, prob in enumerate(probs[:count]):
             window_start = begin + i * WINDOW

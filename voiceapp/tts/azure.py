@@ -21,7 +21,7 @@ LANGUAGE_VOICES = {
 def cache_key(settings: Settings) -> tuple:
     """Settings that change the synthesizer (the key only as a digest)."""
     digest = hashlib.sha256(settings.azure_speech_key.encode()).hexdigest()[:16]
-    return (digest, settings.azure_speech_region, settings.azure_speech_host)
+    return (digest, settings.azure_speech_region, settings.azure_speech_host, settings.azure_speech_voice)
 
 
 def check(settings: Settings) -> str | None:

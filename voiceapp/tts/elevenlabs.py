@@ -18,7 +18,8 @@ _MIME = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "a
 def cache_key(settings: Settings) -> tuple:
     """Settings that change the client (the key only as a digest: loaded providers are keyed by this)."""
     digest = hashlib.sha256(settings.elevenlabs_api_key.encode()).hexdigest()[:16]
-    return (digest, settings.elevenlabs_base_url, settings.elevenlabs_model_id, settings.elevenlabs_output_format)
+    return (digest, settings.elevenlabs_base_url, settings.elevenlabs_model_id, settings.elevenlabs_output_format,
+            settings.elevenlabs_voice_id, settings.tts_timeout)
 
 
 def check(settings: Settings) -> str | None:

@@ -206,7 +206,8 @@ def get_reply_audio(session_id: str, audio_id: str):
     rt = _rt()
     check_origin(claims.get("prj", ""))
     data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
-    if info["metadata"].get("session_id") != session_id:
+    if info["metadata"].get("session_id") != session_id and not interactions.session_has_audio(
+            rt.db, rt.settings, session_id, info["audio_id"]):
         raise NotFound("no such audio in this session", code="audio_not_found")
     return Response(data, mimetype=info["content_type"],
                     headers={"Cache-Control": "private, max-age=3600"})

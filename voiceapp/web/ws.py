@@ -15,10 +15,11 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, VoiceError
-from ..pipeline import interrupt, start_live_utterance
+from ..bargein import interrupt
+from ..pipeline import start_live_utterance
 from ..runtime import Runtime
 from ..storage import sessions
-from ..utterances import UtteranceStream, new_id
+from ..utterances import HANDS_FREE, MODES, UtteranceStream, new_id
 from . import access
 from .auth import check_token
 from .hub import Listener, get_hub
@@ -68,6 +69,7 @@ class Connection:
         self.closed = threading.Event()
         self.turn_id: str | None = None
         self.utterance: LiveUtterance | None = None
+        self.mode = HANDS_FREE
 
     def send(self, message: dict[str, Any]) -> None:
         """Send one JSON message; a dead peer just marks the connection closed."""
@@ -133,7 +135,7 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
     access.use_session(rt, session_id)
     access.admit_turn(rt)
     conn.utterance = LiveUtterance(rt, session_id)
-    start_live_utterance(rt, session_id, conn.utterance.stream.id)
+    start_live_utterance(rt, session_id, conn.utterance.stream.id, conn.mode)
     conn.utterance.add(frame)
 
 
@@ -206,6 +208,9 @@ def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
         check_token(rt.settings, request.args.get("token"), session_id)
         check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
         last_seq = _int_arg("last_seq")
+        conn.mode = request.args.get("mode", HANDS_FREE)
+        if conn.mode not in MODES:
+            raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", code="invalid_field")
     except VoiceError as err:
         conn.error(err)
         conn.ws.close(reason=POLICY_VIOLATION, message=err.code)

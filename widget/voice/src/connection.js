@@ -236,6 +236,17 @@ export class VoiceConnection {
     return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token)}`;
   }
 
+  /** Forget the session (it expired server-side): the next open() starts a new one. */
+  renew() {
+    const { socket } = this;
+    this.socket = null; // its close event must not trigger a reconnect to the dead session
+    this.timers.clear(this.refreshTimer);
+    this.timers.clear(this.pingTimer);
+    this.session = null;
+    this.queue = [];
+    if (socket) socket.close();
+  }
+
   /** Close the socket for good (no reconnect). */
   close() {
     this.closing = true;

@@ -1,29 +1,39 @@
 // The widget's brain: one state machine fed by the user (press, release, toggle), the microphone
 // (frames + local VAD) and the server's session events. No DOM here, so it is unit-tested in node.
+//
+// Turns are the server's utterances (turn_id = utterance id). The server may end an utterance itself
+// after a pause, so one press can yield several turns; every turn that is not abandoned (barge-in,
+// stop) is answered, and the conversation returns to idle/listening once all of them are done and
+// their audio has played.
 import { levelDb } from './resample.js';
 import { EnergyVad } from './vad.js';
 
 export const STATES = Object.freeze(['idle', 'listening', 'thinking', 'speaking', 'error']);
 export const MODES = Object.freeze(['push-to-talk', 'hands-free']);
+export const ENDPOINTING = Object.freeze(['auto', 'server', 'client']);
 const PREROLL_FRAMES = 15; // 300 ms kept so a barge-in or VAD start does not clip the first syllable
 const BARGE_IN_MS = 300; // longer than a VAD start: a cough or echo should not cut the reply
+// Local quiet before the client ends an utterance: 'client' ends it itself; 'auto' leaves the
+// server's VAD (1.2 s) time to decide first and only then closes the utterance as a safety net.
+const CLIENT_END_MS = { client: 800, auto: 1500 };
+// Session-level problems the server reports on the socket: a new session fixes them.
+const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found', 'session_not_found',
+  'session_expired']);
 
 /** Drives one conversation: what to stream, when to end an utterance, what to play, which state. */
 export class VoiceController {
   constructor({ connection, player, microphone, mode = 'push-to-talk', endpointing = 'auto', bargeIn = true,
-    vad = new EnergyVad(), onState = () => {}, onView = () => {} }) {
+    vad = null, onState = () => {}, onView = () => {} }) {
     if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}`);
-    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, vad, onState, onView });
+    if (!ENDPOINTING.includes(endpointing)) throw new Error(`endpointing must be one of ${ENDPOINTING.join(', ')}`);
+    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, onState, onView });
+    this.vad = vad || new EnergyVad({ endSilenceMs: CLIENT_END_MS[endpointing] || 800 });
     this.state = 'idle';
-    this.serverEndpointing = endpointing === 'server';
     this.talking = false; // push-to-talk held
-    this.utteranceOpen = false; // frames of the current utterance are being streamed
-    this.framesSent = 0;
-    this.sentEnd = false;
-    this.turnId = null;
-    this.turn = null;
-    this.finished = new Set();
-    this.interrupted = new Set();
+    this.streaming = false; // frames of an utterance are going to the server
+    this.unended = 0; // frames sent since the last `end`
+    this.turns = new Map(); // turns of the current exchange, by id
+    this.abandoned = new Set(); // interrupted, stopped or finished turns: their late events are ignored
     this.preroll = [];
   }
 
@@ -42,9 +52,7 @@ export class VoiceController {
 
   /** Open the microphone and the session (call from a user gesture: audio needs one). */
   activate() {
-    const mic = this.microphone.start();
-    const conn = this.connection.open();
-    return Promise.all([mic, conn]).catch((err) => {
+    return Promise.all([this.microphone.start(), this.connection.open()]).catch((err) => {
       this.fail(err);
       throw err;
     });
@@ -52,7 +60,7 @@ export class VoiceController {
 
   // ------------------------------------------------------------------ user input
 
-  /** Push-to-talk pressed (or hands-free button): barge in if a reply plays, then listen. */
+  /** Push-to-talk pressed (hands-free: toggle): barge in if a reply is on its way, then listen. */
   press() {
     if (this.mode === 'hands-free') {
       this.toggle();
@@ -60,9 +68,10 @@ export class VoiceController {
     }
     if (this.talking) return;
     this.talking = true;
-    if (this.state === 'speaking' || this.state === 'thinking') this.interrupt();
+    this.abandonExchange();
     this.activate().catch(() => {});
-    this.beginUtterance();
+    this.listen();
+    this.openUtterance();
   }
 
   /** Push-to-talk released: the utterance ends here. */
@@ -70,8 +79,9 @@ export class VoiceController {
     if (this.mode !== 'push-to-talk' || !this.talking) return;
     this.talking = false;
     if (this.state !== 'listening') return;
-    this.utteranceOpen = false;
-    if (this.framesSent > 0) this.endUtterance();
+    const spoke = this.unended > 0;
+    this.closeUtterance();
+    if (spoke) this.setState('thinking');
     else this.setState('idle');
   }
 
@@ -80,6 +90,7 @@ export class VoiceController {
     if (this.state === 'idle' || this.state === 'error') {
       this.activate().catch(() => {});
       this.listen();
+      if (this.endpointing === 'server') this.openUtterance();
     } else {
       this.stop();
     }
@@ -87,10 +98,9 @@ export class VoiceController {
 
   /** Stop everything the user hears or says (Escape, hands-free off). */
   stop() {
-    if (this.state === 'speaking' || this.state === 'thinking') this.interrupt();
     this.talking = false;
-    this.utteranceOpen = false;
-    this.framesSent = 0;
+    this.closeUtterance();
+    this.abandonExchange();
     this.connection.discardQueued();
     this.setState('idle');
   }
@@ -99,100 +109,87 @@ export class VoiceController {
 
   listen() {
     this.vad.reset();
-    this.framesSent = 0;
-    this.sentEnd = false;
-    // With server endpointing the server hears everything; otherwise only what the local VAD calls speech.
-    this.utteranceOpen = this.serverEndpointing;
     this.setState('listening');
   }
 
-  beginUtterance() {
-    this.listen();
-    this.utteranceOpen = true;
-    this.sendPreroll();
-  }
-
-  sendPreroll() {
+  /** Start streaming, beginning with the pre-roll (the words just before the trigger). */
+  openUtterance() {
+    this.streaming = true;
     for (const frame of this.preroll) this.sendFrame(frame);
     this.preroll = [];
   }
 
+  /** Stop streaming; an utterance we streamed is always closed by us (the server treats a late `end` as a no-op). */
+  closeUtterance() {
+    this.streaming = false;
+    if (this.unended > 0) {
+      this.unended = 0;
+      this.connection.send({ type: 'end' });
+    }
+  }
+
   sendFrame(frame) {
     this.connection.sendFrame(frame);
-    this.framesSent += 1;
+    this.unended += 1;
   }
 
   /** One 20 ms PCM16 frame (ArrayBuffer) from the microphone. */
   onFrame(frame) {
-    const level = levelDb(new Int16Array(frame));
     const speaking = this.state === 'speaking';
-    const event = this.vad.push(level, speaking ? BARGE_IN_MS : undefined);
-    if (this.state === 'listening' && this.utteranceOpen) {
+    const event = this.vad.push(levelDb(new Int16Array(frame)), speaking ? BARGE_IN_MS : undefined);
+    if (this.streaming) {
       this.sendFrame(frame);
     } else {
       this.preroll.push(frame);
       if (this.preroll.length > PREROLL_FRAMES) this.preroll.shift();
     }
     if (speaking && event === 'start' && this.bargeIn) {
-      this.interrupt();
-      if (this.mode === 'hands-free') this.beginUtterance();
-      else this.setState('idle');
+      this.abandonExchange();
+      if (this.mode === 'hands-free') {
+        this.listen();
+        this.vad.speaking = true; // the barge-in speech is under way: its end closes the utterance
+        this.openUtterance();
+      } else {
+        this.setState('idle');
+      }
       return;
     }
-    if (this.state !== 'listening' || this.mode !== 'hands-free') return;
-    if (event === 'start' && !this.utteranceOpen) {
-      this.utteranceOpen = true;
-      this.sendPreroll();
-    } else if (event === 'end' && !this.serverEndpointing) {
-      this.utteranceOpen = false;
-      this.endUtterance();
+    if (this.state !== 'listening' || this.mode !== 'hands-free' || this.endpointing === 'server') return;
+    if (event === 'start' && !this.streaming) {
+      this.openUtterance();
+    } else if (event === 'end' && this.streaming) {
+      this.closeUtterance();
+      this.setState('thinking');
     }
   }
 
-  endUtterance() {
-    this.sentEnd = this.connection.send({ type: 'end' });
-    if (!this.sentEnd) {
-      this.fail({ code: 'offline', message: 'Not connected: the question could not be sent. Try again.' });
-      return;
-    }
-    this.turnId = null;
-    this.turn = null;
-    this.setState('thinking');
-  }
-
-  /** Barge-in: silence the reply and tell the server to stop producing it. */
-  interrupt() {
-    const turnId = this.turnId;
-    const played = this.turn ? this.turn.played : 0;
+  /** Barge-in or stop: silence the reply and tell the server to stop producing it. */
+  abandonExchange() {
+    const inFlight = [...this.turns.values()].filter((t) => !t.done || t.playing);
+    const playing = this.player.active;
+    if (this.turns.size === 0 && !playing) return;
     this.player.stop();
-    if (turnId) {
-      this.interrupted.add(turnId);
-      this.finished.add(turnId);
+    const current = inFlight.find((t) => t.reply !== null) || inFlight[0] || [...this.turns.values()].pop();
+    for (const id of this.turns.keys()) this.abandoned.add(id);
+    this.turns.clear();
+    if (current) {
+      this.connection.send({ type: 'interrupt', turn_id: current.id, played_chunks: current.played });
+      this.onView({ kind: 'interrupt', turnId: current.id });
     }
-    this.connection.send({ type: 'interrupt', turn_id: turnId, played_chunks: played });
-    this.onView({ kind: 'interrupt', turnId });
-    this.turnId = null;
-    this.turn = null;
   }
 
   // ------------------------------------------------------------------ server events
 
-  adoptTurn(turnId) {
-    if (!turnId || turnId === this.turnId) return;
-    this.turnId = turnId;
-    this.turn = { reply: null, done: false, played: 0, audio: 0, fallbackSpoken: false, lang: null };
-  }
-
-  /** Whether an event belongs to the turn the user is waiting for (adopting it when still unknown). */
-  isCurrent(message) {
-    const id = message.turn_id;
-    if (!id || this.finished.has(id)) return false;
-    if (id === this.turnId) return true;
-    if (this.state === 'thinking' && !this.turnId) {
-      this.adoptTurn(id);
-      return true;
+  /** The record of one of our turns, or null for an abandoned one. */
+  turnFor(id) {
+    if (!id || this.abandoned.has(id)) return null;
+    let turn = this.turns.get(id);
+    if (!turn) {
+      turn = { id, reply: null, lang: null, done: false, status: null, audio: 0, played: 0, playing: false,
+        fallbackSpoken: false };
+      this.turns.set(id, turn);
     }
-    return false;
+    return turn;
   }
 
   onEvent(message) {
@@ -200,49 +197,59 @@ export class VoiceController {
     if (handler) handler.call(this, message);
   }
 
+  on_status(message) {
+    if (message.status === 'listening') this.turnFor(message.turn_id); // the server opened one of our utterances
+  }
+
   on_accepted(message) {
-    if (!this.sentEnd && this.mode === 'hands-free' && this.endpointing !== 'client') {
-      this.serverEndpointing = true; // the server ended an utterance itself: stop sending our own ends
-    }
-    this.sentEnd = false;
-    this.utteranceOpen = false;
-    if (this.state === 'listening') this.setState('thinking');
-    if (this.state === 'thinking') this.adoptTurn(message.turn_id);
+    this.turnFor(message.turn_id);
+    if (this.state === 'listening' && !this.talking && !this.streaming) this.setState('thinking');
   }
 
   on_transcript(message) {
-    if (!this.isCurrent(message) && !(message.final === false && this.state === 'listening')) return;
-    this.onView({ kind: 'transcript', text: message.text || '', final: message.final !== false });
+    const turn = this.turnFor(message.turn_id);
+    if (!turn) return;
+    const final = message.final !== false;
+    this.onView({ kind: 'transcript', text: message.text || '', final });
+    // The server heard the end of a hands-free utterance before our VAD did.
+    if (final && message.text && this.state === 'listening' && this.mode === 'hands-free') {
+      this.closeUtterance();
+      this.setState('thinking');
+    }
   }
 
   on_reply(message) {
-    if (!this.isCurrent(message)) return;
-    this.turn.reply = message.text || '';
-    this.turn.lang = message.language || null;
-    this.onView({ kind: 'reply', text: this.turn.reply, actions: message.suggested_actions || [],
+    const turn = this.turnFor(message.turn_id);
+    if (!turn) return;
+    turn.reply = message.text || '';
+    turn.lang = message.language || null;
+    this.onView({ kind: 'reply', text: turn.reply, actions: message.suggested_actions || [],
       sources: message.sources || [] });
   }
 
   on_audio(message) {
-    if (!this.isCurrent(message)) return;
-    this.turn.audio += 1;
-    const turnId = this.turnId;
+    const turn = this.turnFor(message.turn_id);
+    if (!turn) return;
+    turn.audio += 1;
+    const index = message.index ?? turn.audio - 1;
     if (message.provider === 'browser' || !message.audio_url) {
-      const text = message.text || (message.speech && message.speech.text) || this.turn.reply || '';
+      const speech = message.speech || {};
+      const text = message.text || speech.text || turn.reply || '';
       if (!text) return;
-      if (!message.text) this.turn.fallbackSpoken = true; // the whole reply was handed over
-      this.player.enqueue({ kind: 'speech', text, lang: message.language || message.lang
-        || (message.speech && message.speech.lang) || this.turn.lang, voice: message.voice || null, turnId });
+      if (!message.text && !speech.text) turn.fallbackSpoken = true; // the whole reply was handed over
+      this.player.enqueue({ kind: 'speech', text, lang: message.language || message.lang || speech.lang || turn.lang,
+        voice: message.voice || speech.voice || null, turnId: turn.id, index });
       return;
     }
-    this.player.enqueue({ kind: 'audio', url: this.connection.audioUrl(message.audio_url), text: message.text || null,
-      turnId, index: message.index ?? this.turn.audio - 1 });
+    this.player.enqueue({ kind: 'audio', url: this.connection.audioUrl(message.audio_url),
+      text: message.text || null, lang: turn.lang, turnId: turn.id, index });
   }
 
   on_done(message) {
-    if (!this.isCurrent(message)) return;
-    this.turn.done = true;
-    if (message.status === 'no_speech') this.onView({ kind: 'notice', text: "Sorry, I didn't catch that." });
+    const turn = this.turnFor(message.turn_id);
+    if (!turn) return;
+    turn.done = true;
+    turn.status = message.status;
     this.maybeFinish();
   }
 
@@ -251,34 +258,35 @@ export class VoiceController {
       this.connectionError(message);
       return;
     }
-    if (!this.isCurrent(message)) return;
+    const turn = this.turnFor(message.turn_id);
+    if (!turn) return;
+    turn.done = true;
+    turn.status = 'error';
     this.onView({ kind: 'error', code: message.code, text: message.message || 'Something went wrong.' });
-    this.turn.done = true;
-    if (message.stage === 'tts' && this.turn.reply && !this.turn.audio) {
-      this.turn.fallbackSpoken = true; // no server audio at all: the browser reads the reply
-      this.player.enqueue({ kind: 'speech', text: this.turn.reply, lang: this.turn.lang, voice: null,
-        turnId: this.turnId });
+    if (message.stage === 'tts' && turn.reply && !turn.fallbackSpoken) {
+      turn.fallbackSpoken = true; // no (more) server audio: the browser reads the reply
+      this.player.enqueue({ kind: 'speech', text: turn.reply, lang: turn.lang, voice: null, turnId: turn.id, index: 0 });
       return;
     }
-    if (!this.player.active) this.fail(message, false);
+    this.maybeFinish();
   }
 
   connectionError(message) {
-    // An 'end' that crossed the server's own endpointing finds an empty buffer: nothing was lost.
-    if (message.code === 'empty_utterance' && (this.serverEndpointing || this.state !== 'thinking' || this.turnId)) {
+    // An `end` that crossed the server's own endpointing finds no open utterance: nothing was lost.
+    if (message.code === 'empty_utterance') {
+      this.maybeFinish(true);
       return;
     }
-    if (message.code === 'empty_utterance') {
-      this.onView({ kind: 'notice', text: "Sorry, I didn't hear anything." });
-      this.finishTurn();
+    if (SESSION_GONE.has(message.code)) {
+      this.connection.renew();
+      this.fail({ code: message.code, message: 'The conversation expired. Press the button to start again.' });
       return;
     }
     this.fail(message);
   }
 
   on_session_reset() {
-    this.turnId = null;
-    this.turn = null;
+    this.turns.clear();
     if (this.state === 'thinking') this.fail({ code: 'session_reset', message: 'The connection was reset. Ask again.' });
   }
 
@@ -286,43 +294,52 @@ export class VoiceController {
 
   /** The player started a chunk. */
   playbackStarted(chunk, how) {
-    if (chunk.turnId && chunk.turnId !== this.turnId) return;
-    this.setState('speaking');
-    this.onView({ kind: 'playback', how, index: chunk.index ?? 0 });
+    const turn = this.turns.get(chunk.turnId);
+    if (!turn) return;
+    turn.playing = true;
+    if (!this.talking && !this.streaming) this.setState('speaking');
+    this.onView({ kind: 'playback', how, index: chunk.index ?? 0, turnId: chunk.turnId });
   }
 
   /** The player finished a chunk. */
   chunkPlayed(chunk) {
-    if (this.turn && chunk.turnId === this.turnId) this.turn.played += 1;
+    const turn = this.turns.get(chunk.turnId);
+    if (!turn) return;
+    turn.played += 1;
+    turn.playing = false;
   }
 
   /** What the browser should say when a chunk's audio fails: the whole reply, once per turn. */
   fallbackText(chunk) {
-    if (!this.turn || chunk.turnId !== this.turnId || this.turn.fallbackSpoken) return null;
-    this.turn.fallbackSpoken = true;
-    return this.turn.reply;
+    const turn = this.turns.get(chunk.turnId);
+    if (!turn || turn.fallbackSpoken) return null;
+    turn.fallbackSpoken = true;
+    return turn.reply;
   }
 
-  maybeFinish() {
-    if (this.turn && this.turn.done && !this.player.active) this.finishTurn();
-  }
-
-  finishTurn() {
-    if (this.turnId) this.finished.add(this.turnId);
-    this.turnId = null;
-    this.turn = null;
-    if (this.mode === 'hands-free' && this.state !== 'idle') this.listen();
-    else this.setState('idle');
-  }
-
-  fail(err, resetTurn = true) {
-    if (resetTurn && this.turnId) this.finished.add(this.turnId);
-    if (resetTurn) {
-      this.turnId = null;
-      this.turn = null;
+  /** When every turn of the exchange is done and played: back to listening (hands-free) or idle. */
+  maybeFinish(nothingPending = false) {
+    if (this.state !== 'thinking' && this.state !== 'speaking') return;
+    if (this.player.active || this.streaming) return;
+    const turns = [...this.turns.values()];
+    if (!turns.length && !nothingPending) return; // `accepted` (and the turn's events) are still on their way
+    if (turns.some((t) => !t.done)) return;
+    if (!turns.some((t) => t.reply !== null) && !turns.some((t) => t.status === 'error')) {
+      this.onView({ kind: 'notice', text: "Sorry, I didn't catch that." });
     }
+    for (const id of this.turns.keys()) this.abandoned.add(id);
+    this.turns.clear();
+    if (this.mode === 'hands-free') {
+      this.listen();
+      if (this.endpointing === 'server') this.openUtterance();
+    } else {
+      this.setState('idle');
+    }
+  }
+
+  fail(err) {
     this.talking = false;
-    this.utteranceOpen = false;
+    this.closeUtterance();
     this.onView({ kind: 'error', code: err.code || 'error', text: err.message || String(err) });
     this.setState('error', { code: err.code });
   }

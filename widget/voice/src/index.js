@@ -1,6 +1,6 @@
 // Entry point: `VoiceWidget.init({...})`, or automatic from the <script data-project=...> tag.
 import { VoiceConnection } from './connection.js';
-import { VoiceController } from './controller.js';
+import { ENDPOINTING, VoiceController } from './controller.js';
 import { Microphone } from './microphone.js';
 import { BrowserSpeech, ReplyPlayer, WebAudioOutput } from './player.js';
 import { WidgetView } from './ui.js';
@@ -54,7 +54,8 @@ export function init(options = {}) {
     },
   });
   controller = new VoiceController({
-    connection, player, microphone, mode, endpointing: options.endpointing || 'auto',
+    connection, player, microphone, mode,
+    endpointing: ENDPOINTING.includes(options.endpointing) ? options.endpointing : 'auto',
     bargeIn: options.bargeIn !== false,
     onState: (state, detail) => {
       view.setState(state);

@@ -155,6 +155,23 @@ test('a session that cannot be refreshed is replaced by a new one', async () => 
   assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok3');
 });
 
+test('renew() forgets an expired session: the next open() creates a new one, the old socket is not resumed', async () => {
+  const { conn, calls, timers } = setup([[201, SESSION], [201, { ...SESSION, session_id: 's2', token: 'tok2',
+    websocket_url: '/api/v1/voice/ws/s2' }]]);
+  const opened = conn.open();
+  await flush();
+  FakeSocket.all[0].accept();
+  await opened;
+  conn.renew();
+  assert.equal(timers.pending.size, 0, 'no reconnect to the dead session');
+  const again = conn.open();
+  await flush();
+  assert.equal(calls.length, 2);
+  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok2');
+  FakeSocket.all[1].accept();
+  await again;
+});
+
 test('close() stops for good: no reconnect is scheduled', async () => {
   const { conn, statuses, timers } = setup([[201, SESSION]]);
   const opened = conn.open();

@@ -24,13 +24,25 @@ function event(type, turnId, data = {}) {
   return { seq, type, session_id: 's1', turn_id: turnId, ts: 0, ...data };
 }
 
-function answerTurn(controller, turnId = 't1') {
-  controller.onEvent({ type: 'accepted', seq: null, turn_id: turnId });
-  controller.onEvent(event('status', turnId, { status: 'queued' }));
+/** What the server publishes for one recognised utterance, up to its audio (not `done`). */
+function answer(controller, turnId = 't1', { accepted = true } = {}) {
+  if (accepted) controller.onEvent({ type: 'accepted', seq: null, turn_id: turnId });
   controller.onEvent(event('transcript', turnId, { text: 'What time do you open?', final: true }));
   controller.onEvent(event('reply', turnId, { text: 'We open at 8. Welcome!', suggested_actions: [] }));
   controller.onEvent(event('audio', turnId, { audio_url: '/a/1', provider: 'piper', text: 'We open at 8.' }));
   controller.onEvent(event('audio', turnId, { audio_url: '/a/2', provider: 'piper', text: 'Welcome!' }));
+}
+
+function pushToTalk(controller, frames = 10, turnId = 't1') {
+  controller.press();
+  controller.onEvent(event('status', turnId, { status: 'listening' }));
+  feed(controller, LOUD, frames);
+  controller.release();
+}
+
+function finishPlayback(controller, player) {
+  player.playing = false;
+  controller.maybeFinish();
 }
 
 test('push-to-talk: frames stream while held, release sends end, the reply plays, then idle', () => {
@@ -44,7 +56,7 @@ test('push-to-talk: frames stream while held, release sends end, the reply plays
   assert.equal(controller.state, 'thinking');
   feed(controller, LOUD, 5); // the reply is being prepared: nothing more is streamed
   assert.equal(connection.frames.length, 10);
-  answerTurn(controller);
+  answer(controller);
   assert.deepEqual(player.chunks.map((c) => c.url), ['/a/1?token=tok', '/a/2?token=tok']);
   assert.ok(views.some((v) => v.kind === 'transcript' && v.final && v.text === 'What time do you open?'));
   assert.ok(views.some((v) => v.kind === 'reply' && v.text === 'We open at 8. Welcome!'));
@@ -52,8 +64,7 @@ test('push-to-talk: frames stream while held, release sends end, the reply plays
   assert.equal(controller.state, 'speaking');
   controller.onEvent(event('done', 't1', { status: 'done' }));
   assert.equal(controller.state, 'speaking', 'still playing: done alone does not end the turn');
-  player.playing = false;
-  controller.maybeFinish();
+  finishPlayback(controller, player);
   assert.deepEqual(states, ['listening', 'thinking', 'speaking', 'idle']);
 });
 
@@ -65,11 +76,40 @@ test('push-to-talk: a release with no audio sends nothing', () => {
   assert.equal(controller.state, 'idle');
 });
 
+test('a pause while holding splits the speech into two turns: both are answered, then idle', () => {
+  const { controller, player, views } = setup();
+  controller.press();
+  controller.onEvent(event('status', 't1', { status: 'listening' }));
+  feed(controller, LOUD, 10);
+  answer(controller, 't1', { accepted: false }); // the server ended t1 at the pause
+  assert.equal(controller.state, 'listening', 'still holding: keep listening');
+  controller.onEvent(event('status', 't2', { status: 'listening' }));
+  feed(controller, LOUD, 10);
+  controller.release();
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't2' });
+  controller.onEvent(event('done', 't1', { status: 'done' }));
+  controller.onEvent(event('done', 't2', { status: 'no_speech' }));
+  assert.equal(player.chunks.length, 2, 't1 is played');
+  finishPlayback(controller, player);
+  assert.equal(controller.state, 'idle');
+  assert.ok(!views.some((v) => v.kind === 'notice'), 'an answered exchange is no "did not catch that"');
+});
+
+test('an utterance with no speech ends with a notice', () => {
+  const { controller, views } = setup();
+  pushToTalk(controller);
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
+  controller.onEvent(event('done', 't1', { status: 'no_speech' }));
+  assert.equal(controller.state, 'idle');
+  assert.ok(views.some((v) => v.kind === 'notice'));
+});
+
 test('partial transcripts are shown as partial, then replaced by the final one', () => {
   const { controller, views } = setup();
   controller.press();
+  controller.onEvent(event('status', 't1', { status: 'listening' }));
   feed(controller, LOUD, 3);
-  controller.onEvent(event('transcript', null, { text: 'what time', final: false }));
+  controller.onEvent(event('transcript', 't1', { text: 'what time', final: false }));
   controller.release();
   controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
   controller.onEvent(event('transcript', 't1', { text: 'what time do you open', final: true }));
@@ -77,8 +117,8 @@ test('partial transcripts are shown as partial, then replaced by the final one',
   assert.deepEqual(transcripts.map((v) => [v.text, v.final]), [['what time', false], ['what time do you open', true]]);
 });
 
-test('hands-free fallback endpointing: only speech is streamed and 800 ms of quiet sends end', () => {
-  const { controller, connection } = setup({ mode: 'hands-free' });
+test('hands-free, client endpointing: only speech is streamed and 800 ms of quiet sends end', () => {
+  const { controller, connection } = setup({ mode: 'hands-free', endpointing: 'client' });
   controller.press();
   assert.equal(controller.state, 'listening');
   feed(controller, QUIET, 30);
@@ -92,27 +132,49 @@ test('hands-free fallback endpointing: only speech is streamed and 800 ms of qui
   assert.equal(controller.state, 'thinking');
 });
 
-test('hands-free: once the server ends an utterance itself, the client streams everything and sends no end', () => {
+test('hands-free, auto: the server ends the utterance (final transcript) before the local fallback', () => {
   const { controller, connection, player } = setup({ mode: 'hands-free' });
   controller.press();
-  feed(controller, LOUD, 20);
-  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' }); // before our own VAD decided
-  assert.equal(controller.serverEndpointing, true);
+  feed(controller, LOUD, 50);
+  controller.onEvent(event('status', 't1', { status: 'listening' }));
+  feed(controller, QUIET, 60); // 1.2 s: the server's pause, not yet the client's 1.5 s
+  assert.deepEqual(connection.controls('end'), []);
+  controller.onEvent(event('transcript', 't1', { text: 'What time do you open?', final: true }));
   assert.equal(controller.state, 'thinking');
-  answerTurn(controller, 't1');
+  assert.deepEqual(connection.controls('end'), [{ type: 'end' }], 'what we streamed is closed by us too');
+  const sent = connection.frames.length;
+  feed(controller, QUIET, 30);
+  assert.equal(connection.frames.length, sent, 'nothing streams while the answer is prepared');
+  answer(controller, 't1', { accepted: false });
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' }); // our late end: a no-op on the server
   controller.onEvent(event('done', 't1', { status: 'done' }));
-  player.playing = false;
-  controller.maybeFinish();
+  controller.playbackStarted(player.chunks[0], 'audio');
+  finishPlayback(controller, player);
   assert.equal(controller.state, 'listening', 'hands-free goes back to listening');
-  const before = connection.frames.length;
+});
+
+test('hands-free, auto: without a server decision the client ends the utterance after 1.5 s', () => {
+  const { controller, connection } = setup({ mode: 'hands-free' });
+  controller.press();
+  feed(controller, LOUD, 20);
+  feed(controller, QUIET, 74);
+  assert.deepEqual(connection.controls('end'), []);
+  feed(controller, QUIET, 1);
+  assert.deepEqual(connection.controls('end'), [{ type: 'end' }]);
+});
+
+test('hands-free, server endpointing: everything is streamed and no end is sent', () => {
+  const { controller, connection } = setup({ mode: 'hands-free', endpointing: 'server' });
+  controller.press();
   feed(controller, QUIET, 100);
-  assert.equal(connection.frames.length, before + 100);
+  feed(controller, LOUD, 50);
+  feed(controller, QUIET, 100);
+  assert.equal(connection.frames.length, 250);
   assert.deepEqual(connection.controls('end'), []);
 });
 
 test('an end that crossed the server endpointing (empty_utterance) is not an error', () => {
   const { controller, views } = setup({ mode: 'hands-free' });
-  controller.serverEndpointing = true;
   controller.press();
   controller.onEvent({ type: 'error', seq: null, code: 'empty_utterance', message: 'no audio' });
   assert.equal(controller.state, 'listening');
@@ -120,19 +182,21 @@ test('an end that crossed the server endpointing (empty_utterance) is not an err
 });
 
 test('barge-in by voice: the reply stops, interrupt names the turn and the chunks played', () => {
-  const { controller, connection, player } = setup({ mode: 'hands-free' });
+  const { controller, connection, player } = setup({ mode: 'hands-free', endpointing: 'client' });
   controller.press();
   feed(controller, LOUD, 10);
   feed(controller, QUIET, 40);
-  answerTurn(controller, 't1');
+  answer(controller, 't1');
   controller.playbackStarted(player.chunks[0], 'audio');
   controller.chunkPlayed(player.chunks[0]);
+  controller.playbackStarted(player.chunks[1], 'audio');
   feed(controller, LOUD, 10); // 200 ms: not yet a barge-in (echo, coughs)
   assert.equal(player.stopped, 0);
   feed(controller, LOUD, 5);
   assert.equal(player.stopped, 1);
   assert.deepEqual(connection.controls('interrupt'), [{ type: 'interrupt', turn_id: 't1', played_chunks: 1 }]);
   assert.equal(controller.state, 'listening');
+  assert.ok(controller.streaming, 'the barge-in speech is streamed as the next utterance');
   const chunks = player.chunks.length;
   controller.onEvent(event('audio', 't1', { audio_url: '/a/3', provider: 'piper' }));
   assert.equal(player.chunks.length, chunks, 'late audio of the interrupted turn is dropped');
@@ -140,10 +204,8 @@ test('barge-in by voice: the reply stops, interrupt names the turn and the chunk
 
 test('barge-in by pressing: push-to-talk during a reply interrupts it and listens', () => {
   const { controller, connection, player } = setup();
-  controller.press();
-  feed(controller, LOUD, 5);
-  controller.release();
-  answerTurn(controller, 't1');
+  pushToTalk(controller);
+  answer(controller, 't1');
   controller.playbackStarted(player.chunks[0], 'audio');
   controller.press();
   assert.equal(player.stopped, 1);
@@ -153,9 +215,7 @@ test('barge-in by pressing: push-to-talk during a reply interrupts it and listen
 
 test('the browser provider hands the text to speechSynthesis', () => {
   const { controller, player } = setup();
-  controller.press();
-  feed(controller, LOUD, 5);
-  controller.release();
+  pushToTalk(controller);
   controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
   controller.onEvent(event('reply', 't1', { text: 'Bonjour.' }));
   controller.onEvent(event('audio', 't1', { provider: 'browser', text: 'Bonjour.', language: 'fr-FR', voice: null }));
@@ -164,9 +224,7 @@ test('the browser provider hands the text to speechSynthesis', () => {
 
 test('a failed synthesis falls back to speaking the reply text in the browser', () => {
   const { controller, player, views } = setup();
-  controller.press();
-  feed(controller, LOUD, 5);
-  controller.release();
+  pushToTalk(controller);
   controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
   controller.onEvent(event('reply', 't1', { text: 'We open at 8.' }));
   controller.onEvent(event('error', 't1', { stage: 'tts', code: 'tts_failed', message: 'provider down' }));
@@ -175,32 +233,36 @@ test('a failed synthesis falls back to speaking the reply text in the browser', 
   assert.equal(controller.fallbackText({ turnId: 't1' }), null, 'the reply is spoken once, not per chunk');
 });
 
-test('events seen before accepted (status relayed first) are adopted by the waiting turn', () => {
+test('turn events that arrive before accepted are kept', () => {
   const { controller, views } = setup();
-  controller.press();
-  feed(controller, LOUD, 5);
-  controller.release();
+  pushToTalk(controller, 5, 't9');
   controller.onEvent(event('transcript', 't9', { text: 'hello', final: true }));
   controller.onEvent({ type: 'accepted', seq: null, turn_id: 't9' });
-  assert.equal(controller.turnId, 't9');
+  assert.ok(controller.turns.has('t9'));
   assert.ok(views.some((v) => v.kind === 'transcript' && v.text === 'hello'));
 });
 
-test('sending end while offline is an error state, not a silent hang', () => {
-  const { controller, connection } = setup();
+test('thinking waits for accepted: nothing finishes before the turn is known', () => {
+  const { controller } = setup();
   controller.press();
   feed(controller, LOUD, 5);
-  connection.online = false;
   controller.release();
+  controller.maybeFinish();
+  assert.equal(controller.state, 'thinking');
+});
+
+test('an expired session is replaced and reported', () => {
+  const { controller, connection } = setup();
+  controller.press();
+  controller.onEvent({ type: 'error', seq: null, code: 'voice_session_expired', message: 'expired' });
+  assert.equal(connection.renewed, 1);
   assert.equal(controller.state, 'error');
 });
 
 test('Escape (stop) while speaking interrupts and returns to idle', () => {
   const { controller, connection, player } = setup();
-  controller.press();
-  feed(controller, LOUD, 5);
-  controller.release();
-  answerTurn(controller, 't1');
+  pushToTalk(controller);
+  answer(controller, 't1');
   controller.playbackStarted(player.chunks[0], 'audio');
   controller.stop();
   assert.equal(controller.state, 'idle');

@@ -18,6 +18,8 @@ export class FakeConnection {
 
   discardQueued() {}
 
+  renew() { this.renewed = (this.renewed || 0) + 1; }
+
   audioUrl(path) { return `${path}?token=${this.token}`; }
 
   controls(type) { return this.sent.filter((m) => m.type === type); }

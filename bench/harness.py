@@ -1,0 +1,184 @@
+"""A private local stack for the benchmarks (temp home, free ports, memory MongoDB) and process probes."""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import requests
+
+from voiceapp import stack
+from voiceapp.config import Settings
+
+PROJECT = "demo"
+WORKERS = ("stt", "dialog", "tts")
+
+
+def raise_fd_limit(wanted: int = 8192) -> int:
+    """Raise this process's open-file limit (children started afterwards inherit it); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def bench_settings(home: str, ws_max_connections: int) -> Settings:
+    """Settings of the bench stack: limits lifted so the bench measures speed, not admission control."""
+    return Settings.from_env(
+        {}, home=home, api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        session_timeout=3600, open_projects=(PROJECT,), ws_max_connections=ws_max_connections,
+        max_concurrent_sessions=5000, queue_max_depth=5000, rate_limit_ip="1000000/minute",
+        rate_limit_project="1000000/minute", log_level="warning",
+    )
+
+
+@dataclass
+class BenchStack:
+    """A running stack: resolved settings, API base URL, and the pids worth sampling."""
+
+    settings: Settings
+    requested: Settings
+    base_url: str
+    home: Path
+    startup_s: float
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    @property
+    def db(self):
+        from voiceapp.storage.mongo import get_db
+
+        return get_db(self.settings)
+
+    def pids(self) -> dict[str, int]:
+        """name -> pid of the API's gunicorn worker and of each Celery worker."""
+        services = stack.load_state(self.requested).get("services", {})
+        out: dict[str, int] = {}
+        api = services.get("api", {}).get("pid")
+        if api:
+            out["api"] = gunicorn_worker(api) or api
+        for name in WORKERS:
+            pid = services.get(f"worker-{name}", {}).get("pid")
+            if pid:
+                out[f"worker-{name}"] = pid
+        return out
+
+
+def start(ws_max_connections: int = 1100) -> BenchStack:
+    """Start a whole stack in a temp home, migrate it and load the demo knowledge base."""
+    raise_fd_limit(max(8192, ws_max_connections * 4))
+    home = Path(tempfile.mkdtemp(prefix="voiceapp-bench-"))
+    requested = bench_settings(str(home), ws_max_connections)
+    began = time.monotonic()
+    try:
+        stack.up(requested, workers=WORKERS, mongo_engine="memory")
+    except BaseException:
+        stack.down(requested)
+        raise
+    resolved = stack.resolve(requested)
+    import migrations
+    from voiceapp.dialog.knowledge import load_demo
+    from voiceapp.storage.mongo import get_db
+
+    migrations.migrate(get_db(resolved), resolved)
+    load_demo(get_db(resolved), resolved, PROJECT)
+    return BenchStack(settings=resolved, requested=requested, base_url=stack.api_url(resolved), home=home,
+                      startup_s=round(time.monotonic() - began, 2))
+
+
+def stop(bench: BenchStack) -> None:
+    """Stop every process of the bench stack."""
+    stack.down(bench.requested)
+
+
+def new_session(base_url: str, project: str = PROJECT) -> dict:
+    """Create a voice session over HTTP."""
+    response = requests.post(f"{base_url}/api/v1/voice/sessions", json={"project": project}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def gunicorn_worker(master: int) -> int | None:
+    """The (single) worker child of a gunicorn master."""
+    children = Path(f"/proc/{master}/task/{master}/children")
+    try:
+        pids = [int(p) for p in children.read_text().split()]
+    except OSError:
+        pids = []
+    return pids[0] if pids else None
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of `pid` in KiB (VmRSS), None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (linear interpolation), rounded to ms; None for no values."""
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return None
+    if len(data) == 1:
+        return round(data[0], 4)
+    pos = (len(data) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(data) - 1)
+    return round(data[low] + (data[high] - data[low]) * (pos - low), 4)
+
+
+def summary(values: Sequence[float]) -> dict:
+    """n, p50, p95, min, max of a sample."""
+    data = [v for v in values if v is not None]
+    return {"n": len(data), "p50": pct(data, 50), "p95": pct(data, 95),
+            "min": round(min(data), 4) if data else None, "max": round(max(data), 4) if data else None}
+
+
+def median(values: Sequence[float]) -> float | None:
+    """The median, or None for no values."""
+    data = [v for v in values if v is not None]
+    return round(statistics.median(data), 4) if data else None
+
+
+def slope_per_minute(samples: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) samples, in value units per minute."""
+    if len(samples) < 3:
+        return None
+    xs = [s[0] for s in samples]
+    ys = [s[1] for s in samples]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    if den == 0:
+        return None
+    return round(60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den, 4)

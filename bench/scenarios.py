@@ -1,0 +1,421 @@
+"""The six benchmark scenarios; each takes a running BenchStack and returns a JSON-able dict."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from typing import Callable, Sequence
+
+import requests
+import websocket
+
+from voiceapp.audio import decode, to_wav
+from voiceapp.dialog.answer import respond
+from voiceapp.storage.audio import REPLIES_BUCKET, delete_audio, put_audio
+from voiceapp.stt.registry import get_engine
+from voiceapp.tts import cache
+from voiceapp.tts.registry import get_provider
+
+from . import harness
+from .client import LiveClient, TurnResult, check_events, check_stream
+from .harness import BenchStack, median, pct, summary
+from .speech import Utterance
+
+SERVER_TIMINGS = ("stt_queue_s", "stt_s", "dialog_queue_s", "dialog_s", "tts_queue_s", "tts_s", "total_s")
+
+
+def clear_tts_cache(bench: BenchStack) -> int:
+    """Forget every cached reply so the next turn synthesizes (a cache miss)."""
+    return cache.remove(bench.db, bench.settings, {})
+
+
+def _auth(session: dict) -> dict:
+    return {"Authorization": f"Bearer {session['token']}"}
+
+
+# ---------------------------------------------------------------- 1. per-stage breakdown
+
+
+def _upload_turn(bench: BenchStack, client: LiveClient, utt: Utterance, timeout: float = 120.0) -> dict:
+    """One turn through the HTTP upload path, with client-side stamps and the server's stage timings."""
+    session = client.session
+    mark = len(client.inbox)
+    began = time.time()
+    response = requests.post(f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+                             data=utt.wav(), headers={**_auth(session), "Content-Type": "audio/wav"}, timeout=60)
+    accepted = time.time()
+    response.raise_for_status()
+    result = TurnResult(utterance=utt.name, mode="upload", turn_id=response.json()["turn_id"], t_eos=began)
+    client._collect(result, mark, timeout, fetch_audio=True)
+    turn = requests.get(f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{result.turn_id}",
+                        headers=_auth(session), timeout=30).json()
+    doc = bench.db[bench.settings.interactions_collection].find_one({"turn_id": result.turn_id}) or {}
+    return {
+        "utterance": utt.name, "status": result.status, "transcript": result.transcript,
+        "upload_s": round(accepted - began, 4), "e2e_done_s": result.since_eos(result.t_done),
+        "e2e_first_audio_s": result.since_eos(result.t_first_byte),
+        "e2e_audio_event_s": result.since_eos(result.t_audio_event),
+        "audio_fetch_first_byte_s": (round(result.t_first_byte - result.t_audio_event, 4)
+                                     if result.t_first_byte and result.t_audio_event else None),
+        "pubsub_s": median(result.pubsub_s),
+        "timings": {k: turn.get("timings", {}).get(k) for k in SERVER_TIMINGS},
+        "tts_doc": {k: (doc.get("tts") or {}).get(k) for k in ("cache_hits", "cache_misses", "chunks", "provider")},
+        "timed_out": result.timed_out,
+    }
+
+
+def _in_process(bench: BenchStack, utt: Utterance) -> dict:
+    """The same engines on the same audio, called directly in this process (no queues, no storage)."""
+    settings, db = bench.settings, bench.db
+    wav = utt.wav()
+    t0 = time.perf_counter()
+    audio = decode(wav, settings)
+    t1 = time.perf_counter()
+    transcript = get_engine(settings).transcribe(audio, None)
+    t2 = time.perf_counter()
+    reply = respond(db, settings, harness.PROJECT, transcript.text.strip(), [])
+    t3 = time.perf_counter()
+    synthesis = get_provider(settings, "piper").synthesize(reply.text, None, None)
+    t4 = time.perf_counter()
+    audio_id = put_audio(db, synthesis.audio, bucket=REPLIES_BUCKET, filename="bench.wav", content_type="audio/wav",
+                         metadata={"session_id": "bench-in-process"})
+    t5 = time.perf_counter()
+    key = cache.make_key(reply.text + uuid.uuid4().hex, voice=synthesis.voice, language=None,
+                         provider="piper", fmt=synthesis.mime_type)
+    cache.lookup(db, settings, key)
+    t6 = time.perf_counter()
+    delete_audio(db, audio_id, bucket=REPLIES_BUCKET)
+    return {"decode_s": t1 - t0, "stt_s": t2 - t1, "dialog_s": t3 - t2, "tts_s": t4 - t3,
+            "engines_total_s": t4 - t0, "storage_put_s": t5 - t4, "cache_lookup_miss_s": t6 - t5,
+            "reply_chars": len(reply.text), "transcript": transcript.text.strip()}
+
+
+def _medians(rows: list[dict], keys: Sequence[str]) -> dict:
+    return {k: median([r.get(k) for r in rows]) for k in keys}
+
+
+def stage_breakdown(bench: BenchStack, utterances: Sequence[Utterance], reps: int) -> dict:
+    """Scenario 1: where one turn's time goes, and pipeline turn time / in-process engine time."""
+    session = harness.new_session(bench.base_url)
+    client = LiveClient(bench.base_url, session)
+    per_utterance = {}
+    try:
+        clear_tts_cache(bench)
+        _upload_turn(bench, client, utterances[0])  # warm-up: first turn loads indexes, connections
+        _in_process(bench, utterances[0])
+        for utt in utterances:
+            pipeline, local = [], []
+            for _ in range(reps):
+                clear_tts_cache(bench)  # a miss every time, like the in-process run
+                pipeline.append(_upload_turn(bench, client, utt))
+                local.append(_in_process(bench, utt))
+            per_utterance[utt.name] = _utterance_breakdown(pipeline, local)
+    finally:
+        client.close()
+    ratios = [u["overhead_ratio"] for u in per_utterance.values() if u["overhead_ratio"]]
+    return {"reps": reps, "utterances": per_utterance, "overhead_ratio": median(ratios),
+            "method": "pipeline = POST of the WAV -> `done` event at the client (HTTP upload path, every stage, "
+                      "TTS cache cleared before each turn); in-process = decode + STT + dialog + TTS engines "
+                      "called directly in the bench process on the same audio; ratio of medians per utterance, "
+                      "then the median over utterances"}
+
+
+def _utterance_breakdown(pipeline: list[dict], local: list[dict]) -> dict:
+    server = {k: median([p["timings"].get(k) for p in pipeline]) for k in SERVER_TIMINGS}
+    client = _medians(pipeline, ("upload_s", "e2e_done_s", "e2e_first_audio_s", "e2e_audio_event_s",
+                                 "audio_fetch_first_byte_s", "pubsub_s"))
+    engines = _medians(local, ("decode_s", "stt_s", "dialog_s", "tts_s", "engines_total_s", "storage_put_s",
+                               "cache_lookup_miss_s"))
+    ratio = (round(client["e2e_done_s"] / engines["engines_total_s"], 3)
+             if client["e2e_done_s"] and engines["engines_total_s"] else None)
+    overhead = _overheads(server, client, engines)
+    return {"pipeline_client": client, "pipeline_server": server, "in_process": engines, "overhead_ratio": ratio,
+            "overhead_s": overhead, "largest_overhead": max(overhead, key=lambda k: overhead[k] or 0),
+            "runs": pipeline, "in_process_runs": [{k: round(v, 4) if isinstance(v, float) else v
+                                                   for k, v in r.items()} for r in local]}
+
+
+def _overheads(server: dict, client: dict, engines: dict) -> dict:
+    """Seconds each part of the pipeline adds on top of the engines themselves."""
+    def diff(a, b):
+        return round(a - b, 4) if a is not None and b is not None else None
+
+    queues = [server.get(k) for k in ("stt_queue_s", "dialog_queue_s", "tts_queue_s")]
+    return {
+        "upload_and_enqueue": client.get("upload_s"),
+        "queue_waits": round(sum(q for q in queues if q is not None), 4) if any(q is not None for q in queues) else None,
+        "stt_stage_minus_engine": diff(server.get("stt_s"), (engines["stt_s"] or 0) + (engines["decode_s"] or 0)),
+        "dialog_stage_minus_engine": diff(server.get("dialog_s"), engines["dialog_s"]),
+        "tts_stage_minus_engine": diff(server.get("tts_s"), engines["tts_s"]),
+        "pubsub_delivery": client.get("pubsub_s"),
+        "unaccounted": diff(client.get("e2e_done_s"), (server.get("total_s") or 0) + (client.get("upload_s") or 0)),
+    }
+
+
+# ---------------------------------------------------------------- 2. end of speech -> transcript / audio
+
+
+def latency(bench: BenchStack, utterances: Sequence[Utterance], modes: Sequence[str], reps: int) -> dict:
+    """Scenario 2: end of speech -> final transcript and -> first reply audio byte, streamed at real-time pace."""
+    runs: list[dict] = []
+    for mode in modes:
+        session = harness.new_session(bench.base_url)
+        client = LiveClient(bench.base_url, session)
+        try:
+            for utt in utterances:
+                for _ in range(reps):
+                    clear_tts_cache(bench)
+                    result = client.turn(utt, mode, frame_s=0.02)
+                    runs.append({**result.to_dict(), "kind": utt.kind, **check_events(result.events)})
+                    time.sleep(0.3)
+        finally:
+            client.close()
+    out: dict = {"reps": reps, "frame_s": 0.02, "runs": runs, "by_mode": {}}
+    for mode in modes:
+        mine = [r for r in runs if r["mode"] == mode]
+        out["by_mode"][mode] = {
+            key: summary([r[key] for r in mine])
+            for key in ("eos_to_partial_s", "eos_to_final_s", "eos_to_reply_s", "eos_to_first_audio_s", "eos_to_done_s")
+        }
+        out["by_mode"][mode]["by_kind"] = {
+            kind: {key: summary([r[key] for r in mine if r["kind"] == kind])
+                   for key in ("eos_to_final_s", "eos_to_first_audio_s")}
+            for kind in sorted({r["kind"] for r in mine})
+        }
+    return out
+
+
+# ---------------------------------------------------------------- 3. cache hit vs miss
+
+
+def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int) -> dict:
+    """Scenario 3: time to first audio on a cache miss vs a hit, in the TTS service and end to end."""
+    from voiceapp.tts.service import synthesize_reply
+
+    service = {"miss": [], "hit": []}
+    for i in range(reps):
+        text = (f"Your order number {random.randint(1000, 9999)} is on its way. "
+                f"It should arrive within forty minutes, reference {uuid.uuid4().hex[:6]}.")
+        for label in ("miss", "hit"):
+            first: list[float] = []
+            began = time.perf_counter()
+            synthesize_reply(bench.db, bench.settings, text=text, provider_name="piper", project=harness.PROJECT,
+                             session_id=f"bench-cache-{i}",
+                             on_chunk=lambda chunk: first.append(time.perf_counter()) if not first else None)
+            service[label].append(round(first[0] - began, 5) if first else None)
+    e2e = {"miss": [], "hit": []}
+    cached_flags = {"miss": [], "hit": []}
+    session = harness.new_session(bench.base_url)
+    client = LiveClient(bench.base_url, session)
+    try:
+        for _ in range(reps):
+            clear_tts_cache(bench)
+            for label in ("miss", "hit"):
+                result = client.turn(utt, "ptt")
+                e2e[label].append(result.since_eos(result.t_first_byte))
+                audio = [e for e in result.events if e["type"] == "audio"]
+                cached_flags[label].append(audio[0].get("cached") if audio else None)
+                time.sleep(0.3)
+    finally:
+        client.close()
+    hit, miss = pct(service["hit"], 50), pct(service["miss"], 50)
+    e2e_hit, e2e_miss = pct(e2e["hit"], 50), pct(e2e["miss"], 50)
+    return {
+        "reps": reps,
+        "service": {"miss": summary(service["miss"]), "hit": summary(service["hit"]),
+                    "speedup": round(miss / hit, 1) if hit and miss else None, "raw": service},
+        "end_to_end": {"miss": summary(e2e["miss"]), "hit": summary(e2e["hit"]),
+                       "speedup": round(e2e_miss / e2e_hit, 2) if e2e_hit and e2e_miss else None,
+                       "audio_event_cached_flag": cached_flags, "raw": e2e},
+        "method": "service: voiceapp.tts.service.synthesize_reply (Piper, MongoDB/GridFS cache) from call to the "
+                  "first sentence's audio stored; end_to_end: the same spoken question twice over the WebSocket "
+                  "(push-to-talk), end of speech -> first reply audio byte at the client, cache cleared first",
+    }
+
+
+# ---------------------------------------------------------------- 4. concurrent sessions
+
+
+def _session_loop(bench: BenchStack, client: LiveClient, utterances: Sequence[Utterance], index: int,
+                  keep_going: Callable[[int], bool], results: list, start_gate: threading.Event,
+                  jitter: float) -> None:
+    start_gate.wait()
+    time.sleep(jitter)
+    turn = 0
+    while keep_going(turn):
+        utt = utterances[(index + turn) % len(utterances)]
+        try:
+            result = client.turn(utt, "ptt", frame_s=0.1, timeout=300)
+        except (websocket.WebSocketException, OSError) as err:
+            results.append({"error": repr(err), "session": index})
+            return
+        results.append({**result.to_dict(), "session": index, "t_start": result.t_start,
+                        "t_done": result.t_done, **check_events(result.events)})
+        turn += 1
+
+
+def concurrency(bench: BenchStack, utterances: Sequence[Utterance], plan: Sequence[tuple[int, int]]) -> dict:
+    """Scenario 4: N sessions talking at once over WebSockets; latency, throughput, lost/duplicated events."""
+    out = {}
+    for n, turns in plan:
+        sessions = [harness.new_session(bench.base_url) for _ in range(n)]
+        clients = [LiveClient(bench.base_url, s) for s in sessions]
+        results: list[dict] = []
+        gate = threading.Event()
+        threads = [threading.Thread(target=_session_loop, daemon=True,
+                                    args=(bench, c, utterances, i, lambda t, turns=turns: t < turns, results, gate,
+                                          random.uniform(0, 1.0)))
+                   for i, c in enumerate(clients)]
+        for thread in threads:
+            thread.start()
+        began = time.time()
+        gate.set()
+        for thread in threads:
+            thread.join(timeout=600)
+        time.sleep(1.0)  # trailing events
+        streams = [check_stream(c.inbox) for c in clients]
+        for c in clients:
+            c.close()
+        out[str(n)] = _concurrency_summary(n, turns, results, streams, began)
+        time.sleep(1.0)
+    return out
+
+
+def _concurrency_summary(n: int, turns: int, results: list[dict], streams: list[dict], began: float) -> dict:
+    ok = [r for r in results if "error" not in r and r.get("status") == "done"]
+    ends = [r["t_done"] for r in ok if r.get("t_done")]
+    wall = (max(ends) - began) if ends else None
+    expected = n * turns
+    missing_turns = expected - len([r for r in results if "error" not in r and not r.get("timed_out")])
+    lost = sum(s["lost"] for s in streams) + sum(r.get("lost", 0) for r in results if "error" not in r)
+    return {
+        "sessions": n, "turns_per_session": turns, "turns_expected": expected, "turns_done": len(ok),
+        "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
+        "eos_to_first_audio_s": summary([r["eos_to_first_audio_s"] for r in ok]),
+        "eos_to_final_s": summary([r["eos_to_final_s"] for r in ok]),
+        "turns_per_minute": round(len(ok) / wall * 60, 2) if wall else None,
+        "wall_s": round(wall, 2) if wall else None,
+        "lost_events": lost + 5 * missing_turns,
+        "duplicated_events": sum(s["duplicated"] for s in streams) + sum(r.get("duplicated", 0) for r in ok),
+        "out_of_order": sum(s["out_of_order"] for s in streams),
+        "timeouts": sum(1 for r in results if r.get("timed_out")),
+        "errors": [e for r in results for e in (r.get("errors") or [])][:20] + [r for r in results if "error" in r][:5],
+        "statuses": {s: sum(1 for r in results if r.get("status") == s) for s in {r.get("status") for r in results}},
+    }
+
+
+# ---------------------------------------------------------------- 5. idle WebSockets
+
+
+def idle_connections(bench: BenchStack, n: int) -> dict:
+    """Scenario 5: how many idle WebSockets one API process holds, and its memory per connection."""
+    pid = bench.pids()["api"]
+    per_session = 10
+    sessions = [harness.new_session(bench.base_url) for _ in range(max(1, n // per_session))]
+    urls = [f"{bench.ws_url}/api/v1/voice/ws/{s['session_id']}?token={s['token']}" for s in sessions]
+    warm = websocket.create_connection(urls[0], timeout=10)
+    warm.close()
+    time.sleep(1.0)
+    before = harness.rss_kib(pid)
+    sockets, error = [], None
+    began = time.monotonic()
+    for i in range(n):
+        try:
+            sockets.append(websocket.create_connection(urls[i % len(urls)], timeout=20))
+        except (websocket.WebSocketException, OSError) as err:
+            error = f"socket {i + 1}: {err!r}"
+            break
+    open_s = time.monotonic() - began
+    time.sleep(3.0)
+    after = harness.rss_kib(pid)
+    cpu0, wall0 = harness.cpu_seconds(pid), time.monotonic()
+    time.sleep(5.0)
+    idle_cpu = (harness.cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+    alive = _ping_sample(sockets, 20)
+    health = time.perf_counter()
+    healthy = requests.get(f"{bench.base_url}/healthz", timeout=30).status_code == 200
+    health = time.perf_counter() - health
+    for ws in sockets:
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+    time.sleep(2.0)
+    closed = harness.rss_kib(pid)
+    opened = len(sockets)
+    return {"requested": n, "opened": opened, "error": error, "sessions": len(sessions),
+            "open_seconds": round(open_s, 2), "rss_before_kib": before, "rss_after_kib": after,
+            "rss_after_close_kib": closed, "kib_each": round((after - before) / opened, 1) if opened else None,
+            "idle_cpu_percent": round(100 * idle_cpu, 1), "ping_sample_ok": alive,
+            "healthz_ok": healthy, "healthz_s_while_holding": round(health, 4)}
+
+
+def _ping_sample(sockets: list, count: int) -> str:
+    import json
+
+    sample = random.sample(sockets, min(count, len(sockets)))
+    ok = 0
+    for ws in sample:
+        try:
+            ws.send(json.dumps({"type": "ping"}))
+            ws.settimeout(10)
+            if json.loads(ws.recv()).get("type") == "pong":
+                ok += 1
+        except (websocket.WebSocketException, OSError, ValueError):
+            pass
+    return f"{ok}/{len(sample)}"
+
+
+# ---------------------------------------------------------------- 6. soak
+
+
+def soak(bench: BenchStack, utterances: Sequence[Utterance], seconds: float, sessions: int,
+         sample_every: float = 2.0) -> dict:
+    """Scenario 6: sessions looping turns for `seconds`; RSS of the API and workers sampled; growth per minute."""
+    pids = bench.pids()
+    clients = [LiveClient(bench.base_url, harness.new_session(bench.base_url)) for _ in range(sessions)]
+    results: list[dict] = []
+    gate = threading.Event()
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=_session_loop, daemon=True,
+                                args=(bench, c, utterances, i, lambda t: time.monotonic() < deadline, results,
+                                      gate, 0.2 * i))
+               for i, c in enumerate(clients)]
+    samples: list[dict] = []
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    gate.set()
+    while any(t.is_alive() for t in threads):
+        samples.append({"t": round(time.monotonic() - began, 2),
+                        **{name: harness.rss_kib(pid) for name, pid in pids.items()}})
+        time.sleep(sample_every)
+        if time.monotonic() > deadline + 300:
+            break
+    streams = [check_stream(c.inbox) for c in clients]
+    for c in clients:
+        c.close()
+    return _soak_summary(pids, samples, results, streams, seconds, sessions)
+
+
+def _soak_summary(pids: dict, samples: list[dict], results: list[dict], streams: list[dict], seconds: float,
+                  sessions: int) -> dict:
+    # The first fifth is warm-up (first-use allocations, caches filling), not growth.
+    steady = [s for s in samples if s["t"] >= 0.2 * seconds]
+    growth = {}
+    for name in pids:
+        pts = [(s["t"], s[name] / 1024) for s in steady if s.get(name)]
+        growth[name] = harness.slope_per_minute(pts)
+    totals = [(s["t"], sum(s[n] for n in pids if s.get(n)) / 1024) for s in steady]
+    total_slope = harness.slope_per_minute(totals)
+    ok = [r for r in results if r.get("status") == "done"]
+    return {"seconds": seconds, "sessions": sessions, "turns_done": len(ok),
+            "turns_failed": len(results) - len(ok),
+            "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
+            "lost_events": sum(s["lost"] for s in streams), "duplicated_events": sum(s["duplicated"] for s in streams),
+            "mib_per_min": growth, "total_mib_per_min": total_slope,
+            "mib_per_min_per_session": round(total_slope / sessions, 4) if total_slope is not None else None,
+            "rss_start_mib": {n: round(samples[0][n] / 1024, 1) for n in pids if samples and samples[0].get(n)},
+            "rss_end_mib": {n: round(samples[-1][n] / 1024, 1) for n in pids if samples and samples[-1].get(n)},
+            "samples": samples}
