@@ -156,10 +156,14 @@ def _overheads(server: dict, client: dict, engines: dict) -> dict:
 # ---------------------------------------------------------------- 2. end of speech -> transcript / audio
 
 
-def latency(bench: BenchStack, utterances: Sequence[Utterance], modes: Sequence[str], reps: int) -> dict:
-    """Scenario 2: end of speech -> final transcript and -> first reply audio byte, streamed at real-time pace."""
+def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps: int) -> dict:
+    """Scenario 2: end of speech -> final transcript and -> first reply audio byte, streamed at real-time pace.
+
+    `plan` maps a mode ("ptt": `end` sent at end of speech; "handsfree": silence streamed until the server's
+    VAD ends the utterance) to the utterances spoken in it. The TTS cache is cleared before each turn (misses).
+    """
     runs: list[dict] = []
-    for mode in modes:
+    for mode, utterances in plan.items():
         session = harness.new_session(bench.base_url)
         client = LiveClient(bench.base_url, session)
         try:
@@ -167,12 +171,17 @@ def latency(bench: BenchStack, utterances: Sequence[Utterance], modes: Sequence[
                 for _ in range(reps):
                     clear_tts_cache(bench)
                     result = client.turn(utt, mode, frame_s=0.02)
-                    runs.append({**result.to_dict(), "kind": utt.kind, **check_events(result.events)})
+                    runs.append({**result.to_dict(), "kind": utt.kind, "speech_end_s": utt.speech_end_s,
+                                 **check_events(result.events)})
                     time.sleep(0.3)
+            stream = check_stream(client.inbox)
         finally:
             client.close()
-    out: dict = {"reps": reps, "frame_s": 0.02, "runs": runs, "by_mode": {}}
-    for mode in modes:
+        runs.append({"mode": mode, "connection": stream})
+    out: dict = {"reps": reps, "frame_s": 0.02, "by_mode": {},
+                 "connections": {r["mode"]: r["connection"] for r in runs if "connection" in r}}
+    out["runs"] = runs = [r for r in runs if "connection" not in r]
+    for mode in plan:
         mine = [r for r in runs if r["mode"] == mode]
         out["by_mode"][mode] = {
             key: summary([r[key] for r in mine])
@@ -308,7 +317,7 @@ def _concurrency_summary(n: int, turns: int, results: list[dict], streams: list[
 # ---------------------------------------------------------------- 5. idle WebSockets
 
 
-def idle_connections(bench: BenchStack, n: int) -> dict:
+def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     """Scenario 5: how many idle WebSockets one API process holds, and its memory per connection."""
     pid = bench.pids()["api"]
     per_session = 10
@@ -327,10 +336,10 @@ def idle_connections(bench: BenchStack, n: int) -> dict:
             error = f"socket {i + 1}: {err!r}"
             break
     open_s = time.monotonic() - began
-    time.sleep(3.0)
+    time.sleep(settle)
     after = harness.rss_kib(pid)
     cpu0, wall0 = harness.cpu_seconds(pid), time.monotonic()
-    time.sleep(5.0)
+    time.sleep(max(2.0, settle + 2.0))
     idle_cpu = (harness.cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
     alive = _ping_sample(sockets, 20)
     health = time.perf_counter()
@@ -341,7 +350,7 @@ def idle_connections(bench: BenchStack, n: int) -> dict:
             ws.close()
         except Exception:  # noqa: BLE001
             pass
-    time.sleep(2.0)
+    time.sleep(settle)
     closed = harness.rss_kib(pid)
     opened = len(sockets)
     return {"requested": n, "opened": opened, "error": error, "sessions": len(sessions),

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import requests
+
+from voiceapp.stt.wer import wer as word_error_rate  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VOICEAPP_SHARED_DIR", REPO.parent / "shared"))
@@ -21,24 +22,10 @@ def shared_file(name: str) -> Path:
     return path
 
 
-def new_session(base_url: str, project: str, **fields) -> dict:
-    """Create a session over HTTP and return its JSON."""
-    response = requests.post(f"{base_url}/api/v1/voice/sessions", json={"project": project, **fields}, timeout=10)
+def new_session(base_url: str, project: str, key: str | None = None, **fields) -> dict:
+    """Create a session over HTTP (with the project's key unless it is open) and return its JSON."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = requests.post(f"{base_url}/api/v1/voice/sessions", json={"project": project, **fields},
+                             headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def _words(text: str) -> list[str]:
-    text = text.lower().replace("'s ", " is ").replace("n't", " not")
-    return re.findall(r"[a-z0-9]+", text)
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance / reference length, ignoring case and punctuation."""
-    ref, hyp = _words(reference), _words(hypothesis or "")
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)] / max(1, len(ref))

@@ -168,9 +168,20 @@ def test_dockerfile_copies_existing_paths_and_runs_the_entrypoint():
 
     assert copies
     for line in copies:
-        sources = line.split()[:-1]
-        for source in sources:
+        if line.startswith("--from="):
+            continue  # from an earlier stage, not the build context
+        for source in line.split()[:-1]:
             assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
+    # The widget stage builds what the API serves at /widget/voice/dist/voice-widget.js.
+    package = json.loads((REPO / "widget" / "voice" / "package.json").read_text())
+    assert "build" in package["scripts"] and "RUN npm run build" in text
+    assert "COPY --from=widget /widget/dist ./widget/voice/dist" in text
+    from voiceapp.web import widget
+
+    assert widget.DEFAULT_DIST == REPO / "widget" / "voice" / "dist", "the image relies on an editable install at /app"
+    assert 'pip install -e ".[${EXTRAS}]"' in text
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    assert {".git", ".venv", ".venv-mongo", "**/node_modules", "deploy/voiceapp.env"} <= set(ignored)
     assert "COPY deploy/entrypoint.sh /usr/local/bin/voiceapp-entrypoint" in text
     assert re.search(r'^ENTRYPOINT \["voiceapp-entrypoint"\]$', text, re.MULTILINE)
     assert re.search(r"^USER voice$", text, re.MULTILINE), "the image must not run as root"

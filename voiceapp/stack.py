@@ -33,6 +33,7 @@ WIRE_SERVER = Path(__file__).resolve().parent / "storage" / "wire_server.py"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE = 10.0
 STORAGE = ("redis", "mongo")
+PORT_SETTING = {"api": "API_PORT", "ws": "WS_PORT"}
 READY_TIMEOUT = {"redis": 15.0, "mongo": 60.0, "api": 90.0, "worker": 240.0, "flower": 60.0}
 
 # Popen objects of children started by this process: kept so they can be reaped (no zombies, no warnings).
@@ -532,7 +533,7 @@ def _start_apps(settings: Settings, state: dict, specs, env: Mapping[str, str]) 
             parts = urlsplit(url)
             if _port_open(parts.hostname, parts.port):
                 raise StackError(f"{name} cannot listen on {parts.hostname}:{parts.port}: the port is busy "
-                                 f"(set {'API_PORT' if name == 'api' else 'another port'})")
+                                 f"(set {PORT_SETTING.get(name, 'another port')})")
         new = _spawn(name, cmd, child_env, run / f"{name}.log", PROJECT_ROOT)
         new.update(url=url, fingerprint=fingerprint)
         if name == "flower":
@@ -541,7 +542,8 @@ def _start_apps(settings: Settings, state: dict, specs, env: Mapping[str, str]) 
         pending.append((name, new, kind))
     _save_state(settings, state)
     for name, record, kind in pending:
-        timeout = READY_TIMEOUT["worker" if name.startswith("worker-") else name]
+        key = "worker" if name.startswith("worker-") else name
+        timeout = READY_TIMEOUT.get(key, READY_TIMEOUT["api"])
         _wait(name, record, _readiness(kind, record), timeout)
 
 

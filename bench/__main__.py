@@ -1,0 +1,165 @@
+"""`python -m bench [--quick] [--out DIR]`: start a private stack, run every scenario, write the report.
+
+Full run (~10 min on 2 cores) writes bench/report.json, bench/report.md and bench/plots/*.png;
+--quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import harness, plots, report, scenarios, speech
+
+SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run."""
+
+    reps: int
+    stage_utterances: tuple[str, ...]
+    latency_utterances: dict[str, tuple[str, ...]]  # mode -> utterance names
+    cache_reps: int
+    concurrency: tuple[tuple[int, int], ...]  # (sessions, turns each)
+    idle: int
+    soak_seconds: float
+    soak_sessions: int
+
+
+FULL = Plan(reps=3, stage_utterances=("jfk", "q1"),
+            latency_utterances={"ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5"),
+                                "handsfree": ("jfk", "librispeech_right", "q2", "q3", "q5")},
+            cache_reps=5, concurrency=((1, 3), (5, 2), (20, 1), (50, 1)), idle=1000, soak_seconds=90,
+            soak_sessions=3)
+QUICK = Plan(reps=1, stage_utterances=("q1",), latency_utterances={"ptt": ("librispeech_right",), "handsfree": ("q2",)},
+             cache_reps=1, concurrency=((1, 1), (2, 1)), idle=20, soak_seconds=8, soak_sessions=1)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs (CI)")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
+                        help="directory for report.json, report.md and plots/ (default: bench/)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    parser.add_argument("--reps", type=int, help="repetitions per measurement (default 3, quick 1)")
+    parser.add_argument("--sessions", help="concurrency plan, e.g. 1,5,20,50 (one turn each beyond 5)")
+    parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
+    parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
+    parser.add_argument("--soak-sessions", type=int, help="sessions looping during the soak (default 3, quick 1)")
+    return parser.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """The base plan with command-line overrides."""
+    plan = QUICK if args.quick else FULL
+    changes = {}
+    if args.reps:
+        changes.update(reps=args.reps, cache_reps=max(args.reps, 1))
+    if args.sessions:
+        ns = [int(n) for n in args.sessions.split(",") if n.strip()]
+        changes["concurrency"] = tuple((n, 3 if n == 1 else 2 if n <= 5 else 1) for n in ns)
+    if args.idle:
+        changes["idle"] = args.idle
+    if args.soak_seconds:
+        changes["soak_seconds"] = args.soak_seconds
+    if args.soak_sessions:
+        changes["soak_sessions"] = args.soak_sessions
+    return Plan(**{**plan.__dict__, **changes})
+
+
+def _machine() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    except OSError:
+        mem = None
+    return {"cpu_count": os.cpu_count(), "cpu_model": model, "mem_total_mib": mem,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _run(name: str, fn: Callable[[], dict], errors: list[str]) -> dict:
+    began = time.monotonic()
+    print(f"==> {name}", flush=True)
+    try:
+        result = fn()
+    except Exception as err:  # noqa: BLE001 - one broken scenario must not lose the others' numbers
+        traceback.print_exc()
+        errors.append(f"{name}: {err!r}")
+        return {"error": repr(err)}
+    result["scenario_seconds"] = round(time.monotonic() - began, 1)
+    print(f"    {name} done in {result['scenario_seconds']} s", flush=True)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the stack, run the selected scenarios, write the report; 1 when a scenario failed."""
+    plan, only = make_plan(args), {s.strip() for s in args.only.split(",")}
+    out = Path(args.out).resolve()
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    started, began = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), time.monotonic()
+    load_start = harness.load_average()
+    print("==> starting a private stack (temp home, free ports, memory MongoDB)", flush=True)
+    bench = harness.start(ws_max_connections=max(1100, plan.idle + 100))
+    errors: list[str] = []
+    scen: dict = {}
+    try:
+        settings = bench.settings
+        utts = {u.name: u for u in speech.recordings(settings) + speech.synthesized(settings)}
+        pick = lambda names: [utts[n] for n in names]  # noqa: E731
+        questions = [u for u in utts.values() if u.kind == "synthesized"]
+        steps = {
+            "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
+            "latency": lambda: scenarios.latency_modes(bench, {m: pick(n) for m, n in plan.latency_utterances.items()},
+                                                       plan.reps if not args.quick else 1),
+            "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps),
+            "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
+            "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
+            "soak": lambda: scenarios.soak(bench, questions, plan.soak_seconds, plan.soak_sessions),
+        }
+        for name in SCENARIOS:
+            if name in only:
+                scen[name] = _run(name, steps[name], errors)
+    finally:
+        harness.stop(bench)
+    meta = {"command": "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if args._argv is None
+                                                                              else args._argv)),
+            "quick": bool(args.quick), "started_at": started, "duration_s": round(time.monotonic() - began, 1),
+            "load_average_start": load_start, "load_average_end": harness.load_average(),
+            "stack_startup_s": bench.startup_s, "plan": plan.__dict__, "errors": errors,
+            "stt": f"{settings.stt_engine} {settings.whisper_model} (cpu_threads={settings.whisper_cpu_threads})",
+            "tts": settings.tts_provider, **_machine()}
+    values = report.headline(scen)
+    values["cpu_count"] = meta["cpu_count"]
+    full = {**values, "targets": report.evaluate(values), "meta": meta, "scenarios": scen}
+    full["diagnosis"] = report.diagnose(full)
+    full["plots"] = plots.draw_all(full, out / "plots")
+    report.write_json(full, out)
+    report.write_markdown(full, out)
+    print(f"==> wrote {out / 'report.json'} and {out / 'report.md'}", flush=True)
+    for key, row in full["targets"].items():
+        print(f"    {key:32} {str(row['value']):>10}  target {row['target']:8} met={row['met']}")
+    return 1 if errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m bench`."""
+    args = parse_args(argv)
+    args._argv = argv
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
