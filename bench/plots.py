@@ -69,6 +69,7 @@ def stage_breakdown(stages: dict, out: Path) -> str:
 
 def concurrency(conc: dict, out: Path) -> str:
     """Turn latency p50/p95 and turns per minute against concurrent sessions."""
+    conc = conc["by_sessions"]
     ns = sorted(conc, key=int)
     xs = [int(n) for n in ns]
     fig, ax = plt.subplots(figsize=(7, 3.6))

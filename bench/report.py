@@ -38,8 +38,8 @@ def _get(data: Any, *path: str) -> Any:
 
 def headline(scen: dict) -> dict:
     """The issue's report keys, from the scenarios' results (None where a scenario did not run)."""
-    lat, conc = scen.get("latency") or {}, scen.get("concurrency") or {}
-    largest = str(max((int(n) for n in conc if n.isdigit()), default=0)) if isinstance(conc, dict) else "0"
+    lat, conc = scen.get("latency") or {}, (scen.get("concurrency") or {}).get("by_sessions") or {}
+    largest = str(max((int(n) for n in conc), default=0))
     big = conc.get("50") or conc.get(largest) or {}
     return {
         "overhead_ratio": _get(scen, "stage_breakdown", "overhead_ratio"),
@@ -234,9 +234,9 @@ def _scenario_sections(scen: dict) -> list[str]:
                 d = data[level]
                 lines.append(f"| {level} | {_fmt(d['miss']['p50'])} | {_fmt(d['hit']['p50'])} | {_fmt(d['speedup'])} |")
         elif name == "concurrency":
-            lines += ["| sessions | turns done | latency p50 / p95 (s) | first audio p50 / p95 (s) | turns/min | "
+            lines += [data["method"], "", "| sessions | turns done | latency p50 / p95 (s) | first audio p50 / p95 (s) | turns/min | "
                       "lost | duplicated | timeouts |", "|---|---|---|---|---|---|---|---|"]
-            for n, c in data.items():
+            for n, c in data["by_sessions"].items():
                 lines.append(f"| {n} | {c['turns_done']}/{c['turns_expected']} | {_fmt(c['turn_latency_s']['p50'])} / "
                              f"{_fmt(c['turn_latency_s']['p95'])} | {_fmt(c['eos_to_first_audio_s']['p50'])} / "
                              f"{_fmt(c['eos_to_first_audio_s']['p95'])} | {_fmt(c['turns_per_minute'])} | "

@@ -6,6 +6,7 @@ import logging
 from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 from voiceapp.config import Settings
+from voiceapp.errors import VoiceError
 from voiceapp.heartbeats import start_beating
 from voiceapp.logs import configure_logging
 
@@ -19,14 +20,18 @@ log = logging.getLogger("voiceapp.worker")
 
 def _warm(queue_names: set[str]) -> None:
     """Load the models of the stages this worker serves, so the first turn is not slow."""
-    if "stt" in queue_names or settings.stt_gpu_queue in queue_names:
-        from voiceapp.stt.registry import warm as warm_stt
+    from voiceapp.stt.registry import warm as warm_stt
+    from voiceapp.tts.registry import warm as warm_tts
 
-        warm_stt(settings)
-    if "tts" in queue_names:
-        from voiceapp.tts.registry import warm as warm_tts
-
-        warm_tts(settings)
+    stt = "stt" in queue_names or (settings.stt_gpu_queue and settings.stt_gpu_queue in queue_names)
+    for wanted, warm in ((stt, warm_stt), ("tts" in queue_names, warm_tts)):
+        if not wanted:
+            continue
+        try:
+            warm(settings)
+        except VoiceError as err:
+            # A bad model path must not kill the worker: each turn then gets a clear error event.
+            log.error("could not load a model at start: %s (%s)", err.message, err.code)
     log.info("worker warmed for queues %s", ",".join(sorted(queue_names)))
 
 

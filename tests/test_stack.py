@@ -230,3 +230,13 @@ def test_flower_starts_on_request_with_its_api_open_locally(settings):
         assert json.loads(response.read()) == {}
     assert "flower" in stack.down(settings)
     assert _gone(flower["pid"])
+
+
+def test_busy_api_port_is_refused_before_starting_the_api(settings):
+    with socket.socket() as busy:
+        busy.bind((settings.api_host, settings.api_port))
+        busy.listen()
+        with pytest.raises(stack.StackError, match=f"api cannot listen on 127.0.0.1:{settings.api_port}.*API_PORT"):
+            stack.up(settings, workers=(), mongo_engine="memory")
+    assert "api" not in stack.status(settings)
+    assert stack.status(settings)["redis"]["alive"] is True

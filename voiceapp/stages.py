@@ -23,7 +23,7 @@ from .models import Transcript
 from .runtime import Runtime
 from .storage import interactions, sessions
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
-from .stt.registry import get_engine
+from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
 from .urls import audio_url
@@ -64,20 +64,19 @@ def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
         return {**ref, "skip": turn.get("status") in {"no_speech", "error"}}
     with _stage(rt, ref, "stt") as t:
         data, _info = get_audio(rt.db, turn["upload_id"], bucket=UPLOADS_BUCKET)
-        engine = get_engine(rt.settings)
-        transcript = engine.transcribe(decode(data, rt.settings), turn.get("language"))
-    metrics.observe_recognition(engine.name, engine.model, t["seconds"])
+        transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
+    metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
     text = transcript.text.strip()
     status = "recognized" if text else "no_speech"
     interactions.update_turn(
         rt.db, rt.settings, ref["turn_id"], status=status, transcript=text,
-        stt={"engine": transcript.engine or engine.name, "model": transcript.model or engine.model,
+        stt={"engine": transcript.engine, "model": transcript.model,
              "language": transcript.language, "confidence": transcript.confidence},
         **{"timings.stt_queue_s": _queue_wait(turn, t["started"]), "timings.stt_s": t["seconds"]},
         stage_done_at=time.time(),
     )
     rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=text, final=True,
-                      confidence=transcript.confidence, engine=transcript.engine or engine.name)
+                      confidence=transcript.confidence, engine=transcript.engine)
     if not text:
         rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
     return {**ref, "skip": not text}
@@ -88,7 +87,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     stream = UtteranceStream(rt.redis, ref["turn_id"])
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
     end_silence = {"end_silence": rt.settings.audio_max_duration + 1} if ref.get("mode") == PUSH_TO_TALK else {}
-    recognizer = StreamingRecognizer(get_engine(rt.settings), rt.settings, language, **end_silence)
+    recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, **end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     try:
         for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):

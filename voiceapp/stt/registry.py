@@ -71,12 +71,29 @@ def available_engines(settings: Settings | None = None) -> list[str]:
     return [name for name, state in status.items() if state == "ok"]
 
 
+def _engine_names(settings: Settings) -> list[str]:
+    """STT_ENGINE, then STT_FALLBACK_ENGINE when it is another one."""
+    names = [settings.stt_engine.strip().lower()]
+    fallback = (settings.stt_fallback_engine or "").strip().lower()
+    if fallback and fallback != names[0]:
+        names.append(fallback)
+    return names
+
+
+def usable_engine(settings: Settings) -> SttEngine:
+    """STT_ENGINE, or STT_FALLBACK_ENGINE when the first cannot be loaded (live recognition keeps one engine)."""
+    names = _engine_names(settings)
+    for name in names[:-1]:
+        try:
+            return get_engine(settings, name)
+        except (ProviderUnavailable, SttError) as err:
+            _LOGGER.warning("STT engine %s unavailable, using %s: %s", name, names[-1], err.message)
+    return get_engine(settings, names[-1])
+
+
 def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: str | None = None) -> Transcript:
     """Recognise with STT_ENGINE, then STT_FALLBACK_ENGINE if the first is unavailable or fails."""
-    names = [settings.stt_engine]
-    fallback = (settings.stt_fallback_engine or "").strip().lower()
-    if fallback and fallback != settings.stt_engine.strip().lower():
-        names.append(fallback)
+    names = _engine_names(settings)
     errors: list[VoiceError] = []
     for name in names:
         try:

@@ -35,6 +35,7 @@ export class VoiceController {
     this.turns = new Map(); // turns of the current exchange, by id
     this.abandoned = new Set(); // interrupted, stopped or finished turns: their late events are ignored
     this.preroll = [];
+    this.overReplyMs = 0; // speech heard over the reply, for barge-in
   }
 
   setState(state, detail = {}) {
@@ -135,15 +136,22 @@ export class VoiceController {
 
   /** One 20 ms PCM16 frame (ArrayBuffer) from the microphone. */
   onFrame(frame) {
-    const speaking = this.state === 'speaking';
-    const event = this.vad.push(levelDb(new Int16Array(frame)), speaking ? BARGE_IN_MS : undefined);
+    const level = levelDb(new Int16Array(frame));
+    const loud = level > this.vad.threshold();
+    const event = this.vad.push(level);
     if (this.streaming) {
       this.sendFrame(frame);
     } else {
       this.preroll.push(frame);
       if (this.preroll.length > PREROLL_FRAMES) this.preroll.shift();
     }
-    if (speaking && event === 'start' && this.bargeIn) {
+    // Barge-in counts only speech heard while the reply plays (the VAD may still be inside the
+    // user's previous utterance, so its own 'start' is not the signal).
+    // Short dips between syllables only slow the count down.
+    const step = this.vad.options.frameMs;
+    this.overReplyMs = this.state !== 'speaking' ? 0 : Math.max(0, this.overReplyMs + (loud ? step : -step));
+    if (this.overReplyMs >= BARGE_IN_MS && this.bargeIn) {
+      this.overReplyMs = 0;
       this.abandonExchange();
       if (this.mode === 'hands-free') {
         this.listen();

@@ -268,3 +268,19 @@ test('Escape (stop) while speaking interrupts and returns to idle', () => {
   assert.equal(controller.state, 'idle');
   assert.equal(connection.controls('interrupt').length, 1);
 });
+
+test('barge-in also works when the user never stopped talking since the question', () => {
+  const { controller, connection, player } = setup();
+  pushToTalk(controller);
+  feed(controller, LOUD, 100); // still talking (the VAD never saw an end)
+  answer(controller, 't1');
+  controller.playbackStarted(player.chunks[0], 'audio');
+  feed(controller, LOUD, 7);
+  controller.onFrame(QUIET()); // a dip between syllables
+  feed(controller, LOUD, 8);
+  assert.equal(player.stopped, 0);
+  feed(controller, LOUD, 1);
+  assert.equal(player.stopped, 1);
+  assert.equal(connection.controls('interrupt').length, 1);
+  assert.equal(controller.state, 'idle', 'push-to-talk: wait for the next press');
+});

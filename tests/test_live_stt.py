@@ -1,0 +1,122 @@
+"""Live recognition over the WebSocket: real-time frames, partials, endpointing, silence, limits."""
+import io
+import json
+import time
+import wave
+
+import numpy as np
+import pytest
+import requests
+import websocket
+
+from tests.support import new_session, shared_file, word_error_rate
+from voiceapp.audio import decode
+from voiceapp.tts.registry import get_provider
+
+pytestmark = pytest.mark.usefixtures("demo_kb")
+FRAME = 320  # 20 ms at 16 kHz
+
+
+def _pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def _stream(ws, pcm: bytes, real_time: bool) -> None:
+    start = time.monotonic()
+    for i, offset in enumerate(range(0, len(pcm), FRAME * 2)):
+        ws.send_binary(pcm[offset:offset + FRAME * 2])
+        if real_time:
+            time.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
+
+
+def _until(ws, kinds=("done", "error")):
+    events = []
+    while True:
+        event = json.loads(ws.recv())
+        events.append(event)
+        if event["type"] in kinds and event.get("seq") is not None:
+            return events
+
+
+def _connect(base, session, **params):
+    query = "&".join(f"{k}={v}" for k, v in {"token": session["token"], **params}.items())
+    return websocket.create_connection(f"{base}/api/v1/voice/ws/{session['session_id']}?{query}", timeout=90)
+
+
+def test_real_time_stream_gives_partials_then_the_offline_transcript(live):
+    audio = shared_file("jfk.flac").read_bytes()
+    session = new_session(live.base_url, "demo")
+    auth = {"Authorization": f"Bearer {session['token']}"}
+    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns"
+    offline_id = requests.post(url, data=audio, headers=auth, timeout=30).json()["turn_id"]
+    offline = requests.get(f"{url}/{offline_id}", params={"wait": 60}, headers=auth, timeout=70).json()["transcript"]
+
+    ws = _connect(live.ws_url, session, mode="push_to_talk")
+    try:
+        _stream(ws, _pcm(decode(audio, live.settings).samples), real_time=True)
+        ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    transcripts = [e for e in events if e["type"] == "transcript"]
+    partials = [e for e in transcripts if not e["final"]]
+    finals = [e for e in transcripts if e["final"]]
+    assert len(finals) == 1 and transcripts[-1] is finals[0]
+    assert len(partials) >= 2, "words appear while the visitor speaks"
+    assert word_error_rate(offline, finals[0]["text"]) <= 0.1, (offline, finals[0]["text"])
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "done"
+
+
+def test_hands_free_pause_ends_the_utterance_without_end(live):
+    question = get_provider(live.settings, "piper").synthesize("What time do you open on Saturday?")
+    with wave.open(io.BytesIO(question.audio)) as wav:
+        rate = wav.getframerate()
+    speech = decode(question.audio, live.settings).samples
+    assert rate > 0 and len(speech)
+    pcm = _pcm(np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(16000 * 3, np.float32)]))
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session)
+    try:
+        _stream(ws, pcm, real_time=True)  # no {"type": "end"}: the server hears the pause
+        events = _until(ws)
+    finally:
+        ws.close()
+    final = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert final and "saturday" in final[0]["text"].lower()
+    assert [e for e in events if e["type"] == "reply"][0]["text"]
+    assert events[-1]["status"] == "done"
+
+
+def test_silence_makes_no_turn(live):
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session, mode="push_to_talk")
+    try:
+        noise = (np.random.default_rng(7).standard_normal(16000 * 2) * 0.002).astype(np.float32)
+        _stream(ws, _pcm(noise), real_time=False)
+        ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "no_speech"
+    assert not [e for e in events if e["type"] in ("reply", "audio")]
+    collection = live.db[live.settings.interactions_collection]
+    assert collection.count_documents({"session_id": session["session_id"]}) == 0
+
+
+def test_too_long_utterance_is_refused_and_the_session_goes_on(front):
+    app = front(audio_max_duration=1.0)
+    session = requests.post(f"{app.base_url}/api/v1/voice/sessions", json={"project": "demo"}, timeout=10).json()
+    ws = _connect(app.ws_url, session)
+    try:
+        _stream(ws, b"\x01\x00" * 16000 * 2, real_time=False)  # 2 s > 1 s
+        errors = []
+        while not errors:
+            event = json.loads(ws.recv())
+            if event["type"] == "error":
+                errors.append(event)
+        assert errors[0]["code"] == "audio_too_long" and errors[0]["seq"] is None
+        ws.send(json.dumps({"type": "ping"}))
+        while (event := json.loads(ws.recv()))["type"] != "pong":
+            assert event["type"] in ("status", "error")
+    finally:
+        ws.close()
