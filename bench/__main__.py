@@ -27,8 +27,9 @@ class Plan:
 
     reps: int
     stage_utterances: tuple[str, ...]
-    latency_utterances: dict[str, tuple[str, ...]]  # mode -> utterance names
+    latency_utterances: dict[str, tuple[str, ...]]  # mode -> utterance names (a name twice = two turns)
     cache_reps: int
+    cache_e2e_reps: int
     concurrency: tuple[tuple[int, int], ...]  # (sessions, turns each)
     idle: int
     soak_seconds: float
@@ -36,12 +37,12 @@ class Plan:
 
 
 FULL = Plan(reps=3, stage_utterances=("jfk", "q1"),
-            latency_utterances={"ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5"),
+            latency_utterances={"ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5", "jfk"),
                                 "handsfree": ("jfk", "librispeech_right", "q2", "q3", "q5")},
-            cache_reps=5, concurrency=((1, 3), (5, 2), (20, 1), (50, 1)), idle=1000, soak_seconds=90,
-            soak_sessions=3)
+            cache_reps=5, cache_e2e_reps=2, concurrency=((1, 2), (5, 1), (20, 1), (50, 1)), idle=1000,
+            soak_seconds=60, soak_sessions=2)
 QUICK = Plan(reps=1, stage_utterances=("q1",), latency_utterances={"ptt": ("librispeech_right",), "handsfree": ("q2",)},
-             cache_reps=1, concurrency=((1, 1), (2, 1)), idle=20, soak_seconds=8, soak_sessions=1)
+             cache_reps=1, cache_e2e_reps=0, concurrency=((2, 1),), idle=20, soak_seconds=6, soak_sessions=1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,10 +64,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan = QUICK if args.quick else FULL
     changes = {}
     if args.reps:
-        changes.update(reps=args.reps, cache_reps=max(args.reps, 1))
+        changes.update(reps=args.reps, cache_reps=args.reps)
     if args.sessions:
         ns = [int(n) for n in args.sessions.split(",") if n.strip()]
-        changes["concurrency"] = tuple((n, 3 if n == 1 else 2 if n <= 5 else 1) for n in ns)
+        changes["concurrency"] = tuple((n, 2 if n == 1 else 1) for n in ns)
     if args.idle:
         changes["idle"] = args.idle
     if args.soak_seconds:
@@ -115,16 +116,18 @@ def run(args: argparse.Namespace) -> int:
     bench = harness.start(ws_max_connections=max(1100, plan.idle + 100))
     errors: list[str] = []
     scen: dict = {}
+    calibration: dict = {}
     try:
         settings = bench.settings
         utts = {u.name: u for u in speech.recordings(settings) + speech.synthesized(settings)}
         pick = lambda names: [utts[n] for n in names]  # noqa: E731
         questions = [u for u in utts.values() if u.kind == "synthesized"]
+        calibration = scenarios.calibrate(settings, utts["jfk"])
         steps = {
             "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
             "latency": lambda: scenarios.latency_modes(bench, {m: pick(n) for m, n in plan.latency_utterances.items()},
-                                                       plan.reps if not args.quick else 1),
-            "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps),
+                                                       1),
+            "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
             "soak": lambda: scenarios.soak(bench, questions, plan.soak_seconds, plan.soak_sessions),
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             "load_average_start": load_start, "load_average_end": harness.load_average(),
             "stack_startup_s": bench.startup_s, "plan": plan.__dict__, "errors": errors,
             "stt": f"{settings.stt_engine} {settings.whisper_model} (cpu_threads={settings.whisper_cpu_threads})",
-            "tts": settings.tts_provider, **_machine()}
+            "tts": settings.tts_provider, "calibration": calibration, **_machine()}
     values = report.headline(scen)
     values["cpu_count"] = meta["cpu_count"]
     full = {**values, "targets": report.evaluate(values), "meta": meta, "scenarios": scen}

@@ -16,7 +16,7 @@ ENGINE_PARTS = (("decode_s", "decode"), ("stt_s", "stt"), ("dialog_s", "dialog")
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
@@ -62,8 +62,8 @@ def stage_breakdown(stages: dict, out: Path) -> str:
     ax.set_xlabel("seconds (medians)")
     ax.set_title("one turn: pipeline stages vs engines in-process")
     handles, names_ = ax.get_legend_handles_labels()
-    ax.legend(dict(zip(names_, handles)).values(), dict(zip(names_, handles)).keys(), fontsize=7, ncol=4,
-              loc="lower right")
+    ax.legend(dict(zip(names_, handles)).values(), dict(zip(names_, handles)).keys(), fontsize=7, ncol=8,
+              loc="upper center", bbox_to_anchor=(0.5, -0.35 / max(1, len(names))))
     return _save(fig, out / "stage_breakdown.png")
 
 
@@ -71,15 +71,16 @@ def concurrency(conc: dict, out: Path) -> str:
     """Turn latency p50/p95 and turns per minute against concurrent sessions."""
     conc = conc["by_sessions"]
     ns = sorted(conc, key=int)
-    xs = [int(n) for n in ns]
+    xs = list(range(len(ns)))
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(xs, [conc[n]["turn_latency_s"]["p50"] for n in ns], "o-", label="turn latency p50")
     ax.plot(xs, [conc[n]["turn_latency_s"]["p95"] for n in ns], "s--", label="turn latency p95")
+    ax.set_xticks(xs, ns)
     ax.set_xlabel("concurrent sessions")
     ax.set_ylabel("end of speech -> done (s)")
     ax2 = ax.twinx()
     ax2.bar(xs, [conc[n]["turns_per_minute"] or 0 for n in ns], alpha=0.25, color="gray",
-            width=[max(0.5, x * 0.3) for x in xs], label="turns/min")
+            width=0.5, label="turns/min")
     ax2.set_ylabel("turns per minute")
     ax.legend(loc="upper left")
     ax.set_title("concurrent WebSocket sessions")

@@ -175,9 +175,12 @@ def write_markdown(report: dict, out: Path) -> Path:
         f"When: {meta['started_at']} UTC, {meta['duration_s']:.0f} s; mode: {'quick' if meta['quick'] else 'full'}  ",
         f"Machine: {meta['cpu_count']} CPU cores ({meta['cpu_model']}), {meta['mem_total_mib']} MiB RAM, "
         f"load average at start {meta['load_average_start']}, at end {meta['load_average_end']}  ",
-        f"Engines: STT {meta['stt']}, TTS {meta['tts']}; stack started in {meta['stack_startup_s']} s", "",
+        f"Engines: STT {meta['stt']}, TTS {meta['tts']}; stack started in {meta['stack_startup_s']} s  ",
+        f"CPU calibration: tiny.en on jfk.flac in-process took {_fmt(_get(meta, 'calibration', 'stt_jfk_s'))} s "
+        f"(idle machine: {_fmt(_get(meta, 'calibration', 'idle_machine_reference_s'))} s, slowdown "
+        f"x{_fmt(_get(meta, 'calibration', 'slowdown'))})", "",
         "> Other processes on this machine (other engineers' tests) may load the CPU while it measures: medians of "
-        "several repetitions are reported, and the load average above says how busy the machine was.", "",
+        "several repetitions are reported; the load average and the calibration above say how busy it was.", "",
         "## Targets", "", "| key | target | measured | met |", "|---|---|---|---|",
     ]
     for key, row in report["targets"].items():

@@ -25,6 +25,24 @@ from .speech import Utterance
 SERVER_TIMINGS = ("stt_queue_s", "stt_s", "dialog_queue_s", "dialog_s", "tts_queue_s", "tts_s", "total_s")
 
 
+QUIET_JFK_STT_S = 0.46  # tiny.en on jfk.flac, beam 1, this machine idle (/work/shared/notes)
+
+
+def calibrate(settings, jfk: Utterance, runs: int = 3) -> dict:
+    """How loaded the CPU is now: in-process tiny.en on jfk (median of `runs`) against the idle figure."""
+    engine = get_engine(settings)
+    audio = decode(jfk.wav(), settings)
+    engine.transcribe(audio, None)
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        engine.transcribe(audio, None)
+        times.append(time.perf_counter() - began)
+    value = median(times)
+    return {"stt_jfk_s": value, "idle_machine_reference_s": QUIET_JFK_STT_S,
+            "slowdown": round(value / QUIET_JFK_STT_S, 2) if value else None}
+
+
 def clear_tts_cache(bench: BenchStack) -> int:
     """Forget every cached reply so the next turn synthesizes (a cache miss)."""
     return cache.remove(bench.db, bench.settings, {})
@@ -198,7 +216,7 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
 # ---------------------------------------------------------------- 3. cache hit vs miss
 
 
-def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int) -> dict:
+def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int | None = None) -> dict:
     """Scenario 3: time to first audio on a cache miss vs a hit, in the TTS service and end to end."""
     from voiceapp.tts.service import synthesize_reply
 
@@ -218,7 +236,7 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int) -> dict:
     session = harness.new_session(bench.base_url)
     client = LiveClient(bench.base_url, session)
     try:
-        for _ in range(reps):
+        for _ in range(reps if e2e_reps is None else e2e_reps):
             clear_tts_cache(bench)
             for label in ("miss", "hit"):
                 result = client.turn(utt, "ptt")
@@ -331,13 +349,13 @@ def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     warm.close()
     time.sleep(1.0)
     before = harness.rss_kib(pid)
-    sockets, error = [], None
+    sockets, open_error = [], None
     began = time.monotonic()
     for i in range(n):
         try:
             sockets.append(websocket.create_connection(urls[i % len(urls)], timeout=20))
         except (websocket.WebSocketException, OSError) as err:
-            error = f"socket {i + 1}: {err!r}"
+            open_error = f"socket {i + 1}: {err!r}"
             break
     open_s = time.monotonic() - began
     time.sleep(settle)
@@ -357,7 +375,7 @@ def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     time.sleep(settle)
     closed = harness.rss_kib(pid)
     opened = len(sockets)
-    return {"requested": n, "opened": opened, "error": error, "sessions": len(sessions),
+    return {"requested": n, "opened": opened, "open_error": open_error, "sessions": len(sessions),
             "open_seconds": round(open_s, 2), "rss_before_kib": before, "rss_after_kib": after,
             "rss_after_close_kib": closed, "kib_each": round((after - before) / opened, 1) if opened else None,
             "idle_cpu_percent": round(100 * idle_cpu, 1), "ping_sample_ok": alive,
@@ -423,7 +441,14 @@ def _soak_summary(pids: dict, samples: list[dict], results: list[dict], streams:
     totals = [(s["t"], sum(s[n] for n in pids if s.get(n)) / 1024) for s in steady]
     total_slope = harness.slope_per_minute(totals)
     ok = [r for r in results if r.get("status") == "done"]
+    quarter = max(1, len(steady) // 4)
+    head, tail = steady[:quarter], steady[-quarter:]
+    delta = {n: round((median([s[n] for s in tail if s.get(n)]) - median([s[n] for s in head if s.get(n)])) / 1024, 2)
+             for n in pids if head and tail and all(s.get(n) for s in head + tail)}
     return {"seconds": seconds, "sessions": sessions, "turns_done": len(ok),
+            "steady_rss_delta_mib": delta,
+            "method": "RSS (VmRSS) of the API's gunicorn worker and each Celery worker every 2 s; growth = "
+                      "least-squares slope after the first fifth (warm-up), total over processes / sessions",
             "turns_failed": len(results) - len(ok),
             "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
             "lost_events": sum(s["lost"] for s in streams), "duplicated_events": sum(s["duplicated"] for s in streams),

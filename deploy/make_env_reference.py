@@ -199,7 +199,7 @@ def render_table() -> str:
         for name, note in rows:
             default = f"`{defaults[name]}`" if defaults[name] else "(empty)"
             secret = " **Secret.**" if name in secrets else ""
-            lines.append(f"| `{name}` | {_cell(default)} | {_cell(_description(name, note))}.{secret} |")
+            lines.append(f"| `{name}` | {_cell(default)} | {_cell(_description(name, note)).rstrip('.')}.{secret} |")
     lines += ["", "**Deployment only** (read by the image's entry point, the worker metrics endpoint or Flower)",
               "", "| variable | default | meaning |", "|---|---|---|"]
     for name, default, text in DEPLOYMENT_ONLY:

@@ -11,6 +11,14 @@ from voiceapp.runtime import Runtime
 TASK_MODULES = ("tasks.stt", "tasks.dialog", "tasks.tts")
 
 
+def _broker_options(settings: Settings) -> dict:
+    """Redelivery of tasks whose worker died: after the visibility timeout, found by a periodic sweep."""
+    timeout = settings.task_visibility_timeout
+    # kombu sweeps every interval x throttle seconds (100 s by default): scale it to the timeout.
+    return {"visibility_timeout": timeout, "unacked_restore_interval": max(1, min(10, timeout // 5)),
+            "unacked_restore_throttle": 1}
+
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app talking to settings.redis_url, with one queue per stage."""
     app = Celery("voiceapp", broker=settings.redis_url, backend=settings.redis_url, include=list(TASK_MODULES))
@@ -33,8 +41,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        # A task killed mid-stage comes back after this long unless its worker acked it.
-        broker_transport_options={"visibility_timeout": 300},
+        broker_transport_options=_broker_options(settings),
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
     )
     app.voiceapp_runtime = Runtime(settings, celery=app)

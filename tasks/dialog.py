@@ -4,13 +4,12 @@ from __future__ import annotations
 from celery import shared_task
 
 from voiceapp import stages
-from voiceapp.errors import StorageUnavailable
 
+from .base import StageTask
 from .celery_app import runtime
 
 
-@shared_task(name="voice.dialog.respond", acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=(StorageUnavailable,), retry_backoff=True, retry_backoff_max=30, max_retries=8)
+@shared_task(name="voice.dialog.respond", base=StageTask)
 def respond(ref: dict) -> dict:
     """Turn ref in, turn ref out; the reply goes to MongoDB and the session's events."""
     return stages.run_dialog(runtime(), ref)

@@ -11,6 +11,7 @@ from voiceapp.heartbeats import start_beating
 from voiceapp.logs import configure_logging
 
 from .celery_app import create_celery
+from .recovery import start_watching
 
 settings = Settings.from_env()
 configure_logging(settings)
@@ -55,3 +56,5 @@ celeryd_after_setup.connect(on_worker_setup, weak=False)
 def _ready(sender, **_kwargs) -> None:
     # /readyz counts these: a queue with no live worker makes the deployment not ready.
     start_beating(celery.voiceapp_runtime.redis, sender.hostname, getattr(celery, "voiceapp_queues", set()))
+    # A Redis restart loses queued tasks: whichever worker notices first re-enqueues unfinished turns.
+    start_watching(celery.voiceapp_runtime)

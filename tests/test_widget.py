@@ -249,7 +249,7 @@ def test_reply_audio_that_fails_is_spoken_by_the_browser(open_page):
     reply = page.wait_reply()
     page.wait_for("window.__vw.spoken.length > 0")
     recorded = page.recorded()
-    assert recorded["spoken"][0] == reply  # the whole reply, once, by speechSynthesis
+    assert recorded["spoken"][0].strip() in reply  # the failed sentence, read by speechSynthesis instead
     assert [p["how"] for p in recorded["playback"]][:1] == ["speech"]
     assert [e for e in recorded["events"] if e[0] == "fallback"]
 

@@ -197,6 +197,10 @@ class Settings:
     # Turn pipeline
     turn_wait_max: float = _setting("VOICE_TURN_WAIT_MAX", 30.0, _positive_float)
     celery_task_prefix: str = _setting("VOICE_TASK_PREFIX", "voice")
+    # Seconds before the broker hands an unacknowledged task (its worker died) to another worker.
+    # Keep it above the longest task (a live utterance: AUDIO_MAX_DURATION + ~20 s), or a task
+    # still running is started a second time.
+    task_visibility_timeout: int = _setting("VOICE_TASK_VISIBILITY_TIMEOUT", 300, _positive_int)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

@@ -1,6 +1,7 @@
 """Turn events: a typed enum, per-session sequence numbers, Redis pub/sub plus a replay stream."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,14 +12,32 @@ import redis
 
 KEY_PREFIX = "voiceapp:events"
 
-# One atomic step so that sequence order == stream order == publish order,
-# whichever process publishes.
+# One atomic step so that sequence order == stream order == publish order, whichever process
+# publishes. KEYS[4] (optional) makes the event happen once: a redelivered task publishing it
+# again gets the first one's number back and nothing is sent. A missing counter (session never
+# opened, or a Redis restart lost it) restarts at ARGV[4], a clock value above any earlier number,
+# so a client resuming with its last_seq never mistakes new events for old ones.
 _PUBLISH_LUA = """
-local seq = redis.call('INCR', KEYS[1])
+if #KEYS == 4 then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then
+    return -tonumber(prior)
+  end
+end
+local seq
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  seq = tonumber(ARGV[4])
+  redis.call('SET', KEYS[1], seq)
+else
+  seq = redis.call('INCR', KEYS[1])
+end
 local payload = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', payload)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+if #KEYS == 4 then
+  redis.call('SET', KEYS[4], seq, 'EX', ARGV[2])
+end
 redis.call('PUBLISH', KEYS[3], payload)
 return seq
 """
@@ -60,6 +79,28 @@ class Event:
                    turn_id=base["turn_id"], data=raw, ts=float(base["ts"] or 0.0))
 
 
+def once_key(type: EventType | str, turn_id: str | None, data: dict[str, Any]) -> str | None:
+    """What makes a turn event unique (None: no such identity); a repeat of it is not published."""
+    if turn_id is None:
+        return None
+    kind = str(type)
+    if kind in ("done", "error", "reply"):
+        return f"{turn_id}:{kind}"
+    if kind == "audio":
+        return f"{turn_id}:audio:{data.get('index', 0)}"
+    if kind == "transcript":
+        if data.get("final", True):
+            return f"{turn_id}:transcript"
+        digest = hashlib.sha1(str(data.get("text", "")).encode()).hexdigest()[:16]
+        return f"{turn_id}:partial:{digest}"  # the same partial twice tells the client nothing
+    return None
+
+
+def clock_seq() -> int:
+    """A sequence start above any number handed out before (microseconds since the epoch)."""
+    return time.time_ns() // 1000
+
+
 def channel(session_id: str) -> str:
     """The pub/sub channel of a session."""
     return f"{KEY_PREFIX}:{session_id}"
@@ -79,8 +120,15 @@ class EventBus:
         ts = round(time.time(), 6)
         body = {"type": str(type), "session_id": session_id, "turn_id": turn_id, "ts": ts, **data}
         keys = [f"{KEY_PREFIX}:{session_id}:seq", f"{KEY_PREFIX}:{session_id}:stream", channel(session_id)]
-        seq = self._script(keys=keys, args=[json.dumps(body), self._retention_s, self._max_events])
-        return Event(type=EventType(type), session_id=session_id, seq=int(seq), turn_id=turn_id, data=data, ts=ts)
+        once = once_key(type, turn_id, data)
+        if once is not None:
+            keys.append(f"{KEY_PREFIX}:{session_id}:once:{once}")
+        seq = int(self._script(keys=keys, args=[json.dumps(body), self._retention_s, self._max_events, clock_seq()]))
+        return Event(type=EventType(type), session_id=session_id, seq=abs(seq), turn_id=turn_id, data=data, ts=ts)
+
+    def open(self, session_id: str) -> None:
+        """Start a new session's numbering at 1 (without this, numbering starts at the clock value)."""
+        self._redis.set(f"{KEY_PREFIX}:{session_id}:seq", 0, ex=self._retention_s, nx=True)
 
     def replay(self, session_id: str, after_seq: int = 0) -> list[Event]:
         """Events of the session with seq > after_seq that are still kept, in order."""

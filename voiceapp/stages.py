@@ -17,7 +17,7 @@ from . import metrics
 from .audio import decode, pcm16_to_float, to_wav
 from .bargein import interruption
 from .dialog.answer import respond
-from .errors import VoiceError
+from .errors import StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
@@ -41,6 +41,8 @@ def _stage(rt: Runtime, ref: TurnRef, name: str) -> Iterator[dict[str, float]]:
     try:
         yield timing
     except VoiceError as err:
+        if isinstance(err, StorageUnavailable):
+            raise  # an outage, not a failed turn: the task retries with backoff
         log.warning("turn %s failed in %s: %s (%s)", ref["turn_id"], name, err.message, err.code)
         interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="error",
                                  error={"stage": name, "code": err.code, "message": err.message})

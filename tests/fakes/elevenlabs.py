@@ -38,7 +38,7 @@ class Recorded:
 
 @dataclass
 class FakeElevenLabs:
-    """Server state: the accepted key, recorded requests and a mode (ok, error, slow, quota)."""
+    """Server state: the accepted key, recorded requests and a mode (ok, error, slow, stall, quota)."""
 
     api_key: str
     mode: str = "ok"
@@ -74,6 +74,8 @@ def _handler(state: FakeElevenLabs):
                 return self._json(401, {"detail": {"status": "quota_exceeded", "message": "quota exceeded"}})
             if state.mode == "slow":
                 time.sleep(state.delay)
+            if state.mode == "stall":
+                return self._stall(FAKE_MP3)
             fmt = parse_qs(parsed.query).get("output_format", ["mp3_44100_128"])[0]
             if fmt.startswith("wav_"):
                 return self._audio("audio/wav", wav_silence(int(fmt.split("_")[1])))
@@ -87,6 +89,19 @@ def _handler(state: FakeElevenLabs):
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+                pass
+
+        def _stall(self, data: bytes) -> None:
+            """Headers and half the body, then silence for `delay` seconds: a vendor hanging mid-stream."""
+            try:
+                self.send_response(200)
+                self.send_header("content-type", "audio/mpeg")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                time.sleep(state.delay)
+            except (BrokenPipeError, ConnectionResetError):
                 pass
 
         def _json(self, status: int, payload: dict) -> None:

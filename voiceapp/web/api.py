@@ -86,6 +86,7 @@ def create_session():
     language = _string_field(body, "language", LANGUAGE_RE, rt.settings.default_language)
     voice = _string_field(body, "voice", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"))
     session = access.open_session(rt, project, bearer(), language, voice)
+    rt.events.open(session["session_id"])
     return jsonify(_session_view(rt, session, issue_token(rt.settings, session["session_id"], project))), 201
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 
 import redis
@@ -21,6 +22,7 @@ class Listener:
         self.last_seq = last_seq
         self._hub = hub
         self._queue: queue.Queue[Event] = queue.Queue()
+        self._gap_tried: int | None = None
 
     def _offer(self, event: Event) -> None:
         self._queue.put(event)
@@ -34,9 +36,18 @@ class Listener:
                 return None
             if event.seq <= self.last_seq:
                 continue
-            if event.seq > self.last_seq + 1:
-                # Pub/sub is at-most-once (a Redis reconnect drops messages): fill the gap from the stream.
-                for missed in self._hub.bus.replay(self.session_id, self.last_seq):
+            if event.seq > self.last_seq + 1 and self._gap_tried != event.seq:
+                # Pub/sub is at-most-once (a Redis reconnect drops messages): fill the gap from the stream,
+                # once per gap: after a Redis restart the numbering jumps and no stream holds the gap.
+                try:
+                    missed_events = self._hub.bus.replay(self.session_id, self.last_seq)
+                except redis.RedisError as err:
+                    log.debug("replay for session %s failed (%s); retrying", self.session_id, err)
+                    self._queue.put(event)
+                    time.sleep(0.5)  # Redis is down: do not spin
+                    return None
+                self._gap_tried = event.seq
+                for missed in missed_events:
                     if missed.seq < event.seq:
                         self._queue.put(missed)
                 self._queue.put(event)

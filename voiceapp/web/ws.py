@@ -12,9 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, request
 from flask_sock import Sock
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 from simple_websocket import ConnectionClosed
 
-from ..errors import AudioTooLong, BadRequest, LimitExceeded, VoiceError
+from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
 from ..pipeline import start_live_utterance
 from ..runtime import Runtime
@@ -184,6 +186,11 @@ def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
                 _handle_text(rt, conn, session_id, frame)
         except VoiceError as err:
             conn.error(err)
+        except (RedisError, PyMongoError) as err:
+            # An outage: this utterance is lost, the socket stays; the client may resend once it passes.
+            log.warning("storage unavailable on a WebSocket: %s", type(err).__name__)
+            conn.utterance = None
+            conn.error(StorageUnavailable("voice storage is unavailable; retry in a few seconds"))
 
 
 @sock.route("/ws/<session_id>", bp=bp)

@@ -1,0 +1,69 @@
+"""The benchmark harness runs end to end in quick mode and writes a well-formed report (no timing asserts)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak")
+TARGET_KEYS = ("overhead_ratio", "eos_to_final_p50_s", "eos_to_first_audio_p50_s", "eos_to_first_audio_p95_s",
+               "cache_hit_first_audio_p50_s", "idle_ws_per_process", "idle_ws_kib_each", "lost_events_50_sessions",
+               "soak_mib_per_min_per_session")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """Run `python -m bench --quick` once into a temp dir."""
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_report_has_every_target_key_with_a_number(quick_report):
+    _, report = quick_report
+    for key in TARGET_KEYS:
+        assert isinstance(report[key], (int, float)) and not isinstance(report[key], bool), (key, report[key])
+        assert key in report["targets"] and report["targets"][key]["value"] == report[key]
+        assert isinstance(report["targets"][key]["met"], bool)
+    assert report["cpu_count"] >= 1 and report["meta"]["cpu_count"] == report["cpu_count"]
+
+
+def test_every_scenario_ran_without_error(quick_report):
+    _, report = quick_report
+    assert report["meta"]["quick"] is True and report["meta"]["errors"] == []
+    for name in SCENARIOS:
+        assert name in report["scenarios"] and "error" not in report["scenarios"][name], name
+
+
+def test_scenarios_measured_real_turns(quick_report):
+    _, report = quick_report
+    scen = report["scenarios"]
+    stage = next(iter(scen["stage_breakdown"]["utterances"].values()))
+    assert stage["pipeline_server"]["stt_s"] > 0 and stage["in_process"]["stt_s"] > 0
+    assert {"stt_queue_s", "dialog_queue_s", "tts_queue_s", "total_s"} <= set(stage["pipeline_server"])
+    for mode in ("ptt", "handsfree"):
+        assert scen["latency"]["by_mode"][mode]["eos_to_final_s"]["n"] >= 1, mode
+    assert all(r["status"] == "done" and r["transcript"] for r in scen["latency"]["runs"])
+    for n, result in scen["concurrency"]["by_sessions"].items():
+        assert result["turns_done"] == result["turns_expected"], (n, result)
+        assert result["lost_events"] == 0 and result["duplicated_events"] == 0, (n, result)
+    idle = scen["idle_ws"]
+    assert idle["opened"] == idle["requested"] and idle["open_error"] is None
+    assert idle["ping_sample_ok"].split("/")[0] == idle["ping_sample_ok"].split("/")[1]
+    assert scen["soak"]["turns_done"] >= 1 and len(scen["soak"]["samples"]) >= 2
+    assert scen["cache"]["service"]["hit"]["n"] >= 1 and scen["cache"]["service"]["miss"]["n"] >= 1
+
+
+def test_markdown_and_plots_are_written(quick_report):
+    out, report = quick_report
+    text = (out / "report.md").read_text()
+    assert report["meta"]["command"] in text and "| `overhead_ratio` |" in text
+    assert report["plots"], "no plot drawn"
+    for name in report["plots"]:
+        png = out / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"plots/{name}" in text

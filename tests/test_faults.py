@@ -1,0 +1,355 @@
+"""Fault tests against a running stack of its own: a voice turn, once accepted, finishes exactly once or fails clearly.
+
+Each test breaks one real process of the stack (SIGKILL a worker, stop the MongoDB-wire server,
+restart Redis, point a worker at a corrupt model, make the paid TTS vendor misbehave) and checks
+what the client sees over the WebSocket and what MongoDB records.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+
+from tests.fakes import elevenlabs as fake_elevenlabs
+from tests.support import new_session, shared_file
+from voiceapp import stack
+from voiceapp.config import Settings
+
+pytestmark = pytest.mark.timeout(300)
+
+ELEVEN_KEY = "sk-fault-test-0123456789abcdef"
+TTS_TIMEOUT = 4.0
+VISIBILITY = 6  # seconds before a dead worker's task is handed out again
+
+
+class Stack:
+    """A stack this module started: its requested settings (for stack.up/down) and the resolved ones."""
+
+    def __init__(self, requested: Settings, mongo_engine: str, workers: tuple[str, ...]) -> None:
+        self.requested, self.mongo_engine, self.workers = requested, mongo_engine, workers
+        self.up()
+
+    def up(self) -> None:
+        """Start whatever is not running (a killed process comes back on its old port)."""
+        stack.up(self.requested, mongo_engine=self.mongo_engine, workers=self.workers)
+        self.settings = stack.resolve(self.requested)
+        self.base_url = stack.api_url(self.settings)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.base_url[len("http"):]
+
+    def record(self, name: str) -> dict:
+        return stack.load_state(self.requested)["services"][name]
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send `sig` to one process group this stack started."""
+        os.killpg(self.record(name)["pid"], sig)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process of the stack and wait until it is gone."""
+        record = self.record(name)
+        os.killpg(record["pid"], signal.SIGKILL)
+        _until(lambda: not stack.is_alive(record), 10, f"{name} did not die")
+
+    def log(self, name: str) -> str:
+        return Path(self.record(name)["log"]).read_text(errors="replace")
+
+    def db(self):
+        from voiceapp.storage.mongo import get_db
+
+        return get_db(self.settings)
+
+
+def _until(check, timeout: float, message: str, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(message)
+
+
+def _migrate(settings: Settings) -> None:
+    import migrations
+    from voiceapp.storage.mongo import get_db
+
+    migrations.migrate(get_db(settings), settings)
+
+
+def _settings(tmp: Path, **overrides) -> Settings:
+    return Settings.from_env(
+        {}, home=str(tmp), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        session_timeout=600, open_projects=("demo",), task_visibility_timeout=VISIBILITY, **overrides)
+
+
+@pytest.fixture(scope="module")
+def vendor():
+    """The paid TTS vendor, faked on 127.0.0.1 with its HTTP wire format."""
+    state, server = fake_elevenlabs.start(ELEVEN_KEY)
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, vendor) -> Stack:
+    """API + three workers on Redis and a SQLite-backed MongoDB-wire server (data survives its restart)."""
+    requested = _settings(tmp_path_factory.mktemp("faults-home"), tts_default_provider="elevenlabs",
+                          elevenlabs_api_key=ELEVEN_KEY, elevenlabs_base_url=vendor.url,
+                          elevenlabs_output_format="mp3_44100_128", tts_timeout=TTS_TIMEOUT,
+                          tts_fallback_chain=("piper",), cache_audio=False)
+    running = Stack(requested, "sqlite", ("stt", "dialog", "tts"))
+    _migrate(running.settings)
+    yield running
+    stack.down(requested)
+
+
+# ---------------------------------------------------------------- client helpers
+
+
+def _connect(target: Stack, session: dict, last_seq: int | None = None):
+    query = f"token={session['token']}" + (f"&last_seq={last_seq}" if last_seq is not None else "")
+    return websocket.create_connection(f"{target.ws_url}/api/v1/voice/ws/{session['session_id']}?{query}",
+                                       timeout=5)
+
+
+def _events(ws, until, timeout: float) -> list[dict]:
+    """Session events (seq set) until `until(event)` is true; fails after `timeout` seconds."""
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = json.loads(ws.recv())
+        except websocket.WebSocketTimeoutException:
+            continue
+        if message.get("seq") is None:
+            continue
+        seen.append(message)
+        if until(message):
+            return seen
+    raise AssertionError(f"no terminal event within {timeout} s; got {[(e['type'], e.get('status')) for e in seen]}")
+
+
+def _ended(turn_id: str):
+    return lambda e: e.get("turn_id") == turn_id and e["type"] in ("done", "error")
+
+
+def _post_turn(target: Stack, session: dict, name: str = "jfk.flac") -> str:
+    response = requests.post(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+                             data=shared_file(name).read_bytes(),
+                             headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["turn_id"]
+
+
+def _turn(target: Stack, session: dict, turn_id: str) -> dict:
+    response = requests.get(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
+                            headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _assert_once(events: list[dict], turn_id: str) -> None:
+    """Each event of the turn reached the client once: unique seqs, one reply and one done, one audio per chunk."""
+    mine = [e for e in events if e.get("turn_id") == turn_id]
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    kinds = [e["type"] for e in mine]
+    assert kinds.count("done") == 1 and kinds.count("reply") == 1, kinds
+    assert kinds.count("error") == 0, [e for e in mine if e["type"] == "error"]
+    finals = [e for e in mine if e["type"] == "transcript" and e["final"]]
+    assert len(finals) <= 1, finals
+    indexes = [e["index"] for e in mine if e["type"] == "audio"]
+    assert indexes and len(indexes) == len(set(indexes)), indexes
+
+
+# ---------------------------------------------------------------- engine crash (its own stack)
+
+
+def test_engine_crash_gives_an_error_event_and_the_worker_keeps_serving(tmp_path):
+    bad_model = tmp_path / "corrupt-whisper"
+    bad_model.mkdir()
+    (bad_model / "model.bin").write_bytes(os.urandom(4096))
+    (bad_model / "config.json").write_text("{}")
+    requested = _settings(tmp_path / "home", whisper_model=str(bad_model))
+    target = Stack(requested, "memory", ("stt",))
+    try:
+        _migrate(target.settings)
+        pid = target.record("worker-stt")["pid"]
+        session = new_session(target.base_url, "demo")
+        ws = _connect(target, session)
+        try:
+            for _ in range(2):  # the second turn proves the worker still serves after the first crash
+                turn_id = _post_turn(target, session)
+                errors = [e for e in _events(ws, _ended(turn_id), 60) if e["turn_id"] == turn_id]
+                error = errors[-1]
+                assert error["type"] == "error" and error["stage"] == "stt", error
+                assert error["code"] == "provider_unavailable"
+                assert "could not load Whisper model" in error["message"] and "corrupt-whisper" in error["message"]
+                turn = _turn(target, session, turn_id)
+                assert turn["status"] == "error" and turn["error"]["code"] == "provider_unavailable"
+        finally:
+            ws.close()
+        assert target.record("worker-stt")["pid"] == pid and stack.is_alive(target.record("worker-stt"))
+    finally:
+        stack.down(requested)
+
+
+# ---------------------------------------------------------------- paid TTS vendor faults
+
+
+@pytest.mark.parametrize("mode", ["error", "slow", "stall"])
+def test_tts_vendor_fault_falls_back_to_the_next_provider(faulty, vendor, mode):
+    """5xx, no answer, or an answer hanging mid-stream: Piper speaks instead, within TTS_TIMEOUT per sentence."""
+    vendor.reset(mode, delay=TTS_TIMEOUT * 5)
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    try:
+        turn_id = _post_turn(faulty, session)
+        events = _events(ws, _ended(turn_id), 120)
+    finally:
+        ws.close()
+        vendor.reset("ok")
+    _assert_once(events, turn_id)
+    audio = [e for e in events if e["type"] == "audio"]
+    assert all(e["provider"] == "piper" and e["fallback_from"] == "elevenlabs" for e in audio), audio
+    assert vendor.requests == [] or all(r.path.startswith("/v1/text-to-speech/") for r in vendor.requests)
+    fetched = requests.get(f"{faulty.base_url}{audio[0]['audio_url']}", params={"token": session["token"]}, timeout=10)
+    assert fetched.status_code == 200 and fetched.content[:4] == b"RIFF"
+
+
+def test_tts_vendor_answers_when_healthy(faulty, vendor):
+    """The control case: with the vendor up, its audio is used (so the fallbacks above are real fallbacks)."""
+    vendor.reset("ok")
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    try:
+        turn_id = _post_turn(faulty, session)
+        events = _events(ws, _ended(turn_id), 120)
+    finally:
+        ws.close()
+    _assert_once(events, turn_id)
+    assert {e["provider"] for e in events if e["type"] == "audio"} == {"elevenlabs"}
+    assert vendor.requests and vendor.requests[0].headers["xi-api-key"] == ELEVEN_KEY
+
+
+# ---------------------------------------------------------------- a worker killed mid-stage
+
+
+def test_worker_killed_mid_synthesis_the_turn_completes_once(faulty, vendor):
+    vendor.reset("slow", delay=TTS_TIMEOUT - 1)  # the synthesis stage is busy for a while: kill it then
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    try:
+        turn_id = _post_turn(faulty, session)
+        before = _events(ws, lambda e: e.get("turn_id") == turn_id and e["type"] == "reply", 60)
+        _until(lambda: vendor.requests, 20, "the TTS stage never called the vendor", every=0.01)
+        faulty.kill("worker-tts")
+        vendor.reset("ok")
+        assert faulty.db()[faulty.settings.interactions_collection].find_one({"_id": turn_id})["status"] == "answered"
+        faulty.up()  # a new TTS worker; the dead one's task comes back after the visibility timeout
+        after = _events(ws, _ended(turn_id), 90)
+    finally:
+        ws.close()
+    _assert_once(before + after, turn_id)
+    assert {e["provider"] for e in after if e["type"] == "audio"} == {"elevenlabs"}
+    turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
+    assert len(turns) == 1 and turns[0]["status"] == "done"
+    assert "voice.tts.synthesize" in faulty.log("worker-tts")  # the new worker ran the redelivered task
+
+
+# ---------------------------------------------------------------- MongoDB stopped
+
+
+def test_mongo_stopped_api_503_workers_retry_then_recover(faulty, vendor):
+    vendor.reset("ok")
+    api_pid = faulty.record("api")["pid"]
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    faulty.signal("worker-dialog", signal.SIGSTOP)  # hold the turn between recognition and dialog
+    try:
+        turn_id = _post_turn(faulty, session)
+        events = _events(ws, lambda e: e.get("turn_id") == turn_id and e["type"] == "transcript" and e["final"], 60)
+        old_mongo = faulty.record("mongo")
+        faulty.kill("mongo")
+
+        down = requests.post(f"{faulty.base_url}/api/v1/voice/sessions", json={"project": "demo"}, timeout=30)
+        assert down.status_code == 503
+        assert down.json()["error"]["code"] == "storage_unavailable"
+        assert "database is unavailable" in down.json()["error"]["message"]
+        status = requests.get(f"{faulty.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
+                              headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+        assert status.status_code == 503 and status.json()["error"]["code"] == "storage_unavailable"
+
+        faulty.signal("worker-dialog", signal.SIGCONT)
+        _until(lambda: "Retry in" in faulty.log("worker-dialog"), 40, "the dialog task did not retry")
+        faulty.up()  # the wire server again, same port, same SQLite file
+        assert faulty.record("mongo")["url"] == old_mongo["url"]
+        events += _events(ws, _ended(turn_id), 120)
+    finally:
+        faulty.signal("worker-dialog", signal.SIGCONT)
+        ws.close()
+    _assert_once(events, turn_id)
+    assert _turn(faulty, session, turn_id)["status"] == "done"
+    assert faulty.record("api")["pid"] == api_pid  # recovered without restarting voiceapp
+    assert requests.post(f"{faulty.base_url}/api/v1/voice/sessions", json={"project": "demo"},
+                         timeout=30).status_code == 201
+
+
+# ---------------------------------------------------------------- Redis restarted
+
+
+def _retry_post_turn(target: Stack, session: dict) -> str:
+    """What a client does while the broker restarts: retry on 503 until the turn is accepted."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = requests.post(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+                                 data=shared_file("jfk.flac").read_bytes(),
+                                 headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+        if response.status_code == 202:
+            return response.json()["turn_id"]
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] in ("queue_unavailable", "storage_unavailable")
+        assert time.monotonic() < deadline, "the API never accepted a turn after the Redis restart"
+        time.sleep(0.5)
+
+
+def test_redis_restarted_turn_in_flight_completes_and_client_resumes(faulty, vendor):
+    vendor.reset("ok")
+    api_pid = faulty.record("api")["pid"]
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    faulty.signal("worker-dialog", signal.SIGSTOP)  # the turn waits on the dialog queue when Redis goes
+    try:
+        in_flight = _post_turn(faulty, session)
+        events = _events(ws, lambda e: e.get("turn_id") == in_flight and e["type"] == "transcript" and e["final"], 60)
+        last_seq = events[-1]["seq"]
+        old_redis = faulty.record("redis")
+        faulty.kill("redis")
+        ws.close()  # the client's socket drops with the outage
+        faulty.up()  # a new, empty Redis on the same port: queues, event streams and counters are gone
+        assert faulty.record("redis")["url"] == old_redis["url"]
+        faulty.signal("worker-dialog", signal.SIGCONT)
+
+        ws = _connect(faulty, session, last_seq=last_seq)  # resume where the client was
+        resumed = _events(ws, _ended(in_flight), 120)
+        assert all(e["seq"] > last_seq for e in resumed)
+        assert [e["type"] for e in resumed if e["turn_id"] == in_flight][-1] == "done"
+        next_turn = _retry_post_turn(faulty, session)  # the API reconnected by itself
+        resumed += _events(ws, _ended(next_turn), 120)
+    finally:
+        faulty.signal("worker-dialog", signal.SIGCONT)
+        ws.close()
+    for turn_id in (in_flight, next_turn):
+        assert _turn(faulty, session, turn_id)["status"] == "done"
+    _assert_once([e for e in resumed if e["turn_id"] == next_turn], next_turn)
+    assert faulty.record("api")["pid"] == api_pid
+    turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
+    assert sorted(t["turn_id"] for t in turns) == sorted([in_flight, next_turn])
