@@ -30,6 +30,20 @@ class Live:
 
 
 @pytest.fixture(scope="session")
+def mongo_uri() -> str:
+    """A MongoDB-wire server (memory engine) of the test session; tests use fresh database names on it."""
+    import subprocess
+
+    proc = subprocess.Popen([stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("ready "), f"wire server did not start: {line!r}"
+    yield line.split()[1]
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
     """Start the full stack once for the test session, in a temporary home, on free ports."""
     home: Path = tmp_path_factory.mktemp("voiceapp-home")

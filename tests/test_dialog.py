@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +10,6 @@ import uuid
 import pytest
 
 from migrations import migrate
-from voiceapp import stack
 from voiceapp.config import Settings
 from voiceapp.dialog import knowledge
 from voiceapp.dialog.answer import FALLBACK_TEXT, respond
@@ -20,26 +17,6 @@ from voiceapp.dialog.context import exchanges, resolve
 from voiceapp.dialog.intents import classify
 from voiceapp.storage.mongo import get_client, get_db
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri():
-    """A mongoeco wire server of our own on a free port, for this module."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("ready "), f"wire server did not start: {line!r}"
-    yield line.split()[1]
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def _fresh(mongo_uri: str) -> Settings:

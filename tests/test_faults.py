@@ -191,10 +191,11 @@ def test_engine_crash_gives_an_error_event_and_the_worker_keeps_serving(tmp_path
                 errors = [e for e in _events(ws, _ended(turn_id), 60) if e["turn_id"] == turn_id]
                 error = errors[-1]
                 assert error["type"] == "error" and error["stage"] == "stt", error
-                assert error["code"] == "provider_unavailable"
+                # The fallback engine (Vosk, no model here) fails too: the message names both causes.
+                assert error["code"] == "stt_failed", error
                 assert "could not load Whisper model" in error["message"] and "corrupt-whisper" in error["message"]
                 turn = _turn(target, session, turn_id)
-                assert turn["status"] == "error" and turn["error"]["code"] == "provider_unavailable"
+                assert turn["status"] == "error" and turn["error"]["code"] == "stt_failed"
         finally:
             ws.close()
         assert target.record("worker-stt")["pid"] == pid and stack.is_alive(target.record("worker-stt"))
@@ -214,13 +215,14 @@ def test_tts_vendor_fault_falls_back_to_the_next_provider(faulty, vendor, mode):
     try:
         turn_id = _post_turn(faulty, session)
         events = _events(ws, _ended(turn_id), 120)
+        asked = list(vendor.requests)
     finally:
         ws.close()
         vendor.reset("ok")
     _assert_once(events, turn_id)
     audio = [e for e in events if e["type"] == "audio"]
     assert all(e["provider"] == "piper" and e["fallback_from"] == "elevenlabs" for e in audio), audio
-    assert vendor.requests == [] or all(r.path.startswith("/v1/text-to-speech/") for r in vendor.requests)
+    assert asked and all(r.path.startswith("/v1/text-to-speech/") for r in asked)  # the vendor was tried first
     fetched = requests.get(f"{faulty.base_url}{audio[0]['audio_url']}", params={"token": session["token"]}, timeout=10)
     assert fetched.status_code == 200 and fetched.content[:4] == b"RIFF"
 

@@ -302,3 +302,24 @@ def test_recognition_goes_to_the_gpu_queue_only_while_a_gpu_worker_is_alive(fron
     assert (app.redis.llen("stt"), app.redis.llen("stt.gpu")) == (1, 1)
     ready = requests.get(f"{app.base_url}/readyz", timeout=10).json()
     assert ready["checks"]["workers:stt"] == "ok"  # the GPU worker serves recognition
+
+
+def test_ws_port_serves_websockets_from_a_separate_process(live, tmp_path):
+    from voiceapp import stack
+
+    settings = live.settings.replace(home=str(tmp_path), api_port=stack.free_port(), ws_port=stack.free_port())
+    stack.up(settings, workers=())
+    try:
+        status = stack.status(settings)
+        assert status["ws"]["alive"] and status["api"]["alive"] and status["ws"]["pid"] != status["api"]["pid"]
+        base = stack.api_url(settings)
+        session = requests.post(f"{base}/api/v1/voice/sessions", json={"project": "demo"}, timeout=10).json()
+        assert session["websocket_url"].startswith(f"ws://127.0.0.1:{settings.ws_port}/api/v1/voice/ws/")
+        sock = websocket.create_connection(f"{session['websocket_url']}?token={session['token']}", timeout=10)
+        try:
+            sock.send(json.dumps({"type": "ping"}))
+            assert json.loads(sock.recv())["type"] == "pong"
+        finally:
+            sock.close()
+    finally:
+        stack.down(settings)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,26 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 THIRTY_DAYS = 30 * 24 * 3600
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri():
-    """A mongoeco wire server of our own on a free port, for this module."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("ready "), f"wire server did not start: {line!r}"
-    yield line.split()[1]
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -200,6 +179,6 @@ def test_cli_exits_non_zero_naming_what_is_missing_then_migrates(env, mongo_uri)
 
 
 def test_cli_reports_an_unreachable_database(env):
-    result = _run_cli(f"mongodb://user:hunter2@127.0.0.1:{_free_port()}/?directConnection=true", "x")
+    result = _run_cli(f"mongodb://user:hunter2@127.0.0.1:{stack.free_port()}/?directConnection=true", "x")
     assert result.returncode == 2
     assert "unavailable" in result.stderr and "hunter2" not in result.stderr

@@ -1,8 +1,6 @@
 """Storage against a real MongoDB wire server: client, sessions, turns, GridFS audio."""
 from __future__ import annotations
 
-import socket
-import subprocess
 import uuid
 from datetime import timedelta
 
@@ -15,26 +13,6 @@ from voiceapp.errors import NotFound, SessionExpired, SessionNotFound, StorageUn
 from voiceapp.storage import audio, interactions, sessions
 from voiceapp.storage.mongo import get_client, get_db, ping
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mongo_uri():
-    """A mongoeco wire server of our own on a free port, for this module."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("ready "), f"wire server did not start: {line!r}"
-    yield line.split()[1]
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -63,7 +41,7 @@ def test_get_db_caches_one_tz_aware_client_per_uri(settings):
 
 
 def test_ping_raises_storage_unavailable_without_leaking_the_password():
-    settings = Settings.from_env({}, mongo_uri=f"mongodb://u:s3cr3t@127.0.0.1:{_free_port()}/?directConnection=true")
+    settings = Settings.from_env({}, mongo_uri=f"mongodb://u:s3cr3t@127.0.0.1:{stack.free_port()}/?directConnection=true")
     with pytest.raises(StorageUnavailable) as caught:
         ping(settings)
     assert "s3cr3t" not in caught.value.message and "unavailable" in caught.value.message

@@ -15,7 +15,6 @@ from prometheus_client import REGISTRY
 
 from migrations import migrate
 from tests.fakes import elevenlabs as fake_elevenlabs
-from tests.fakes.services import wire_server
 from voiceapp.audio import decode
 from voiceapp.config import Settings
 from voiceapp.errors import TtsError
@@ -29,12 +28,6 @@ from voiceapp.tts.service import ChunkResult, synthesize_reply
 XI_KEY = "xi-service-key"
 REPLY = "We open at nine on Saturday. Parking is behind the store. Ask at the desk for a ticket."
 PRICE = 0.30 / 1000
-
-
-@pytest.fixture(scope="module")
-def mongo_uri():
-    with wire_server() as uri:
-        yield uri
 
 
 @pytest.fixture(scope="module")

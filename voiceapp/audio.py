@@ -96,6 +96,8 @@ def _decode_container(container, rate: int, max_samples: int, max_duration: floa
 
 def _check_input_rate(stream) -> None:
     """Refuse streams whose header claims an impossible sample rate."""
+    if stream.codec_context is None:  # a codec FFmpeg cannot decode (a corrupt or exotic format tag)
+        raise AudioError("could not decode audio: unsupported audio codec")
     declared = stream.codec_context.sample_rate or stream.rate or 0
     if not MIN_INPUT_RATE <= declared <= MAX_INPUT_RATE:
         raise AudioError(f"could not decode audio: unsupported sample rate {declared} Hz")

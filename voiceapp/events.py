@@ -14,22 +14,24 @@ KEY_PREFIX = "voiceapp:events"
 
 # One atomic step so that sequence order == stream order == publish order, whichever process
 # publishes. KEYS[4] (optional) makes the event happen once: a redelivered task publishing it
-# again gets the first one's number back and nothing is sent. A missing counter (session never
+# again gets the first one's number back and nothing is sent. Numbers travel as strings
+# (Lua prints numbers above 1e14 as floats). A missing counter (session never
 # opened, or a Redis restart lost it) restarts at ARGV[4], a clock value above any earlier number,
 # so a client resuming with its last_seq never mistakes new events for old ones.
 _PUBLISH_LUA = """
 if #KEYS == 4 then
   local prior = redis.call('GET', KEYS[4])
   if prior then
-    return -tonumber(prior)
+    return {0, prior}
   end
 end
 local seq
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  seq = tonumber(ARGV[4])
+  seq = ARGV[4]
   redis.call('SET', KEYS[1], seq)
 else
-  seq = redis.call('INCR', KEYS[1])
+  -- Lua numbers print as floats past 1e14: keep the digits exact.
+  seq = string.format('%.0f', redis.call('INCR', KEYS[1]))
 end
 local payload = '{"seq":' .. seq .. ',' .. string.sub(ARGV[1], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', payload)
@@ -39,7 +41,7 @@ if #KEYS == 4 then
   redis.call('SET', KEYS[4], seq, 'EX', ARGV[2])
 end
 redis.call('PUBLISH', KEYS[3], payload)
-return seq
+return {1, seq}
 """
 
 
@@ -123,8 +125,8 @@ class EventBus:
         once = once_key(type, turn_id, data)
         if once is not None:
             keys.append(f"{KEY_PREFIX}:{session_id}:once:{once}")
-        seq = int(self._script(keys=keys, args=[json.dumps(body), self._retention_s, self._max_events, clock_seq()]))
-        return Event(type=EventType(type), session_id=session_id, seq=abs(seq), turn_id=turn_id, data=data, ts=ts)
+        _fresh, seq = self._script(keys=keys, args=[json.dumps(body), self._retention_s, self._max_events, clock_seq()])
+        return Event(type=EventType(type), session_id=session_id, seq=int(seq), turn_id=turn_id, data=data, ts=ts)
 
     def open(self, session_id: str) -> None:
         """Start a new session's numbering at 1 (without this, numbering starts at the clock value)."""

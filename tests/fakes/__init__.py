@@ -1,1 +1,1 @@
-"""Local servers for tests: vendor fakes speaking the vendors' wire formats, and the real MongoDB-wire server."""
+"""Local servers for tests: fakes speaking the paid vendors' wire formats."""

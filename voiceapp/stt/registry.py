@@ -1,14 +1,14 @@
 """STT engines by STT_ENGINE key, loaded once per process."""
 from __future__ import annotations
 
-import importlib
 import logging
-import threading
 from types import ModuleType
 
 from voiceapp.config import Settings
 from voiceapp.errors import ProviderUnavailable, SttError, VoiceError
 from voiceapp.models import DecodedAudio, Transcript
+from voiceapp.plugins import Registry
+from voiceapp.plugins import warm as warm_instance
 from voiceapp.stt.base import SttEngine
 
 _LOGGER = logging.getLogger(__name__)
@@ -20,55 +20,27 @@ ENGINES: dict[str, str] = {
     "openai-whisper": "voiceapp.stt.openai_whisper",
 }
 
-_cache: dict[tuple, SttEngine] = {}
-_lock = threading.Lock()
+_engines: Registry[SttEngine] = Registry("STT engine", ENGINES, "STT_ENGINE")
 
 
 def _module(name: str) -> ModuleType:
     """The engine module for `name`, or ProviderUnavailable for an unknown key."""
-    try:
-        path = ENGINES[name]
-    except KeyError:
-        known = ", ".join(sorted(ENGINES))
-        raise ProviderUnavailable(f"unknown STT_ENGINE {name!r}; choose one of: {known}") from None
-    return importlib.import_module(path)
+    return _engines.module(name)
 
 
 def get_engine(settings: Settings, name: str | None = None) -> SttEngine:
     """The engine `name` (default STT_ENGINE), created on first use and then reused."""
-    name = (name or settings.stt_engine).strip().lower()
-    module = _module(name)
-    key = (name, *module.cache_key(settings))
-    engine = _cache.get(key)
-    if engine is not None:
-        return engine
-    with _lock:
-        # Two threads may race on the first request; only one loads the model.
-        engine = _cache.get(key)
-        if engine is None:
-            engine = module.create(settings)
-            _cache[key] = engine
-            _LOGGER.info("loaded STT engine %s (model %s)", engine.name, engine.model)
-    return engine
+    return _engines.get(settings, (name or settings.stt_engine).strip().lower())
 
 
 def engine_status(settings: Settings) -> dict[str, str]:
     """Each registered engine -> "ok" or why it cannot run here (without loading models)."""
-    status: dict[str, str] = {}
-    for name in ENGINES:
-        try:
-            problem = _module(name).check(settings)
-        except ProviderUnavailable as err:
-            problem = err.message
-        status[name] = problem or "ok"
-    return status
+    return _engines.status(settings)
 
 
 def available_engines(settings: Settings | None = None) -> list[str]:
     """Engine keys usable here: SDK installed (and, given settings, model files present)."""
-    settings = settings or Settings.from_env({})
-    status = engine_status(settings)
-    return [name for name, state in status.items() if state == "ok"]
+    return _engines.available(settings or Settings.from_env({}))
 
 
 def _engine_names(settings: Settings) -> list[str]:
@@ -104,19 +76,16 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
     if len(errors) == 1:
         raise errors[0]
     detail = "; ".join(f"{name}: {err.message}" for name, err in zip(names, errors))
-    raise SttError(f"all speech recognition engines failed ({detail})")
+    # None could even load (bad model paths, missing extras): say so, it is a configuration problem.
+    kind = ProviderUnavailable if all(isinstance(e, ProviderUnavailable) for e in errors) else SttError
+    raise kind(f"all speech recognition engines failed ({detail})")
 
 
 def warm(settings: Settings) -> SttEngine:
     """Load STT_ENGINE and run it once so the first real request is not slow (worker start)."""
-    engine = get_engine(settings)
-    warm_up = getattr(engine, "warm", None)
-    if callable(warm_up):
-        warm_up()
-    return engine
+    return warm_instance(get_engine(settings))
 
 
 def clear_cache() -> None:
     """Forget loaded engines (tests, reconfiguration)."""
-    with _lock:
-        _cache.clear()
+    _engines.clear()

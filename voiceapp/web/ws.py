@@ -123,9 +123,18 @@ class LiveUtterance:
         return True
 
 
+def _is_json(frame: bytes) -> bool:
+    try:
+        return isinstance(json.loads(frame), dict)
+    except ValueError:
+        return False
+
+
 def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) -> None:
     if len(frame) % 2:
         raise BadRequest("binary frames must hold whole PCM16 samples (an even number of bytes)", code="bad_frame")
+    if frame[:1] == b"{" and frame[-1:] == b"}" and _is_json(frame):
+        raise BadRequest("binary frames carry audio; send JSON messages as text frames", code="bad_frame")
     if conn.utterance is not None:
         try:
             if conn.utterance.add(frame):
