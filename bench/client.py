@@ -12,6 +12,7 @@ import websocket
 
 from .speech import RATE, Utterance
 
+SERVER_MODES = {"ptt": "push_to_talk", "handsfree": "hands_free"}  # bench name -> the socket's ?mode=
 REQUIRED = ("status", "transcript", "reply", "audio", "done")  # settled events of one answered turn
 
 
@@ -58,11 +59,12 @@ class TurnResult:
 class LiveClient:
     """One visitor tab: a WebSocket to a session, a receiver thread, real-time streaming of utterances."""
 
-    def __init__(self, base_url: str, session: dict, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, session: dict, timeout: float = 30.0, mode: str = "ptt") -> None:
         self.base_url = base_url
         self.session = session
         ws_base = "ws" + base_url[len("http"):]
-        url = f"{ws_base}/api/v1/voice/ws/{session['session_id']}?token={session['token']}"
+        url = (f"{ws_base}/api/v1/voice/ws/{session['session_id']}?token={session['token']}"
+               f"&mode={SERVER_MODES[mode]}")
         self.ws = websocket.create_connection(url, timeout=timeout, enable_multithread=True)
         self.ws.settimeout(None)
         self.inbox: list[tuple[float, dict]] = []

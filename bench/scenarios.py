@@ -183,7 +183,7 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
     runs: list[dict] = []
     for mode, utterances in plan.items():
         session = harness.new_session(bench.base_url)
-        client = LiveClient(bench.base_url, session)
+        client = LiveClient(bench.base_url, session, mode=mode)
         try:
             for utt in utterances:
                 for _ in range(reps):

@@ -5,6 +5,7 @@ import re
 import time
 from functools import cache
 from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 import yaml
@@ -66,11 +67,14 @@ def _session_view(rt: Runtime, session: dict[str, Any], token: str | None = None
 
 def websocket_url(rt: Runtime, session_id: str) -> str:
     """Where the client opens the session's WebSocket (another port when WS_PORT is set)."""
-    path = url_for("voice_ws.session_events", session_id=session_id)
-    if rt.settings.ws_port is None:
-        return path
-    scheme = "wss" if request.scheme == "https" else "ws"
-    return f"{scheme}://{request.host.split(':')[0]}:{rt.settings.ws_port}{path}"
+    url = url_for("voice_ws.session_events", session_id=session_id, _external=True)  # ws:// or wss://
+    parts = urlsplit(url)
+    if rt.settings.public_url:  # behind a proxy: the address visitors reach, not the one we listen on
+        public = urlsplit(rt.settings.public_url)
+        parts = parts._replace(scheme="wss" if public.scheme == "https" else "ws", netloc=public.netloc)
+    elif rt.settings.ws_port is not None:
+        parts = parts._replace(netloc=f"{parts.hostname}:{rt.settings.ws_port}")
+    return urlunsplit(parts)
 
 
 @bp.post("/sessions")
