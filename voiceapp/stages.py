@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Iterator
 
 from pymongo.errors import DuplicateKeyError
@@ -17,7 +17,7 @@ from . import metrics
 from .audio import decode, pcm16_to_float, to_wav
 from .bargein import interruption
 from .dialog.answer import respond
-from .errors import StorageUnavailable, VoiceError
+from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
@@ -44,8 +44,9 @@ def _stage(rt: Runtime, ref: TurnRef, name: str) -> Iterator[dict[str, float]]:
         if isinstance(err, StorageUnavailable):
             raise  # an outage, not a failed turn: the task retries with backoff
         log.warning("turn %s failed in %s: %s (%s)", ref["turn_id"], name, err.message, err.code)
-        interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="error",
-                                 error={"stage": name, "code": err.code, "message": err.message})
+        with suppress(NotFound):  # a live utterance has no turn document until it is recognised
+            interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="error",
+                                     error={"stage": name, "code": err.code, "message": err.message})
         rt.events.publish(ref["session_id"], EventType.ERROR, ref["turn_id"], stage=name, **err.to_dict())
         raise
     timing["seconds"] = round(time.time() - timing["started"], 4)
