@@ -1,7 +1,6 @@
 """Helpers shared by the tests: test data, sessions, word error rate."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import requests
@@ -9,16 +8,16 @@ import requests
 from voiceapp.stt.wer import wer as word_error_rate  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("VOICEAPP_SHARED_DIR", REPO.parent / "shared"))
+DATA = REPO / "tests" / "data"
 
 JFK_TEXT = ("And so my fellow Americans, ask not what your country can do for you, "
             "ask what you can do for your country.")
 
 
 def shared_file(name: str) -> Path:
-    """A file of the shared test data (real recordings)."""
-    path = SHARED / "data" / name
-    assert path.exists(), f"missing shared test data {path} (set VOICEAPP_SHARED_DIR)"
+    """A real recording kept in tests/data (see its README for sources and transcripts)."""
+    path = DATA / name
+    assert path.exists(), f"missing test data {path}"
     return path
 
 

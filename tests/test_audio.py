@@ -5,6 +5,7 @@ import io
 import os
 import struct
 import wave
+from pathlib import Path
 
 import av
 import numpy as np
@@ -15,7 +16,7 @@ from voiceapp.audio import StreamResampler, decode, float_to_pcm16, pcm16_to_flo
 from voiceapp.config import Settings
 from voiceapp.errors import AudioError, AudioTooLong
 
-DATA = "/work/shared/data"
+DATA = str(Path(__file__).resolve().parent / "data")
 JFK = os.path.join(DATA, "jfk.flac")
 LIBRI = os.path.join(DATA, "librispeech_stereo.wav")
 

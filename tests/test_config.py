@@ -6,7 +6,7 @@ import pytest
 
 from voiceapp.config import Settings, SettingsError
 
-SEED_GUIDE = Path(__file__).resolve().parents[2] / "shared" / "seed-deployment-guide.txt"
+SEED_GUIDE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "seed-deployment-guide.txt"
 
 SEED_DEFAULTS = {
     "WHISPER_DEVICE": ("whisper_device", "auto"),

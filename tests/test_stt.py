@@ -24,7 +24,7 @@ from voiceapp.stt.streaming import StreamingRecognizer
 from voiceapp.stt.wer import normalize, wer
 from voiceapp.tts.piper import DEMO_PATH, DEMO_TEXT
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parent / "data"
 JFK_TEXT = (
     "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 )
