@@ -23,8 +23,9 @@ case "$role" in
   worker)
     queue="${1:?usage: worker QUEUE (stt, dialog, tts or the GPU queue)}"
     shift
-    # solo pool: one model copy per container; scale with replicas (docker compose up --scale).
-    exec celery -A tasks.worker worker -Q "$queue" -n "${queue}@%h" --pool "${WORKER_POOL:-solo}" \
+    # Pool and concurrency come from VOICE_WORKER_POOL / VOICE_WORKER_CONCURRENCY (threads, 4): one model
+    # copy per container serving several turns; scale further with replicas (docker compose up --scale).
+    exec celery -A tasks.worker worker -Q "$queue" -n "${queue}@%h" \
       --loglevel "${VOICE_LOG_LEVEL:-info}" "$@"
     ;;
   flower)

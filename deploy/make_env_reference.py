@@ -105,7 +105,6 @@ DEPLOYMENT_ONLY = (
     ("WORKER_METRICS_HOST", "0.0.0.0", "Interface of that endpoint"),
     ("PROMETHEUS_MULTIPROC_DIR", "", "Shared directory for metrics of multi-process servers (prefork workers, several gunicorn workers)"),
     ("API_WORKERS", "1", "gunicorn (gevent) processes of the api container; set PROMETHEUS_MULTIPROC_DIR when > 1"),
-    ("WORKER_POOL", "solo", "Celery pool of a worker container (solo: one model copy, scale with replicas)"),
     ("FLOWER_PORT", "5555", "Port of Flower"),
     ("FLOWER_BASIC_AUTH", "", "user:password protecting Flower's UI and API (secret)"),
     ("FLOWER_UNAUTHENTICATED_API", "", "true opens Flower's /api without auth (the local stack sets it; never in production)"),

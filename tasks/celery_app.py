@@ -39,6 +39,10 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_prefetch_multiplier=1,
+        # Threads: a live utterance mostly waits for audio, so one process serves several visitors at
+        # once and keeps one copy of each model; ctranslate2 and onnxruntime release the GIL.
+        worker_pool=settings.worker_pool,
+        worker_concurrency=settings.worker_concurrency,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=_broker_options(settings),

@@ -208,7 +208,7 @@ def stub_bin(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args, expected", [
     ([], r"^gunicorn --worker-class gevent --worker-connections 1100 --workers 1 --bind 0\.0\.0\.0:8000 .* voiceapp\.wsgi:app$"),
     (["api"], r"^gunicorn .*--bind 0\.0\.0\.0:8000 .*voiceapp\.wsgi:app$"),
-    (["worker", "tts"], r"^celery -A tasks\.worker worker -Q tts -n tts@%h --pool solo --loglevel info$"),
+    (["worker", "tts"], r"^celery -A tasks\.worker worker -Q tts -n tts@%h --loglevel info$"),
     (["worker", "stt-gpu", "--concurrency", "1"], r"^celery -A tasks\.worker worker -Q stt-gpu -n stt-gpu@%h .* --concurrency 1$"),
     (["flower"], r"^celery -A tasks\.worker flower --port=5555 --address=0\.0\.0\.0$"),
     (["migrate", "--verify-only"], r"^python -m migrations --verify-only$"),

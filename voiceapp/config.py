@@ -194,6 +194,10 @@ class Settings:
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
 
+    # Celery workers
+    worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))
+    worker_concurrency: int = _setting("VOICE_WORKER_CONCURRENCY", 4, _positive_int)
+
     # Turn pipeline
     turn_wait_max: float = _setting("VOICE_TURN_WAIT_MAX", 30.0, _positive_float)
     celery_task_prefix: str = _setting("VOICE_TASK_PREFIX", "voice")

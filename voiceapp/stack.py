@@ -498,7 +498,7 @@ def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bo
                           f"http://{host}:{settings.ws_port}", "http"))
     for queue in workers:
         cmd = [py, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", queue, "-n", f"{queue}@%h",
-               "--pool", "solo", "--loglevel", "INFO"]
+               "--loglevel", "INFO"]
         specs.append((f"worker-{queue}", cmd, "", "log"))
     if flower:
         port = ports.get("flower") or state["services"].get("flower", {}).get("port") or free_port()
