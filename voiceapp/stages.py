@@ -89,8 +89,9 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
     stream = UtteranceStream(rt.redis, ref["turn_id"])
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
-    end_silence = {"end_silence": rt.settings.audio_max_duration + 1} if ref.get("mode") == PUSH_TO_TALK else {}
-    recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, **end_silence)
+    push_to_talk = ref.get("mode") == PUSH_TO_TALK
+    end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
+    recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, end_silence=end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     try:
         for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
