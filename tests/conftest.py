@@ -70,22 +70,10 @@ def demo_kb(live: Live) -> None:
 
 
 @dataclass(frozen=True)
-class Front:
+class Front(Live):
     """An extra API process-in-a-thread with its own settings, on the live stack's Redis and MongoDB."""
 
-    app: object
-    settings: Settings
-    base_url: str
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.base_url[len("http"):]
-
-    @property
-    def db(self):
-        from voiceapp.storage.mongo import get_db
-
-        return get_db(self.settings)
+    app: object = None
 
     @property
     def redis(self):
