@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import redis
@@ -26,6 +28,15 @@ class StageTask(Task):
     retry_backoff_max = 20
     retry_jitter = False
     max_retries = 10  # about two minutes of outage
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the stage while keeping its message leased (a live utterance may outlast the visibility timeout)."""
+        stop = _keep_leased(self.request.id)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            if stop is not None:
+                stop.set()
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
         """The stage gave up: fail the turn with an error event (a stage's own VoiceError already did)."""
@@ -56,3 +67,41 @@ class StageTask(Task):
                               message=message)
         except redis.RedisError as err:
             log.warning("could not publish the failure of turn %s: %s", ref["turn_id"], err)
+
+
+UNACKED_INDEX = "unacked_index"  # kombu's Redis transport: delivery tag -> when it was handed out
+
+
+def _delivery_tag(task_id: str | None) -> str | None:
+    """The broker delivery tag of the running task (solo and thread pools run it in the consumer process)."""
+    from celery.worker import state
+
+    for request in list(state.active_requests):
+        if request.id == task_id and request.message is not None:
+            return request.message.delivery_tag
+    return None
+
+
+def _keep_leased(task_id: str | None) -> threading.Event | None:
+    """Refresh the task's unacked timestamp until the returned event is set, so no sweep redelivers it.
+
+    A task whose worker dies stops refreshing and comes back after VOICE_TASK_VISIBILITY_TIMEOUT.
+    """
+    tag = _delivery_tag(task_id)
+    if tag is None:  # called directly, eagerly, or in a prefork child: nothing to refresh
+        return None
+    from .celery_app import runtime
+
+    rt = runtime()
+    every = max(0.5, rt.settings.task_visibility_timeout / 3)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                rt.redis.zadd(UNACKED_INDEX, {tag: time.time()}, xx=True)
+            except redis.RedisError as err:  # the broker is restarting: its unacked list is gone anyway
+                log.debug("could not refresh the lease of task %s: %s", task_id, err)
+
+    threading.Thread(target=run, name=f"lease-{task_id}", daemon=True).start()
+    return stop

@@ -1,14 +1,47 @@
 """Celery built from Settings: per-stage queues, routes by task name, the process Runtime."""
 from __future__ import annotations
 
+import logging
+
 from celery import Celery, current_app
 from kombu import Queue
+from redis.exceptions import RedisError
 
 from voiceapp.config import Settings
 from voiceapp.queues import all_queues
 from voiceapp.runtime import Runtime
 
 TASK_MODULES = ("tasks.stt", "tasks.dialog", "tasks.tts")
+log = logging.getLogger(__name__)
+
+
+def _survive_broker_loss() -> None:
+    """Keep a worker alive when Redis vanishes while it holds a task (kombu bug, e.g. celery/kombu#582).
+
+    After the connection is lost, restoring, acking or rejecting a message of the dead channel goes
+    through a connection that is already gone and raises AttributeError, which kills the worker
+    ("Unrecoverable error"). Those messages stay in Redis' unacked set (the visibility sweep hands
+    them out again; stages skip recorded work) or were lost with a restarted Redis (tasks.recovery
+    re-enqueues their turns): skipping the call is safe.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    for name in ("restore_unacked", "ack", "reject"):
+        original = getattr(kombu_redis.QoS, name)
+        if not getattr(original, "voiceapp_safe", False):
+            setattr(kombu_redis.QoS, name, _tolerant(name, original))
+
+
+def _tolerant(name: str, original):
+    def call(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except (AttributeError, OSError, RedisError) as err:
+            log.warning("broker connection lost: %s skipped (%r)", name, err)
+            return None
+
+    call.voiceapp_safe = True
+    return call
 
 
 def _broker_options(settings: Settings) -> dict:
@@ -21,6 +54,7 @@ def _broker_options(settings: Settings) -> dict:
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app talking to settings.redis_url, with one queue per stage."""
+    _survive_broker_loss()
     app = Celery("voiceapp", broker=settings.redis_url, backend=settings.redis_url, include=list(TASK_MODULES))
     app.conf.update(
         task_queues=[Queue(name) for name in all_queues(settings)],

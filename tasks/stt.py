@@ -4,6 +4,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from voiceapp import pipeline, stages
+from voiceapp.errors import NotFound
+from voiceapp.storage import interactions
 
 from .base import StageTask
 from .celery_app import runtime
@@ -21,6 +23,15 @@ def transcribe(ref: dict) -> dict:
 def live(ref: dict) -> dict | None:
     """Recognise a live utterance; when words were heard, enqueue dialog | synthesis."""
     rt = runtime()
+    try:
+        turn = interactions.get_turn(rt.db, rt.settings, ref["session_id"], ref["turn_id"])
+    except NotFound:
+        turn = None
+    if turn is not None:
+        # Redelivered after the utterance was recorded (its audio is gone): only make sure the chain went on.
+        if turn.get("status") == "recognized":
+            pipeline.continue_turn(rt, ref)
+        return ref
     recognized = stages.run_live_stt(rt, ref)
     if recognized is not None:
         pipeline.continue_turn(rt, recognized)

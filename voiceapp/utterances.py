@@ -12,17 +12,43 @@ from typing import Iterator
 
 import redis
 
+from .errors import VoiceError
+
 PREFIX = "voiceapp:utt"
 HANDS_FREE, PUSH_TO_TALK = "hands_free", "push_to_talk"
 MODES = (HANDS_FREE, PUSH_TO_TALK)
 
-# Append only while open, so no frame is lost into a stream nobody reads any more.
+# Append only while open, so no frame is lost into a stream nobody reads any more. ARGV[4] = "1"
+# when the stream must already exist (not the first frame): if it does not, Redis lost it (-1).
 _APPEND_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
 redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class UtteranceLost(VoiceError):
+    """Redis lost the utterance's audio (it restarted mid-utterance): the client must say it again."""
+
+    code, status = "utterance_lost", 503
+
+    def __init__(self, message: str = "the audio of this utterance was lost (the server restarted a "
+                 "component); please say it again", code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, code, status)
+
+
+# Close only a stream Redis still has: after a Redis restart the consumer must not mark a new,
+# empty utterance closed (the client's next frames are then refused as lost, not silently restarted).
+_CLOSE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+end
 return 1
 """
 
@@ -55,14 +81,25 @@ class UtteranceStream:
         self._ttl = ttl
         self._audio_key, self._closed_key = _keys(utterance_id)
         self._append = client.register_script(_APPEND_LUA)
+        self._close = client.register_script(_CLOSE_LUA)
 
-    def append(self, pcm: bytes) -> bool:
-        """Add frames; False when the consumer has already closed this utterance."""
-        return bool(self._append(keys=[self._audio_key, self._closed_key], args=["a", pcm, self._ttl]))
+    def _add(self, field: str, value: bytes, continuing: bool) -> bool:
+        added = int(self._append(keys=[self._audio_key, self._closed_key],
+                                 args=[field, value, self._ttl, "1" if continuing else "0"]))
+        if added < 0:
+            raise UtteranceLost()
+        return added == 1
 
-    def end(self) -> bool:
-        """Mark the client's explicit end of the utterance; False when already closed."""
-        return bool(self._append(keys=[self._audio_key, self._closed_key], args=["end", b"1", self._ttl]))
+    def append(self, pcm: bytes, continuing: bool = False) -> bool:
+        """Add frames; False when the consumer has already closed this utterance.
+
+        With `continuing` (frames were added before), UtteranceLost when Redis no longer has them.
+        """
+        return self._add("a", pcm, continuing)
+
+    def end(self, continuing: bool = False) -> bool:
+        """Mark the client's explicit end of the utterance; False when already closed (see append)."""
+        return self._add("end", b"1", continuing)
 
     def abort(self) -> None:
         """Discard the utterance (it broke a limit): the consumer stops without a turn."""
@@ -71,7 +108,7 @@ class UtteranceStream:
 
     def close(self) -> None:
         """No more frames for this utterance (the consumer has its final transcript)."""
-        self._redis.set(self._closed_key, b"1", ex=self._ttl)
+        self._close(keys=[self._audio_key, self._closed_key], args=[self._ttl])
 
     def exists(self) -> bool:
         """Whether this utterance is (or was recently) being streamed."""
@@ -101,6 +138,10 @@ class UtteranceStream:
             batch = self.read(last, block_ms=block_ms)
             if not batch:
                 idle += block_ms / 1000
+                if last != "0-0" and not self.exists():
+                    raise UtteranceLost()  # Redis restarted under this utterance
+                if self.is_closed():
+                    return  # read to the end of an utterance already finished (a redelivered task)
                 if idle >= idle_timeout:
                     return
                 continue

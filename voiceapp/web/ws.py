@@ -21,7 +21,7 @@ from ..bargein import interrupt
 from ..pipeline import start_live_utterance
 from ..runtime import Runtime
 from ..storage import sessions
-from ..utterances import HANDS_FREE, MODES, UtteranceStream, new_id
+from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
 from . import access
 from .auth import check_token
 from .hub import Listener, get_hub
@@ -117,7 +117,7 @@ class LiveUtterance:
             self.stream.abort()
             raise AudioTooLong(f"utterance longer than {self.max_seconds:.0f} s (AUDIO_MAX_DURATION); "
                                "it was discarded, speak again")
-        if not self.stream.append(frame):
+        if not self.stream.append(frame, continuing=self.bytes > 0):
             return False
         self.bytes += len(frame)
         return True
@@ -139,7 +139,7 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
         try:
             if conn.utterance.add(frame):
                 return
-        except AudioTooLong:
+        except (AudioTooLong, UtteranceLost):
             conn.utterance = None
             raise
     # A new utterance: the session must be live and the pipeline not overloaded.
@@ -164,8 +164,8 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> No
         if conn.utterance is None:
             raise BadRequest("no audio received before 'end'", code="empty_utterance")
         conn.turn_id = conn.utterance.stream.id
-        conn.utterance.stream.end()  # already ended by a pause: then this is a no-op
-        conn.utterance = None
+        utterance, conn.utterance = conn.utterance, None
+        utterance.stream.end(continuing=True)  # already ended by a pause: then this is a no-op
         conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
     elif kind == "interrupt":
         played = message.get("played_chunks")
