@@ -76,9 +76,7 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
     if len(errors) == 1:
         raise errors[0]
     detail = "; ".join(f"{name}: {err.message}" for name, err in zip(names, errors))
-    # None could even load (bad model paths, missing extras): say so, it is a configuration problem.
-    kind = ProviderUnavailable if all(isinstance(e, ProviderUnavailable) for e in errors) else SttError
-    raise kind(f"all speech recognition engines failed ({detail})")
+    raise SttError(f"all speech recognition engines failed ({detail})")
 
 
 def warm(settings: Settings) -> SttEngine:
