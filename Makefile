@@ -29,11 +29,12 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget demo up test down clean distclean
+.PHONY: help install mongo-env redis-bin widget demo up test bench bench-quick down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
+	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
 	@echo "make down       stop every process the local stack started"
 	@echo "make clean      down + remove $(HOME_DIR) (local data, logs, PIDs) and caches"
 	@echo "make distclean  clean + remove $(VENV) and $(MONGO_VENV)"
@@ -129,6 +130,13 @@ test: install mongo-env widget
 	@if command -v npm >/dev/null 2>&1 && [ -f $(WIDGET)/package.json ]; then \
 	  echo "==> widget unit tests (node --test)"; cd $(WIDGET) && npm test --silent; fi
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# Benchmarks on a private stack (temp home, free ports): bench/report.json, bench/report.md, bench/plots/
+bench: install mongo-env
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: install mongo-env
+	$(PY) -m bench --quick --out bench/out $(BENCH_ARGS)
 
 down:
 	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi

@@ -9,6 +9,7 @@ import argparse
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -36,10 +37,10 @@ class Plan:
     soak_sessions: int
 
 
-FULL = Plan(reps=3, stage_utterances=("jfk", "q1"),
+FULL = Plan(reps=5, stage_utterances=("jfk", "q1"),
             latency_utterances={"ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5", "jfk"),
                                 "handsfree": ("jfk", "librispeech_right", "q2", "q3", "q5")},
-            cache_reps=5, cache_e2e_reps=2, concurrency=((1, 2), (5, 1), (20, 1), (50, 1)), idle=1000,
+            cache_reps=5, cache_e2e_reps=4, concurrency=((1, 2), (5, 1), (20, 1), (50, 1)), idle=1000,
             soak_seconds=60, soak_sessions=2)
 QUICK = Plan(reps=1, stage_utterances=("q1",), latency_utterances={"ptt": ("librispeech_right",), "handsfree": ("q2",)},
              cache_reps=1, cache_e2e_reps=0, concurrency=((2, 1),), idle=20, soak_seconds=6, soak_sessions=1)
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
                         help="directory for report.json, report.md and plots/ (default: bench/)")
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--reps", type=int, help="repetitions per measurement (default 3, quick 1)")
+    parser.add_argument("--reps", type=int, help="repetitions of the stage breakdown and cache runs (default 5, quick 1)")
     parser.add_argument("--sessions", help="concurrency plan, e.g. 1,5,20,50 (one turn each beyond 5)")
     parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
@@ -136,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
             if name in only:
                 scen[name] = _run(name, steps[name], errors)
     finally:
-        harness.stop(bench)
-    meta = {"command": "python -m bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if args._argv is None
-                                                                              else args._argv)),
+        harness.stop(bench, keep_home=bool(errors))
+        if errors:
+            print(f"==> logs of the failed run kept in {bench.home / 'run'}", flush=True)
+    argv = sys.argv[1:] if args._argv is None else args._argv
+    meta = {"command": " ".join(["python -m bench", *(shlex.quote(a) for a in argv)]),
             "quick": bool(args.quick), "started_at": started, "duration_s": round(time.monotonic() - began, 1),
             "load_average_start": load_start, "load_average_end": harness.load_average(),
             "stack_startup_s": bench.startup_s, "plan": plan.__dict__, "errors": errors,
@@ -157,8 +160,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _terminate(signum, _frame) -> None:
+    # SIGTERM (CI timeouts, kill) must still stop the private stack: unwind through run()'s finally.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bench`."""
+    signal.signal(signal.SIGTERM, _terminate)
     args = parse_args(argv)
     args._argv = argv
     return run(args)

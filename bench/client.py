@@ -53,6 +53,9 @@ class TurnResult:
                 "eos_to_audio_event_s": self.since_eos(self.t_audio_event),
                 "eos_to_first_audio_s": self.since_eos(self.t_first_byte),
                 "eos_to_done_s": self.since_eos(self.t_done),
+                # Hands-free: the server heard a pause inside the speech and answered its first part early.
+                "split": bool(self.t_final and self.t_final < self.t_eos),
+                "partials": sum(1 for e in self.events if e["type"] == "transcript" and not e.get("final")),
                 "errors": [{k: e.get(k) for k in ("code", "stage", "message")} for e in self.errors]}
 
 
@@ -102,6 +105,21 @@ class LiveClient:
                 if left <= 0 or self.closed:
                     return None
                 self._cond.wait(left)
+
+    def quiesce(self, timeout: float = 60.0) -> bool:
+        """Wait until every utterance this socket opened has its `done`/`error` (none left in the pipeline)."""
+        def settled() -> bool:
+            opened = {m["turn_id"] for _, m in self.inbox if m.get("type") == "status" and m.get("seq") is not None}
+            ended = {m["turn_id"] for _, m in self.inbox if m.get("type") in ("done", "error")
+                     and m.get("seq") is not None}
+            return opened <= ended
+
+        deadline = time.monotonic() + timeout
+        while not settled():
+            if time.monotonic() > deadline or self.closed:
+                return False
+            time.sleep(0.05)
+        return True
 
     def close(self) -> None:
         """Close the socket."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -94,9 +95,11 @@ def start(ws_max_connections: int = 1100) -> BenchStack:
                       startup_s=round(time.monotonic() - began, 2))
 
 
-def stop(bench: BenchStack) -> None:
-    """Stop every process of the bench stack."""
+def stop(bench: BenchStack, keep_home: bool = False) -> None:
+    """Stop every process of the bench stack; its temp home (logs) goes too unless `keep_home`."""
     stack.down(bench.requested)
+    if not keep_home:
+        shutil.rmtree(bench.home, ignore_errors=True)
 
 
 def new_session(base_url: str, project: str = PROJECT) -> dict:

@@ -27,7 +27,8 @@ def latency_histograms(latency: dict, out: Path) -> str:
     for ax, key, title in ((axes[0], "eos_to_final_s", "end of speech -> final transcript"),
                            (axes[1], "eos_to_first_audio_s", "end of speech -> first audio byte")):
         for mode in latency.get("by_mode", {}):
-            values = [r[key] for r in latency["runs"] if r["mode"] == mode and r.get(key) is not None]
+            values = [r[key] for r in latency["runs"]
+                      if r["mode"] == mode and r.get(key) is not None and not r.get("split")]
             if values:
                 ax.hist(values, bins=min(20, max(3, len(values))), alpha=0.6, label=mode)
         ax.set_title(title)
@@ -105,8 +106,11 @@ def cache(cache_result: dict, out: Path) -> str:
 def idle(idle_result: dict, out: Path) -> str:
     """API worker RSS before, while holding, and after closing the idle sockets."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    keys = ("rss_before_kib", "rss_after_kib", "rss_after_close_kib")
-    ax.bar(["before", f"{idle_result['opened']} open", "closed"], [(idle_result[k] or 0) / 1024 for k in keys])
+    keys = ("rss_before_kib", "rss_after_kib", "rss_after_close_kib", "rss_second_round_kib",
+            "rss_after_second_close_kib")
+    n = idle_result["opened"]
+    labels = ["before", f"{n} open", "closed", f"{n} again", "closed again"]
+    ax.bar(labels, [(idle_result.get(k) or 0) / 1024 for k in keys])
     ax.set_ylabel("API worker RSS (MiB)")
     ax.set_title(f"idle WebSockets: {idle_result['kib_each']} KiB each")
     return _save(fig, out / "idle_ws.png")

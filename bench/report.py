@@ -75,7 +75,7 @@ def evaluate(values: dict) -> dict:
 
 
 def _latency_stages(lat: dict, mode: str) -> dict:
-    runs = [r for r in lat.get("runs", []) if r["mode"] == mode and r.get("status") == "done"]
+    runs = [r for r in lat.get("runs", []) if r["mode"] == mode and r.get("status") == "done" and not r.get("split")]
 
     def gap(a: str, b: str) -> float | None:
         return median([r[b] - r[a] for r in runs if r.get(a) is not None and r.get(b) is not None])
@@ -94,10 +94,13 @@ def diagnose(report: dict) -> dict:
         worst = {name: (u["largest_overhead"], u["overhead_s"][u["largest_overhead"]]) for name, u in per.items()}
         notes["overhead_ratio"] = {
             "holds_the_time": worst,
-            "proposal": "The largest gap is named per utterance. Queue waits and upload are fixed costs (tens of ms); "
-                        "an STT or TTS stage slower than the same engine in-process means CPU contention between "
-                        "the three worker processes (and other load) on 2 cores: pin WHISPER_CPU_THREADS to the "
-                        "cores left free, or run dialog+tts in one worker so STT keeps a core to itself.",
+            "fixed_overhead_s": {name: u.get("fixed_overhead_s") for name, u in per.items()},
+            "proposal": "The pipeline adds a roughly fixed cost per turn (upload: decode + GridFS store + enqueue; "
+                        "three queue hops, each re-reading the turn document; the reply's GridFS store), so the "
+                        "ratio gets worse as the engines get faster. Close it by passing the transcript and reply "
+                        "text in the task payload instead of re-reading MongoDB at each hop, storing the upload "
+                        "after enqueueing (or handing PCM over Redis as the live path does), and running dialog "
+                        "and TTS in one task.",
         }
     lat = scen.get("latency") or {}
     for key, mode in (("eos_to_final_p50_s", "ptt"), ("eos_to_first_audio_p50_s", "ptt"),
@@ -110,10 +113,13 @@ def diagnose(report: dict) -> dict:
             notes[key] = {
                 "holds_the_time": holder, "stages_p50_s": stages, "in_process_stt_s": engine_stt,
                 "proposal": (
-                    "The final transcript waits for a Whisper decode of the whole utterance after `end` "
-                    "(tiny.en sees a 30 s window whatever the clip length). Close it by decoding speculatively "
-                    "while the visitor speaks (as hands-free does after 0.3 s of pause) so `end` reuses the last "
-                    "decode when no new speech followed, and by keeping a core free for the STT worker."
+                    "After `end` the live STT task first catches up with frames it had not yet read (each partial "
+                    "re-decodes the whole utterance and blocks reading meanwhile), then decodes the whole "
+                    "utterance again for the final (StreamingRecognizer.finish: no speculative result covers "
+                    "speech that ended < 0.3 s before `end`). Close it by decoding speculatively at every short "
+                    "pause in push-to-talk too and reusing it on `end`, skipping partials while a backlog of "
+                    "frames is waiting, and keeping one core for the STT worker (the calibration above shows "
+                    "how much of the time is CPU contention)."
                     if holder.startswith("stt") else
                     "Synthesize and publish the first sentence before the rest (TTS_FIRST_CHUNK_CHARS), warm "
                     "the Piper voice at worker start, and serve audio from the cache/GridFS without a "
@@ -138,12 +144,27 @@ def diagnose(report: dict) -> dict:
             "holds_the_time": "see scenarios.concurrency.<N>.errors and timeouts",
             "proposal": "Turns that timed out or failed count their 5 events as lost; check the STT queue depth.",
         }
+    conc = _get(scen, "concurrency", "by_sessions") or {}
+    if len(conc) > 1:
+        ns = sorted(conc, key=int)
+        first, last = conc[ns[0]]["turn_latency_s"]["p50"], conc[ns[-1]]["turn_latency_s"]["p50"]
+        if first and last and last > 3 * first:
+            notes["concurrency"] = {
+                "holds_the_time": f"STT queue: turn latency p50 {first:.2f} s at {ns[0]} session(s), "
+                                  f"{last:.2f} s at {ns[-1]}",
+                "proposal": "The STT worker runs `--pool solo`: one live utterance at a time, and a live task "
+                            "lasts as long as the visitor speaks (frames arrive at real-time pace), so speakers "
+                            "queue behind each other; a task that starts late still emits partials over audio "
+                            "that is already complete (several whole-utterance decodes instead of one). Run the "
+                            "live task on a thread/gevent pool (it mostly waits on XREAD) with the decodes "
+                            "serialised per core, and decode a backlog once.",
+            }
     if targets["soak_mib_per_min_per_session"]["met"] is False:
         growth = _get(scen, "soak", "mib_per_min") or {}
         notes["soak_mib_per_min_per_session"] = {
             "holds_the_time": max(growth, key=lambda k: growth[k] or 0) if growth else None,
-            "proposal": "Profile that process with tracemalloc across turns (a longer soak separates warm-up "
-                        "from growth).",
+            "proposal": "Profile that process with tracemalloc across turns; a longer soak "
+                        "(--soak-seconds 600) separates warm-up and allocator fragmentation from a leak.",
         }
     return notes
 
@@ -212,16 +233,20 @@ def _scenario_sections(scen: dict) -> list[str]:
             lines += [f"Did not run: {(data or {}).get('error')}", ""]
             continue
         if name == "stage_breakdown":
-            lines += [data["method"], "", "| utterance | pipeline done (s) | in-process engines (s) | ratio | "
-                      "stt stage / engine | tts stage / engine | queues | largest overhead |", "|---|---|---|---|---|---|---|---|"]
+            lines += [data["method"], "", "| utterance | pipeline done (s) | in-process engines (s) | ratio | fixed "
+                      "overhead (s) | stt stage / engine | tts stage / engine | queues | largest overhead |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for utt, u in data["utterances"].items():
                 lines.append(f"| {utt} | {_fmt(u['pipeline_client']['e2e_done_s'])} | "
                              f"{_fmt(u['in_process']['engines_total_s'])} | {_fmt(u['overhead_ratio'])} | "
+                             f"{_fmt(u.get('fixed_overhead_s'))} | "
                              f"{_fmt(u['pipeline_server']['stt_s'])} / {_fmt(u['in_process']['stt_s'])} | "
                              f"{_fmt(u['pipeline_server']['tts_s'])} / {_fmt(u['in_process']['tts_s'])} | "
                              f"{_fmt(u['overhead_s']['queue_waits'])} | {u['largest_overhead']} |")
         elif name == "latency":
-            lines += ["| mode | eos->partial p50 | eos->final p50 / p95 | eos->first audio p50 / p95 | n |",
+            lines += ["Times from the end of speech (computed from the audio with Silero VAD); a negative first-partial "
+                      "time means the first partial transcript arrived while the visitor was still speaking.", "",
+                      "| mode | first partial p50 | eos->final p50 / p95 | eos->first audio p50 / p95 | n |",
                       "|---|---|---|---|---|"]
             for mode, m in data["by_mode"].items():
                 lines.append(f"| {mode} | {_fmt(m['eos_to_partial_s']['p50'])} | {_fmt(m['eos_to_final_s']['p50'])} / "
@@ -231,11 +256,20 @@ def _scenario_sections(scen: dict) -> list[str]:
             if endpointed:
                 lines.append(f"\nHands-free: the server ended {sum(1 for e in endpointed if e)}/{len(endpointed)} "
                              "utterances by itself (VAD pause); the others were ended by the client after 8 s of silence.")
+            for mode, m in data["by_mode"].items():
+                if m.get("split"):
+                    lines.append(f"\n{mode}: {', '.join(m['split'])} answered before the end of speech (the server "
+                                 "heard a pause longer than its end-of-speech silence inside the speech and ended the "
+                                 "utterance there); left out of the statistics above.")
         elif name == "cache":
             lines += [data["method"], "", "| level | miss p50 (s) | hit p50 (s) | speedup |", "|---|---|---|---|"]
             for level in ("service", "end_to_end"):
                 d = data[level]
                 lines.append(f"| {level} | {_fmt(d['miss']['p50'])} | {_fmt(d['hit']['p50'])} | {_fmt(d['speedup'])} |")
+            part = data["end_to_end"].get("reply_to_audio_event_s")
+            if part:
+                lines.append(f"| end_to_end, reply -> audio event only | {_fmt(part['miss']['p50'])} | "
+                             f"{_fmt(part['hit']['p50'])} | |")
         elif name == "concurrency":
             lines += [data["method"], "", "| sessions | turns done | latency p50 / p95 (s) | first audio p50 / p95 (s) | turns/min | "
                       "lost | duplicated | timeouts |", "|---|---|---|---|---|---|---|---|"]
@@ -247,7 +281,8 @@ def _scenario_sections(scen: dict) -> list[str]:
         elif name == "idle_ws":
             lines.append(", ".join(f"{k}: {_fmt(v)}" for k, v in data.items()))
         elif name == "soak":
+            lines += [data["method"], ""]
             lines.append(", ".join(f"{k}: {_fmt(v) if not isinstance(v, dict) else json.dumps(v)}"
-                                   for k, v in data.items() if k != "samples"))
+                                   for k, v in data.items() if k not in ("samples", "method")))
         lines.append("")
     return lines

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import requests
 import websocket
 
-from voiceapp.audio import decode, to_wav
+from voiceapp.audio import decode
 from voiceapp.dialog.answer import respond
 from voiceapp.storage.audio import REPLIES_BUCKET, delete_audio, put_audio
 from voiceapp.stt.registry import get_engine
@@ -25,7 +25,7 @@ from .speech import Utterance
 SERVER_TIMINGS = ("stt_queue_s", "stt_s", "dialog_queue_s", "dialog_s", "tts_queue_s", "tts_s", "total_s")
 
 
-QUIET_JFK_STT_S = 0.46  # tiny.en on jfk.flac, beam 1, this machine idle (/work/shared/notes)
+QUIET_JFK_STT_S = 0.46  # tiny.en on jfk.flac, beam 1, this machine idle (measured when the project started)
 
 
 def calibrate(settings, jfk: Utterance, runs: int = 3) -> dict:
@@ -148,7 +148,10 @@ def _utterance_breakdown(pipeline: list[dict], local: list[dict]) -> dict:
     ratio = (round(client["e2e_done_s"] / engines["engines_total_s"], 3)
              if client["e2e_done_s"] and engines["engines_total_s"] else None)
     overhead = _overheads(server, client, engines)
+    fixed = (round(client["e2e_done_s"] - engines["engines_total_s"], 4)
+             if client["e2e_done_s"] and engines["engines_total_s"] else None)
     return {"pipeline_client": client, "pipeline_server": server, "in_process": engines, "overhead_ratio": ratio,
+            "fixed_overhead_s": fixed,
             "overhead_s": overhead, "largest_overhead": max(overhead, key=lambda k: overhead[k] or 0),
             "runs": pipeline, "in_process_runs": [{k: round(v, 4) if isinstance(v, float) else v
                                                    for k, v in r.items()} for r in local]}
@@ -191,6 +194,7 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
                     result = client.turn(utt, mode, frame_s=0.02)
                     runs.append({**result.to_dict(), "kind": utt.kind, "speech_end_s": utt.speech_end_s,
                                  **check_events(result.events)})
+                    client.quiesce()  # a split utterance's second part must not overlap the next turn
                     time.sleep(0.3)
             stream = check_stream(client.inbox)
         finally:
@@ -200,11 +204,13 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
                  "connections": {r["mode"]: r["connection"] for r in runs if "connection" in r}}
     out["runs"] = runs = [r for r in runs if "connection" not in r]
     for mode in plan:
-        mine = [r for r in runs if r["mode"] == mode]
+        # A split utterance has no end of speech to measure from (the server ended it at an inner pause).
+        mine = [r for r in runs if r["mode"] == mode and not r["split"]]
         out["by_mode"][mode] = {
             key: summary([r[key] for r in mine])
             for key in ("eos_to_partial_s", "eos_to_final_s", "eos_to_reply_s", "eos_to_first_audio_s", "eos_to_done_s")
         }
+        out["by_mode"][mode]["split"] = [r["utterance"] for r in runs if r["mode"] == mode and r["split"]]
         out["by_mode"][mode]["by_kind"] = {
             kind: {key: summary([r[key] for r in mine if r["kind"] == kind])
                    for key in ("eos_to_final_s", "eos_to_first_audio_s")}
@@ -232,6 +238,7 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
                              on_chunk=lambda chunk: first.append(time.perf_counter()) if not first else None)
             service[label].append(round(first[0] - began, 5) if first else None)
     e2e = {"miss": [], "hit": []}
+    tts_part = {"miss": [], "hit": []}  # reply event -> audio event: the TTS stage without STT's noise
     cached_flags = {"miss": [], "hit": []}
     session = harness.new_session(bench.base_url)
     client = LiveClient(bench.base_url, session)
@@ -241,6 +248,8 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
             for label in ("miss", "hit"):
                 result = client.turn(utt, "ptt")
                 e2e[label].append(result.since_eos(result.t_first_byte))
+                if result.t_reply and result.t_audio_event:
+                    tts_part[label].append(round(result.t_audio_event - result.t_reply, 4))
                 audio = [e for e in result.events if e["type"] == "audio"]
                 cached_flags[label].append(audio[0].get("cached") if audio else None)
                 time.sleep(0.3)
@@ -254,6 +263,7 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
                     "speedup": round(miss / hit, 1) if hit and miss else None, "raw": service},
         "end_to_end": {"miss": summary(e2e["miss"]), "hit": summary(e2e["hit"]),
                        "speedup": round(e2e_miss / e2e_hit, 2) if e2e_hit and e2e_miss else None,
+                       "reply_to_audio_event_s": {"miss": summary(tts_part["miss"]), "hit": summary(tts_part["hit"])},
                        "audio_event_cached_flag": cached_flags, "raw": e2e},
         "method": "service: voiceapp.tts.service.synthesize_reply (Piper, MongoDB/GridFS cache) from call to the "
                   "first sentence's audio stored; end_to_end: the same spoken question twice over the WebSocket "
@@ -349,14 +359,8 @@ def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     warm.close()
     time.sleep(1.0)
     before = harness.rss_kib(pid)
-    sockets, open_error = [], None
     began = time.monotonic()
-    for i in range(n):
-        try:
-            sockets.append(websocket.create_connection(urls[i % len(urls)], timeout=20))
-        except (websocket.WebSocketException, OSError) as err:
-            open_error = f"socket {i + 1}: {err!r}"
-            break
+    sockets, open_error = _open_all(urls, n)
     open_s = time.monotonic() - began
     time.sleep(settle)
     after = harness.rss_kib(pid)
@@ -367,19 +371,42 @@ def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     health = time.perf_counter()
     healthy = requests.get(f"{bench.base_url}/healthz", timeout=30).status_code == 200
     health = time.perf_counter() - health
-    for ws in sockets:
-        try:
-            ws.close()
-        except Exception:  # noqa: BLE001
-            pass
+    _close_all(sockets)
     time.sleep(settle)
     closed = harness.rss_kib(pid)
     opened = len(sockets)
+    # A second round tells a leak (RSS keeps rising) from memory the allocator keeps for reuse (it does not).
+    again, _ = _open_all(urls, n)
+    time.sleep(settle)
+    second = harness.rss_kib(pid)
+    _close_all(again)
+    time.sleep(settle)
+    second_closed = harness.rss_kib(pid)
     return {"requested": n, "opened": opened, "open_error": open_error, "sessions": len(sessions),
             "open_seconds": round(open_s, 2), "rss_before_kib": before, "rss_after_kib": after,
-            "rss_after_close_kib": closed, "kib_each": round((after - before) / opened, 1) if opened else None,
+            "rss_after_close_kib": closed, "rss_second_round_kib": second,
+            "rss_after_second_close_kib": second_closed, "kib_each": round((after - before) / opened, 1) if opened else None,
             "idle_cpu_percent": round(100 * idle_cpu, 1), "ping_sample_ok": alive,
             "healthz_ok": healthy, "healthz_s_while_holding": round(health, 4)}
+
+
+def _open_all(urls: list[str], n: int) -> tuple[list, str | None]:
+    """Open n sockets round-robin over the session URLs; stop at the first failure (and say why)."""
+    sockets = []
+    for i in range(n):
+        try:
+            sockets.append(websocket.create_connection(urls[i % len(urls)], timeout=20))
+        except (websocket.WebSocketException, OSError) as err:
+            return sockets, f"socket {i + 1}: {err!r}"
+    return sockets, None
+
+
+def _close_all(sockets: list) -> None:
+    for ws in sockets:
+        try:
+            ws.close()
+        except Exception:  # noqa: BLE001 - already gone is fine
+            pass
 
 
 def _ping_sample(sockets: list, count: int) -> str:
@@ -402,8 +429,9 @@ def _ping_sample(sockets: list, count: int) -> str:
 
 
 def soak(bench: BenchStack, utterances: Sequence[Utterance], seconds: float, sessions: int,
-         sample_every: float = 2.0) -> dict:
+         sample_every: float | None = None) -> dict:
     """Scenario 6: sessions looping turns for `seconds`; RSS of the API and workers sampled; growth per minute."""
+    sample_every = sample_every or min(2.0, seconds / 20)
     pids = bench.pids()
     clients = [LiveClient(bench.base_url, harness.new_session(bench.base_url)) for _ in range(sessions)]
     results: list[dict] = []
@@ -430,30 +458,34 @@ def soak(bench: BenchStack, utterances: Sequence[Utterance], seconds: float, ses
     return _soak_summary(pids, samples, results, streams, seconds, sessions)
 
 
+def _floor_points(samples: list[dict], name: str, windows: int = 6) -> list[tuple[float, float]]:
+    """(mid time, lowest RSS in MiB) per window: the memory a process keeps between turns."""
+    pts = [(s["t"], s[name] / 1024) for s in samples if s.get(name)]
+    size = max(2, len(pts) // windows)
+    chunks = [pts[i:i + size] for i in range(0, len(pts), size)]
+    return [((c[0][0] + c[-1][0]) / 2, min(v for _, v in c)) for c in chunks if len(c) == size]
+
+
 def _soak_summary(pids: dict, samples: list[dict], results: list[dict], streams: list[dict], seconds: float,
                   sessions: int) -> dict:
     # The first fifth is warm-up (first-use allocations, caches filling), not growth.
     steady = [s for s in samples if s["t"] >= 0.2 * seconds]
-    growth = {}
-    for name in pids:
-        pts = [(s["t"], s[name] / 1024) for s in steady if s.get(name)]
-        growth[name] = harness.slope_per_minute(pts)
-    totals = [(s["t"], sum(s[n] for n in pids if s.get(n)) / 1024) for s in steady]
-    total_slope = harness.slope_per_minute(totals)
+    # A worker's RSS swings by tens of MiB within a turn (decode buffers freed after it): growth is measured
+    # on the floor (lowest RSS per window), the memory kept between turns; the raw slope is kept beside it.
+    floor = {name: harness.slope_per_minute(_floor_points(steady, name)) for name in pids}
+    raw = {name: harness.slope_per_minute([(s["t"], s[name] / 1024) for s in steady if s.get(name)]) for name in pids}
+    known = [v for v in floor.values() if v is not None]
+    total = round(sum(known), 4) if known else None
     ok = [r for r in results if r.get("status") == "done"]
-    quarter = max(1, len(steady) // 4)
-    head, tail = steady[:quarter], steady[-quarter:]
-    delta = {n: round((median([s[n] for s in tail if s.get(n)]) - median([s[n] for s in head if s.get(n)])) / 1024, 2)
-             for n in pids if head and tail and all(s.get(n) for s in head + tail)}
     return {"seconds": seconds, "sessions": sessions, "turns_done": len(ok),
-            "steady_rss_delta_mib": delta,
-            "method": "RSS (VmRSS) of the API's gunicorn worker and each Celery worker every 2 s; growth = "
-                      "least-squares slope after the first fifth (warm-up), total over processes / sessions",
             "turns_failed": len(results) - len(ok),
+            "method": "RSS (VmRSS) of the API's gunicorn worker and each Celery worker (every 2 s, or seconds/20) after a warm-up "
+                      "fifth; growth = least-squares slope of the lowest RSS in each of 6 windows (memory kept "
+                      "between turns), summed over processes, divided by sessions",
             "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
             "lost_events": sum(s["lost"] for s in streams), "duplicated_events": sum(s["duplicated"] for s in streams),
-            "mib_per_min": growth, "total_mib_per_min": total_slope,
-            "mib_per_min_per_session": round(total_slope / sessions, 4) if total_slope is not None else None,
-            "rss_start_mib": {n: round(samples[0][n] / 1024, 1) for n in pids if samples and samples[0].get(n)},
-            "rss_end_mib": {n: round(samples[-1][n] / 1024, 1) for n in pids if samples and samples[-1].get(n)},
+            "mib_per_min": floor, "raw_mib_per_min": raw, "total_mib_per_min": total,
+            "mib_per_min_per_session": round(total / sessions, 4) if total is not None else None,
+            "rss_min_mib": {n: round(min(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
+            "rss_max_mib": {n: round(max(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
             "samples": samples}

@@ -1,7 +1,6 @@
 """Test utterances: the real recordings and Piper-synthesized questions, as 16 kHz PCM16 with their speech end."""
 from __future__ import annotations
 
-import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from voiceapp.audio import decode, float_to_pcm16, resample, to_wav
 from voiceapp.config import Settings
 
 RATE = 16_000
-SHARED = Path(os.environ.get("VOICEAPP_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "data"
+SHARED = Path(__file__).resolve().parents[1] / "tests" / "data"  # the real recordings (see its README)
 QUESTIONS = (
     "What time do you open on Saturday?",
     "How much does a cappuccino cost?",
@@ -71,7 +70,7 @@ def _wav_channels(path: Path) -> list[np.ndarray]:
 
 
 def recordings(settings: Settings, names: tuple[str, ...] = ("jfk", "librispeech_left", "librispeech_right")) -> list[Utterance]:
-    """The real recordings of /work/shared/data (the two LibriSpeech readers are one channel each)."""
+    """The real recordings of tests/data (the two LibriSpeech readers are one channel each)."""
     out: list[Utterance] = []
     if "jfk" in names:
         out.append(_utterance("jfk", "recording", decode((SHARED / "jfk.flac").read_bytes(), settings).samples))

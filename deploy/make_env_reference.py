@@ -71,6 +71,7 @@ DESCRIPTIONS = {
     "AUDIO_MAX_DURATION": "Longest utterance accepted, seconds (413 audio_too_long beyond)",
     "AUDIO_MAX_BYTES": "Largest upload accepted, bytes",
     "AUDIO_ENDPOINT_SILENCE": "Seconds of silence that end a hands-free utterance (shorter answers sooner, but may cut a speaker who pauses mid-sentence)",
+    "AUDIO_LISTEN_TIMEOUT": "Seconds of hands-free audio without speech after which the server stops listening (no turn); the next frame starts listening again",
     "VOICE_KB_MAX_BYTES": "Largest knowledge-base upload accepted over HTTP, bytes",
     "VOICE_WORKER_POOL": "Celery pool of the workers (threads: one model copy serving several turns at once)",
     "VOICE_WORKER_CONCURRENCY": "Tasks one worker process runs at once (live utterances mostly wait for audio)",

@@ -120,3 +120,16 @@ def test_too_long_utterance_is_refused_and_the_session_goes_on(front):
             assert event["type"] in ("status", "error")
     finally:
         ws.close()
+
+
+def test_a_silent_open_microphone_stops_being_listened_to(live):
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session)  # hands-free, never sends `end`
+    try:
+        quiet = (np.random.default_rng(3).standard_normal(int(16000 * (live.settings.listen_timeout + 1))) * 0.002)
+        _stream(ws, _pcm(quiet.astype(np.float32)), real_time=False)
+        events = _until(ws)
+    finally:
+        ws.close()
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "no_speech"
+    assert not [e for e in events if e["type"] in ("transcript", "reply")]

@@ -156,6 +156,7 @@ class Settings:
     audio_max_duration: float = _setting("AUDIO_MAX_DURATION", 60.0, _positive_float)
     audio_max_bytes: int = _setting("AUDIO_MAX_BYTES", 25 * 1024 * 1024, _positive_int)
     endpoint_silence: float = _setting("AUDIO_ENDPOINT_SILENCE", 1.2, _positive_float)
+    listen_timeout: float = _setting("AUDIO_LISTEN_TIMEOUT", 8.0, _positive_float)
 
     # Dialog
     dialog_max_context_length: int = _setting("DIALOG_MAX_CONTEXT_LENGTH", 10, _positive_int)

@@ -93,6 +93,9 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
     recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, end_silence=end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
+    # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.
+    listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
+    silent_limit = int(listen * rt.settings.audio_sample_rate) * 2
     try:
         for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
             if chunk.abort:
@@ -100,6 +103,8 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
             if chunk.end:
                 return recognizer.finish()
             pcm.extend(chunk.pcm)
+            if len(pcm) > silent_limit and not recognizer.in_speech and not push_to_talk:
+                return None
             for transcript in recognizer.feed(chunk.pcm):
                 if transcript.final:
                     return transcript
