@@ -39,25 +39,13 @@ def bench_settings(home: str, ws_max_connections: int) -> Settings:
     )
 
 
-@dataclass
-class BenchStack:
-    """A running stack: resolved settings, API base URL, and the pids worth sampling."""
+@dataclass(frozen=True)
+class BenchStack(stack.Running):
+    """A running stack (resolved settings, API base URL, ws_url, db) and the pids worth sampling."""
 
-    settings: Settings
-    requested: Settings
-    base_url: str
-    home: Path
-    startup_s: float
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.base_url[len("http"):]
-
-    @property
-    def db(self):
-        from voiceapp.storage.mongo import get_db
-
-        return get_db(self.settings)
+    requested: Settings | None = None
+    home: Path | None = None
+    startup_s: float = 0.0
 
     def pids(self) -> dict[str, int]:
         """name -> pid of the API's gunicorn worker and of each Celery worker."""

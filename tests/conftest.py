@@ -12,21 +12,8 @@ from voiceapp.config import Settings
 
 
 @dataclass(frozen=True)
-class Live:
-    """A running stack: its settings (resolved addresses) and handles tests use."""
-
-    settings: Settings
-    base_url: str
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.base_url[len("http"):]
-
-    @property
-    def db(self):
-        from voiceapp.storage.mongo import get_db
-
-        return get_db(self.settings)
+class Live(stack.Running):
+    """The test session's running stack (resolved settings, base URL, ws_url, db)."""
 
 
 @pytest.fixture(scope="session")

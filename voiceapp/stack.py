@@ -550,6 +550,27 @@ def _start_apps(settings: Settings, state: dict, specs, env: Mapping[str, str]) 
 # ---------------------------------------------------------------- public API
 
 
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A running stack as its clients see it: resolved settings and the API's base URL."""
+
+    settings: Settings
+    base_url: str
+
+    @property
+    def ws_url(self) -> str:
+        """The API's base URL for WebSockets."""
+        return "ws" + self.base_url[len("http"):]
+
+    @property
+    def db(self):
+        """The stack's MongoDB database."""
+        from .storage.mongo import get_db
+
+        return get_db(self.settings)
+
+
+
 def up(settings: Settings, *, workers: Sequence[str] = ("stt", "dialog", "tts"), flower: bool = False,
        mongo_engine: str = "sqlite", ports: dict | None = None, api: bool = True) -> dict:
     """Start whatever of the stack is not running yet; return the state (services, urls)."""
