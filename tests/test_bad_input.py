@@ -163,17 +163,21 @@ def _run_ws(ctx: Ctx, case: dict) -> None:
            + "&".join(f"{k}={quote(v)}" for k, v in query.items()))
     ws = websocket.create_connection(url, timeout=20)
     expect = case["expect"]
+    cut_off = False
     try:
         for frame in _frames(ctx, case):
             try:
                 (ws.send_binary if isinstance(frame, bytes) else ws.send)(frame)
             except (BrokenPipeError, ConnectionResetError, websocket.WebSocketConnectionClosedException):
-                break  # the server closed first (1009): read why below
+                cut_off = True  # the server closed first (1009): read why below
+                break
         messages, close_code = _read(ws, expect)
     finally:
         ws.close()
     if "close" in expect:
-        assert close_code == expect["close"], (close_code, messages)
+        # When the server closes while megabytes are still in flight, the kernel resets the socket and the
+        # close frame (1009) can be lost: being cut off mid-send with no close frame is that same refusal.
+        assert close_code == expect["close"] or (cut_off and close_code is None), (close_code, messages)
     if "code" in expect:
         errors = [m for m in messages if m.get("type") == "error"]
         assert errors and errors[0]["code"] == expect["code"] and errors[0]["seq"] is None, messages
