@@ -28,8 +28,7 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     # The turn carries what its stages need, so they never depend on the session still being open.
     turn_id = interactions.create_turn(
         rt.db, rt.settings, session, upload_id, accepted_at=accepted_at, source=source,
-        audio_seconds=round(audio.duration, 3), language=session.get("language"), voice=session.get("voice"),
-        tts_provider=session.get("tts_provider"))
+        audio_seconds=round(audio.duration, 3), tts_provider=session.get("tts_provider"))
     ref = {"session_id": session["session_id"], "turn_id": turn_id}
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     _enqueue(rt, STAGE_TASKS, ref)
