@@ -46,3 +46,12 @@ def test_metrics_count_a_turn_in_the_api_and_the_workers(live):
         assert _value(after, "voice_queue_depth", queue=queue) >= 0
     cache_lookups = _value(after, "voice_audio_cache_hits_total") + _value(after, "voice_audio_cache_misses_total")
     assert cache_lookups >= 0  # exported from the start, fed by the TTS worker's cache
+
+
+def test_single_process_metrics_export_every_voiceapp_metric(live):
+    from voiceapp import create_app
+
+    text = create_app(live.settings).test_client().get("/metrics").get_data(as_text=True)
+    for name in ("voice_sessions_created_total", "voice_interactions_total", "voice_audio_cache_hits_total",
+                 "voice_cost_alert_active", "voice_sessions_active", "voice_queue_depth"):
+        assert re.search(rf"^{name}(\{{.*\}})? ", text, re.M), name

@@ -43,14 +43,15 @@ def observe_synthesis(provider: str, seconds: float) -> None:
     SYNTHESIS_SECONDS.labels(provider=provider).observe(seconds)
 
 
-SEED_METRICS = (SESSIONS_CREATED, INTERACTIONS, CACHE_HITS, CACHE_MISSES, SYNTHESIS_SECONDS, RECOGNITION_SECONDS)
+PROCESS_METRICS = (SESSIONS_CREATED, INTERACTIONS, CACHE_HITS, CACHE_MISSES, SYNTHESIS_SECONDS, RECOGNITION_SECONDS,
+                   TTS_COST_TODAY, COST_ALERT_ACTIVE, TTS_FALLBACKS)
 
 
 class _ProcessMetrics(Collector):
-    """This process's seed metrics, for an app registry of its own (single-process mode)."""
+    """Every voiceapp metric of this process, for an app registry of its own (single-process mode)."""
 
     def collect(self) -> Iterator[Metric]:
-        for metric in SEED_METRICS:
+        for metric in PROCESS_METRICS:
             yield from metric.collect()
 
 
