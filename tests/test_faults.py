@@ -125,15 +125,20 @@ def _connect(target: Stack, session: dict, last_seq: int | None = None, mode: st
                                        timeout=5)
 
 
-def _events(ws, until, timeout: float) -> list[dict]:
-    """Session events (seq set) until `until(event)` is true; fails after `timeout` seconds."""
-    seen: list[dict] = []
+def _messages(ws, timeout: float):
+    """Messages from the socket until `timeout` seconds have passed (socket read timeouts are retried)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            message = json.loads(ws.recv())
+            yield json.loads(ws.recv())
         except websocket.WebSocketTimeoutException:
             continue
+
+
+def _events(ws, until, timeout: float) -> list[dict]:
+    """Session events (seq set) until `until(event)` is true; fails after `timeout` seconds."""
+    seen: list[dict] = []
+    for message in _messages(ws, timeout):
         if message.get("seq") is None:
             continue
         seen.append(message)
@@ -374,12 +379,7 @@ def _pcm_frames(settings: Settings) -> list[bytes]:
 
 
 def _connection_error(ws, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            message = json.loads(ws.recv())
-        except websocket.WebSocketTimeoutException:
-            continue
+    for message in _messages(ws, timeout):
         if message.get("seq") is None and message["type"] == "error":
             return message
     raise AssertionError("no connection error")
