@@ -265,3 +265,91 @@ def test_stream_resampler_is_seamless_across_chunks():
     assert len(out) == pytest.approx(32000, abs=64)
     # A 440 Hz sine at 16 kHz moves at most 2*pi*440/16000 per sample: a chunk edge click would exceed it.
     assert np.abs(np.diff(out[200:-200])).max() < 2 * np.pi * 440 / 16000 * 1.05
+
+
+# ---------------------------------------------------------------- many channels (a crafted WAV crashed PyAV)
+
+_DECODE_IN_CHILD = """
+import sys, numpy as np
+from voiceapp.audio import decode
+from voiceapp.config import Settings
+from voiceapp.errors import AudioError
+try:
+    out = decode(open(sys.argv[1], "rb").read(), Settings.from_env({}))
+except AudioError as err:
+    print("refused", err.message)
+else:
+    np.save(sys.argv[2], out.samples)
+    print("decoded", out.samples.size)
+"""
+
+
+def _decode_in_child(data: bytes, tmp_path: Path) -> tuple[int, str, np.ndarray | None]:
+    """Decode in a fresh interpreter, so a crash of the decoder is a failed test, not a dead test run."""
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "in.bin", tmp_path / "out.npy"
+    src.write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", _DECODE_IN_CHILD, str(src), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    samples = np.load(out) if out.exists() else None
+    return proc.returncode, proc.stdout.strip() + proc.stderr[-2000:], samples
+
+
+def _multichannel(fmt: str, codec: str, channels: int, rate: int = 16000, seconds: float = 0.5) -> tuple[bytes, np.ndarray]:
+    """A file whose channel k carries a tone of its own; returns it and the expected mono mix (the mean)."""
+    t = np.arange(int(rate * seconds)) / rate
+    planes = np.stack([0.05 * (k + 1) * np.sin(2 * np.pi * (200 + 60 * k) * t) for k in range(channels)]).astype(np.float32)
+    layout = {3: "3.0", 6: "5.1", 7: "6.1", 8: "7.1"}[channels]
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        # Packed samples: PyAV mishandles planar frames of 8 or more channels (the bug this guards against).
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes.T).reshape(1, -1), format="flt", layout=layout)
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate)
+        for chunk in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(chunk):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue(), planes.mean(axis=0)
+
+
+def _wav_with_channels(channels: int, frames: int = 375) -> bytes:
+    """A small PCM WAV with any channel count (the 6 KB attack file had 8)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(2)
+        writer.setframerate(16000)
+        writer.writeframes((np.random.default_rng(channels).standard_normal(frames * channels) * 1000).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("channels", [3, 6, 7, 8])
+@pytest.mark.parametrize("fmt,codec", [("wav", "pcm_s16le"), ("flac", "flac"), ("ogg", "libopus"),
+                                       ("webm", "libopus"), ("mp4", "aac"), ("w64", "pcm_f32le")])
+def test_multichannel_audio_in_every_container_decodes_to_the_channel_mean(tmp_path, fmt, codec, channels):
+    data, expected = _multichannel(fmt, codec, channels)
+    code, output, samples = _decode_in_child(data, tmp_path)
+    assert code == 0, output
+    assert output.startswith("decoded"), output
+    n = min(len(expected), len(samples)) - 4000  # lossy codecs delay and smear the first and last frames
+    corr = np.corrcoef(expected[2000:n], samples[2000:n])[0, 1] if fmt in {"wav", "flac", "w64"} else None
+    if corr is not None:
+        assert corr > 0.99
+        assert np.sqrt(np.mean(samples[2000:n] ** 2)) == pytest.approx(np.sqrt(np.mean(expected[2000:n] ** 2)), rel=0.05)
+    else:  # lossy multichannel codecs remix a little: the mix is still the same loudness, not +3 dB or silence
+        assert np.sqrt(np.mean(samples ** 2)) == pytest.approx(np.sqrt(np.mean(expected ** 2)), rel=0.35)
+
+
+@pytest.mark.parametrize("channels", [8, 9, 10, 16, 33, 63])
+def test_small_wav_with_many_channels_never_crashes_the_decoder(tmp_path, channels):
+    code, output, _ = _decode_in_child(_wav_with_channels(channels), tmp_path)
+    assert code == 0, f"decoder process died with {code}: {output}"
+    if channels <= audio_mod.MAX_CHANNELS:
+        assert output.startswith("decoded 375"), output
+    else:
+        assert output == f"refused could not decode audio: {channels} channels is not supported (1 to 8)"

@@ -136,6 +136,9 @@ def _run_http(ctx: Ctx, case: dict) -> None:
     response = requests.request(case["method"], url, data=body, headers=headers, params=params, timeout=60)
     expect = case["expect"]
     assert response.status_code == expect["status"], (response.status_code, response.text[:300])
+    if response.status_code == 202:  # odd but valid audio (e.g. 8 channels): accepted as a turn, nothing crashed
+        assert response.json()["status"] == "queued"
+        return
     error = response.json()["error"]
     assert isinstance(error["message"], str) and len(error["message"]) > 5
     if "code" in expect:
@@ -255,4 +258,5 @@ def test_sessions_still_complete_turns_after_the_corpus(ctx):
             if ws is None:
                 own.close()
     stored = live.db[live.settings.interactions_collection].count_documents({"session_id": ctx.session["session_id"]})
-    assert stored == 1  # none of the bad uploads became a turn
+    accepted = sum(1 for case in CASES if case["expect"].get("status") == 202)
+    assert stored == 1 + accepted  # none of the refused uploads became a turn

@@ -23,6 +23,8 @@ MAX_BAD_PACKETS = 50
 ALLOWED_DEMUXERS = "wav,w64,flac,mp3,ogg,matroska,webm,mov,mp4,m4a,aac,aiff,caf,amr"
 # Less than this is a header with no real content (a truncated upload).
 MIN_DURATION = 0.01
+# 7.1 surround is the most a real recording carries; more channels are a crafted file.
+MAX_CHANNELS = 8
 
 
 def decode(data: bytes, settings: Settings) -> DecodedAudio:
@@ -71,6 +73,7 @@ def _decode_container(container, rate: int, max_samples: int, max_duration: floa
         raise AudioError("could not decode audio: the file has no audio stream")
     stream = container.streams.audio[0]
     _check_input_rate(stream)
+    _check_channels(stream.codec_context.channels)
     chunks: list[np.ndarray] = []
     total = 0
     resampler, layout = None, None
@@ -78,8 +81,11 @@ def _decode_container(container, rate: int, max_samples: int, max_duration: floa
         for frame in _frames(container, stream):
             if frame.layout.name != layout:
                 # A new channel layout mid-stream needs a new resampler; flush the old one first.
+                _check_channels(frame.layout.nb_channels)
                 total += _drain(resampler, None, chunks)
-                resampler, layout = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate), frame.layout.name
+                # Packed (interleaved) output: one plane whatever the channel count. PyAV miscounts the
+                # planes of planar frames with 8 or more channels and reads past them (a segfault).
+                resampler, layout = av.AudioResampler(format="flt", layout=frame.layout, rate=rate), frame.layout.name
             total += _drain(resampler, frame, chunks)
             if total > max_samples:
                 raise AudioTooLong(f"audio is longer than AUDIO_MAX_DURATION={max_duration:g} s")
@@ -121,6 +127,12 @@ def _frames(container, stream):
             yield frame
 
 
+def _check_channels(count: int) -> None:
+    """Refuse streams with no channel or more than MAX_CHANNELS."""
+    if not 1 <= (count or 0) <= MAX_CHANNELS:
+        raise AudioError(f"could not decode audio: {count} channels is not supported (1 to {MAX_CHANNELS})")
+
+
 def _check_frame_rate(frame) -> None:
     """Mid-stream format changes can carry nonsense rates; refuse them."""
     if not MIN_INPUT_RATE <= (frame.sample_rate or 0) <= MAX_INPUT_RATE:
@@ -135,9 +147,10 @@ def _drain(resampler, frame, chunks: list[np.ndarray]) -> int:
 
 
 def _append(chunks: list[np.ndarray], frame) -> int:
-    """Store one resampled planar frame as mono (channel average, no +3 dB downmix gain)."""
-    planes = frame.to_ndarray()
-    mono = planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes.reshape(-1)
+    """Store one resampled packed frame as mono (channel average, no +3 dB downmix gain)."""
+    channels = frame.layout.nb_channels
+    interleaved = frame.to_ndarray().reshape(-1, channels)
+    mono = interleaved.mean(axis=1, dtype=np.float32) if channels > 1 else interleaved.reshape(-1)
     if mono.size:
         chunks.append(mono.astype(np.float32, copy=False))
     return int(mono.size)
