@@ -3,6 +3,7 @@
 Full run (~10 min on 2 cores) writes bench/report.json, bench/report.md and bench/plots/*.png;
 --quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,45 @@ class Plan:
     soak_sessions: int
 
 
-FULL = Plan(reps=5, stage_utterances=("jfk", "q1"),
-            latency_utterances={"ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5", "jfk"),
-                                "handsfree": ("jfk", "librispeech_right", "q2", "q3", "q5")},
-            cache_reps=5, cache_e2e_reps=4, concurrency=((1, 2), (5, 1), (20, 1), (50, 1)), idle=1000,
-            soak_seconds=60, soak_sessions=2)
-QUICK = Plan(reps=1, stage_utterances=("q1",), latency_utterances={"ptt": ("librispeech_right",), "handsfree": ("q2",)},
-             cache_reps=1, cache_e2e_reps=0, concurrency=((2, 1),), idle=20, soak_seconds=6, soak_sessions=1)
+FULL = Plan(
+    reps=5,
+    stage_utterances=("jfk", "q1"),
+    latency_utterances={
+        "ptt": ("jfk", "librispeech_left", "librispeech_right", "q2", "q3", "q4", "q5", "jfk"),
+        "handsfree": ("jfk", "librispeech_right", "q2", "q3", "q5"),
+    },
+    cache_reps=5,
+    cache_e2e_reps=4,
+    concurrency=((1, 2), (5, 1), (20, 1), (50, 1)),
+    idle=1000,
+    soak_seconds=60,
+    soak_sessions=2,
+)
+QUICK = Plan(
+    reps=1,
+    stage_utterances=("q1",),
+    latency_utterances={"ptt": ("librispeech_right",), "handsfree": ("q2",)},
+    cache_reps=1,
+    cache_e2e_reps=0,
+    concurrency=((2, 1),),
+    idle=20,
+    soak_seconds=6,
+    soak_sessions=1,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs (CI)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
-                        help="directory for report.json, report.md and plots/ (default: bench/)")
+    parser.add_argument(
+        "--out",
+        default=str(Path(__file__).resolve().parent),
+        help="directory for report.json, report.md and plots/ (default: bench/)",
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--reps", type=int, help="repetitions of the stage breakdown and cache runs (default 5, quick 1)")
+    parser.add_argument(
+        "--reps", type=int, help="repetitions of the stage breakdown and cache runs (default 5, quick 1)"
+    )
     parser.add_argument("--sessions", help="concurrency plan, e.g. 1,5,20,50 (one turn each beyond 5)")
     parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
@@ -88,8 +112,13 @@ def _machine() -> dict:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
     except OSError:
         mem = None
-    return {"cpu_count": os.cpu_count(), "cpu_model": model, "mem_total_mib": mem,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_mib": mem,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def _run(name: str, fn: Callable[[], dict], errors: list[str]) -> dict:
@@ -126,8 +155,9 @@ def run(args: argparse.Namespace) -> int:
         calibration = scenarios.calibrate(settings, utts["jfk"])
         steps = {
             "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
-            "latency": lambda: scenarios.latency_modes(bench, {m: pick(n) for m, n in plan.latency_utterances.items()},
-                                                       1),
+            "latency": lambda: scenarios.latency_modes(
+                bench, {m: pick(n) for m, n in plan.latency_utterances.items()}, 1
+            ),
             "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
@@ -141,12 +171,21 @@ def run(args: argparse.Namespace) -> int:
         if errors:
             print(f"==> logs of the failed run kept in {bench.home / 'run'}", flush=True)
     argv = sys.argv[1:] if args._argv is None else args._argv
-    meta = {"command": " ".join(["python -m bench", *(shlex.quote(a) for a in argv)]),
-            "quick": bool(args.quick), "started_at": started, "duration_s": round(time.monotonic() - began, 1),
-            "load_average_start": load_start, "load_average_end": harness.load_average(),
-            "stack_startup_s": bench.startup_s, "plan": plan.__dict__, "errors": errors,
-            "stt": f"{settings.stt_engine} {settings.whisper_model} (cpu_threads={settings.whisper_cpu_threads})",
-            "tts": settings.tts_provider, "calibration": calibration, **_machine()}
+    meta = {
+        "command": " ".join(["python -m bench", *(shlex.quote(a) for a in argv)]),
+        "quick": bool(args.quick),
+        "started_at": started,
+        "duration_s": round(time.monotonic() - began, 1),
+        "load_average_start": load_start,
+        "load_average_end": harness.load_average(),
+        "stack_startup_s": bench.startup_s,
+        "plan": plan.__dict__,
+        "errors": errors,
+        "stt": f"{settings.stt_engine} {settings.whisper_model} (cpu_threads={settings.whisper_cpu_threads})",
+        "tts": settings.tts_provider,
+        "calibration": calibration,
+        **_machine(),
+    }
     values = report.headline(scen)
     values["cpu_count"] = meta["cpu_count"]
     full = {**values, "targets": report.evaluate(values), "meta": meta, "scenarios": scen}

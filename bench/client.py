@@ -1,4 +1,5 @@
 """A WebSocket client that speaks like a visitor: PCM16 frames at real-time pace, events timestamped on arrival."""
+
 from __future__ import annotations
 
 import json
@@ -45,18 +46,25 @@ class TurnResult:
 
     def to_dict(self) -> dict:
         """The numbers a report keeps (no raw events)."""
-        return {"utterance": self.utterance, "mode": self.mode, "turn_id": self.turn_id, "status": self.status,
-                "transcript": self.transcript, "timed_out": self.timed_out,
-                "endpointed": self.endpointed,
-                "eos_to_partial_s": self.since_eos(self.t_partial), "eos_to_final_s": self.since_eos(self.t_final),
-                "eos_to_reply_s": self.since_eos(self.t_reply),
-                "eos_to_audio_event_s": self.since_eos(self.t_audio_event),
-                "eos_to_first_audio_s": self.since_eos(self.t_first_byte),
-                "eos_to_done_s": self.since_eos(self.t_done),
-                # Hands-free: the server heard a pause inside the speech and answered its first part early.
-                "split": bool(self.t_final and self.t_final < self.t_eos),
-                "partials": sum(1 for e in self.events if e["type"] == "transcript" and not e.get("final")),
-                "errors": [{k: e.get(k) for k in ("code", "stage", "message")} for e in self.errors]}
+        return {
+            "utterance": self.utterance,
+            "mode": self.mode,
+            "turn_id": self.turn_id,
+            "status": self.status,
+            "transcript": self.transcript,
+            "timed_out": self.timed_out,
+            "endpointed": self.endpointed,
+            "eos_to_partial_s": self.since_eos(self.t_partial),
+            "eos_to_final_s": self.since_eos(self.t_final),
+            "eos_to_reply_s": self.since_eos(self.t_reply),
+            "eos_to_audio_event_s": self.since_eos(self.t_audio_event),
+            "eos_to_first_audio_s": self.since_eos(self.t_first_byte),
+            "eos_to_done_s": self.since_eos(self.t_done),
+            # Hands-free: the server heard a pause inside the speech and answered its first part early.
+            "split": bool(self.t_final and self.t_final < self.t_eos),
+            "partials": sum(1 for e in self.events if e["type"] == "transcript" and not e.get("final")),
+            "errors": [{k: e.get(k) for k in ("code", "stage", "message")} for e in self.errors],
+        }
 
 
 class LiveClient:
@@ -65,9 +73,8 @@ class LiveClient:
     def __init__(self, base_url: str, session: dict, timeout: float = 30.0, mode: str = "ptt") -> None:
         self.base_url = base_url
         self.session = session
-        ws_base = "ws" + base_url[len("http"):]
-        url = (f"{ws_base}/api/v1/voice/ws/{session['session_id']}?token={session['token']}"
-               f"&mode={SERVER_MODES[mode]}")
+        ws_base = "ws" + base_url[len("http") :]
+        url = f"{ws_base}/api/v1/voice/ws/{session['session_id']}?token={session['token']}&mode={SERVER_MODES[mode]}"
         self.ws = websocket.create_connection(url, timeout=timeout, enable_multithread=True)
         self.ws.settimeout(None)
         self.inbox: list[tuple[float, dict]] = []
@@ -108,10 +115,12 @@ class LiveClient:
 
     def quiesce(self, timeout: float = 60.0) -> bool:
         """Wait until every utterance this socket opened has its `done`/`error` (none left in the pipeline)."""
+
         def settled() -> bool:
             opened = {m["turn_id"] for _, m in self.inbox if m.get("type") == "status" and m.get("seq") is not None}
-            ended = {m["turn_id"] for _, m in self.inbox if m.get("type") in ("done", "error")
-                     and m.get("seq") is not None}
+            ended = {
+                m["turn_id"] for _, m in self.inbox if m.get("type") in ("done", "error") and m.get("seq") is not None
+            }
             return opened <= ended
 
         deadline = time.monotonic() + timeout
@@ -130,8 +139,9 @@ class LiveClient:
 
     # ------------------------------------------------------------ streaming
 
-    def _send_paced(self, pcm: bytes, frame_s: float, began: float, offset: int,
-                    on_frame: Callable[[int], bool] | None = None) -> int:
+    def _send_paced(
+        self, pcm: bytes, frame_s: float, began: float, offset: int, on_frame: Callable[[int], bool] | None = None
+    ) -> int:
         """Send `pcm` in frames on a real-time schedule starting at monotonic `began`; returns frames sent."""
         step = int(frame_s * RATE) * 2
         sent = 0
@@ -139,14 +149,22 @@ class LiveClient:
             delay = began + (offset + sent) * frame_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self.ws.send_binary(pcm[i:i + step])
+            self.ws.send_binary(pcm[i : i + step])
             sent += 1
             if on_frame is not None and on_frame(offset + sent):
                 break
         return sent
 
-    def turn(self, utt: Utterance, mode: str, *, frame_s: float = 0.02, tail_s: float = 8.0,
-             timeout: float = 120.0, fetch_audio: bool = True) -> TurnResult:
+    def turn(
+        self,
+        utt: Utterance,
+        mode: str,
+        *,
+        frame_s: float = 0.02,
+        tail_s: float = 8.0,
+        timeout: float = 120.0,
+        fetch_audio: bool = True,
+    ) -> TurnResult:
         """Speak `utt` (mode "ptt": send end at end of speech; "handsfree": keep streaming silence), await done."""
         result = TurnResult(utterance=utt.name, mode=mode)
         mark = len(self.inbox)
@@ -161,8 +179,9 @@ class LiveClient:
         self._collect(result, mark, timeout, fetch_audio)
         return result
 
-    def _handsfree(self, utt: Utterance, frame_s: float, began: float, tail_s: float, mark: int,
-                   result: TurnResult) -> None:
+    def _handsfree(
+        self, utt: Utterance, frame_s: float, began: float, tail_s: float, mark: int, result: TurnResult
+    ) -> None:
         eos_frame = int(utt.speech_end_s / frame_s + 0.999)
 
         def on_frame(count: int) -> bool:
@@ -235,8 +254,9 @@ class LiveClient:
 
     def first_byte(self, audio_url: str) -> float | None:
         """Fetch reply audio; the time its first byte arrived."""
-        with requests.get(f"{self.base_url}{audio_url}", params={"token": self.session["token"]},
-                          stream=True, timeout=30) as response:
+        with requests.get(
+            f"{self.base_url}{audio_url}", params={"token": self.session["token"]}, stream=True, timeout=30
+        ) as response:
             if response.status_code != 200:
                 return None
             for chunk in response.iter_content(1):
@@ -263,5 +283,9 @@ def check_stream(inbox: list[tuple[float, dict]]) -> dict[str, int]:
     seqs = [m["seq"] for _, m in inbox if m.get("seq") is not None]
     unique = sorted(set(seqs))
     gaps = sum(b - a - 1 for a, b in zip(unique, unique[1:]))
-    return {"events": len(seqs), "lost": gaps, "duplicated": len(seqs) - len(unique),
-            "out_of_order": sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)}
+    return {
+        "events": len(seqs),
+        "lost": gaps,
+        "duplicated": len(seqs) - len(unique),
+        "out_of_order": sum(1 for a, b in zip(seqs, seqs[1:]) if b < a),
+    }

@@ -1,4 +1,5 @@
 """A private local stack for the benchmarks (temp home, free ports, memory MongoDB) and process probes."""
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,18 @@ def raise_fd_limit(wanted: int = 8192) -> int:
 def bench_settings(home: str, ws_max_connections: int) -> Settings:
     """Settings of the bench stack: limits lifted so the bench measures speed, not admission control."""
     return Settings.from_env(
-        {}, home=home, api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        session_timeout=3600, open_projects=(PROJECT,), ws_max_connections=ws_max_connections,
-        max_concurrent_sessions=5000, queue_max_depth=5000, rate_limit_ip="1000000/minute",
-        rate_limit_project="1000000/minute", log_level="warning",
+        {},
+        home=home,
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        session_timeout=3600,
+        open_projects=(PROJECT,),
+        ws_max_connections=ws_max_connections,
+        max_concurrent_sessions=5000,
+        queue_max_depth=5000,
+        rate_limit_ip="1000000/minute",
+        rate_limit_project="1000000/minute",
+        log_level="warning",
     )
 
 
@@ -79,8 +88,13 @@ def start(ws_max_connections: int = 1100) -> BenchStack:
 
     migrations.migrate(get_db(resolved), resolved)
     load_demo(get_db(resolved), resolved, PROJECT)
-    return BenchStack(settings=resolved, requested=requested, base_url=stack.api_url(resolved), home=home,
-                      startup_s=round(time.monotonic() - began, 2))
+    return BenchStack(
+        settings=resolved,
+        requested=requested,
+        base_url=stack.api_url(resolved),
+        home=home,
+        startup_s=round(time.monotonic() - began, 2),
+    )
 
 
 def stop(bench: BenchStack, keep_home: bool = False) -> None:
@@ -124,7 +138,7 @@ def rss_kib(pid: int) -> int | None:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds `pid` has used."""
     raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -152,8 +166,13 @@ def pct(values: Sequence[float], q: float) -> float | None:
 def summary(values: Sequence[float]) -> dict:
     """n, p50, p95, min, max of a sample."""
     data = [v for v in values if v is not None]
-    return {"n": len(data), "p50": pct(data, 50), "p95": pct(data, 95),
-            "min": round(min(data), 4) if data else None, "max": round(max(data), 4) if data else None}
+    return {
+        "n": len(data),
+        "p50": pct(data, 50),
+        "p95": pct(data, 95),
+        "min": round(min(data), 4) if data else None,
+        "max": round(max(data), 4) if data else None,
+    }
 
 
 def median(values: Sequence[float]) -> float | None:

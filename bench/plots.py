@@ -1,4 +1,5 @@
 """PNG plots of a report: latency histograms, per-stage breakdown, concurrency, cache, idle sockets, soak."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PIPELINE_PARTS = (("upload_s", "upload+enqueue"), ("stt_queue_s", "stt queue"), ("stt_s", "stt"),
-                  ("dialog_queue_s", "dialog queue"), ("dialog_s", "dialog"), ("tts_queue_s", "tts queue"),
-                  ("tts_s", "tts"))
+PIPELINE_PARTS = (
+    ("upload_s", "upload+enqueue"),
+    ("stt_queue_s", "stt queue"),
+    ("stt_s", "stt"),
+    ("dialog_queue_s", "dialog queue"),
+    ("dialog_s", "dialog"),
+    ("tts_queue_s", "tts queue"),
+    ("tts_s", "tts"),
+)
 ENGINE_PARTS = (("decode_s", "decode"), ("stt_s", "stt"), ("dialog_s", "dialog"), ("tts_s", "tts"))
 
 
@@ -24,11 +31,14 @@ def _save(fig, path: Path) -> str:
 def latency_histograms(latency: dict, out: Path) -> str:
     """End of speech -> final transcript and -> first audio byte, per mode."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, title in ((axes[0], "eos_to_final_s", "end of speech -> final transcript"),
-                           (axes[1], "eos_to_first_audio_s", "end of speech -> first audio byte")):
+    for ax, key, title in (
+        (axes[0], "eos_to_final_s", "end of speech -> final transcript"),
+        (axes[1], "eos_to_first_audio_s", "end of speech -> first audio byte"),
+    ):
         for mode in latency.get("by_mode", {}):
-            values = [r[key] for r in latency["runs"]
-                      if r["mode"] == mode and r.get(key) is not None and not r.get("split")]
+            values = [
+                r[key] for r in latency["runs"] if r["mode"] == mode and r.get(key) is not None and not r.get("split")
+            ]
             if values:
                 ax.hist(values, bins=min(20, max(3, len(values))), alpha=0.6, label=mode)
         ax.set_title(title)
@@ -63,8 +73,14 @@ def stage_breakdown(stages: dict, out: Path) -> str:
     ax.set_xlabel("seconds (medians)")
     ax.set_title("one turn: pipeline stages vs engines in-process")
     handles, names_ = ax.get_legend_handles_labels()
-    ax.legend(dict(zip(names_, handles)).values(), dict(zip(names_, handles)).keys(), fontsize=7, ncol=8,
-              loc="upper center", bbox_to_anchor=(0.5, -0.35 / max(1, len(names))))
+    ax.legend(
+        dict(zip(names_, handles)).values(),
+        dict(zip(names_, handles)).keys(),
+        fontsize=7,
+        ncol=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 / max(1, len(names))),
+    )
     return _save(fig, out / "stage_breakdown.png")
 
 
@@ -80,8 +96,7 @@ def concurrency(conc: dict, out: Path) -> str:
     ax.set_xlabel("concurrent sessions")
     ax.set_ylabel("end of speech -> done (s)")
     ax2 = ax.twinx()
-    ax2.bar(xs, [conc[n]["turns_per_minute"] or 0 for n in ns], alpha=0.25, color="gray",
-            width=0.5, label="turns/min")
+    ax2.bar(xs, [conc[n]["turns_per_minute"] or 0 for n in ns], alpha=0.25, color="gray", width=0.5, label="turns/min")
     ax2.set_ylabel("turns per minute")
     ax.legend(loc="upper left")
     ax.set_title("concurrent WebSocket sessions")
@@ -106,8 +121,13 @@ def cache(cache_result: dict, out: Path) -> str:
 def idle(idle_result: dict, out: Path) -> str:
     """API worker RSS before, while holding, and after closing the idle sockets."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    keys = ("rss_before_kib", "rss_after_kib", "rss_after_close_kib", "rss_second_round_kib",
-            "rss_after_second_close_kib")
+    keys = (
+        "rss_before_kib",
+        "rss_after_kib",
+        "rss_after_close_kib",
+        "rss_second_round_kib",
+        "rss_after_second_close_kib",
+    )
     n = idle_result["opened"]
     labels = ["before", f"{n} open", "closed", f"{n} again", "closed again"]
     ax.bar(labels, [(idle_result.get(k) or 0) / 1024 for k in keys])
@@ -135,8 +155,14 @@ def draw_all(report: dict, out: Path) -> list[str]:
     """Every plot the report's scenarios allow; returns the file names."""
     scen = report["scenarios"]
     drawn = []
-    for key, draw in (("latency", latency_histograms), ("stage_breakdown", stage_breakdown),
-                      ("concurrency", concurrency), ("cache", cache), ("idle_ws", idle), ("soak", soak)):
+    for key, draw in (
+        ("latency", latency_histograms),
+        ("stage_breakdown", stage_breakdown),
+        ("concurrency", concurrency),
+        ("cache", cache),
+        ("idle_ws", idle),
+        ("soak", soak),
+    ):
         if scen.get(key) and "error" not in scen[key]:
             drawn.append(draw(scen[key], out))
     return drawn

@@ -1,4 +1,5 @@
 """The six benchmark scenarios; each takes a running BenchStack and returns a JSON-able dict."""
+
 from __future__ import annotations
 
 import random
@@ -39,8 +40,11 @@ def calibrate(settings, jfk: Utterance, runs: int = 3) -> dict:
         engine.transcribe(audio, None)
         times.append(time.perf_counter() - began)
     value = median(times)
-    return {"stt_jfk_s": value, "idle_machine_reference_s": QUIET_JFK_STT_S,
-            "slowdown": round(value / QUIET_JFK_STT_S, 2) if value else None}
+    return {
+        "stt_jfk_s": value,
+        "idle_machine_reference_s": QUIET_JFK_STT_S,
+        "slowdown": round(value / QUIET_JFK_STT_S, 2) if value else None,
+    }
 
 
 def clear_tts_cache(bench: BenchStack) -> int:
@@ -60,22 +64,35 @@ def _upload_turn(bench: BenchStack, client: LiveClient, utt: Utterance, timeout:
     session = client.session
     mark = len(client.inbox)
     began = time.time()
-    response = requests.post(f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                             data=utt.wav(), headers={**_auth(session), "Content-Type": "audio/wav"}, timeout=60)
+    response = requests.post(
+        f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+        data=utt.wav(),
+        headers={**_auth(session), "Content-Type": "audio/wav"},
+        timeout=60,
+    )
     accepted = time.time()
     response.raise_for_status()
     result = TurnResult(utterance=utt.name, mode="upload", turn_id=response.json()["turn_id"], t_eos=began)
     client._collect(result, mark, timeout, fetch_audio=True)
-    turn = requests.get(f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{result.turn_id}",
-                        headers=_auth(session), timeout=30).json()
+    turn = requests.get(
+        f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{result.turn_id}",
+        headers=_auth(session),
+        timeout=30,
+    ).json()
     doc = bench.db[bench.settings.interactions_collection].find_one({"turn_id": result.turn_id}) or {}
     return {
-        "utterance": utt.name, "status": result.status, "transcript": result.transcript,
-        "upload_s": round(accepted - began, 4), "e2e_done_s": result.since_eos(result.t_done),
+        "utterance": utt.name,
+        "status": result.status,
+        "transcript": result.transcript,
+        "upload_s": round(accepted - began, 4),
+        "e2e_done_s": result.since_eos(result.t_done),
         "e2e_first_audio_s": result.since_eos(result.t_first_byte),
         "e2e_audio_event_s": result.since_eos(result.t_audio_event),
-        "audio_fetch_first_byte_s": (round(result.t_first_byte - result.t_audio_event, 4)
-                                     if result.t_first_byte and result.t_audio_event else None),
+        "audio_fetch_first_byte_s": (
+            round(result.t_first_byte - result.t_audio_event, 4)
+            if result.t_first_byte and result.t_audio_event
+            else None
+        ),
         "pubsub_s": median(result.pubsub_s),
         "timings": {k: turn.get("timings", {}).get(k) for k in SERVER_TIMINGS},
         "tts_doc": {k: (doc.get("tts") or {}).get(k) for k in ("cache_hits", "cache_misses", "chunks", "provider")},
@@ -96,17 +113,32 @@ def _in_process(bench: BenchStack, utt: Utterance) -> dict:
     t3 = time.perf_counter()
     synthesis = get_provider(settings, "piper").synthesize(reply.text, None, None)
     t4 = time.perf_counter()
-    audio_id = put_audio(db, synthesis.audio, bucket=REPLIES_BUCKET, filename="bench.wav", content_type="audio/wav",
-                         metadata={"session_id": "bench-in-process"})
+    audio_id = put_audio(
+        db,
+        synthesis.audio,
+        bucket=REPLIES_BUCKET,
+        filename="bench.wav",
+        content_type="audio/wav",
+        metadata={"session_id": "bench-in-process"},
+    )
     t5 = time.perf_counter()
-    key = cache.make_key(reply.text + uuid.uuid4().hex, voice=synthesis.voice, language=None,
-                         provider="piper", fmt=synthesis.mime_type)
+    key = cache.make_key(
+        reply.text + uuid.uuid4().hex, voice=synthesis.voice, language=None, provider="piper", fmt=synthesis.mime_type
+    )
     cache.lookup(db, settings, key)
     t6 = time.perf_counter()
     delete_audio(db, audio_id, bucket=REPLIES_BUCKET)
-    return {"decode_s": t1 - t0, "stt_s": t2 - t1, "dialog_s": t3 - t2, "tts_s": t4 - t3,
-            "engines_total_s": t4 - t0, "storage_put_s": t5 - t4, "cache_lookup_miss_s": t6 - t5,
-            "reply_chars": len(reply.text), "transcript": transcript.text.strip()}
+    return {
+        "decode_s": t1 - t0,
+        "stt_s": t2 - t1,
+        "dialog_s": t3 - t2,
+        "tts_s": t4 - t3,
+        "engines_total_s": t4 - t0,
+        "storage_put_s": t5 - t4,
+        "cache_lookup_miss_s": t6 - t5,
+        "reply_chars": len(reply.text),
+        "transcript": transcript.text.strip(),
+    }
 
 
 def _medians(rows: list[dict], keys: Sequence[str]) -> dict:
@@ -132,40 +164,62 @@ def stage_breakdown(bench: BenchStack, utterances: Sequence[Utterance], reps: in
     finally:
         client.close()
     ratios = [u["overhead_ratio"] for u in per_utterance.values() if u["overhead_ratio"]]
-    return {"reps": reps, "utterances": per_utterance, "overhead_ratio": median(ratios),
-            "method": "pipeline = POST of the WAV -> `done` event at the client (HTTP upload path, every stage, "
-                      "TTS cache cleared before each turn); in-process = decode + STT + dialog + TTS engines "
-                      "called directly in the bench process on the same audio; ratio of medians per utterance, "
-                      "then the median over utterances"}
+    return {
+        "reps": reps,
+        "utterances": per_utterance,
+        "overhead_ratio": median(ratios),
+        "method": "pipeline = POST of the WAV -> `done` event at the client (HTTP upload path, every stage, "
+        "TTS cache cleared before each turn); in-process = decode + STT + dialog + TTS engines "
+        "called directly in the bench process on the same audio; ratio of medians per utterance, "
+        "then the median over utterances",
+    }
 
 
 def _utterance_breakdown(pipeline: list[dict], local: list[dict]) -> dict:
     server = {k: median([p["timings"].get(k) for p in pipeline]) for k in SERVER_TIMINGS}
-    client = _medians(pipeline, ("upload_s", "e2e_done_s", "e2e_first_audio_s", "e2e_audio_event_s",
-                                 "audio_fetch_first_byte_s", "pubsub_s"))
-    engines = _medians(local, ("decode_s", "stt_s", "dialog_s", "tts_s", "engines_total_s", "storage_put_s",
-                               "cache_lookup_miss_s"))
-    ratio = (round(client["e2e_done_s"] / engines["engines_total_s"], 3)
-             if client["e2e_done_s"] and engines["engines_total_s"] else None)
+    client = _medians(
+        pipeline,
+        ("upload_s", "e2e_done_s", "e2e_first_audio_s", "e2e_audio_event_s", "audio_fetch_first_byte_s", "pubsub_s"),
+    )
+    engines = _medians(
+        local, ("decode_s", "stt_s", "dialog_s", "tts_s", "engines_total_s", "storage_put_s", "cache_lookup_miss_s")
+    )
+    ratio = (
+        round(client["e2e_done_s"] / engines["engines_total_s"], 3)
+        if client["e2e_done_s"] and engines["engines_total_s"]
+        else None
+    )
     overhead = _overheads(server, client, engines)
-    fixed = (round(client["e2e_done_s"] - engines["engines_total_s"], 4)
-             if client["e2e_done_s"] and engines["engines_total_s"] else None)
-    return {"pipeline_client": client, "pipeline_server": server, "in_process": engines, "overhead_ratio": ratio,
-            "fixed_overhead_s": fixed,
-            "overhead_s": overhead, "largest_overhead": max(overhead, key=lambda k: overhead[k] or 0),
-            "runs": pipeline, "in_process_runs": [{k: round(v, 4) if isinstance(v, float) else v
-                                                   for k, v in r.items()} for r in local]}
+    fixed = (
+        round(client["e2e_done_s"] - engines["engines_total_s"], 4)
+        if client["e2e_done_s"] and engines["engines_total_s"]
+        else None
+    )
+    return {
+        "pipeline_client": client,
+        "pipeline_server": server,
+        "in_process": engines,
+        "overhead_ratio": ratio,
+        "fixed_overhead_s": fixed,
+        "overhead_s": overhead,
+        "largest_overhead": max(overhead, key=lambda k: overhead[k] or 0),
+        "runs": pipeline,
+        "in_process_runs": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in local],
+    }
 
 
 def _overheads(server: dict, client: dict, engines: dict) -> dict:
     """Seconds each part of the pipeline adds on top of the engines themselves."""
+
     def diff(a, b):
         return round(a - b, 4) if a is not None and b is not None else None
 
     queues = [server.get(k) for k in ("stt_queue_s", "dialog_queue_s", "tts_queue_s")]
     return {
         "upload_and_enqueue": client.get("upload_s"),
-        "queue_waits": round(sum(q for q in queues if q is not None), 4) if any(q is not None for q in queues) else None,
+        "queue_waits": round(sum(q for q in queues if q is not None), 4)
+        if any(q is not None for q in queues)
+        else None,
         "stt_stage_minus_engine": diff(server.get("stt_s"), (engines["stt_s"] or 0) + (engines["decode_s"] or 0)),
         "dialog_stage_minus_engine": diff(server.get("dialog_s"), engines["dialog_s"]),
         "tts_stage_minus_engine": diff(server.get("tts_s"), engines["tts_s"]),
@@ -192,16 +246,26 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
                 for _ in range(reps):
                     clear_tts_cache(bench)
                     result = client.turn(utt, mode, frame_s=0.02)
-                    runs.append({**result.to_dict(), "kind": utt.kind, "speech_end_s": utt.speech_end_s,
-                                 **check_events(result.events)})
+                    runs.append(
+                        {
+                            **result.to_dict(),
+                            "kind": utt.kind,
+                            "speech_end_s": utt.speech_end_s,
+                            **check_events(result.events),
+                        }
+                    )
                     client.quiesce()  # a split utterance's second part must not overlap the next turn
                     time.sleep(0.3)
             stream = check_stream(client.inbox)
         finally:
             client.close()
         runs.append({"mode": mode, "connection": stream})
-    out: dict = {"reps": reps, "frame_s": 0.02, "by_mode": {},
-                 "connections": {r["mode"]: r["connection"] for r in runs if "connection" in r}}
+    out: dict = {
+        "reps": reps,
+        "frame_s": 0.02,
+        "by_mode": {},
+        "connections": {r["mode"]: r["connection"] for r in runs if "connection" in r},
+    }
     out["runs"] = runs = [r for r in runs if "connection" not in r]
     for mode in plan:
         # A split utterance has no end of speech to measure from (the server ended it at an inner pause).
@@ -212,8 +276,10 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
         }
         out["by_mode"][mode]["split"] = [r["utterance"] for r in runs if r["mode"] == mode and r["split"]]
         out["by_mode"][mode]["by_kind"] = {
-            kind: {key: summary([r[key] for r in mine if r["kind"] == kind])
-                   for key in ("eos_to_final_s", "eos_to_first_audio_s")}
+            kind: {
+                key: summary([r[key] for r in mine if r["kind"] == kind])
+                for key in ("eos_to_final_s", "eos_to_first_audio_s")
+            }
             for kind in sorted({r["kind"] for r in mine})
         }
     return out
@@ -228,14 +294,22 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
 
     service = {"miss": [], "hit": []}
     for i in range(reps):
-        text = (f"Your order number {random.randint(1000, 9999)} is on its way. "
-                f"It should arrive within forty minutes, reference {uuid.uuid4().hex[:6]}.")
+        text = (
+            f"Your order number {random.randint(1000, 9999)} is on its way. "
+            f"It should arrive within forty minutes, reference {uuid.uuid4().hex[:6]}."
+        )
         for label in ("miss", "hit"):
             first: list[float] = []
             began = time.perf_counter()
-            synthesize_reply(bench.db, bench.settings, text=text, provider_name="piper", project=harness.PROJECT,
-                             session_id=f"bench-cache-{i}",
-                             on_chunk=lambda chunk: first.append(time.perf_counter()) if not first else None)
+            synthesize_reply(
+                bench.db,
+                bench.settings,
+                text=text,
+                provider_name="piper",
+                project=harness.PROJECT,
+                session_id=f"bench-cache-{i}",
+                on_chunk=lambda chunk: first.append(time.perf_counter()) if not first else None,
+            )
             service[label].append(round(first[0] - began, 5) if first else None)
     e2e = {"miss": [], "hit": []}
     tts_part = {"miss": [], "hit": []}  # reply event -> audio event: the TTS stage without STT's noise
@@ -259,24 +333,39 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
     e2e_hit, e2e_miss = pct(e2e["hit"], 50), pct(e2e["miss"], 50)
     return {
         "reps": reps,
-        "service": {"miss": summary(service["miss"]), "hit": summary(service["hit"]),
-                    "speedup": round(miss / hit, 1) if hit and miss else None, "raw": service},
-        "end_to_end": {"miss": summary(e2e["miss"]), "hit": summary(e2e["hit"]),
-                       "speedup": round(e2e_miss / e2e_hit, 2) if e2e_hit and e2e_miss else None,
-                       "reply_to_audio_event_s": {"miss": summary(tts_part["miss"]), "hit": summary(tts_part["hit"])},
-                       "audio_event_cached_flag": cached_flags, "raw": e2e},
+        "service": {
+            "miss": summary(service["miss"]),
+            "hit": summary(service["hit"]),
+            "speedup": round(miss / hit, 1) if hit and miss else None,
+            "raw": service,
+        },
+        "end_to_end": {
+            "miss": summary(e2e["miss"]),
+            "hit": summary(e2e["hit"]),
+            "speedup": round(e2e_miss / e2e_hit, 2) if e2e_hit and e2e_miss else None,
+            "reply_to_audio_event_s": {"miss": summary(tts_part["miss"]), "hit": summary(tts_part["hit"])},
+            "audio_event_cached_flag": cached_flags,
+            "raw": e2e,
+        },
         "method": "service: voiceapp.tts.service.synthesize_reply (Piper, MongoDB/GridFS cache) from call to the "
-                  "first sentence's audio stored; end_to_end: the same spoken question twice over the WebSocket "
-                  "(push-to-talk), end of speech -> first reply audio byte at the client, cache cleared first",
+        "first sentence's audio stored; end_to_end: the same spoken question twice over the WebSocket "
+        "(push-to-talk), end of speech -> first reply audio byte at the client, cache cleared first",
     }
 
 
 # ---------------------------------------------------------------- 4. concurrent sessions
 
 
-def _session_loop(bench: BenchStack, client: LiveClient, utterances: Sequence[Utterance], index: int,
-                  keep_going: Callable[[int], bool], results: list, start_gate: threading.Event,
-                  jitter: float) -> None:
+def _session_loop(
+    bench: BenchStack,
+    client: LiveClient,
+    utterances: Sequence[Utterance],
+    index: int,
+    keep_going: Callable[[int], bool],
+    results: list,
+    start_gate: threading.Event,
+    jitter: float,
+) -> None:
     start_gate.wait()
     time.sleep(jitter)
     turn = 0
@@ -287,8 +376,15 @@ def _session_loop(bench: BenchStack, client: LiveClient, utterances: Sequence[Ut
         except (websocket.WebSocketException, OSError) as err:
             results.append({"error": repr(err), "session": index})
             return
-        results.append({**result.to_dict(), "session": index, "t_start": result.t_start,
-                        "t_done": result.t_done, **check_events(result.events)})
+        results.append(
+            {
+                **result.to_dict(),
+                "session": index,
+                "t_start": result.t_start,
+                "t_done": result.t_done,
+                **check_events(result.events),
+            }
+        )
         turn += 1
 
 
@@ -300,10 +396,14 @@ def concurrency(bench: BenchStack, utterances: Sequence[Utterance], plan: Sequen
         clients = [LiveClient(bench.base_url, s) for s in sessions]
         results: list[dict] = []
         gate = threading.Event()
-        threads = [threading.Thread(target=_session_loop, daemon=True,
-                                    args=(bench, c, utterances, i, lambda t, turns=turns: t < turns, results, gate,
-                                          random.uniform(0, 1.0)))
-                   for i, c in enumerate(clients)]
+        threads = [
+            threading.Thread(
+                target=_session_loop,
+                daemon=True,
+                args=(bench, c, utterances, i, lambda t, turns=turns: t < turns, results, gate, random.uniform(0, 1.0)),
+            )
+            for i, c in enumerate(clients)
+        ]
         for thread in threads:
             thread.start()
         began = time.time()
@@ -316,11 +416,15 @@ def concurrency(bench: BenchStack, utterances: Sequence[Utterance], plan: Sequen
             c.close()
         out[str(n)] = _concurrency_summary(n, turns, results, streams, began)
         time.sleep(1.0)
-    return {"by_sessions": out, "frame_s": 0.1, "mode": "ptt",
-            "method": "N sessions each stream Piper-spoken questions at real-time pace in 100 ms frames "
-                      "(push-to-talk), start jittered over 1 s, fetch the reply audio, repeat; latency = end of "
-                      "speech -> done; lost = seq gaps per connection + missing events of answered turns "
-                      "(+5 per turn that never finished)"}
+    return {
+        "by_sessions": out,
+        "frame_s": 0.1,
+        "mode": "ptt",
+        "method": "N sessions each stream Piper-spoken questions at real-time pace in 100 ms frames "
+        "(push-to-talk), start jittered over 1 s, fetch the reply audio, repeat; latency = end of "
+        "speech -> done; lost = seq gaps per connection + missing events of answered turns "
+        "(+5 per turn that never finished)",
+    }
 
 
 def _concurrency_summary(n: int, turns: int, results: list[dict], streams: list[dict], began: float) -> dict:
@@ -331,7 +435,10 @@ def _concurrency_summary(n: int, turns: int, results: list[dict], streams: list[
     missing_turns = expected - len([r for r in results if "error" not in r and not r.get("timed_out")])
     lost = sum(s["lost"] for s in streams) + sum(r.get("lost", 0) for r in results if "error" not in r)
     return {
-        "sessions": n, "turns_per_session": turns, "turns_expected": expected, "turns_done": len(ok),
+        "sessions": n,
+        "turns_per_session": turns,
+        "turns_expected": expected,
+        "turns_done": len(ok),
         "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
         "eos_to_first_audio_s": summary([r["eos_to_first_audio_s"] for r in ok]),
         "eos_to_final_s": summary([r["eos_to_final_s"] for r in ok]),
@@ -382,12 +489,23 @@ def idle_connections(bench: BenchStack, n: int, settle: float = 3.0) -> dict:
     _close_all(again)
     time.sleep(settle)
     second_closed = harness.rss_kib(pid)
-    return {"requested": n, "opened": opened, "open_error": open_error, "sessions": len(sessions),
-            "open_seconds": round(open_s, 2), "rss_before_kib": before, "rss_after_kib": after,
-            "rss_after_close_kib": closed, "rss_second_round_kib": second,
-            "rss_after_second_close_kib": second_closed, "kib_each": round((after - before) / opened, 1) if opened else None,
-            "idle_cpu_percent": round(100 * idle_cpu, 1), "ping_sample_ok": alive,
-            "healthz_ok": healthy, "healthz_s_while_holding": round(health, 4)}
+    return {
+        "requested": n,
+        "opened": opened,
+        "open_error": open_error,
+        "sessions": len(sessions),
+        "open_seconds": round(open_s, 2),
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_after_close_kib": closed,
+        "rss_second_round_kib": second,
+        "rss_after_second_close_kib": second_closed,
+        "kib_each": round((after - before) / opened, 1) if opened else None,
+        "idle_cpu_percent": round(100 * idle_cpu, 1),
+        "ping_sample_ok": alive,
+        "healthz_ok": healthy,
+        "healthz_s_while_holding": round(health, 4),
+    }
 
 
 def _open_all(urls: list[str], n: int) -> tuple[list, str | None]:
@@ -428,8 +546,9 @@ def _ping_sample(sockets: list, count: int) -> str:
 # ---------------------------------------------------------------- 6. soak
 
 
-def soak(bench: BenchStack, utterances: Sequence[Utterance], seconds: float, sessions: int,
-         sample_every: float | None = None) -> dict:
+def soak(
+    bench: BenchStack, utterances: Sequence[Utterance], seconds: float, sessions: int, sample_every: float | None = None
+) -> dict:
     """Scenario 6: sessions looping turns for `seconds`; RSS of the API and workers sampled; growth per minute."""
     sample_every = sample_every or min(2.0, seconds / 20)
     pids = bench.pids()
@@ -437,18 +556,23 @@ def soak(bench: BenchStack, utterances: Sequence[Utterance], seconds: float, ses
     results: list[dict] = []
     gate = threading.Event()
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=_session_loop, daemon=True,
-                                args=(bench, c, utterances, i, lambda t: time.monotonic() < deadline, results,
-                                      gate, 0.2 * i))
-               for i, c in enumerate(clients)]
+    threads = [
+        threading.Thread(
+            target=_session_loop,
+            daemon=True,
+            args=(bench, c, utterances, i, lambda t: time.monotonic() < deadline, results, gate, 0.2 * i),
+        )
+        for i, c in enumerate(clients)
+    ]
     samples: list[dict] = []
     began = time.monotonic()
     for thread in threads:
         thread.start()
     gate.set()
     while any(t.is_alive() for t in threads):
-        samples.append({"t": round(time.monotonic() - began, 2),
-                        **{name: harness.rss_kib(pid) for name, pid in pids.items()}})
+        samples.append(
+            {"t": round(time.monotonic() - began, 2), **{name: harness.rss_kib(pid) for name, pid in pids.items()}}
+        )
         time.sleep(sample_every)
         if time.monotonic() > deadline + 300:
             break
@@ -462,12 +586,13 @@ def _floor_points(samples: list[dict], name: str, windows: int = 6) -> list[tupl
     """(mid time, lowest RSS in MiB) per window: the memory a process keeps between turns."""
     pts = [(s["t"], s[name] / 1024) for s in samples if s.get(name)]
     size = max(2, len(pts) // windows)
-    chunks = [pts[i:i + size] for i in range(0, len(pts), size)]
+    chunks = [pts[i : i + size] for i in range(0, len(pts), size)]
     return [((c[0][0] + c[-1][0]) / 2, min(v for _, v in c)) for c in chunks if len(c) == size]
 
 
-def _soak_summary(pids: dict, samples: list[dict], results: list[dict], streams: list[dict], seconds: float,
-                  sessions: int) -> dict:
+def _soak_summary(
+    pids: dict, samples: list[dict], results: list[dict], streams: list[dict], seconds: float, sessions: int
+) -> dict:
     # The first fifth is warm-up (first-use allocations, caches filling), not growth.
     steady = [s for s in samples if s["t"] >= 0.2 * seconds]
     # A worker's RSS swings by tens of MiB within a turn (decode buffers freed after it): growth is measured
@@ -477,15 +602,22 @@ def _soak_summary(pids: dict, samples: list[dict], results: list[dict], streams:
     known = [v for v in floor.values() if v is not None]
     total = round(sum(known), 4) if known else None
     ok = [r for r in results if r.get("status") == "done"]
-    return {"seconds": seconds, "sessions": sessions, "turns_done": len(ok),
-            "turns_failed": len(results) - len(ok),
-            "method": "RSS (VmRSS) of the API's gunicorn worker and each Celery worker (every 2 s, or seconds/20) after a warm-up "
-                      "fifth; growth = least-squares slope of the lowest RSS in each of 6 windows (memory kept "
-                      "between turns), summed over processes, divided by sessions",
-            "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
-            "lost_events": sum(s["lost"] for s in streams), "duplicated_events": sum(s["duplicated"] for s in streams),
-            "mib_per_min": floor, "raw_mib_per_min": raw, "total_mib_per_min": total,
-            "mib_per_min_per_session": round(total / sessions, 4) if total is not None else None,
-            "rss_min_mib": {n: round(min(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
-            "rss_max_mib": {n: round(max(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
-            "samples": samples}
+    return {
+        "seconds": seconds,
+        "sessions": sessions,
+        "turns_done": len(ok),
+        "turns_failed": len(results) - len(ok),
+        "method": "RSS (VmRSS) of the API's gunicorn worker and each Celery worker (every 2 s, or seconds/20) after a warm-up "
+        "fifth; growth = least-squares slope of the lowest RSS in each of 6 windows (memory kept "
+        "between turns), summed over processes, divided by sessions",
+        "turn_latency_s": summary([r["eos_to_done_s"] for r in ok]),
+        "lost_events": sum(s["lost"] for s in streams),
+        "duplicated_events": sum(s["duplicated"] for s in streams),
+        "mib_per_min": floor,
+        "raw_mib_per_min": raw,
+        "total_mib_per_min": total,
+        "mib_per_min_per_session": round(total / sessions, 4) if total is not None else None,
+        "rss_min_mib": {n: round(min(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
+        "rss_max_mib": {n: round(max(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
+        "samples": samples,
+    }

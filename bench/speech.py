@@ -1,4 +1,5 @@
 """Test utterances: the real recordings and Piper-synthesized questions, as 16 kHz PCM16 with their speech end."""
+
 from __future__ import annotations
 
 import wave
@@ -69,7 +70,9 @@ def _wav_channels(path: Path) -> list[np.ndarray]:
     return [resample(c, rate, RATE) if rate != RATE else c for c in out]
 
 
-def recordings(settings: Settings, names: tuple[str, ...] = ("jfk", "librispeech_left", "librispeech_right")) -> list[Utterance]:
+def recordings(
+    settings: Settings, names: tuple[str, ...] = ("jfk", "librispeech_left", "librispeech_right")
+) -> list[Utterance]:
     """The real recordings of tests/data (the two LibriSpeech readers are one channel each)."""
     out: list[Utterance] = []
     if "jfk" in names:

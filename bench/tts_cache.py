@@ -5,6 +5,7 @@ through the real service: MongoDB-wire server (or MONGO_URI), GridFS cache, Pipe
 
     .venv/bin/python bench/tts_cache.py [--replies 60] [--provider piper] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,14 +55,26 @@ def summary(values: list[float]) -> dict:
     """n, p50, p95, mean (ms)."""
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95),
-            "mean_ms": round(1000 * statistics.fmean(values), 1)}
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "mean_ms": round(1000 * statistics.fmean(values), 1),
+    }
 
 
 def start_mongo() -> tuple[subprocess.Popen, str]:
     """A memory-engine wire server on a free port."""
-    proc = subprocess.Popen([stack.find_mongo_python(), str(ROOT / "voiceapp" / "storage" / "wire_server.py"),
-                             "--port", str(stack.free_port())], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            stack.find_mongo_python(),
+            str(ROOT / "voiceapp" / "storage" / "wire_server.py"),
+            "--port",
+            str(stack.free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line.startswith("ready "):
         raise SystemExit(f"wire server did not start: {line!r}")
@@ -80,9 +93,16 @@ def run(settings: Settings, replies: int, provider: str, seed: int) -> dict:
         text = rng.choices(ANSWERS, weights)[0]
         started = time.perf_counter()
         first: list[float] = []
-        result = synthesize_reply(db, settings, text=text, language="en-US", provider_name=provider,
-                                  project="bench", session_id="bench",
-                                  on_chunk=lambda c: first or first.append(time.perf_counter() - started))
+        result = synthesize_reply(
+            db,
+            settings,
+            text=text,
+            language="en-US",
+            provider_name=provider,
+            project="bench",
+            session_id="bench",
+            on_chunk=lambda c: first or first.append(time.perf_counter() - started),
+        )
         kind = "hit" if result.chunks[0].cached else "miss"
         ttfa[kind].append(first[0])
         totals[kind].append(time.perf_counter() - started)
@@ -90,8 +110,12 @@ def run(settings: Settings, replies: int, provider: str, seed: int) -> dict:
     synth_n = REGISTRY.get_sample_value("voice_synthesis_duration_seconds_count", {"provider": provider}) or 0
     synth_s = REGISTRY.get_sample_value("voice_synthesis_duration_seconds_sum", {"provider": provider}) or 0
     return {
-        "provider": provider, "replies": replies, "distinct_answers": len(ANSWERS),
-        "hit_ratio": round(hits / replies, 3), "hits": hits, "misses": misses,
+        "provider": provider,
+        "replies": replies,
+        "distinct_answers": len(ANSWERS),
+        "hit_ratio": round(hits / replies, 3),
+        "hits": hits,
+        "misses": misses,
         "time_to_first_audio": {"miss": summary(ttfa["miss"]), "hit": summary(ttfa["hit"])},
         "whole_reply": {"miss": summary(totals["miss"]), "hit": summary(totals["hit"])},
         # Provider time alone (voice_synthesis_duration_seconds, warm-up included): the rest of a miss is storage.

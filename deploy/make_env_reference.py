@@ -6,6 +6,7 @@
 Sections follow the comment headings of the Settings class; descriptions come from DESCRIPTIONS
 below, else from the comment above the field in voiceapp/config.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,12 +109,24 @@ DESCRIPTIONS = {
 DEPLOYMENT_ONLY = (
     ("WORKER_METRICS_PORT", "", "Port of a worker's own /metrics (compose sets 9100; empty: no endpoint)"),
     ("WORKER_METRICS_HOST", "0.0.0.0", "Interface of that endpoint"),
-    ("PROMETHEUS_MULTIPROC_DIR", "", "Shared directory for metrics of multi-process servers (prefork workers, several gunicorn workers)"),
+    (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "",
+        "Shared directory for metrics of multi-process servers (prefork workers, several gunicorn workers)",
+    ),
     ("API_WORKERS", "1", "gunicorn (gevent) processes of the api container; set PROMETHEUS_MULTIPROC_DIR when > 1"),
     ("FLOWER_PORT", "5555", "Port of Flower"),
     ("FLOWER_BASIC_AUTH", "", "user:password protecting Flower's UI and API (secret)"),
-    ("FLOWER_UNAUTHENTICATED_API", "", "true opens Flower's /api without auth (the local stack sets it; never in production)"),
-    ("HF_HOME", "/models/huggingface", "Hugging Face cache holding pre-fetched Whisper models (image default; never downloaded at run time)"),
+    (
+        "FLOWER_UNAUTHENTICATED_API",
+        "",
+        "true opens Flower's /api without auth (the local stack sets it; never in production)",
+    ),
+    (
+        "HF_HOME",
+        "/models/huggingface",
+        "Hugging Face cache holding pre-fetched Whisper models (image default; never downloaded at run time)",
+    ),
 )
 
 
@@ -204,8 +217,13 @@ def render_table() -> str:
             default = f"`{defaults[name]}`" if defaults[name] else "(empty)"
             secret = " **Secret.**" if name in secrets else ""
             lines.append(f"| `{name}` | {_cell(default)} | {_cell(_description(name, note)).rstrip('.')}.{secret} |")
-    lines += ["", "**Deployment only** (read by the image's entry point, the worker metrics endpoint or Flower)",
-              "", "| variable | default | meaning |", "|---|---|---|"]
+    lines += [
+        "",
+        "**Deployment only** (read by the image's entry point, the worker metrics endpoint or Flower)",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
     for name, default, text in DEPLOYMENT_ONLY:
         lines.append(f"| `{name}` | {f'`{default}`' if default else '(empty)'} | {_cell(text)}. |")
     lines.append(TABLE_END)

@@ -1,4 +1,5 @@
 """`python -m migrations`: migrate and verify the database named by the environment."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Apply the numbered versions idempotently and verify the result."""
+
 from __future__ import annotations
 
 import importlib

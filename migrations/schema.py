@@ -1,4 +1,5 @@
 """Declarative pieces the numbered versions are made of: a collection and its indexes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Version 1: the seed's four voice collections with exactly the seed's indexes."""
+
 from __future__ import annotations
 
 from migrations.schema import CollectionSpec, index

@@ -1,4 +1,5 @@
 """Version 2: the per-project knowledge base used by dialog retrieval."""
+
 from __future__ import annotations
 
 from migrations.schema import CollectionSpec, index

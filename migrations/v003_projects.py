@@ -1,4 +1,5 @@
 """Version 3: projects (API key hashes, allowed origins), looked up by project name."""
+
 from __future__ import annotations
 
 from migrations.schema import CollectionSpec, index

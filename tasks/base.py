@@ -1,4 +1,5 @@
 """What every stage task shares: late acks, retries with backoff on outages, one clear error when it gives up."""
+
 from __future__ import annotations
 
 import logging
@@ -54,17 +55,26 @@ class StageTask(Task):
         stage = self.name.split(".")[1] if self.name.count(".") >= 2 else self.name
         outage = isinstance(exc, TRANSIENT)
         code = "storage_unavailable" if outage else "internal_error"
-        message = (f"the {stage} stage could not reach its storage after {self.max_retries} retries; try again"
-                   if outage else f"the {stage} stage failed unexpectedly; try again")
+        message = (
+            f"the {stage} stage could not reach its storage after {self.max_retries} retries; try again"
+            if outage
+            else f"the {stage} stage failed unexpectedly; try again"
+        )
         log.error("turn %s failed in %s: %s", ref["turn_id"], stage, type(exc).__name__)
         try:
-            interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="error",
-                                     error={"stage": stage, "code": code, "message": message})
+            interactions.update_turn(
+                rt.db,
+                rt.settings,
+                ref["turn_id"],
+                status="error",
+                error={"stage": stage, "code": code, "message": message},
+            )
         except Exception as err:  # MongoDB may be what is down: the event still tells the client
             log.warning("could not record the failure of turn %s: %s", ref["turn_id"], type(err).__name__)
         try:
-            rt.events.publish(ref["session_id"], EventType.ERROR, ref["turn_id"], stage=stage, code=code,
-                              message=message)
+            rt.events.publish(
+                ref["session_id"], EventType.ERROR, ref["turn_id"], stage=stage, code=code, message=message
+            )
         except redis.RedisError as err:
             log.warning("could not publish the failure of turn %s: %s", ref["turn_id"], err)
 

@@ -1,4 +1,5 @@
 """Celery built from Settings: per-stage queues, routes by task name, the process Runtime."""
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,11 @@ def _broker_options(settings: Settings) -> dict:
     """Redelivery of tasks whose worker died: after the visibility timeout, found by a periodic sweep."""
     timeout = settings.task_visibility_timeout
     # kombu sweeps every interval x throttle seconds (100 s by default): scale it to the timeout.
-    return {"visibility_timeout": timeout, "unacked_restore_interval": max(1, min(10, timeout // 5)),
-            "unacked_restore_throttle": 1}
+    return {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": max(1, min(10, timeout // 5)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -1,4 +1,5 @@
 """Dialog task (queue `dialog`)."""
+
 from __future__ import annotations
 
 from celery import shared_task

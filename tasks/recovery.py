@@ -5,6 +5,7 @@ is new: the first worker to set it again re-enqueues every recent turn MongoDB s
 from the stage it stopped at. Stages skip work already recorded, so a turn also still queued
 somewhere is at worst looked at twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "voiceapp:broker:epoch"
 # Unfinished status -> the stages still to run.
-RESUME = {"queued": pipeline.STAGE_TASKS, "recognized": pipeline.STAGE_TASKS[1:],
-          "answered": pipeline.STAGE_TASKS[2:]}
+RESUME = {"queued": pipeline.STAGE_TASKS, "recognized": pipeline.STAGE_TASKS[1:], "answered": pipeline.STAGE_TASKS[2:]}
 
 
 def recover_lost_turns(rt: Runtime) -> int:
@@ -31,12 +31,16 @@ def recover_lost_turns(rt: Runtime) -> int:
         return 0
     try:
         since = utcnow() - timedelta(seconds=rt.settings.session_timeout)
-        turns = list(rt.db[rt.settings.interactions_collection].find(
-            {"status": {"$in": list(RESUME)}, "updated_at": {"$gt": since}},
-            {"_id": 0, "session_id": 1, "turn_id": 1, "status": 1}))
+        turns = list(
+            rt.db[rt.settings.interactions_collection].find(
+                {"status": {"$in": list(RESUME)}, "updated_at": {"$gt": since}},
+                {"_id": 0, "session_id": 1, "turn_id": 1, "status": 1},
+            )
+        )
         for turn in turns:
-            pipeline._enqueue(rt, RESUME[turn["status"]], {"session_id": turn["session_id"],
-                                                          "turn_id": turn["turn_id"]})
+            pipeline._enqueue(
+                rt, RESUME[turn["status"]], {"session_id": turn["session_id"], "turn_id": turn["turn_id"]}
+            )
     except Exception:
         rt.redis.delete(MARKER)  # try again on the next check
         raise

@@ -1,4 +1,5 @@
 """Recognition task (queue `stt`, or the GPU queue when configured)."""
+
 from __future__ import annotations
 
 from celery import shared_task

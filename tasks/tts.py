@@ -1,4 +1,5 @@
 """Synthesis task (queue `tts`)."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -1,4 +1,5 @@
 """Worker entry module: `celery -A tasks.worker worker -Q stt|dialog|tts`."""
+
 from __future__ import annotations
 
 import logging
@@ -48,7 +49,9 @@ def _after_setup(sender, instance, **_kwargs) -> None:
 def _process_init(**_kwargs) -> None:
     _warm(getattr(celery, "voiceapp_queues", set()))
 
+
 from voiceapp.worker_metrics import on_worker_setup  # noqa: E402  (Prometheus endpoint when WORKER_METRICS_PORT is set)
+
 celeryd_after_setup.connect(on_worker_setup, weak=False)
 
 

@@ -1,4 +1,5 @@
 """Fixtures on real services: a whole local stack (Redis, MongoDB-wire, API, one worker per queue)."""
+
 from __future__ import annotations
 
 import itertools
@@ -21,8 +22,11 @@ def mongo_uri() -> str:
     """A MongoDB-wire server (memory engine) of the test session; tests use fresh database names on it."""
     import subprocess
 
-    proc = subprocess.Popen([stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert line.startswith("ready "), f"wire server did not start: {line!r}"
     yield line.split()[1]
@@ -35,8 +39,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
     """Start the full stack once for the test session, in a temporary home, on free ports."""
     home: Path = tmp_path_factory.mktemp("voiceapp-home")
     settings = Settings.from_env(
-        {}, home=str(home), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        session_timeout=600, open_projects=("demo",),
+        {},
+        home=str(home),
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        session_timeout=600,
+        open_projects=("demo",),
     )
     stack.up(settings, mongo_engine="memory")
     resolved = stack.resolve(settings)
@@ -90,8 +98,9 @@ def front(live: Live):
     base_redis = live.settings.redis_url.rsplit("/", 1)[0]
 
     def start(**overrides) -> Front:
-        settings = live.settings.replace(redis_url=f"{base_redis}/{redis_db}", mongo_db=f"front_{uuid.uuid4().hex[:8]}",
-                                         **overrides)
+        settings = live.settings.replace(
+            redis_url=f"{base_redis}/{redis_db}", mongo_db=f"front_{uuid.uuid4().hex[:8]}", **overrides
+        )
         app = create_app(settings)
         if not servers:
             app.extensions["voiceapp"].redis.flushdb()

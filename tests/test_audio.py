@@ -1,4 +1,5 @@
 """Decoding real speech in every container the widget or API may send, and refusing bad input."""
+
 from __future__ import annotations
 
 import io
@@ -21,7 +22,9 @@ JFK = os.path.join(DATA, "jfk.flac")
 LIBRI = os.path.join(DATA, "librispeech_stereo.wav")
 
 
-def encode(samples: np.ndarray, rate: int, fmt: str, codec: str, channels: int = 1, out_rate: int | None = None) -> bytes:
+def encode(
+    samples: np.ndarray, rate: int, fmt: str, codec: str, channels: int = 1, out_rate: int | None = None
+) -> bytes:
     """Encode mono float samples into a container in memory with PyAV."""
     out_rate = out_rate or rate
     layout = "mono" if channels == 1 else "stereo"
@@ -163,7 +166,13 @@ def test_raw_pcm_is_not_accepted(settings, speech):
 
 @pytest.mark.parametrize(
     "fmt,codec,cut",
-    [("wav", "pcm_s16le", 20), ("flac", "flac", 100), ("mp3", "libmp3lame", 100), ("ogg", "libopus", 1000), ("webm", "libopus", 100)],
+    [
+        ("wav", "pcm_s16le", 20),
+        ("flac", "flac", 100),
+        ("mp3", "libmp3lame", 100),
+        ("ogg", "libopus", 1000),
+        ("webm", "libopus", 100),
+    ],
 )
 def test_truncated_header_is_refused(settings, speech, fmt, codec, cut):
     data = encode(speech, 16000, fmt, codec)
@@ -291,16 +300,21 @@ def _decode_in_child(data: bytes, tmp_path: Path) -> tuple[int, str, np.ndarray 
 
     src, out = tmp_path / "in.bin", tmp_path / "out.npy"
     src.write_bytes(data)
-    proc = subprocess.run([sys.executable, "-c", _DECODE_IN_CHILD, str(src), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DECODE_IN_CHILD, str(src), str(out)], capture_output=True, text=True, timeout=120
+    )
     samples = np.load(out) if out.exists() else None
     return proc.returncode, proc.stdout.strip() + proc.stderr[-2000:], samples
 
 
-def _multichannel(fmt: str, codec: str, channels: int, rate: int = 16000, seconds: float = 0.5) -> tuple[bytes, np.ndarray]:
+def _multichannel(
+    fmt: str, codec: str, channels: int, rate: int = 16000, seconds: float = 0.5
+) -> tuple[bytes, np.ndarray]:
     """A file whose channel k carries a tone of its own; returns it and the expected mono mix (the mean)."""
     t = np.arange(int(rate * seconds)) / rate
-    planes = np.stack([0.05 * (k + 1) * np.sin(2 * np.pi * (200 + 60 * k) * t) for k in range(channels)]).astype(np.float32)
+    planes = np.stack([0.05 * (k + 1) * np.sin(2 * np.pi * (200 + 60 * k) * t) for k in range(channels)]).astype(
+        np.float32
+    )
     layout = {3: "3.0", 6: "5.1", 7: "6.1", 8: "7.1"}[channels]
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
@@ -324,13 +338,24 @@ def _wav_with_channels(channels: int, frames: int = 375) -> bytes:
         writer.setnchannels(channels)
         writer.setsampwidth(2)
         writer.setframerate(16000)
-        writer.writeframes((np.random.default_rng(channels).standard_normal(frames * channels) * 1000).astype("<i2").tobytes())
+        writer.writeframes(
+            (np.random.default_rng(channels).standard_normal(frames * channels) * 1000).astype("<i2").tobytes()
+        )
     return buffer.getvalue()
 
 
 @pytest.mark.parametrize("channels", [3, 6, 7, 8])
-@pytest.mark.parametrize("fmt,codec", [("wav", "pcm_s16le"), ("flac", "flac"), ("ogg", "libopus"),
-                                       ("webm", "libopus"), ("mp4", "aac"), ("w64", "pcm_f32le")])
+@pytest.mark.parametrize(
+    "fmt,codec",
+    [
+        ("wav", "pcm_s16le"),
+        ("flac", "flac"),
+        ("ogg", "libopus"),
+        ("webm", "libopus"),
+        ("mp4", "aac"),
+        ("w64", "pcm_f32le"),
+    ],
+)
 def test_multichannel_audio_in_every_container_decodes_to_the_channel_mean(tmp_path, fmt, codec, channels):
     data, expected = _multichannel(fmt, codec, channels)
     code, output, samples = _decode_in_child(data, tmp_path)
@@ -340,9 +365,11 @@ def test_multichannel_audio_in_every_container_decodes_to_the_channel_mean(tmp_p
     corr = np.corrcoef(expected[2000:n], samples[2000:n])[0, 1] if fmt in {"wav", "flac", "w64"} else None
     if corr is not None:
         assert corr > 0.99
-        assert np.sqrt(np.mean(samples[2000:n] ** 2)) == pytest.approx(np.sqrt(np.mean(expected[2000:n] ** 2)), rel=0.05)
+        assert np.sqrt(np.mean(samples[2000:n] ** 2)) == pytest.approx(
+            np.sqrt(np.mean(expected[2000:n] ** 2)), rel=0.05
+        )
     else:  # lossy multichannel codecs remix a little: the mix is still the same loudness, not +3 dB or silence
-        assert np.sqrt(np.mean(samples ** 2)) == pytest.approx(np.sqrt(np.mean(expected ** 2)), rel=0.35)
+        assert np.sqrt(np.mean(samples**2)) == pytest.approx(np.sqrt(np.mean(expected**2)), rel=0.35)
 
 
 @pytest.mark.parametrize("channels", [8, 9, 10, 16, 33, 63])

@@ -5,6 +5,7 @@ after each one the API process is the same, answers /healthz, and a witness sess
 socket still answers (checked in the same test). The last test runs a real turn in the witness
 session and in the session that took all the abuse.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,21 @@ def test_the_corpus_is_big_and_covers_every_kind():
     ids = [c["id"] for c in CASES]
     assert len(ids) >= 40 and len(set(ids)) == len(ids)
     assert {c["kind"] for c in CASES} == {"http", "ws"}
-    for needed in ("empty", "truncated", "corrupt", "absurd-rate", "longer-than-limit", "operator", "dotdot",
-                   "expired", "foreign", "kb-oversized", "huge-frame", "invalid-json", "binary-json"):
+    for needed in (
+        "empty",
+        "truncated",
+        "corrupt",
+        "absurd-rate",
+        "longer-than-limit",
+        "operator",
+        "dotdot",
+        "expired",
+        "foreign",
+        "kb-oversized",
+        "huge-frame",
+        "invalid-json",
+        "binary-json",
+    ):
         assert any(needed in i for i in ids), needed
 
 
@@ -59,11 +73,16 @@ class Ctx:
     def token(self, kind: str) -> str | None:
         settings = self.live.settings
         return {
-            "token": self.session["token"], "other_token": self.other["token"], "garbage": "not-a-token.at.all",
+            "token": self.session["token"],
+            "other_token": self.other["token"],
+            "garbage": "not-a-token.at.all",
             "forged": issue_token(settings.replace(secret_key="someone-elses-secret-key"), self.session["session_id"]),
             "expired": URLSafeTimedSerializer(settings.secret_key, salt=_SALT, signer=_OldSigner).dumps(
-                {"sid": self.session["session_id"], "prj": "demo"}),
-            "project_key": self.project_key, "wrong_project_key": "vk_" + "x" * 43, "none": None,
+                {"sid": self.session["session_id"], "prj": "demo"}
+            ),
+            "project_key": self.project_key,
+            "wrong_project_key": "vk_" + "x" * 43,
+            "none": None,
         }[kind]
 
     def size(self, value) -> int:
@@ -74,15 +93,20 @@ class Ctx:
         return getattr(self.live.settings, name) + (float(extra) if "." in extra else int(extra or 0))
 
     def fill(self, text: str) -> str:
-        return (text.replace("{sid}", self.session["session_id"]).replace("{other_sid}", self.other["session_id"])
-                .replace("{other_token}", self.other["token"]).replace("{project}", KB_PROJECT))
+        return (
+            text.replace("{sid}", self.session["session_id"])
+            .replace("{other_sid}", self.other["session_id"])
+            .replace("{other_token}", self.other["token"])
+            .replace("{project}", KB_PROJECT)
+        )
 
 
 @pytest.fixture(scope="module")
 def ctx(live, demo_kb):
     session, other, witness = (new_session(live.base_url, "demo") for _ in range(3))
     witness_ws = websocket.create_connection(
-        f"{live.ws_url}/api/v1/voice/ws/{witness['session_id']}?token={witness['token']}", timeout=30)
+        f"{live.ws_url}/api/v1/voice/ws/{witness['session_id']}?token={witness['token']}", timeout=30
+    )
     samples = decode(shared_file("jfk.flac").read_bytes(), live.settings).samples[: 2 * 16000]
     audio = {fmt: audio_files.encode(samples, 16000, fmt) for fmt in ("wav", *audio_files.FORMATS)}
     key = projects.create_key(live.db, live.settings, KB_PROJECT)
@@ -162,8 +186,9 @@ def _run_ws(ctx: Ctx, case: dict) -> None:
     token = ctx.token(case.get("auth", "none"))
     if token:
         query["token"] = token
-    url = (f"{ctx.live.ws_url}/api/v1/voice/ws/{ctx.session['session_id']}?"
-           + "&".join(f"{k}={quote(v)}" for k, v in query.items()))
+    url = f"{ctx.live.ws_url}/api/v1/voice/ws/{ctx.session['session_id']}?" + "&".join(
+        f"{k}={quote(v)}" for k, v in query.items()
+    )
     ws = websocket.create_connection(url, timeout=20)
     expect = case["expect"]
     cut_off = False
@@ -226,8 +251,11 @@ def _assert_unaffected(ctx: Ctx) -> None:
         if message.get("seq") is None:
             assert message["type"] == "pong", message
             break
-    witness = requests.get(f"{live.base_url}/api/v1/voice/sessions/{ctx.witness['session_id']}",
-                           headers={"Authorization": f"Bearer {ctx.witness['token']}"}, timeout=10)
+    witness = requests.get(
+        f"{live.base_url}/api/v1/voice/sessions/{ctx.witness['session_id']}",
+        headers={"Authorization": f"Bearer {ctx.witness['token']}"},
+        timeout=10,
+    )
     assert witness.status_code == 200 and witness.json()["status"] == "active"
 
 
@@ -242,11 +270,15 @@ def test_sessions_still_complete_turns_after_the_corpus(ctx):
     live = ctx.live
     for session, ws in ((ctx.witness, ctx.witness_ws), (ctx.session, None)):
         own = ws or websocket.create_connection(
-            f"{live.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=30)
+            f"{live.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=30
+        )
         try:
-            response = requests.post(f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                                     data=ctx.audio["flac"], headers={"Authorization": f"Bearer {session['token']}"},
-                                     timeout=30)
+            response = requests.post(
+                f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+                data=ctx.audio["flac"],
+                headers={"Authorization": f"Bearer {session['token']}"},
+                timeout=30,
+            )
             assert response.status_code == 202, response.text
             turn_id = response.json()["turn_id"]
             while True:

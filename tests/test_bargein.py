@@ -1,4 +1,5 @@
 """Barge-in: an `interrupt` over the WebSocket stops the reply being spoken and records what was played."""
+
 import json
 
 import requests
@@ -22,10 +23,15 @@ def test_interrupt_stops_synthesis_and_records_what_was_played(live):
     session = new_session(live.base_url, "bargein", key=create_key(live.db, live.settings, "bargein"))
     auth = {"Authorization": f"Bearer {session['token']}"}
     ws = websocket.create_connection(
-        f"{live.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=60)
+        f"{live.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=60
+    )
     try:
-        posted = requests.post(f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                               data=question.audio, headers=auth, timeout=30)
+        posted = requests.post(
+            f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+            data=question.audio,
+            headers=auth,
+            timeout=30,
+        )
         turn_id = posted.json()["turn_id"]
         events = []
         while True:

@@ -1,4 +1,5 @@
 """The benchmark harness runs end to end in quick mode and writes a well-formed report (no timing asserts)."""
+
 import json
 import subprocess
 import sys
@@ -8,17 +9,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak")
-TARGET_KEYS = ("overhead_ratio", "eos_to_final_p50_s", "eos_to_first_audio_p50_s", "eos_to_first_audio_p95_s",
-               "cache_hit_first_audio_p50_s", "idle_ws_per_process", "idle_ws_kib_each", "lost_events_50_sessions",
-               "soak_mib_per_min_per_session")
+TARGET_KEYS = (
+    "overhead_ratio",
+    "eos_to_final_p50_s",
+    "eos_to_first_audio_p50_s",
+    "eos_to_first_audio_p95_s",
+    "cache_hit_first_audio_p50_s",
+    "idle_ws_per_process",
+    "idle_ws_kib_each",
+    "lost_events_50_sessions",
+    "soak_mib_per_min_per_session",
+)
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     """Run `python -m bench --quick` once into a temp dir."""
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=480)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, json.loads((out / "report.json").read_text())
 

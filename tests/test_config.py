@@ -1,4 +1,5 @@
 """Settings: every seed variable with its default, typed parsing, clear errors naming the variable."""
+
 import re
 from pathlib import Path
 
@@ -49,8 +50,15 @@ def test_defaults_match_the_seed_guide():
 
 
 def test_values_are_parsed_by_type():
-    settings = Settings.from_env({"VOICE_CACHE_AUDIO": "false", "AUDIO_MAX_DURATION": "12.5", "WS_PORT": "8001",
-                                  "VOICE_SESSION_TIMEOUT": "60", "MONGO_VOICE_SESSIONS": "s2"})
+    settings = Settings.from_env(
+        {
+            "VOICE_CACHE_AUDIO": "false",
+            "AUDIO_MAX_DURATION": "12.5",
+            "WS_PORT": "8001",
+            "VOICE_SESSION_TIMEOUT": "60",
+            "MONGO_VOICE_SESSIONS": "s2",
+        }
+    )
     assert settings.cache_audio is False
     assert settings.audio_max_duration == 12.5
     assert settings.ws_port == 8001
@@ -58,11 +66,18 @@ def test_values_are_parsed_by_type():
     assert settings.sessions_collection == "s2"
 
 
-@pytest.mark.parametrize("env, value", [
-    ("VOICE_SESSION_TIMEOUT", "soon"), ("VOICE_SESSION_TIMEOUT", "-5"), ("VOICE_CACHE_AUDIO", "maybe"),
-    ("WHISPER_DEVICE", "tpu"), ("API_PORT", "70000"), ("DIALOG_INTENT_CONFIDENCE_THRESHOLD", "1.5"),
-    ("AUDIO_CHUNK_DURATION", "0"),
-])
+@pytest.mark.parametrize(
+    "env, value",
+    [
+        ("VOICE_SESSION_TIMEOUT", "soon"),
+        ("VOICE_SESSION_TIMEOUT", "-5"),
+        ("VOICE_CACHE_AUDIO", "maybe"),
+        ("WHISPER_DEVICE", "tpu"),
+        ("API_PORT", "70000"),
+        ("DIALOG_INTENT_CONFIDENCE_THRESHOLD", "1.5"),
+        ("AUDIO_CHUNK_DURATION", "0"),
+    ],
+)
 def test_bad_values_fail_naming_the_variable(env, value):
     with pytest.raises(SettingsError, match=env):
         Settings.from_env({env: value})
@@ -85,4 +100,6 @@ def test_to_env_round_trips():
 def test_tts_provider_defaults_to_the_offline_voice_without_keys():
     assert Settings.from_env({}).tts_provider == "piper"
     assert Settings.from_env({"ELEVENLABS_API_KEY": "k1234"}).tts_provider == "elevenlabs"
-    assert Settings.from_env({"TTS_DEFAULT_PROVIDER": "browser", "ELEVENLABS_API_KEY": "k1234"}).tts_provider == "browser"
+    assert (
+        Settings.from_env({"TTS_DEFAULT_PROVIDER": "browser", "ELEVENLABS_API_KEY": "k1234"}).tts_provider == "browser"
+    )

@@ -1,5 +1,6 @@
 """Deployment files: env.example, compose files (validated by the real Compose v2 binary), Dockerfile,
 entry point, Prometheus rules (promtool unit tests) and a real Prometheus scraping a running stack."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _compose_binary() -> str:
 
 def _compose(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    return subprocess.run([_compose_binary(), *args], cwd=cwd, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [_compose_binary(), *args], cwd=cwd, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
 
 
 def _config(*files: Path, cwd: Path = REPO) -> dict:
@@ -75,8 +77,9 @@ def test_env_example_lists_every_setting_and_loads_as_the_defaults():
 
 
 def test_env_example_and_docs_table_are_generated_from_current_settings():
-    done = subprocess.run([sys.executable, str(DEPLOY / "make_env_reference.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(DEPLOY / "make_env_reference.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     docs = (REPO / "docs" / "deployment.md").read_text()
     defaults = Settings().to_env()
@@ -111,7 +114,9 @@ def test_compose_env_file_feeds_every_role_but_service_addresses_win(tmp_path):
     deploy = shutil.copytree(DEPLOY, tmp_path / "deploy")
     (tmp_path / "voiceapp").mkdir()  # build context exists
     env = (deploy / "env.example").read_text()
-    env = env.replace("VOICE_SECRET_KEY=\n", "VOICE_SECRET_KEY=test-key\n").replace("WHISPER_MODEL=tiny.en", "WHISPER_MODEL=base")
+    env = env.replace("VOICE_SECRET_KEY=\n", "VOICE_SECRET_KEY=test-key\n").replace(
+        "WHISPER_MODEL=tiny.en", "WHISPER_MODEL=base"
+    )
     (deploy / "voiceapp.env").write_text(env)
 
     services = _config(deploy / "compose.yaml", cwd=tmp_path)["services"]
@@ -156,7 +161,9 @@ def test_gpu_overlay_reserves_a_gpu_and_routes_recognition_to_its_own_queue():
     assert stt_route(api_settings, lambda name: 1 if name == queue else 0) == queue
     # The CPU workers stay: recognition falls back to them when no GPU worker is alive.
     assert stt_route(api_settings, lambda name: 0) == "stt"
-    assert services["worker-stt"]["command"] == ["worker", "stt"] and "replicas" not in services["worker-stt"].get("deploy", {})
+    assert services["worker-stt"]["command"] == ["worker", "stt"] and "replicas" not in services["worker-stt"].get(
+        "deploy", {}
+    )
 
 
 # ---------------------------------------------------------------- image
@@ -205,15 +212,24 @@ def stub_bin(tmp_path: Path) -> Path:
     return bin_dir
 
 
-@pytest.mark.parametrize("args, expected", [
-    ([], r"^gunicorn --worker-class gevent --worker-connections 1100 --workers 1 --bind 0\.0\.0\.0:8000 .* voiceapp\.wsgi:app$"),
-    (["api"], r"^gunicorn .*--bind 0\.0\.0\.0:8000 .*voiceapp\.wsgi:app$"),
-    (["worker", "tts"], r"^celery -A tasks\.worker worker -Q tts -n tts@%h --loglevel info$"),
-    (["worker", "stt-gpu", "--concurrency", "1"], r"^celery -A tasks\.worker worker -Q stt-gpu -n stt-gpu@%h .* --concurrency 1$"),
-    (["flower"], r"^celery -A tasks\.worker flower --port=5555 --address=0\.0\.0\.0$"),
-    (["migrate", "--verify-only"], r"^python -m migrations --verify-only$"),
-    (["python", "-V"], r"^python -V$"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            [],
+            r"^gunicorn --worker-class gevent --worker-connections 1100 --workers 1 --bind 0\.0\.0\.0:8000 .* voiceapp\.wsgi:app$",
+        ),
+        (["api"], r"^gunicorn .*--bind 0\.0\.0\.0:8000 .*voiceapp\.wsgi:app$"),
+        (["worker", "tts"], r"^celery -A tasks\.worker worker -Q tts -n tts@%h --loglevel info$"),
+        (
+            ["worker", "stt-gpu", "--concurrency", "1"],
+            r"^celery -A tasks\.worker worker -Q stt-gpu -n stt-gpu@%h .* --concurrency 1$",
+        ),
+        (["flower"], r"^celery -A tasks\.worker flower --port=5555 --address=0\.0\.0\.0$"),
+        (["migrate", "--verify-only"], r"^python -m migrations --verify-only$"),
+        (["python", "-V"], r"^python -V$"),
+    ],
+)
 def test_entrypoint_role_picks_the_command(stub_bin, args, expected):
     env = {"PATH": f"{stub_bin}:/usr/bin:/bin"}
     done = subprocess.run([str(DEPLOY / "entrypoint.sh"), *args], env=env, capture_output=True, text=True, timeout=10)
@@ -231,8 +247,13 @@ def test_entrypoint_ws_role_serves_ws_port_with_connections_from_settings(stub_b
 
 
 def test_entrypoint_worker_without_queue_fails_with_usage(stub_bin):
-    done = subprocess.run([str(DEPLOY / "entrypoint.sh"), "worker"], env={"PATH": f"{stub_bin}:/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        [str(DEPLOY / "entrypoint.sh"), "worker"],
+        env={"PATH": f"{stub_bin}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
 
     assert done.returncode != 0
     assert "usage: worker QUEUE" in done.stderr
@@ -243,8 +264,11 @@ def test_entrypoint_worker_without_queue_fails_with_usage(stub_bin):
 
 def test_prometheus_config_and_alert_rules_pass_promtool():
     promtool = _tool("promtool")
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
-                 ["test", "rules", "alerts.test.yml"]):
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ):
         done = subprocess.run([promtool, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
 
@@ -261,15 +285,18 @@ def test_every_alert_has_a_unit_test_where_it_fires():
     assert set(_alerts()) == fired
 
 
-@pytest.mark.parametrize("goal, metric", [
-    ("session leak", "voice_sessions_active"),
-    ("low cache hit ratio", "voice_audio_cache_hits_total"),
-    ("slow synthesis", "voice_synthesis_duration_seconds_bucket"),
-    ("slow recognition", "voice_recognition_duration_seconds_bucket"),
-    ("daily cost", "voice_tts_cost_usd_today"),
-    ("daily cost", "voice_cost_alert_active"),
-    ("traffic spike", "voice_sessions_created_total"),
-])
+@pytest.mark.parametrize(
+    "goal, metric",
+    [
+        ("session leak", "voice_sessions_active"),
+        ("low cache hit ratio", "voice_audio_cache_hits_total"),
+        ("slow synthesis", "voice_synthesis_duration_seconds_bucket"),
+        ("slow recognition", "voice_recognition_duration_seconds_bucket"),
+        ("daily cost", "voice_tts_cost_usd_today"),
+        ("daily cost", "voice_cost_alert_active"),
+        ("traffic spike", "voice_sessions_created_total"),
+    ],
+)
 def test_seed_monitoring_goal_has_an_alert_on_its_metric(goal, metric):
     assert any(metric in rule["expr"] for rule in _alerts().values()), goal
 
@@ -281,8 +308,13 @@ def test_grafana_dashboard_is_provisioned_with_queries_on_voice_metrics():
 
     assert dashboard["uid"] == "voiceapp" and len(exprs) >= 7
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    for metric in ("voice_sessions_active", "voice_audio_cache_misses_total", "voice_recognition_duration_seconds",
-                   "voice_synthesis_duration_seconds", "voice_tts_cost_usd_today"):
+    for metric in (
+        "voice_sessions_active",
+        "voice_audio_cache_misses_total",
+        "voice_recognition_duration_seconds",
+        "voice_synthesis_duration_seconds",
+        "voice_tts_cost_usd_today",
+    ):
         assert any(metric in e for e in exprs), metric
 
 
@@ -302,8 +334,9 @@ def test_worker_metrics_address_from_environment():
 def test_entrypoint_worker_serves_recognition_metrics_after_a_turn(ops_stack, ops_turn):
     text = requests.get(ops_stack.worker_metrics_url, timeout=10).text
 
-    counts = re.findall(r'^voice_recognition_duration_seconds_count\{engine="([^"]+)",model="([^"]+)"\} (\S+)$',
-                        text, re.MULTILINE)
+    counts = re.findall(
+        r'^voice_recognition_duration_seconds_count\{engine="([^"]+)",model="([^"]+)"\} (\S+)$', text, re.MULTILINE
+    )
     assert counts and sum(float(c[2]) for c in counts) >= 1, text[-2000:]
 
 
@@ -343,9 +376,17 @@ def test_real_prometheus_scrapes_api_workers_flower_and_loads_the_rules(ops_stac
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(_scrape_config(ops_stack, port)))
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -356,8 +397,9 @@ def test_real_prometheus_scrapes_api_workers_flower_and_loads_the_rules(ops_stac
             if (len(up) == 4 and set(up.values()) == {"1"}) or time.monotonic() > deadline or proc.poll() is not None:
                 break
             time.sleep(0.5)
-        assert up == {"voiceapp-api": "1", "voiceapp-workers": "1", "flower": "1", "prometheus": "1"}, \
-            (tmp_path / "prometheus.log").read_text()[-3000:]
+        assert up == {"voiceapp-api": "1", "voiceapp-workers": "1", "flower": "1", "prometheus": "1"}, (
+            tmp_path / "prometheus.log"
+        ).read_text()[-3000:]
 
         assert _query(base, 'voice_sessions_created_total{job="voiceapp-api"}')
         recognitions = _query(base, 'sum(voice_recognition_duration_seconds_count{job="voiceapp-workers",queue="stt"})')

@@ -1,4 +1,5 @@
 """Dialog: knowledge base ingest, BM25 search and grounded answers on a real MongoDB wire server."""
+
 from __future__ import annotations
 
 import http.server
@@ -16,7 +17,6 @@ from voiceapp.dialog.answer import FALLBACK_TEXT, respond
 from voiceapp.dialog.context import exchanges, resolve
 from voiceapp.dialog.intents import classify
 from voiceapp.storage.mongo import get_client, get_db
-
 
 
 def _fresh(mongo_uri: str) -> Settings:
@@ -314,8 +314,14 @@ def fake_llm():
 
 
 def _llm_settings(settings: Settings, fake: FakeChat, **extra) -> Settings:
-    return settings.replace(dialog_backend="llm", dialog_llm_base_url=fake.url, dialog_llm_model="fake-model",
-                            dialog_llm_api_key="test-key", dialog_llm_timeout=extra.pop("timeout", 10.0), **extra)
+    return settings.replace(
+        dialog_backend="llm",
+        dialog_llm_base_url=fake.url,
+        dialog_llm_model="fake-model",
+        dialog_llm_api_key="test-key",
+        dialog_llm_timeout=extra.pop("timeout", 10.0),
+        **extra,
+    )
 
 
 def test_llm_backend_streams_an_answer_grounded_in_the_passages(demo, fake_llm):

@@ -7,6 +7,7 @@ real Compose v2 `config`; `docker build` must name the Dockerfile and an existin
 as `make -n`, and `voiceapp up/down` only check their options (the stack is already up): the rest
 (`voiceapp`, `python -m migrations`, `celery`, `curl`, `promtool`, `sed`, ...) really runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ from tests.support import REPO
 from tests.test_flower import ops_stack  # noqa: F401  (session fixture shared with test_flower)
 
 DOCS = REPO / "docs" / "deployment.md"
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
-                   re.MULTILINE | re.DOTALL)
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.MULTILINE | re.DOTALL
+)
 
 DOCKER_STUB = r'''#!{python}
 """Stand-in for `docker` in the docs test: validates compose and build commands without an engine."""
@@ -163,13 +165,16 @@ def _scratch_repo(root: Path) -> Path:
 
 
 def _run(block: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _collections(env: dict) -> list[str]:
-    probe = ("from voiceapp.config import Settings; from voiceapp.storage.mongo import get_db; "
-             "print(sorted(get_db(Settings.from_env()).list_collection_names()))")
+    probe = (
+        "from voiceapp.config import Settings; from voiceapp.storage.mongo import get_db; "
+        "print(sorted(get_db(Settings.from_env()).list_collection_names()))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return eval(done.stdout)  # a printed list of names
@@ -177,9 +182,18 @@ def _collections(env: dict) -> list[str]:
 
 def test_docs_has_bash_blocks_for_every_operator_task():
     script = "\n".join(doc_blocks("bash"))
-    for needed in ("python -m migrations", "voiceapp migrate", "voiceapp status", "--scale worker-stt=",
-                   "compose.gpu.yaml", "promtool test rules", "voiceapp up --flower", "VOICE_ENABLED=false",
-                   "drop_collection", "docker build -f deploy/Dockerfile"):
+    for needed in (
+        "python -m migrations",
+        "voiceapp migrate",
+        "voiceapp status",
+        "--scale worker-stt=",
+        "compose.gpu.yaml",
+        "promtool test rules",
+        "voiceapp up --flower",
+        "VOICE_ENABLED=false",
+        "drop_collection",
+        "docker build -f deploy/Dockerfile",
+    ):
         assert needed in script, needed
 
 
@@ -196,20 +210,26 @@ def test_every_bash_block_of_the_deployment_guide_works(ops_stack, tmp_path):
         if "drop_collection" in block:
             # Destructive: run it on a scratch database the migrations just filled.
             block_env = {**env, "MONGO_DB": scratch_db}
-            migrated = subprocess.run([sys.executable, "-m", "migrations"], env=block_env, capture_output=True,
-                                      text=True, timeout=120)
+            migrated = subprocess.run(
+                [sys.executable, "-m", "migrations"], env=block_env, capture_output=True, text=True, timeout=120
+            )
             assert migrated.returncode == 0, migrated.stderr
             assert "voice_sessions" in _collections(block_env)
         done = _run(block, work, block_env)
-        assert done.returncode == 0, f"block {number} failed:\n{block}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"block {number} failed:\n{block}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+        )
         if "drop_collection" in block:
             left = [name for name in _collections(block_env) if name.startswith("voice_")]
             assert left == [], left
             assert "dropped voice_sessions" in done.stdout
 
     # The guide's edits reached the env file: a signing key, then voice switched off for the rollback.
-    settings_env = dict(line.split("=", 1) for line in (work / "deploy" / "voiceapp.env").read_text().splitlines()
-                        if line and not line.startswith("#"))
+    settings_env = dict(
+        line.split("=", 1)
+        for line in (work / "deploy" / "voiceapp.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert len(settings_env["VOICE_SECRET_KEY"]) == 64
     assert settings_env["VOICE_ENABLED"] == "false"
 
@@ -220,8 +240,12 @@ def test_rollback_switch_removes_voice_endpoints_but_keeps_health(tmp_path):
     for block in doc_blocks("bash"):
         if "VOICE_ENABLED=false" in block:
             sed = [line for line in block.splitlines() if line.startswith("sed ")][0]
-            done = subprocess.run(["bash", "-c", sed.replace("deploy/voiceapp.env", str(env_file))],
-                                  capture_output=True, text=True, timeout=10)
+            done = subprocess.run(
+                ["bash", "-c", sed.replace("deploy/voiceapp.env", str(env_file))],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             assert done.returncode == 0, done.stderr
     probe = textwrap.dedent("""
         import json, sys
@@ -235,8 +259,9 @@ def test_rollback_switch_removes_voice_endpoints_but_keeps_health(tmp_path):
                           "metrics": client.get("/metrics").status_code}))
     """)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "PROMETHEUS_MULTIPROC"))}
-    out = subprocess.run([sys.executable, "-c", probe, str(env_file)], capture_output=True, text=True, timeout=60,
-                         env=clean)
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(env_file)], capture_output=True, text=True, timeout=60, env=clean
+    )
     assert out.returncode == 0, out.stderr
 
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"session": 404, "healthz": 200, "metrics": 200}
@@ -249,9 +274,20 @@ def test_compose_override_example_is_valid(tmp_path):
     deploy = shutil.copytree(REPO / "deploy", tmp_path / "deploy")
     (deploy / "compose.override.yaml").write_text(override)
 
-    done = _compose("-f", str(deploy / "compose.yaml"), "-f", str(deploy / "compose.override.yaml"),
-                    "config", "--format", "json", cwd=tmp_path)
+    done = _compose(
+        "-f",
+        str(deploy / "compose.yaml"),
+        "-f",
+        str(deploy / "compose.override.yaml"),
+        "config",
+        "--format",
+        "json",
+        cwd=tmp_path,
+    )
 
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
-    assert services["worker-stt"]["environment"]["REDIS_URL"] == yaml.safe_load(override)["x-managed"]["environment"]["REDIS_URL"]
+    assert (
+        services["worker-stt"]["environment"]["REDIS_URL"]
+        == yaml.safe_load(override)["x-managed"]["environment"]["REDIS_URL"]
+    )

@@ -4,6 +4,7 @@ Each test breaks one real process of the stack (SIGKILL a worker, stop the Mongo
 restart Redis, point a worker at a corrupt model, make the paid TTS vendor misbehave) and checks
 what the client sees over the WebSocket and what MongoDB records.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,7 @@ class Stack:
 
     @property
     def ws_url(self) -> str:
-        return "ws" + self.base_url[len("http"):]
+        return "ws" + self.base_url[len("http") :]
 
     def record(self, name: str) -> dict:
         return stack.load_state(self.requested)["services"][name]
@@ -90,8 +91,15 @@ def _migrate(settings: Settings) -> None:
 
 def _settings(tmp: Path, **overrides) -> Settings:
     return Settings.from_env(
-        {}, home=str(tmp), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        session_timeout=600, open_projects=("demo",), task_visibility_timeout=VISIBILITY, **overrides)
+        {},
+        home=str(tmp),
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        session_timeout=600,
+        open_projects=("demo",),
+        task_visibility_timeout=VISIBILITY,
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +113,16 @@ def vendor():
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory, vendor) -> Stack:
     """API + three workers on Redis and a SQLite-backed MongoDB-wire server (data survives its restart)."""
-    requested = _settings(tmp_path_factory.mktemp("faults-home"), tts_default_provider="elevenlabs",
-                          elevenlabs_api_key=ELEVEN_KEY, elevenlabs_base_url=vendor.url,
-                          elevenlabs_output_format="mp3_44100_128", tts_timeout=TTS_TIMEOUT,
-                          tts_fallback_chain=("piper",), cache_audio=False)
+    requested = _settings(
+        tmp_path_factory.mktemp("faults-home"),
+        tts_default_provider="elevenlabs",
+        elevenlabs_api_key=ELEVEN_KEY,
+        elevenlabs_base_url=vendor.url,
+        elevenlabs_output_format="mp3_44100_128",
+        tts_timeout=TTS_TIMEOUT,
+        tts_fallback_chain=("piper",),
+        cache_audio=False,
+    )
     running = Stack(requested, "sqlite", ("stt", "dialog", "tts"))
     _migrate(running.settings)
     yield running
@@ -121,8 +135,7 @@ def faulty(tmp_path_factory, vendor) -> Stack:
 def _connect(target: Stack, session: dict, last_seq: int | None = None, mode: str | None = None):
     query = f"token={session['token']}" + (f"&last_seq={last_seq}" if last_seq is not None else "")
     query += f"&mode={mode}" if mode else ""
-    return websocket.create_connection(f"{target.ws_url}/api/v1/voice/ws/{session['session_id']}?{query}",
-                                       timeout=5)
+    return websocket.create_connection(f"{target.ws_url}/api/v1/voice/ws/{session['session_id']}?{query}", timeout=5)
 
 
 def _messages(ws, timeout: float):
@@ -152,16 +165,22 @@ def _ended(turn_id: str):
 
 
 def _post_turn(target: Stack, session: dict, name: str = "jfk.flac") -> str:
-    response = requests.post(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                             data=shared_file(name).read_bytes(),
-                             headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+    response = requests.post(
+        f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+        data=shared_file(name).read_bytes(),
+        headers={"Authorization": f"Bearer {session['token']}"},
+        timeout=30,
+    )
     assert response.status_code == 202, response.text
     return response.json()["turn_id"]
 
 
 def _turn(target: Stack, session: dict, turn_id: str) -> dict:
-    response = requests.get(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
-                            headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+    response = requests.get(
+        f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
+        headers={"Authorization": f"Bearer {session['token']}"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -296,8 +315,11 @@ def test_mongo_stopped_api_503_workers_retry_then_recover(faulty, vendor):
         assert down.status_code == 503
         assert down.json()["error"]["code"] == "storage_unavailable"
         assert "database is unavailable" in down.json()["error"]["message"]
-        status = requests.get(f"{faulty.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
-                              headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+        status = requests.get(
+            f"{faulty.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
+            headers={"Authorization": f"Bearer {session['token']}"},
+            timeout=30,
+        )
         assert status.status_code == 503 and status.json()["error"]["code"] == "storage_unavailable"
 
         faulty.signal("worker-dialog", signal.SIGCONT)
@@ -311,8 +333,10 @@ def test_mongo_stopped_api_503_workers_retry_then_recover(faulty, vendor):
     _assert_once(events, turn_id)
     assert _turn(faulty, session, turn_id)["status"] == "done"
     assert faulty.record("api")["pid"] == api_pid  # recovered without restarting voiceapp
-    assert requests.post(f"{faulty.base_url}/api/v1/voice/sessions", json={"project": "demo"},
-                         timeout=30).status_code == 201
+    assert (
+        requests.post(f"{faulty.base_url}/api/v1/voice/sessions", json={"project": "demo"}, timeout=30).status_code
+        == 201
+    )
 
 
 # ---------------------------------------------------------------- Redis restarted
@@ -322,9 +346,12 @@ def _retry_post_turn(target: Stack, session: dict) -> str:
     """What a client does while the broker restarts: retry on 503 until the turn is accepted."""
     deadline = time.monotonic() + 60
     while True:
-        response = requests.post(f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                                 data=shared_file("jfk.flac").read_bytes(),
-                                 headers={"Authorization": f"Bearer {session['token']}"}, timeout=30)
+        response = requests.post(
+            f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+            data=shared_file("jfk.flac").read_bytes(),
+            headers={"Authorization": f"Bearer {session['token']}"},
+            timeout=30,
+        )
         if response.status_code == 202:
             return response.json()["turn_id"]
         assert response.status_code == 503, response.text
@@ -375,7 +402,7 @@ def _pcm_frames(settings: Settings) -> list[bytes]:
 
     samples = decode(shared_file("jfk.flac").read_bytes(), settings).samples
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
-    return [pcm[i:i + 640] for i in range(0, len(pcm), 640)]
+    return [pcm[i : i + 640] for i in range(0, len(pcm), 640)]
 
 
 def _connection_error(ws, timeout: float = 30) -> dict:

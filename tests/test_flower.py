@@ -4,6 +4,7 @@ The `ops_stack` fixture (also used by test_deploy.py and test_docs_commands.py) 
 Flower, whose recognition worker is started the way the container image starts it
 (`deploy/entrypoint.sh worker stt`) with its own metrics endpoint (WORKER_METRICS_PORT).
 """
+
 from __future__ import annotations
 
 import ast
@@ -65,8 +66,15 @@ def _http_ok(url: str) -> bool:
 def _start_entrypoint_worker(ops_env: dict[str, str], queue: str, log: Path) -> subprocess.Popen:
     """`deploy/entrypoint.sh worker QUEUE`, as the image runs it, in its own process group."""
     with open(log, "ab") as out:
-        return subprocess.Popen([str(ENTRYPOINT), "worker", queue], cwd=REPO, env=ops_env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [str(ENTRYPOINT), "worker", queue],
+            cwd=REPO,
+            env=ops_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -88,8 +96,12 @@ def _start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack
     """Stack with Flower (dialog and tts workers from voiceapp.stack, stt from the image entry point)."""
     home = tmp_path_factory.mktemp("voiceapp-ops-home")
     settings = Settings.from_env(
-        {}, home=str(home), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        open_projects=("demo",), session_timeout=600,
+        {},
+        home=str(home),
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        open_projects=("demo",),
+        session_timeout=600,
     )
     proc = None
 
@@ -106,13 +118,24 @@ def _start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack
 
         migrations.migrate(get_db(resolved), resolved)
         metrics_port = stack.free_port()
-        ops = OpsStack(resolved, stack.api_url(resolved), state["services"]["flower"]["url"],
-                       f"http://127.0.0.1:{metrics_port}/metrics", home / "entrypoint-worker-stt.log")
+        ops = OpsStack(
+            resolved,
+            stack.api_url(resolved),
+            state["services"]["flower"]["url"],
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            home / "entrypoint-worker-stt.log",
+        )
         proc = _start_entrypoint_worker(
-            ops.env(WORKER_METRICS_PORT=str(metrics_port), WORKER_METRICS_HOST="127.0.0.1"), "stt", ops.worker_log)
-        _wait_for("entrypoint stt worker", lambda: proc.poll() is None and
-                  re.search(r"\bready\.", ops.worker_log.read_text(errors="replace")) is not None,
-                  240, ops.worker_log)
+            ops.env(WORKER_METRICS_PORT=str(metrics_port), WORKER_METRICS_HOST="127.0.0.1"), "stt", ops.worker_log
+        )
+        _wait_for(
+            "entrypoint stt worker",
+            lambda: (
+                proc.poll() is None and re.search(r"\bready\.", ops.worker_log.read_text(errors="replace")) is not None
+            ),
+            240,
+            ops.worker_log,
+        )
         _wait_for("worker metrics endpoint", lambda: _http_ok(ops.worker_metrics_url), 30, ops.worker_log)
     except BaseException:
         stop()
@@ -149,13 +172,21 @@ def _spoken_turn(ops_stack: OpsStack) -> dict:
     session = new_session(ops_stack.base_url, "demo")
     auth = {"Authorization": f"Bearer {session['token']}"}
     sid = session["session_id"]
-    turn = requests.post(f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns",
-                         data=shared_file("jfk.flac").read_bytes(), headers=auth, timeout=30)
+    turn = requests.post(
+        f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns",
+        data=shared_file("jfk.flac").read_bytes(),
+        headers=auth,
+        timeout=30,
+    )
     assert turn.status_code == 202, turn.text
     deadline = time.monotonic() + 120
     while True:
-        result = requests.get(f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
-                              params={"wait": 20}, headers=auth, timeout=40).json()
+        result = requests.get(
+            f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
+            params={"wait": 20},
+            headers=auth,
+            timeout=40,
+        ).json()
         if result["status"] in ("done", "error", "no_speech") or time.monotonic() > deadline:
             break
     assert result["status"] == "done", result

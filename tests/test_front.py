@@ -1,4 +1,5 @@
 """The front: session limits, project keys, token scoping, origins, rate limits, WebSocket limits, health."""
+
 import base64
 import json
 import os
@@ -22,8 +23,9 @@ def _post_session(front, project="demo", key=None, origin=None):
         headers["Authorization"] = f"Bearer {key}"
     if origin:
         headers["Origin"] = origin
-    return requests.post(f"{front.base_url}/api/v1/voice/sessions", json={"project": project}, headers=headers,
-                         timeout=10)
+    return requests.post(
+        f"{front.base_url}/api/v1/voice/sessions", json={"project": project}, headers=headers, timeout=10
+    )
 
 
 def _auth(session):
@@ -56,24 +58,31 @@ def test_expired_session_is_refused_and_activity_slides_expiry(front):
     idle = _post_session(app).json()
     active = _post_session(app).json()
     time.sleep(1.2)
-    refresh = requests.post(f"{app.base_url}/api/v1/voice/sessions/{active['session_id']}/token",
-                            headers=_auth(active), timeout=5)
+    refresh = requests.post(
+        f"{app.base_url}/api/v1/voice/sessions/{active['session_id']}/token", headers=_auth(active), timeout=5
+    )
     assert refresh.status_code == 200 and refresh.json()["token"]
     time.sleep(1.2)
     expired = requests.get(f"{app.base_url}/api/v1/voice/sessions/{idle['session_id']}", headers=_auth(idle), timeout=5)
     assert expired.status_code == 410
     assert expired.json()["error"]["code"] == "voice_session_expired"
     assert sessions.count_documents({"session_id": idle["session_id"]}) == 1  # still stored, yet refused
-    alive = requests.get(f"{app.base_url}/api/v1/voice/sessions/{active['session_id']}", headers=_auth(active),
-                         timeout=5)
+    alive = requests.get(
+        f"{app.base_url}/api/v1/voice/sessions/{active['session_id']}", headers=_auth(active), timeout=5
+    )
     assert alive.status_code == 200
 
 
 def test_project_key_from_the_cli_opens_sessions_and_is_stored_hashed(front):
     app = front(open_projects=())
     env = {**os.environ, **app.settings.to_env(), "VOICEAPP_HOME": app.settings.home}
-    result = subprocess.run([sys.executable, "-m", "voiceapp.cli", "project", "create", "--project", "shop"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "voiceapp.cli", "project", "create", "--project", "shop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip().splitlines()[-1]
     assert key.startswith("vk_") and len(key) > 30
@@ -93,8 +102,9 @@ def test_a_token_never_opens_another_sessions_turns_audio_or_history(live, demo_
     stranger = new_session(live.base_url, "demo")
     base = f"{live.base_url}/api/v1/voice/sessions/{owner['session_id']}"
     posted = requests.post(f"{base}/turns", data=shared_file("jfk.flac").read_bytes(), headers=_auth(owner), timeout=30)
-    turn = requests.get(f"{base}/turns/{posted.json()['turn_id']}", params={"wait": 60}, headers=_auth(owner),
-                        timeout=70).json()
+    turn = requests.get(
+        f"{base}/turns/{posted.json()['turn_id']}", params={"wait": 60}, headers=_auth(owner), timeout=70
+    ).json()
     assert turn["status"] == "done"
     for url in (f"{base}/turns/{turn['turn_id']}", f"{live.base_url}{turn['audio_url']}", f"{base}/history", base):
         response = requests.get(url, headers=_auth(stranger), timeout=10)
@@ -116,9 +126,11 @@ def test_origin_allow_list_applies_to_rest_and_websocket(front):
     good = _post_session(app, "shop", key=key, origin="https://shop.example")
     assert good.status_code == 201
     assert good.headers["Access-Control-Allow-Origin"] == "https://shop.example"
-    preflight = requests.options(f"{app.base_url}/api/v1/voice/sessions",
-                                 headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
-                                 timeout=5)
+    preflight = requests.options(
+        f"{app.base_url}/api/v1/voice/sessions",
+        headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        timeout=5,
+    )
     assert preflight.status_code == 204 and "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
     session = good.json()
     url = f"{app.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}"
@@ -152,20 +164,29 @@ def test_busy_queue_refuses_new_turns_with_retry_after(front):
     app = front(queue_max_depth=2)
     session = _post_session(app).json()
     app.redis.lpush("stt", *[b"{}"] * 5)
-    refused = requests.post(f"{app.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                            data=shared_file("jfk.flac").read_bytes(), headers=_auth(session), timeout=30)
+    refused = requests.post(
+        f"{app.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+        data=shared_file("jfk.flac").read_bytes(),
+        headers=_auth(session),
+        timeout=30,
+    )
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "busy"
     assert int(refused.headers["Retry-After"]) >= 1
     app.redis.delete("stt")
-    accepted = requests.post(f"{app.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-                             data=shared_file("jfk.flac").read_bytes(), headers=_auth(session), timeout=30)
+    accepted = requests.post(
+        f"{app.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
+        data=shared_file("jfk.flac").read_bytes(),
+        headers=_auth(session),
+        timeout=30,
+    )
     assert accepted.status_code == 202
 
 
 def _ws(front, session, **kw):
     return websocket.create_connection(
-        f"{front.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=10, **kw)
+        f"{front.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=10, **kw
+    )
 
 
 def test_websocket_connection_cap_refuses_politely(front):
@@ -197,9 +218,13 @@ def test_dead_peer_is_dropped_after_missed_pongs(front):
     baseline = ws_module.connections.count
     raw = socket.create_connection(("127.0.0.1", int(app.base_url.rsplit(":", 1)[1])))
     key = base64.b64encode(os.urandom(16)).decode()
-    raw.sendall((f"GET /api/v1/voice/ws/{session['session_id']}?token={session['token']} HTTP/1.1\r\n"
-                 f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    raw.sendall(
+        (
+            f"GET /api/v1/voice/ws/{session['session_id']}?token={session['token']} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     assert b"101" in raw.recv(1024).split(b"\r\n", 1)[0]
     deadline = time.monotonic() + 5
     while ws_module.connections.count <= baseline and time.monotonic() < deadline:
@@ -249,8 +274,11 @@ def test_openapi_document_is_valid_and_matches_the_routes(live):
     document = requests.get(f"{live.base_url}/api/v1/voice/openapi.json", timeout=5).json()
     validate(document)
     app = create_app(live.settings)
-    routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
-              if rule.rule.startswith(("/api/", "/healthz", "/readyz", "/metrics")) and "/ws/" not in rule.rule}
+    routes = {
+        rule.rule.replace("<", "{").replace(">", "}")
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(("/api/", "/healthz", "/readyz", "/metrics")) and "/ws/" not in rule.rule
+    }
     documented = set(document["paths"])
     assert routes == documented
 
@@ -274,8 +302,12 @@ def test_knowledge_upload_needs_the_project_key_and_feeds_retrieval(front):
     url = f"{app.base_url}/api/v1/voice/projects/site/knowledge"
     doc = {"source": "parking.md", "text": "# Parking\n\nFree parking is behind the bakery on Elm Street."}
     assert requests.post(url, json={"documents": [doc]}, timeout=10).status_code == 401
-    assert requests.post(url, json={"documents": [doc]}, headers={"Authorization": "Bearer vk_nope"},
-                         timeout=10).status_code == 403
+    assert (
+        requests.post(
+            url, json={"documents": [doc]}, headers={"Authorization": "Bearer vk_nope"}, timeout=10
+        ).status_code
+        == 403
+    )
     ok = requests.post(url, json={"documents": [doc]}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert ok.status_code == 201 and ok.json()["passages"] >= 1
     found = search(app.db, app.settings, "site", "where can I park", k=1)
@@ -283,8 +315,12 @@ def test_knowledge_upload_needs_the_project_key_and_feeds_retrieval(front):
     big = {"source": "big.md", "text": "x" * 5000}
     too_big = requests.post(url, json={"documents": [big]}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert too_big.status_code == 413
-    bad = requests.post(url, json={"documents": [{"source": {"$gt": ""}, "text": "x"}]},
-                        headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    bad = requests.post(
+        url,
+        json={"documents": [{"source": {"$gt": ""}, "text": "x"}]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
     assert bad.status_code == 400
 
 

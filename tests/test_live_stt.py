@@ -1,4 +1,5 @@
 """Live recognition over the WebSocket: real-time frames, partials, endpointing, silence, limits."""
+
 import io
 import json
 import time
@@ -24,7 +25,7 @@ def _pcm(samples: np.ndarray) -> bytes:
 def _stream(ws, pcm: bytes, real_time: bool) -> None:
     start = time.monotonic()
     for i, offset in enumerate(range(0, len(pcm), FRAME * 2)):
-        ws.send_binary(pcm[offset:offset + FRAME * 2])
+        ws.send_binary(pcm[offset : offset + FRAME * 2])
         if real_time:
             time.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
 
@@ -126,7 +127,7 @@ def test_a_silent_open_microphone_stops_being_listened_to(live):
     session = new_session(live.base_url, "demo")
     ws = _connect(live.ws_url, session)  # hands-free, never sends `end`
     try:
-        quiet = (np.random.default_rng(3).standard_normal(int(16000 * (live.settings.listen_timeout + 1))) * 0.002)
+        quiet = np.random.default_rng(3).standard_normal(int(16000 * (live.settings.listen_timeout + 1))) * 0.002
         _stream(ws, _pcm(quiet.astype(np.float32)), real_time=False)
         events = _until(ws)
     finally:

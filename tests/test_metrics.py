@@ -1,4 +1,5 @@
 """/metrics after a turn: the seed's metrics, fed from the API and the workers, plus queue depth."""
+
 import re
 
 import pytest
@@ -52,6 +53,12 @@ def test_single_process_metrics_export_every_voiceapp_metric(live):
     from voiceapp import create_app
 
     text = create_app(live.settings).test_client().get("/metrics").get_data(as_text=True)
-    for name in ("voice_sessions_created_total", "voice_interactions_total", "voice_audio_cache_hits_total",
-                 "voice_cost_alert_active", "voice_sessions_active", "voice_queue_depth"):
+    for name in (
+        "voice_sessions_created_total",
+        "voice_interactions_total",
+        "voice_audio_cache_hits_total",
+        "voice_cost_alert_active",
+        "voice_sessions_active",
+        "voice_queue_depth",
+    ):
         assert re.search(rf"^{name}(\{{.*\}})? ", text, re.M), name

@@ -1,4 +1,5 @@
 """Migrations against a real MongoDB wire server: seed indexes, idempotency, overrides, TTL changes."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,6 @@ from voiceapp.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 THIRTY_DAYS = 30 * 24 * 3600
-
-
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ bad credentials, and then every log file, every event in Redis, every value in R
 messages and results included), every task Flower shows and every stored MongoDB document is
 searched for each secret.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,16 @@ def leaks(tmp_path_factory):
     vendor, server = fake_elevenlabs.start(SECRETS["elevenlabs_api_key"])
     home = tmp_path_factory.mktemp("secrets-home")
     requested = Settings.from_env(
-        {}, home=str(home), api_port=stack.free_port(), redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        log_level="debug", elevenlabs_base_url=vendor.url, tts_default_provider="elevenlabs",
-        tts_fallback_chain=("piper",), **SECRETS)
+        {},
+        home=str(home),
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        log_level="debug",
+        elevenlabs_base_url=vendor.url,
+        tts_default_provider="elevenlabs",
+        tts_fallback_chain=("piper",),
+        **SECRETS,
+    )
     try:
         state = stack.up(requested, flower=True, mongo_engine="memory")
         settings = stack.resolve(requested)
@@ -71,29 +79,39 @@ def leaks(tmp_path_factory):
 
 def _exercise(settings: Settings, base: str, key: str) -> dict:
     """A keyed session: a turn over HTTP, one over the WebSocket, a token refresh, and bad credentials."""
-    created = requests.post(f"{base}/api/v1/voice/sessions", json={"project": PROJECT},
-                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    created = requests.post(
+        f"{base}/api/v1/voice/sessions",
+        json={"project": PROJECT},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     assert created.status_code == 201, created.text
     session = created.json()
     sid, token = session["session_id"], session["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    turn = requests.post(f"{base}/api/v1/voice/sessions/{sid}/turns", data=shared_file("jfk.flac").read_bytes(),
-                         headers=auth, timeout=30)
+    turn = requests.post(
+        f"{base}/api/v1/voice/sessions/{sid}/turns", data=shared_file("jfk.flac").read_bytes(), headers=auth, timeout=30
+    )
     assert turn.status_code == 202, turn.text
-    result = requests.get(f"{base}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
-                          params={"wait": 60}, headers=auth, timeout=90).json()
+    result = requests.get(
+        f"{base}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
+        params={"wait": 60},
+        headers=auth,
+        timeout=90,
+    ).json()
     assert result["status"] == "done", result
     refreshed = requests.post(f"{base}/api/v1/voice/sessions/{sid}/token", headers=auth, timeout=30)
     assert refreshed.status_code == 200
     new_token = refreshed.json()["token"]
 
-    ws = websocket.create_connection(f"ws{base[4:]}/api/v1/voice/ws/{sid}?token={new_token}&mode=push_to_talk",
-                                     timeout=60)
+    ws = websocket.create_connection(
+        f"ws{base[4:]}/api/v1/voice/ws/{sid}?token={new_token}&mode=push_to_talk", timeout=60
+    )
     try:
         samples = decode(shared_file("jfk.flac").read_bytes(), settings).samples
         pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
         for start in range(0, len(pcm), 640):
-            ws.send_binary(pcm[start:start + 640])
+            ws.send_binary(pcm[start : start + 640])
         ws.send(json.dumps({"type": "end"}))
         while True:
             message = json.loads(ws.recv())
@@ -104,10 +122,19 @@ def _exercise(settings: Settings, base: str, key: str) -> dict:
     finally:
         ws.close()
     # Wrong credentials are logged as failures: their values (and the right ones) must not be.
-    assert requests.post(f"{base}/api/v1/voice/sessions", json={"project": PROJECT},
-                         headers={"Authorization": f"Bearer {key[:-4]}abcd"}, timeout=30).status_code == 403
-    assert requests.get(f"{base}/api/v1/voice/sessions/{sid}", params={"token": token + "x"},
-                        timeout=30).status_code == 401
+    assert (
+        requests.post(
+            f"{base}/api/v1/voice/sessions",
+            json={"project": PROJECT},
+            headers={"Authorization": f"Bearer {key[:-4]}abcd"},
+            timeout=30,
+        ).status_code
+        == 403
+    )
+    assert (
+        requests.get(f"{base}/api/v1/voice/sessions/{sid}", params={"token": token + "x"}, timeout=30).status_code
+        == 401
+    )
     time.sleep(1.0)  # task events reach Flower a moment after the turn
     return {"session_id": sid, "tokens": [token, new_token], "turn_ids": [turn.json()["turn_id"], ws_turn]}
 

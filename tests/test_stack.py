@@ -1,4 +1,5 @@
 """The local stack manager on real processes: redis-server, the mongoeco wire server, process groups."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,11 @@ def own_redis(tmp_path):
     port = stack.free_port()
     binary = stack.find_redis_server()
     assert binary, "redis-server is required for these tests"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while not stack.redis_answers(url):
@@ -78,8 +82,13 @@ def test_up_starts_redis_and_wire_server_when_nothing_runs(settings):
     assert (run / "mongo.log").read_text().count("ready mongodb://") == 1
 
     info = stack.status(settings)
-    assert info["redis"] == {"pid": redis_rec["pid"], "alive": True, "url": state["redis_url"],
-                             "log": str(run / "redis.log"), "external": False}
+    assert info["redis"] == {
+        "pid": redis_rec["pid"],
+        "alive": True,
+        "url": state["redis_url"],
+        "log": str(run / "redis.log"),
+        "external": False,
+    }
     assert info["mongo"]["alive"] and info["mongo"]["url"] == state["mongo_uri"]
 
 
@@ -145,8 +154,9 @@ def test_reachable_redis_is_used_and_survives_down(tmp_path, own_redis):
 
 def test_configured_mongo_uri_is_used_and_survives_down(tmp_path):
     port = stack.free_port()
-    server = subprocess.Popen([stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         uri = server.stdout.readline().split()[1]
         settings = _settings(tmp_path / "home", mongo_uri=uri)

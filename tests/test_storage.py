@@ -1,4 +1,5 @@
 """Storage against a real MongoDB wire server: client, sessions, turns, GridFS audio."""
+
 from __future__ import annotations
 
 import uuid
@@ -12,7 +13,6 @@ from voiceapp.config import Settings
 from voiceapp.errors import NotFound, SessionExpired, SessionNotFound, StorageUnavailable
 from voiceapp.storage import audio, interactions, sessions
 from voiceapp.storage.mongo import get_client, get_db, ping
-
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def test_get_db_caches_one_tz_aware_client_per_uri(settings):
 
 
 def test_ping_raises_storage_unavailable_without_leaking_the_password():
-    settings = Settings.from_env({}, mongo_uri=f"mongodb://u:s3cr3t@127.0.0.1:{stack.free_port()}/?directConnection=true")
+    settings = Settings.from_env(
+        {}, mongo_uri=f"mongodb://u:s3cr3t@127.0.0.1:{stack.free_port()}/?directConnection=true"
+    )
     with pytest.raises(StorageUnavailable) as caught:
         ping(settings)
     assert "s3cr3t" not in caught.value.message and "unavailable" in caught.value.message

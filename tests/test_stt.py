@@ -1,4 +1,5 @@
 """Speech recognition with the real shipped Whisper model on real recordings."""
+
 from __future__ import annotations
 
 import importlib
@@ -25,9 +26,7 @@ from voiceapp.stt.wer import normalize, wer
 from voiceapp.tts.piper import DEMO_PATH, DEMO_TEXT
 
 DATA = Path(__file__).resolve().parent / "data"
-JFK_TEXT = (
-    "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-)
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LIBRI_TEXT = (
     "He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
     "The horizon seems extremely distant.",
@@ -177,7 +176,9 @@ def test_status_and_available_engines(settings, tmp_path):
 
 
 def test_fallback_answers_when_primary_is_unavailable(settings, engine, jfk, tmp_path):
-    cfg = settings.replace(stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="faster-whisper")
+    cfg = settings.replace(
+        stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="faster-whisper"
+    )
     transcript = transcribe_with_fallback(cfg, jfk, "en-US")
     assert transcript.engine == "faster-whisper"
     assert wer(JFK_TEXT, transcript.text) <= 0.15
@@ -189,7 +190,9 @@ def test_primary_answers_without_touching_fallback(settings, jfk):
 
 
 def test_fallback_reports_both_failures(settings, jfk, tmp_path):
-    cfg = settings.replace(stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="openai-whisper")
+    cfg = settings.replace(
+        stt_engine="vosk", vosk_model_path=str(tmp_path / "none"), stt_fallback_engine="openai-whisper"
+    )
     with pytest.raises(SttError) as info:
         transcribe_with_fallback(cfg, jfk)
     assert "vosk" in info.value.message and "openai-whisper" in info.value.message

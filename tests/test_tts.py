@@ -1,4 +1,5 @@
 """Piper speech synthesis, checked by ear with the real Whisper model."""
+
 from __future__ import annotations
 
 import os

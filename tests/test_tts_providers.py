@@ -1,5 +1,6 @@
 """TTS providers behind one interface: ElevenLabs and Azure SDKs against local fakes of their APIs, browser hints,
 availability messages, sentence splitting."""
+
 from __future__ import annotations
 
 import sys
@@ -44,6 +45,7 @@ def az_settings(azure) -> Settings:
 
 
 # ---- ElevenLabs (SDK -> local HTTP fake) ----
+
 
 def test_elevenlabs_sends_the_documented_request(el_settings, eleven):
     provider = get_provider(el_settings, "elevenlabs")
@@ -101,6 +103,7 @@ def test_elevenlabs_unavailable_without_key_or_sdk(monkeypatch):
 
 # ---- Azure (SDK -> local WebSocket fake of the USP protocol) ----
 
+
 def test_azure_synthesizes_through_the_sdk(az_settings, azure):
     provider = get_provider(az_settings, "azure")
     result = provider.synthesize("Hello <there> & welcome.", None, "en-US")
@@ -108,8 +111,10 @@ def test_azure_synthesizes_through_the_sdk(az_settings, azure):
     assert connection["path"] == "/cognitiveservices/websocket/v1"
     assert connection["headers"]["ocp-apim-subscription-key"] == azure.key
     assert azure.contexts[0]["synthesis"]["audio"]["outputFormat"] == "raw-24khz-16bit-mono-pcm"
-    assert azure.ssml == ['<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
-                          '<voice name="en-US-JennyNeural">Hello &lt;there&gt; &amp; welcome.</voice></speak>']
+    assert azure.ssml == [
+        '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang="en-US">'
+        '<voice name="en-US-JennyNeural">Hello &lt;there&gt; &amp; welcome.</voice></speak>'
+    ]
     rate, channels, duration = wav_info(result.audio)
     assert (rate, channels, result.mime_type, result.provider) == (24000, 1, "audio/wav", "azure")
     assert duration == pytest.approx(0.05 * len("Hello <there> & welcome."), abs=0.01)
@@ -142,6 +147,7 @@ def test_azure_unavailable_without_key_or_sdk(monkeypatch):
 
 # ---- browser ----
 
+
 def test_browser_returns_speech_hints_not_audio():
     settings = Settings.from_env({}, default_language="ru-RU")
     provider = get_provider(settings, "browser")
@@ -152,6 +158,7 @@ def test_browser_returns_speech_hints_not_audio():
 
 
 # ---- choosing providers ----
+
 
 def test_default_provider_follows_keys():
     assert Settings.from_env({}).tts_provider == "piper"
@@ -166,7 +173,9 @@ def test_candidates_order_and_budget_cap():
     assert candidates(settings, "piper") == ["piper", "azure", "browser"]
     assert candidates(settings, "elevenlabs", free_only=True) == ["piper", "browser"]
     assert candidates(settings.replace(tts_fallback_chain=("azure",)), "elevenlabs", free_only=True) == [
-        "piper", "browser"]
+        "piper",
+        "browser",
+    ]
 
 
 def test_cache_key_parts_are_known_without_calling_the_vendor():
@@ -178,16 +187,26 @@ def test_cache_key_parts_are_known_without_calling_the_vendor():
 
 # ---- sentences ----
 
-@pytest.mark.parametrize("text, expected", [
-    ("Hello there! We open at 9 a.m. on Saturday. See you?", ["Hello there!", "We open at 9 a.m. on Saturday.",
-                                                             "See you?"]),
-    ("Dr. Smith costs 3.50 dollars... Really. \"Yes.\" Done", ["Dr. Smith costs 3.50 dollars...", "Really.",
-                                                               "\"Yes.\"", "Done"]),
-    ("Привет. Мы открыты с 9 утра, т.е. рано! Ул. Ленина, д. 5.", ["Привет.", "Мы открыты с 9 утра, т.е. рано!",
-                                                                  "Ул. Ленина, д. 5."]),
-    ("  one   line  ", ["one line"]),
-    ("   ", []),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "Hello there! We open at 9 a.m. on Saturday. See you?",
+            ["Hello there!", "We open at 9 a.m. on Saturday.", "See you?"],
+        ),
+        (
+            'Dr. Smith costs 3.50 dollars... Really. "Yes." Done',
+            ["Dr. Smith costs 3.50 dollars...", "Really.", '"Yes."', "Done"],
+        ),
+        (
+            "Привет. Мы открыты с 9 утра, т.е. рано! Ул. Ленина, д. 5.",
+            ["Привет.", "Мы открыты с 9 утра, т.е. рано!", "Ул. Ленина, д. 5."],
+        ),
+        ("  one   line  ", ["one line"]),
+        ("   ", []),
+    ],
+)
 def test_split_sentences(text, expected):
     assert split_sentences(text) == expected
 
@@ -202,10 +221,14 @@ def test_long_sentences_are_cut_at_clauses_then_words():
 
 
 def test_a_long_first_sentence_is_cut_at_a_clause_for_a_faster_first_audio():
-    text = ("Our store on the main square is open from nine in the morning, every day except Sunday, "
-            "until six in the evening. Come by.")
+    text = (
+        "Our store on the main square is open from nine in the morning, every day except Sunday, "
+        "until six in the evening. Come by."
+    )
     assert split_sentences(text, first_max_chars=90) == [
         "Our store on the main square is open from nine in the morning, every day except Sunday,",
-        "until six in the evening.", "Come by."]
+        "until six in the evening.",
+        "Come by.",
+    ]
     assert split_sentences(text)[0].endswith("evening.")
     assert split_sentences("Yes, we do. Fine.", first_max_chars=5) == ["Yes, we do.", "Fine."]

@@ -3,6 +3,7 @@
 Covers sentence chunking, the GridFS cache (hits, key, TTL, removal, size cap), the fallback chain,
 cost tracking (per project/session/day, daily alert, budget cap) and a Piper -> Whisper round trip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,9 +41,15 @@ def eleven():
 @pytest.fixture
 def settings(mongo_uri, eleven) -> Settings:
     eleven.reset()
-    cfg = Settings.from_env({}, mongo_uri=mongo_uri, mongo_db=f"tts_{uuid.uuid4().hex[:10]}",
-                            elevenlabs_api_key=XI_KEY, elevenlabs_base_url=eleven.url, tts_timeout=30.0,
-                            tts_fallback_chain=("piper", "browser"))
+    cfg = Settings.from_env(
+        {},
+        mongo_uri=mongo_uri,
+        mongo_db=f"tts_{uuid.uuid4().hex[:10]}",
+        elevenlabs_api_key=XI_KEY,
+        elevenlabs_base_url=eleven.url,
+        tts_timeout=30.0,
+        tts_fallback_chain=("piper", "browser"),
+    )
     migrate(get_db(cfg), cfg)
     yield cfg
     get_db(cfg).client.drop_database(cfg.mongo_db)
@@ -55,9 +62,18 @@ def db(settings):
 
 def speak(db, settings, text=REPLY, provider="elevenlabs", project="acme", session_id="s1", **kw):
     chunks: list[ChunkResult] = []
-    result = synthesize_reply(db, settings, text=text, voice=kw.pop("voice", None),
-                              language=kw.pop("language", "en-US"), provider_name=provider, project=project,
-                              session_id=session_id, on_chunk=chunks.append, **kw)
+    result = synthesize_reply(
+        db,
+        settings,
+        text=text,
+        voice=kw.pop("voice", None),
+        language=kw.pop("language", "en-US"),
+        provider_name=provider,
+        project=project,
+        session_id=session_id,
+        on_chunk=chunks.append,
+        **kw,
+    )
     assert list(result.chunks) == chunks
     return result
 
@@ -72,21 +88,38 @@ def files(db) -> int:
 
 # ---- chunking ----
 
+
 def test_first_sentence_is_published_before_the_rest_is_synthesized(db, settings, eleven):
     seen = []
 
     def on_chunk(chunk: ChunkResult) -> None:
         seen.append((chunk.index, len(eleven.requests), db[settings.audio_cache_collection].count_documents({})))
 
-    result = synthesize_reply(db, settings, text=REPLY, language="en-US", provider_name="elevenlabs",
-                              project="acme", session_id="s1", on_chunk=on_chunk)
+    result = synthesize_reply(
+        db,
+        settings,
+        text=REPLY,
+        language="en-US",
+        provider_name="elevenlabs",
+        project="acme",
+        session_id="s1",
+        on_chunk=on_chunk,
+    )
     assert seen == [(0, 1, 1), (1, 2, 2), (2, 3, 3)]
-    assert [c.text for c in result.chunks] == ["We open at nine on Saturday.", "Parking is behind the store.",
-                                               "Ask at the desk for a ticket."]
+    assert [c.text for c in result.chunks] == [
+        "We open at nine on Saturday.",
+        "Parking is behind the store.",
+        "Ask at the desk for a ticket.",
+    ]
     assert [r.body["text"] for r in eleven.requests] == [c.text for c in result.chunks]
     first = result.chunks[0]
     assert (first.provider, first.mime_type, first.cached, first.total, first.fallback_from) == (
-        "elevenlabs", "audio/mpeg", False, 3, None)
+        "elevenlabs",
+        "audio/mpeg",
+        False,
+        3,
+        None,
+    )
     assert result.chunks[-1].last and not first.last
     data, info = get_audio(db, first.audio_id, REPLIES_BUCKET)
     assert data == fake_elevenlabs.FAKE_MP3 and info["content_type"] == "audio/mpeg"
@@ -100,6 +133,7 @@ def test_empty_reply_is_refused(db, settings):
 
 
 # ---- cache ----
+
 
 def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(db, settings, eleven):
     hits, misses = metric("voice_audio_cache_hits_total"), metric("voice_audio_cache_misses_total")
@@ -118,7 +152,11 @@ def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(db, se
     doc = entries.find_one({"audio_id": first.audio_ids[0]})
     assert doc["text_hash"] == cache.text_hash("We open at nine on Saturday.")
     assert (doc["voice"], doc["language"], doc["provider"], doc["format"]) == (
-        "21m00Tcm4TlvDq8ikWAM", "en-us", "elevenlabs", "mp3_44100_128")
+        "21m00Tcm4TlvDq8ikWAM",
+        "en-us",
+        "elevenlabs",
+        "mp3_44100_128",
+    )
     assert doc["bytes"] == len(fake_elevenlabs.FAKE_MP3) and doc["created_at"] <= doc["accessed_at"]
 
 
@@ -197,6 +235,7 @@ def test_size_cap_evicts_least_recently_used(db, settings, eleven):
 
 # ---- fallback ----
 
+
 def test_provider_error_falls_back_and_says_who_answered(db, settings, eleven, caplog):
     eleven.reset("error")
     before = metric("voice_tts_fallbacks_total", **{"from": "elevenlabs", "to": "piper"})
@@ -241,6 +280,7 @@ def test_browser_chunks_carry_hints_and_no_audio(db, settings):
 
 
 # ---- cost ----
+
 
 def _analytics(db, settings, **query):
     return list(db[settings.analytics_collection].find(query))
@@ -309,12 +349,15 @@ def test_daily_budget_switches_the_project_to_a_free_provider(db, settings, elev
 
 # ---- Piper for real, checked by ear ----
 
+
 def test_round_trip_piper_reply_is_understood(db, settings):
     settings = settings.replace(elevenlabs_api_key="")
     count = metric("voice_synthesis_duration_seconds_count", provider="piper")
-    text = ("Our store is open from nine in the morning until six in the evening. "
-            "You can find the pricing page at the top of the website. "
-            "The delivery usually takes three to five business days.")
+    text = (
+        "Our store is open from nine in the morning until six in the evening. "
+        "You can find the pricing page at the top of the website. "
+        "The delivery usually takes three to five business days."
+    )
     result = speak(db, settings, text=text, provider=None)
     assert [c.provider for c in result.chunks] == ["piper"] * 3 and result.cost_usd == 0.0
     stt = get_engine(settings)
@@ -338,8 +381,14 @@ def test_cache_housekeeping_command(db, settings):
     env = {**settings.to_env(), "PATH": "/usr/bin:/bin"}
 
     def run(action: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "voiceapp.tts.cache", action], env=env, capture_output=True,
-                              text=True, check=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "voiceapp.tts.cache", action],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return json.loads(done.stdout)
 
     assert run("stats") == {"entries": 1, "bytes": len(fake_elevenlabs.FAKE_MP3)}
@@ -362,9 +411,17 @@ def test_chunks_published_as_audio_events_over_real_redis(db, settings):
             data["audio_url"] = f"/api/v1/voice/sessions/{session_id}/audio/{chunk.audio_id}"
         bus.publish(session_id, EventType.AUDIO, "turn-1", **data)
 
-    result = synthesize_reply(db, settings, text="Hello there. Welcome back.", language="en-US",
-                              provider_name="elevenlabs", project="acme", session_id=session_id,
-                              turn_id="turn-1", on_chunk=publish)
+    result = synthesize_reply(
+        db,
+        settings,
+        text="Hello there. Welcome back.",
+        language="en-US",
+        provider_name="elevenlabs",
+        project="acme",
+        session_id=session_id,
+        turn_id="turn-1",
+        on_chunk=publish,
+    )
     events = bus.replay(session_id)
     assert [e.type for e in events] == [EventType.AUDIO, EventType.AUDIO]
     assert [e.data["index"] for e in events] == [0, 1] and events[1].data["last"] is True

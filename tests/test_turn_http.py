@@ -1,4 +1,5 @@
 """One spoken turn through the running stack: HTTP -> Celery workers -> Redis -> MongoDB -> HTTP."""
+
 import io
 import wave
 
@@ -75,20 +76,23 @@ def test_unknown_session_and_wrong_token_get_clear_errors(live):
     b = new_session(live.base_url, "demo")
     base = f"{live.base_url}/api/v1/voice/sessions"
     audio = shared_file("jfk.flac").read_bytes()
-    unknown = requests.post(f"{base}/{'0' * 32}/turns", data=audio,
-                            headers={"Authorization": f"Bearer {a['token']}"}, timeout=10)
+    unknown = requests.post(
+        f"{base}/{'0' * 32}/turns", data=audio, headers={"Authorization": f"Bearer {a['token']}"}, timeout=10
+    )
     assert unknown.status_code == 403 and unknown.json()["error"]["code"] == "token_wrong_session"
     ghost = "f" * 32
     ghost_auth = {"Authorization": f"Bearer {issue_token(live.settings, ghost)}"}
     not_found = requests.post(f"{base}/{ghost}/turns", data=audio, headers=ghost_auth, timeout=10)
     assert not_found.status_code == 404 and not_found.json()["error"]["code"] == "voice_session_not_found"
-    foreign = requests.post(f"{base}/{b['session_id']}/turns", data=audio,
-                            headers={"Authorization": f"Bearer {a['token']}"}, timeout=10)
+    foreign = requests.post(
+        f"{base}/{b['session_id']}/turns", data=audio, headers={"Authorization": f"Bearer {a['token']}"}, timeout=10
+    )
     assert foreign.status_code == 403
     missing = requests.post(f"{base}/{a['session_id']}/turns", data=audio, timeout=10)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
-    forged = requests.post(f"{base}/{a['session_id']}/turns", data=audio,
-                           headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+    forged = requests.post(
+        f"{base}/{a['session_id']}/turns", data=audio, headers={"Authorization": "Bearer not-a-token"}, timeout=10
+    )
     assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_token"
     assert requests.get(f"{live.base_url}/healthz", timeout=5).status_code == 200
 

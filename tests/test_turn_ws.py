@@ -1,4 +1,5 @@
 """The same turn over the WebSocket: PCM16 frames in, ordered session events out."""
+
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ def _pcm16_frames(live, name: str):
     audio = decode(shared_file(name).read_bytes(), live.settings)
     pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
     step = FRAME_SAMPLES * 2
-    return [pcm[i:i + step] for i in range(0, len(pcm), step)]
+    return [pcm[i : i + step] for i in range(0, len(pcm), step)]
 
 
 def _connect(live, session, **params):

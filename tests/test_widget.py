@@ -1,4 +1,5 @@
 """The voice widget in real headless Chromium, its fake microphone fed from a WAV file, against the live stack."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,18 @@ QUESTION = REPO / "voiceapp" / "demo" / "question.wav"
 QUESTION_TEXT = "What time do you open on Saturday?"
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 TURN_TIMEOUT_MS = 90_000
 # Collects what the widget reports (its documented CustomEvents) so tests can assert on the sequence.
 RECORDER = """
@@ -69,8 +79,9 @@ def playwright():
 
 
 def _launch(playwright, fake_mic: Path):
-    return playwright.chromium.launch(executable_path=CHROMIUM,
-                                      args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"])
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +133,10 @@ class Page:
         try:
             self.page.wait_for_function(js, arg=arg, timeout=timeout)
         except Exception as err:
-            pytest.fail(f"{err}\nwidget events: {json.dumps(self.recorded()['events'])[:4000]}\n"
-                        f"sent: {self.controls}", pytrace=False)
+            pytest.fail(
+                f"{err}\nwidget events: {json.dumps(self.recorded()['events'])[:4000]}\nsent: {self.controls}",
+                pytrace=False,
+            )
 
     def wait_state(self, state: str, timeout: int = TURN_TIMEOUT_MS) -> None:
         self.wait_for("s => window.__vw.states.includes(s)", state, timeout)
@@ -192,8 +205,11 @@ def test_hands_free_question_is_answered_on_the_page_and_spoken(open_page):
     assert page.binary_sizes and set(page.binary_sizes) == {640}, set(page.binary_sizes)
     assert page.control_types().count("end") == 1
     states = recorded["states"]
-    assert states[:4] == ["listening", "thinking", "speaking", "listening"] or \
-        states[:3] == ["listening", "thinking", "speaking"], states
+    assert states[:4] == ["listening", "thinking", "speaking", "listening"] or states[:3] == [
+        "listening",
+        "thinking",
+        "speaking",
+    ], states
     assert not [e for e in recorded["events"] if e[0] == "fallback"]
 
 

@@ -1,4 +1,5 @@
 """voiceapp: the voice assistant of SiteLLM Vertebro (Flask front, Celery pipeline)."""
+
 from __future__ import annotations
 
 from flask import Flask

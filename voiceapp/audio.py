@@ -1,4 +1,5 @@
 """Audio in and out: decode any container to mono float32, PCM16 helpers, WAV writing."""
+
 from __future__ import annotations
 
 import io

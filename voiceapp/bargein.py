@@ -1,4 +1,5 @@
 """Barge-in: a visitor who speaks over the reply stops its synthesis; what they heard is recorded."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The `voiceapp` command: run the local stack, migrate, load knowledge, ask a spoken question."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--flower", is_flag=True, help="Also start Flower (task inspector) on a local port.")
-@click.option("--mongo-engine", type=click.Choice(["sqlite", "memory"]), default="sqlite", show_default=True,
-              help="Storage of the local MongoDB-wire server when MONGO_URI is not set.")
+@click.option(
+    "--mongo-engine",
+    type=click.Choice(["sqlite", "memory"]),
+    default="sqlite",
+    show_default=True,
+    help="Storage of the local MongoDB-wire server when MONGO_URI is not set.",
+)
 def up(flower: bool, mongo_engine: str) -> None:
     """Start Redis (unless REDIS_URL answers), MongoDB-wire (unless MONGO_URI), the API and one worker per queue."""
     from . import stack
@@ -161,8 +167,12 @@ def _check(response: requests.Response) -> dict:
 @main.command()
 @click.option("--project", required=True, help="Project whose knowledge answers.")
 @click.option("--language", default=None, help="Session language, e.g. en-US.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to save the reply audio (default: <VOICEAPP_HOME>/reply-<turn>.wav).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to save the reply audio (default: <VOICEAPP_HOME>/reply-<turn>.wav).",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the turn as JSON.")
 @click.argument("audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -176,8 +186,14 @@ def ask(project: str, language: str | None, out: Path | None, timeout: float, as
         auth = {"Authorization": f"Bearer {session['token']}"}
         sid = session["session_id"]
         started = time.monotonic()
-        turn = _check(requests.post(f"{base}/api/v1/voice/sessions/{sid}/turns", data=audio_file.read_bytes(),
-                                    headers={**auth, "Content-Type": "application/octet-stream"}, timeout=30))
+        turn = _check(
+            requests.post(
+                f"{base}/api/v1/voice/sessions/{sid}/turns",
+                data=audio_file.read_bytes(),
+                headers={**auth, "Content-Type": "application/octet-stream"},
+                timeout=30,
+            )
+        )
         result = _wait_turn(base, sid, turn["turn_id"], auth, timeout)
         elapsed = time.monotonic() - started
     except requests.ConnectionError:
@@ -206,8 +222,14 @@ def _wait_turn(base: str, sid: str, turn_id: str, auth: dict, timeout: float) ->
     deadline = time.monotonic() + timeout
     while True:
         wait = max(1.0, min(25.0, deadline - time.monotonic()))
-        result = _check(requests.get(f"{base}/api/v1/voice/sessions/{sid}/turns/{turn_id}",
-                                     params={"wait": wait}, headers=auth, timeout=wait + 10))
+        result = _check(
+            requests.get(
+                f"{base}/api/v1/voice/sessions/{sid}/turns/{turn_id}",
+                params={"wait": wait},
+                headers=auth,
+                timeout=wait + 10,
+            )
+        )
         if result.get("status") in {"done", "error", "no_speech"} or time.monotonic() >= deadline:
             return result
 

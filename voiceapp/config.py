@@ -1,4 +1,5 @@
 """Settings: one frozen object built from the environment, passed explicitly."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Typed errors: one per stage, each with a stable code and an HTTP status."""
+
 from __future__ import annotations
 
 

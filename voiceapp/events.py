@@ -1,4 +1,5 @@
 """Turn events: a typed enum, per-session sequence numbers, Redis pub/sub plus a replay stream."""
+
 from __future__ import annotations
 
 import hashlib
@@ -69,16 +70,28 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object sent to clients."""
-        return {"seq": self.seq, "type": str(self.type), "session_id": self.session_id,
-                "turn_id": self.turn_id, "ts": self.ts, **self.data}
+        return {
+            "seq": self.seq,
+            "type": str(self.type),
+            "session_id": self.session_id,
+            "turn_id": self.turn_id,
+            "ts": self.ts,
+            **self.data,
+        }
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> "Event":
         """Parse what `EventBus.publish` put on the wire."""
         raw = json.loads(payload)
         base = {k: raw.pop(k, None) for k in ("seq", "type", "session_id", "turn_id", "ts")}
-        return cls(type=EventType(base["type"]), session_id=base["session_id"], seq=int(base["seq"]),
-                   turn_id=base["turn_id"], data=raw, ts=float(base["ts"] or 0.0))
+        return cls(
+            type=EventType(base["type"]),
+            session_id=base["session_id"],
+            seq=int(base["seq"]),
+            turn_id=base["turn_id"],
+            data=raw,
+            ts=float(base["ts"] or 0.0),
+        )
 
 
 def once_key(type: EventType | str, turn_id: str | None, data: dict[str, Any]) -> str | None:

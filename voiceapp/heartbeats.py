@@ -1,4 +1,5 @@
 """Worker heartbeats in Redis: each worker says which queues it serves, /readyz counts them."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Logging set-up with a filter that masks every configured secret."""
+
 from __future__ import annotations
 
 import logging

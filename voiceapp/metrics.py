@@ -3,6 +3,7 @@
 With PROMETHEUS_MULTIPROC_DIR set (the local stack sets it), every process writes its samples
 there and the API's /metrics aggregates them, workers included.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,17 +21,22 @@ SESSIONS_CREATED = Counter("voice_sessions_created_total", "Total sessions creat
 INTERACTIONS = Counter("voice_interactions_total", "Total interactions logged")
 CACHE_HITS = Counter("voice_audio_cache_hits_total", "Audio cache hits")
 CACHE_MISSES = Counter("voice_audio_cache_misses_total", "Audio cache misses")
-SYNTHESIS_SECONDS = Histogram("voice_synthesis_duration_seconds", "TTS generation time", ["provider"],
-                              buckets=_LATENCY_BUCKETS)
+SYNTHESIS_SECONDS = Histogram(
+    "voice_synthesis_duration_seconds", "TTS generation time", ["provider"], buckets=_LATENCY_BUCKETS
+)
 # TTS cost and fallbacks (issue 4): "mostrecent" so the API's aggregated /metrics shows the last value written.
-TTS_COST_TODAY = Gauge("voice_tts_cost_usd_today", "TTS cost of the current UTC day in USD", ["project"],
-                       multiprocess_mode="mostrecent")
-COST_ALERT_ACTIVE = Gauge("voice_cost_alert_active", "1 while today's TTS cost is past VOICE_COST_ALERT_THRESHOLD",
-                          multiprocess_mode="mostrecent")
-TTS_FALLBACKS = Counter("voice_tts_fallbacks_total", "Syntheses answered by a fallback provider",
-                        ["from", "to"])
-RECOGNITION_SECONDS = Histogram("voice_recognition_duration_seconds", "STT processing time", ["engine", "model"],
-                                buckets=_LATENCY_BUCKETS)
+TTS_COST_TODAY = Gauge(
+    "voice_tts_cost_usd_today", "TTS cost of the current UTC day in USD", ["project"], multiprocess_mode="mostrecent"
+)
+COST_ALERT_ACTIVE = Gauge(
+    "voice_cost_alert_active",
+    "1 while today's TTS cost is past VOICE_COST_ALERT_THRESHOLD",
+    multiprocess_mode="mostrecent",
+)
+TTS_FALLBACKS = Counter("voice_tts_fallbacks_total", "Syntheses answered by a fallback provider", ["from", "to"])
+RECOGNITION_SECONDS = Histogram(
+    "voice_recognition_duration_seconds", "STT processing time", ["engine", "model"], buckets=_LATENCY_BUCKETS
+)
 
 
 def observe_recognition(engine: str, model: str, seconds: float) -> None:
@@ -43,8 +49,17 @@ def observe_synthesis(provider: str, seconds: float) -> None:
     SYNTHESIS_SECONDS.labels(provider=provider).observe(seconds)
 
 
-PROCESS_METRICS = (SESSIONS_CREATED, INTERACTIONS, CACHE_HITS, CACHE_MISSES, SYNTHESIS_SECONDS, RECOGNITION_SECONDS,
-                   TTS_COST_TODAY, COST_ALERT_ACTIVE, TTS_FALLBACKS)
+PROCESS_METRICS = (
+    SESSIONS_CREATED,
+    INTERACTIONS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    SYNTHESIS_SECONDS,
+    RECOGNITION_SECONDS,
+    TTS_COST_TODAY,
+    COST_ALERT_ACTIVE,
+    TTS_FALLBACKS,
+)
 
 
 class _ProcessMetrics(Collector):

@@ -1,4 +1,5 @@
 """Small frozen values passed between the stages of a turn."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Starting a turn: store the audio, record the turn, enqueue stt | dialog | tts by task name."""
+
 from __future__ import annotations
 
 import time
@@ -22,13 +23,25 @@ LIVE_STT_TASK = "voice.stt.live"
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
     """Accept one utterance of a session; returns the turn id. Audio travels by GridFS id only."""
     accepted_at = time.time()
-    upload_id = put_audio(rt.db, to_wav(audio.samples, audio.sample_rate), bucket=UPLOADS_BUCKET,
-                          filename="utterance.wav", content_type="audio/wav",
-                          metadata={"session_id": session["session_id"], "source": source})
+    upload_id = put_audio(
+        rt.db,
+        to_wav(audio.samples, audio.sample_rate),
+        bucket=UPLOADS_BUCKET,
+        filename="utterance.wav",
+        content_type="audio/wav",
+        metadata={"session_id": session["session_id"], "source": source},
+    )
     # The turn carries what its stages need, so they never depend on the session still being open.
     turn_id = interactions.create_turn(
-        rt.db, rt.settings, session, upload_id, accepted_at=accepted_at, source=source,
-        audio_seconds=round(audio.duration, 3), tts_provider=session.get("tts_provider"))
+        rt.db,
+        rt.settings,
+        session,
+        upload_id,
+        accepted_at=accepted_at,
+        source=source,
+        audio_seconds=round(audio.duration, 3),
+        tts_provider=session.get("tts_provider"),
+    )
     ref = {"session_id": session["session_id"], "turn_id": turn_id}
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     _enqueue(rt, STAGE_TASKS, ref)
@@ -49,11 +62,11 @@ def _enqueue(rt: Runtime, names: tuple[str, ...], ref: dict[str, Any]) -> None:
 def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str, mode: str) -> None:
     """Hand a live utterance (frames arriving in Redis) to an STT worker; it becomes turn `utterance_id`."""
     rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening", mode=mode)
-    rt.celery.send_task(LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id, "mode": mode},),
-                        queue=_stt_queue(rt))
+    rt.celery.send_task(
+        LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id, "mode": mode},), queue=_stt_queue(rt)
+    )
 
 
 def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:
     """After live recognition: enqueue dialog | synthesis for the recognised turn."""
     _enqueue(rt, STAGE_TASKS[1:], ref)
-

@@ -4,6 +4,7 @@ Each key names a module with `cache_key(settings)`, `check(settings)` (None or w
 here, without loading anything heavy) and `create(settings)`. Instances are created once per
 process and reused: models load once per worker.
 """
+
 from __future__ import annotations
 
 import importlib

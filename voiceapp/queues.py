@@ -1,4 +1,5 @@
 """Queue names of the three stages, and where recognition goes when GPU workers are configured."""
+
 from __future__ import annotations
 
 from typing import Callable

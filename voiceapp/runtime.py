@@ -1,4 +1,5 @@
 """Per-process handles built from Settings: Redis, MongoDB, the event bus, the Celery client."""
+
 from __future__ import annotations
 
 from functools import cached_property
@@ -25,8 +26,11 @@ class Runtime:
     def redis(self) -> redis.Redis:
         """Redis client (decoded replies off: event payloads stay bytes)."""
         return redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=3,
-            health_check_interval=15, retry_on_timeout=True,
+            self.settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=3,
+            health_check_interval=15,
+            retry_on_timeout=True,
         )
 
     @cached_property

@@ -3,6 +3,7 @@
 Every process `up` starts is recorded (pid, command, log) in <home>/run/stack.json; `down` stops only those.
 Services found already running (a reachable REDIS_URL, a configured MONGO_URI) are used, never stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -141,15 +142,25 @@ def _spawn(name: str, cmd: Sequence[str], env: Mapping[str, str], log: Path, cwd
         out.flush()
         try:
             proc = subprocess.Popen(
-                list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=dict(env), cwd=str(cwd), start_new_session=True,
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=str(cwd),
+                start_new_session=True,
             )
         except OSError as err:
             raise StackError(f"cannot start {name} ({cmd[0]}): {err}") from err
     _CHILDREN[proc.pid] = proc
     (log.parent / f"{name}.pid").write_text(f"{proc.pid}\n")
-    return {"pid": proc.pid, "start_time": _start_time(proc.pid), "cmd": list(cmd), "log": str(log),
-            "log_offset": log.stat().st_size}
+    return {
+        "pid": proc.pid,
+        "start_time": _start_time(proc.pid),
+        "cmd": list(cmd),
+        "log": str(log),
+        "log_offset": log.stat().st_size,
+    }
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -299,8 +310,10 @@ def find_redis_server() -> str | None:
 
 def _python_version(python: str) -> tuple[int, int, bool] | None:
     """(major, minor, has mongoeco) of an interpreter, or None when it does not run."""
-    probe = ("import sys, importlib.util as u; "
-             "print(sys.version_info[0], sys.version_info[1], int(u.find_spec('mongoeco') is not None))")
+    probe = (
+        "import sys, importlib.util as u; "
+        "print(sys.version_info[0], sys.version_info[1], int(u.find_spec('mongoeco') is not None))"
+    )
     try:
         out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=20, check=True).stdout
         major, minor, has = out.split()
@@ -398,8 +411,23 @@ def _ensure_redis(settings: Settings, state: dict, ports: Mapping[str, int]) -> 
     url = _with_port(settings.redis_url, "127.0.0.1", port)
     run = run_dir(settings)
     # No persistence: the local broker holds only in-flight turns.
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", str(run), "--daemonize", "no", "--protected-mode", "yes"]
+    cmd = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(run),
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
     new = _spawn("redis", cmd, os.environ, run / "redis.log", run)
     new.update(url=url, port=port)
     services["redis"] = new
@@ -479,13 +507,28 @@ def _gunicorn(settings: Settings, host: str, port: int, name: str) -> list[str]:
     control = _control_socket(settings)
     if name != "api" and control and control[0] == "--control-socket":
         control = [control[0], control[1].replace("gunicorn.ctl", f"gunicorn-{name}.ctl")]
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent",
-            "--worker-connections", str(settings.ws_max_connections + 100), "--workers", "1",
-            "--bind", f"{host}:{port}", "--timeout", "120", *control, "voiceapp.wsgi:app"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "gevent",
+        "--worker-connections",
+        str(settings.ws_max_connections + 100),
+        "--workers",
+        "1",
+        "--bind",
+        f"{host}:{port}",
+        "--timeout",
+        "120",
+        *control,
+        "voiceapp.wsgi:app",
+    ]
 
 
-def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bool,
-               ports: Mapping[str, int], state: dict) -> list[tuple[str, list[str], str, Any]]:
+def _app_specs(
+    settings: Settings, workers: Sequence[str], flower: bool, api: bool, ports: Mapping[str, int], state: dict
+) -> list[tuple[str, list[str], str, Any]]:
     """(name, command, url, readiness kind) of the API, workers and Flower."""
     py = sys.executable
     specs: list[tuple[str, list[str], str, Any]] = []
@@ -494,11 +537,24 @@ def _app_specs(settings: Settings, workers: Sequence[str], flower: bool, api: bo
         specs.append(("api", _gunicorn(settings, host, port, "api"), f"http://{host}:{port}", "http"))
         if settings.ws_port:
             # WS_PORT: WebSockets served by a process of their own (same app, same settings).
-            specs.append(("ws", _gunicorn(settings, host, settings.ws_port, "ws"),
-                          f"http://{host}:{settings.ws_port}", "http"))
+            specs.append(
+                ("ws", _gunicorn(settings, host, settings.ws_port, "ws"), f"http://{host}:{settings.ws_port}", "http")
+            )
     for queue in workers:
-        cmd = [py, "-m", "celery", "-A", "tasks.worker", "worker", "-Q", queue, "-n", f"{queue}@%h",
-               "--loglevel", "INFO"]
+        cmd = [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.worker",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@%h",
+            "--loglevel",
+            "INFO",
+        ]
         specs.append((f"worker-{queue}", cmd, "", "log"))
     if flower:
         port = ports.get("flower") or state["services"].get("flower", {}).get("port") or free_port()
@@ -532,8 +588,10 @@ def _start_apps(settings: Settings, state: dict, specs, env: Mapping[str, str]) 
         if kind in ("http", "flower"):
             parts = urlsplit(url)
             if _port_open(parts.hostname, parts.port):
-                raise StackError(f"{name} cannot listen on {parts.hostname}:{parts.port}: the port is busy "
-                                 f"(set {PORT_SETTING.get(name, 'another port')})")
+                raise StackError(
+                    f"{name} cannot listen on {parts.hostname}:{parts.port}: the port is busy "
+                    f"(set {PORT_SETTING.get(name, 'another port')})"
+                )
         new = _spawn(name, cmd, child_env, run / f"{name}.log", PROJECT_ROOT)
         new.update(url=url, fingerprint=fingerprint)
         if name == "flower":
@@ -560,7 +618,7 @@ class Running:
     @property
     def ws_url(self) -> str:
         """The API's base URL for WebSockets."""
-        return "ws" + self.base_url[len("http"):]
+        return "ws" + self.base_url[len("http") :]
 
     @property
     def db(self):
@@ -570,9 +628,15 @@ class Running:
         return get_db(self.settings)
 
 
-
-def up(settings: Settings, *, workers: Sequence[str] = ("stt", "dialog", "tts"), flower: bool = False,
-       mongo_engine: str = "sqlite", ports: dict | None = None, api: bool = True) -> dict:
+def up(
+    settings: Settings,
+    *,
+    workers: Sequence[str] = ("stt", "dialog", "tts"),
+    flower: bool = False,
+    mongo_engine: str = "sqlite",
+    ports: dict | None = None,
+    api: bool = True,
+) -> dict:
     """Start whatever of the stack is not running yet; return the state (services, urls)."""
     ports = dict(ports or {})
     with _locked(settings):
@@ -581,11 +645,22 @@ def up(settings: Settings, *, workers: Sequence[str] = ("stt", "dialog", "tts"),
         try:
             redis_url = _ensure_redis(settings, state, ports)
             mongo_uri = _ensure_mongo(settings, state, ports, mongo_engine)
-            resolved = {"REDIS_URL": redis_url, "MONGO_URI": mongo_uri,
-                        "VOICE_SECRET_KEY": _secret_key(settings), "VOICEAPP_HOME": str(home_dir(settings))}
-            state.update(redis_url=redis_url, mongo_uri=mongo_uri, home=str(home_dir(settings)),
-                         requested={"redis_url": settings.redis_url, "api_host": settings.api_host,
-                                    "api_port": settings.api_port})
+            resolved = {
+                "REDIS_URL": redis_url,
+                "MONGO_URI": mongo_uri,
+                "VOICE_SECRET_KEY": _secret_key(settings),
+                "VOICEAPP_HOME": str(home_dir(settings)),
+            }
+            state.update(
+                redis_url=redis_url,
+                mongo_uri=mongo_uri,
+                home=str(home_dir(settings)),
+                requested={
+                    "redis_url": settings.redis_url,
+                    "api_host": settings.api_host,
+                    "api_port": settings.api_port,
+                },
+            )
             specs = _app_specs(settings, workers, flower, api, ports, state)
             _start_apps(settings, state, specs, _child_env(settings, resolved))
             if api:
@@ -623,8 +698,13 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
             alive = redis_answers(record["url"]) if name == "redis" else mongo_answers(record["url"])
             out[name] = {"pid": None, "alive": alive, "url": record["url"], "log": None, "external": True}
         else:
-            out[name] = {"pid": record.get("pid"), "alive": is_alive(record), "url": record.get("url") or None,
-                         "log": record.get("log"), "external": False}
+            out[name] = {
+                "pid": record.get("pid"),
+                "alive": is_alive(record),
+                "url": record.get("url") or None,
+                "log": record.get("log"),
+                "external": False,
+            }
     return out
 
 
@@ -647,8 +727,10 @@ def resolve(settings: Settings) -> Settings:
     api = state.get("services", {}).get("api")
     if api and api.get("url"):
         parts = urlsplit(api["url"])
-        if (settings.api_host, settings.api_port) in ((defaults.api_host, defaults.api_port),
-                                                       (requested.get("api_host"), requested.get("api_port"))):
+        if (settings.api_host, settings.api_port) in (
+            (defaults.api_host, defaults.api_port),
+            (requested.get("api_host"), requested.get("api_port")),
+        ):
             changes.update(api_host=parts.hostname, api_port=parts.port)
     return dataclasses.replace(settings, **changes) if changes else settings
 

@@ -4,6 +4,7 @@ Each stage reads what it needs from MongoDB by id, records its result and timing
 interaction document, and publishes one event. A stage that finds its result already recorded
 returns at once, so a redelivered task does no work twice and emits no duplicate event.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,13 @@ def _stage(rt: Runtime, ref: TurnRef, name: str) -> Iterator[dict[str, float]]:
             raise  # an outage, not a failed turn: the task retries with backoff
         log.warning("turn %s failed in %s: %s (%s)", ref["turn_id"], name, err.message, err.code)
         with suppress(NotFound):  # a live utterance has no turn document until it is recognised
-            interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status="error",
-                                     error={"stage": name, "code": err.code, "message": err.message})
+            interactions.update_turn(
+                rt.db,
+                rt.settings,
+                ref["turn_id"],
+                status="error",
+                error={"stage": name, "code": err.code, "message": err.message},
+            )
         rt.events.publish(ref["session_id"], EventType.ERROR, ref["turn_id"], stage=name, **err.to_dict())
         raise
     timing["seconds"] = round(time.time() - timing["started"], 4)
@@ -72,14 +78,29 @@ def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
     text = transcript.text.strip()
     status = "recognized" if text else "no_speech"
     interactions.update_turn(
-        rt.db, rt.settings, ref["turn_id"], status=status, transcript=text,
-        stt={"engine": transcript.engine, "model": transcript.model,
-             "language": transcript.language, "confidence": transcript.confidence},
+        rt.db,
+        rt.settings,
+        ref["turn_id"],
+        status=status,
+        transcript=text,
+        stt={
+            "engine": transcript.engine,
+            "model": transcript.model,
+            "language": transcript.language,
+            "confidence": transcript.confidence,
+        },
         **{"timings.stt_queue_s": _queue_wait(turn, t["started"]), "timings.stt_s": t["seconds"]},
         stage_done_at=time.time(),
     )
-    rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=text, final=True,
-                      confidence=transcript.confidence, engine=transcript.engine)
+    rt.events.publish(
+        ref["session_id"],
+        EventType.TRANSCRIPT,
+        ref["turn_id"],
+        text=text,
+        final=True,
+        confidence=transcript.confidence,
+        engine=transcript.engine,
+    )
     if not text:
         rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
     return {**ref, "skip": not text}
@@ -108,8 +129,14 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
             for transcript in recognizer.feed(chunk.pcm):
                 if transcript.final:
                     return transcript
-                rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=transcript.text,
-                                  final=False, engine=transcript.engine)
+                rt.events.publish(
+                    ref["session_id"],
+                    EventType.TRANSCRIPT,
+                    ref["turn_id"],
+                    text=transcript.text,
+                    final=False,
+                    engine=transcript.engine,
+                )
         return recognizer.finish()
     finally:
         stream.close()
@@ -127,23 +154,50 @@ def run_live_stt(rt: Runtime, ref: TurnRef) -> TurnRef | None:
         return None
     accepted_at = time.time()
     samples = pcm16_to_float(bytes(pcm))
-    upload_id = put_audio(rt.db, to_wav(samples, rt.settings.audio_sample_rate), bucket=UPLOADS_BUCKET,
-                          filename="utterance.wav", content_type="audio/wav",
-                          metadata={"session_id": ref["session_id"], "source": "ws-live"})
+    upload_id = put_audio(
+        rt.db,
+        to_wav(samples, rt.settings.audio_sample_rate),
+        bucket=UPLOADS_BUCKET,
+        filename="utterance.wav",
+        content_type="audio/wav",
+        metadata={"session_id": ref["session_id"], "source": "ws-live"},
+    )
     try:
         interactions.create_turn(
-            rt.db, rt.settings, session, upload_id, turn_id=ref["turn_id"], status="recognized", transcript=text,
-            source="ws-live", accepted_at=accepted_at, stage_done_at=accepted_at, tts_provider=session.get("tts_provider"),
+            rt.db,
+            rt.settings,
+            session,
+            upload_id,
+            turn_id=ref["turn_id"],
+            status="recognized",
+            transcript=text,
+            source="ws-live",
+            accepted_at=accepted_at,
+            stage_done_at=accepted_at,
+            tts_provider=session.get("tts_provider"),
             audio_seconds=round(len(samples) / rt.settings.audio_sample_rate, 3),
-            stt={"engine": final.engine, "model": final.model, "language": final.language,
-                 "confidence": final.confidence},
-            timings={"stt_s": t["seconds"]})
+            stt={
+                "engine": final.engine,
+                "model": final.model,
+                "language": final.language,
+                "confidence": final.confidence,
+            },
+            timings={"stt_s": t["seconds"]},
+        )
     except DuplicateKeyError:
         return ref  # redelivered after the turn was recorded: the chain is already on its way
-    metrics.observe_recognition(final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model,
-                                t["seconds"])
-    rt.events.publish(ref["session_id"], EventType.TRANSCRIPT, ref["turn_id"], text=text, final=True,
-                      confidence=final.confidence, engine=final.engine)
+    metrics.observe_recognition(
+        final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, t["seconds"]
+    )
+    rt.events.publish(
+        ref["session_id"],
+        EventType.TRANSCRIPT,
+        ref["turn_id"],
+        text=text,
+        final=True,
+        confidence=final.confidence,
+        engine=final.engine,
+    )
     UtteranceStream(rt.redis, ref["turn_id"]).delete()
     return ref
 
@@ -156,19 +210,32 @@ def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:
     if "reply_text" in turn:
         return ref
     with _stage(rt, ref, "dialog") as t:
-        history = interactions.recent_turns(rt.db, rt.settings, ref["session_id"],
-                                            rt.settings.dialog_max_context_length,
-                                            exclude_turn_id=ref["turn_id"])
+        history = interactions.recent_turns(
+            rt.db, rt.settings, ref["session_id"], rt.settings.dialog_max_context_length, exclude_turn_id=ref["turn_id"]
+        )
         reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history)
     interactions.update_turn(
-        rt.db, rt.settings, ref["turn_id"], status="answered", reply_text=reply.text, intent=reply.intent,
-        intent_confidence=reply.confidence, sources=list(reply.sources),
+        rt.db,
+        rt.settings,
+        ref["turn_id"],
+        status="answered",
+        reply_text=reply.text,
+        intent=reply.intent,
+        intent_confidence=reply.confidence,
+        sources=list(reply.sources),
         **{"timings.dialog_queue_s": _queue_wait(turn, t["started"]), "timings.dialog_s": t["seconds"]},
         stage_done_at=time.time(),
     )
-    rt.events.publish(ref["session_id"], EventType.REPLY, ref["turn_id"], text=reply.text, intent=reply.intent,
-                      confidence=reply.confidence, sources=list(reply.sources),
-                      suggested_actions=list(reply.suggested_actions))
+    rt.events.publish(
+        ref["session_id"],
+        EventType.REPLY,
+        ref["turn_id"],
+        text=reply.text,
+        intent=reply.intent,
+        confidence=reply.confidence,
+        sources=list(reply.sources),
+        suggested_actions=list(reply.suggested_actions),
+    )
     return ref
 
 
@@ -193,21 +260,31 @@ def run_tts(rt: Runtime, ref: TurnRef) -> TurnRef:
         if chunk.audio_id:
             data["audio_url"] = audio_url(ref["session_id"], chunk.audio_id)
             # Cached audio is shared: the session may fetch it once its turn names it.
-            interactions.update_turn(rt.db, rt.settings, ref["turn_id"],
-                                     **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id]})
+            interactions.update_turn(
+                rt.db, rt.settings, ref["turn_id"], **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id]}
+            )
         rt.events.publish(ref["session_id"], EventType.AUDIO, ref["turn_id"], **data)
 
     try:
         with _stage(rt, ref, "tts") as t:
-            speech = synthesize_reply(rt.db, rt.settings, text=turn["reply_text"], voice=turn.get("voice") or None,
-                                      language=turn.get("language"), provider_name=turn.get("tts_provider") or None,
-                                      project=turn["project"], session_id=ref["session_id"], turn_id=ref["turn_id"],
-                                      on_chunk=publish)
+            speech = synthesize_reply(
+                rt.db,
+                rt.settings,
+                text=turn["reply_text"],
+                voice=turn.get("voice") or None,
+                language=turn.get("language"),
+                provider_name=turn.get("tts_provider") or None,
+                project=turn["project"],
+                session_id=ref["session_id"],
+                turn_id=ref["turn_id"],
+                on_chunk=publish,
+            )
     except _Interrupted:
         return _finish_interrupted(rt, ref, turn, published)
     metrics.observe_synthesis(speech.provider, t["seconds"])
-    return _finish(rt, ref, turn, "done", speech.audio_ids[0] if speech.audio_ids else None, speech.to_doc(),
-                   t["seconds"])
+    return _finish(
+        rt, ref, turn, "done", speech.audio_ids[0] if speech.audio_ids else None, speech.to_doc(), t["seconds"]
+    )
 
 
 def _finish_interrupted(rt: Runtime, ref: TurnRef, turn: dict[str, Any], published: list[ChunkResult]) -> TurnRef:
@@ -215,23 +292,42 @@ def _finish_interrupted(rt: Runtime, ref: TurnRef, turn: dict[str, Any], publish
     request = interruption(rt, ref["session_id"], ref["turn_id"], turn.get("accepted_at")) or {}
     played = request.get("played_chunks")
     played = len(published) if played is None else min(played, len(published))
-    tts = {"provider": published[0].provider if published else None, "chunks": len(published),
-           "audio_ids": [c.audio_id for c in published if c.audio_id], "played_chunks": played,
-           "played_text": " ".join(c.text for c in published[:played])}
+    tts = {
+        "provider": published[0].provider if published else None,
+        "chunks": len(published),
+        "audio_ids": [c.audio_id for c in published if c.audio_id],
+        "played_chunks": played,
+        "played_text": " ".join(c.text for c in published[:played]),
+    }
     audio_id = tts["audio_ids"][0] if tts["audio_ids"] else None
     return _finish(rt, ref, turn, "interrupted", audio_id, tts, None)
 
 
-def _finish(rt: Runtime, ref: TurnRef, turn: dict[str, Any], status: str, audio_id: str | None,
-            tts: dict[str, Any], tts_seconds: float | None) -> TurnRef:
+def _finish(
+    rt: Runtime,
+    ref: TurnRef,
+    turn: dict[str, Any],
+    status: str,
+    audio_id: str | None,
+    tts: dict[str, Any],
+    tts_seconds: float | None,
+) -> TurnRef:
     done_at = time.time()
-    timings = {"timings.tts_queue_s": _queue_wait(turn, done_at - (tts_seconds or 0.0)),
-               "timings.total_s": round(done_at - float(turn["accepted_at"]), 4)}
+    timings = {
+        "timings.tts_queue_s": _queue_wait(turn, done_at - (tts_seconds or 0.0)),
+        "timings.total_s": round(done_at - float(turn["accepted_at"]), 4),
+    }
     if tts_seconds is not None:
         timings["timings.tts_s"] = tts_seconds
-    interactions.update_turn(rt.db, rt.settings, ref["turn_id"], status=status, audio_id=audio_id, tts=tts,
-                             stage_done_at=done_at, **timings)
-    rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status=status,
-                      timings={k.split(".", 1)[1]: v for k, v in timings.items()})
+    interactions.update_turn(
+        rt.db, rt.settings, ref["turn_id"], status=status, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings
+    )
+    rt.events.publish(
+        ref["session_id"],
+        EventType.DONE,
+        ref["turn_id"],
+        status=status,
+        timings={k.split(".", 1)[1]: v for k, v in timings.items()},
+    )
     metrics.INTERACTIONS.inc()
     return ref

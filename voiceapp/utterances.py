@@ -4,6 +4,7 @@ The stream is the utterance's audio "by reference": the task gets only its id. T
 the stream when it decides the utterance has ended (voice activity) or sees the client's end
 marker; appends after that are refused, and the front starts a new utterance.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -38,8 +39,12 @@ class UtteranceLost(VoiceError):
 
     code, status = "utterance_lost", 503
 
-    def __init__(self, message: str = "the audio of this utterance was lost (the server restarted a "
-                 "component); please say it again", code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "the audio of this utterance was lost (the server restarted a component); please say it again",
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message, code, status)
 
 
@@ -84,8 +89,11 @@ class UtteranceStream:
         self._close = client.register_script(_CLOSE_LUA)
 
     def _add(self, field: str, value: bytes, continuing: bool) -> bool:
-        added = int(self._append(keys=[self._audio_key, self._closed_key],
-                                 args=[field, value, self._ttl, "1" if continuing else "0"]))
+        added = int(
+            self._append(
+                keys=[self._audio_key, self._closed_key], args=[field, value, self._ttl, "1" if continuing else "0"]
+            )
+        )
         if added < 0:
             raise UtteranceLost()
         return added == 1

@@ -4,6 +4,7 @@ Started from tasks/worker.py when WORKER_METRICS_PORT is set (deploy/compose.yam
 worker container). Without PROMETHEUS_MULTIPROC_DIR it serves this process's registry, which is the
 whole worker with `--pool solo` (the image's default); prefork workers need PROMETHEUS_MULTIPROC_DIR.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """WSGI entry point for gunicorn: `gunicorn voiceapp.wsgi:app` (settings from the environment)."""
+
 from . import create_app
 
 app = create_app()

@@ -1,4 +1,5 @@
 """Audio files of each container browsers and clients send, encoded at test time from a real recording, and damaged copies."""
+
 from __future__ import annotations
 
 import io
@@ -53,14 +54,20 @@ def garble(data: bytes, keep: int, seed: int = 7) -> bytes:
 
 def patch(data: bytes, offset: int, replacement: bytes) -> bytes:
     """`data` with bytes at `offset` replaced."""
-    return data[:offset] + replacement + data[offset + len(replacement):]
+    return data[:offset] + replacement + data[offset + len(replacement) :]
 
 
 def wav_with_rate(rate: int, seconds: float = 1.0) -> bytes:
     """A PCM16 mono WAV whose header claims `rate` Hz (absurd rates included), with 16 kHz worth of noise."""
     frames = np.random.default_rng(3).integers(-2000, 2000, int(16000 * seconds), dtype="<i2").tobytes()
-    header = b"RIFF" + struct.pack("<I", 36 + len(frames)) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, rate, (rate * 2) & 0xFFFFFFFF, 2, 16) + b"data" + struct.pack("<I", len(frames))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(frames))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, (rate * 2) & 0xFFFFFFFF, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(frames))
+    )
     return header + frames
 
 

@@ -5,6 +5,7 @@ The SDK (SpeechConfig(subscription=..., host="ws://127.0.0.1:PORT")) opens
 `speech.config`, `synthesis.context` and `ssml` (each: header lines, blank line, body), and expects
 `turn.start`, binary `audio` frames (2-byte big-endian header length, headers, raw PCM) and `turn.end`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,10 @@ def _parse(frame: str) -> tuple[dict[str, str], str]:
 
 def _text_frame(path: str, request_id: str, body: dict) -> str:
     stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return (f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
-            f"X-Timestamp:{stamp}\r\nPath:{path}\r\n\r\n{json.dumps(body)}")
+    return (
+        f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
+        f"X-Timestamp:{stamp}\r\nPath:{path}\r\n\r\n{json.dumps(body)}"
+    )
 
 
 def _audio_frame(request_id: str, pcm: bytes) -> bytes:
@@ -89,7 +92,7 @@ def _handler(state: FakeAzure):
             text = unescape(re.sub(r"<[^>]+>", "", body))
             pcm = tone(text)
             for start in range(0, len(pcm), 8192):
-                await ws.send(_audio_frame(request_id, pcm[start:start + 8192]))
+                await ws.send(_audio_frame(request_id, pcm[start : start + 8192]))
             await ws.send(_text_frame("turn.end", request_id, {}))
 
     return handle
@@ -110,8 +113,9 @@ def start() -> tuple[FakeAzure, threading.Thread]:
     ready = threading.Event()
 
     async def main() -> None:
-        async with serve(_handler(state), "127.0.0.1", 0, subprotocols=["USP"],
-                         process_request=_check_key(state)) as server:
+        async with serve(
+            _handler(state), "127.0.0.1", 0, subprotocols=["USP"], process_request=_check_key(state)
+        ) as server:
             state.host = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
             ready.set()
             await asyncio.Future()

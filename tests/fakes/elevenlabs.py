@@ -1,4 +1,5 @@
 """A local server speaking the ElevenLabs text-to-speech HTTP API (POST /v1/text-to-speech/{voice_id})."""
+
 from __future__ import annotations
 
 import io
@@ -62,8 +63,15 @@ def _handler(state: FakeElevenLabs):
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw or b"{}")
-            state.requests.append(Recorded("POST", parsed.path, {k: v[0] for k, v in parse_qs(parsed.query).items()},
-                                           {k.lower(): v for k, v in self.headers.items()}, body))
+            state.requests.append(
+                Recorded(
+                    "POST",
+                    parsed.path,
+                    {k: v[0] for k, v in parse_qs(parsed.query).items()},
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
+            )
             if not parsed.path.startswith("/v1/text-to-speech/"):
                 return self._json(404, {"detail": {"status": "not_found", "message": "no such route"}})
             if self.headers.get("xi-api-key") != state.api_key:

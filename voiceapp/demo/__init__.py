@@ -1,4 +1,5 @@
 """Demo assets: a spoken sample question and a small knowledge base (a fictional coffee shop)."""
+
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent

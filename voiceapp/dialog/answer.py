@@ -1,4 +1,5 @@
 """Grounded answers: the best passage's most relevant sentences, or an honest fallback."""
+
 from __future__ import annotations
 
 import logging
@@ -176,13 +177,15 @@ def extractive_reply(grounding: Grounding) -> Reply:
 # ---------------------------------------------------------------- backends
 
 
-def _extractive(settings: Settings, question: str, grounding: Grounding, passages: list[Passage],
-                history: list[Exchange]) -> str | None:
+def _extractive(
+    settings: Settings, question: str, grounding: Grounding, passages: list[Passage], history: list[Exchange]
+) -> str | None:
     return " ".join(grounding.sentences)
 
 
-def _llm(settings: Settings, question: str, grounding: Grounding, passages: list[Passage],
-         history: list[Exchange]) -> str | None:
+def _llm(
+    settings: Settings, question: str, grounding: Grounding, passages: list[Passage], history: list[Exchange]
+) -> str | None:
     return llm.compose(settings, question, passages, history)
 
 
@@ -190,8 +193,9 @@ def _llm(settings: Settings, question: str, grounding: Grounding, passages: list
 BACKENDS: dict[str, Callable[..., str | None]] = {"extractive": _extractive, "llm": _llm}
 
 
-def _compose(settings: Settings, question: str, grounding: Grounding, index: ProjectIndex,
-             history: list[Exchange]) -> Reply:
+def _compose(
+    settings: Settings, question: str, grounding: Grounding, index: ProjectIndex, history: list[Exchange]
+) -> Reply:
     """The reply from the configured backend; any backend failure falls back to the extractive one."""
     extractive = extractive_reply(grounding)
     backend = BACKENDS.get(settings.dialog_backend, _extractive)
@@ -207,8 +211,12 @@ def _compose(settings: Settings, question: str, grounding: Grounding, index: Pro
         return extractive
     if not text:
         return extractive
-    return Reply(text=for_speech(text, MAX_SPEECH_CHARS), intent="question",
-                 confidence=extractive.confidence, sources=extractive.sources)
+    return Reply(
+        text=for_speech(text, MAX_SPEECH_CHARS),
+        intent="question",
+        confidence=extractive.confidence,
+        sources=extractive.sources,
+    )
 
 
 # ---------------------------------------------------------------- intents

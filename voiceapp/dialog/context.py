@@ -1,4 +1,5 @@
 """Conversation context: earlier turns, and follow-ups ("and on Sunday?") rewritten as full questions."""
+
 from __future__ import annotations
 
 import re

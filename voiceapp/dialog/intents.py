@@ -1,4 +1,5 @@
 """Rule-based intents with a confidence: what the visitor wants besides a knowledge question."""
+
 from __future__ import annotations
 
 import re
@@ -46,7 +47,7 @@ def _normalize(text: str) -> str:
 
 
 def _leftover_words(text: str, span: tuple[int, int]) -> int:
-    rest = text[: span[0]] + " " + text[span[1]:]
+    rest = text[: span[0]] + " " + text[span[1] :]
     return len(_FILLER.sub(" ", rest).split())
 
 

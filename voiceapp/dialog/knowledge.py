@@ -1,4 +1,5 @@
 """Per-project knowledge base: split documents into passages, store them, search with BM25."""
+
 from __future__ import annotations
 
 import html.parser
@@ -235,8 +236,10 @@ _lock = threading.Lock()
 
 
 def _build(db: Database, settings: Settings, project: str, stamp: str | None) -> ProjectIndex:
-    rows = db[settings.knowledge_collection].find({"project": project}).sort(
-        [("source", ASCENDING), ("position", ASCENDING)]
+    rows = (
+        db[settings.knowledge_collection]
+        .find({"project": project})
+        .sort([("source", ASCENDING), ("position", ASCENDING)])
     )
     passages = [Passage(project, row["source"], row["section"], row["text"]) for row in rows]
     tokens = [tokenize(f"{p.section.replace(' > ', ' ')} {p.text}") for p in passages]

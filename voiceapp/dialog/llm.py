@@ -3,6 +3,7 @@
 Only the retrieved passages go to the model, and it is told to answer from them alone; any error,
 timeout or refusal makes the caller fall back to the extractive answer.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,13 @@ def messages_for(question: str, passages: list[Passage], history: list[Exchange]
 def _request(settings: Settings, messages: list[dict]) -> urllib.request.Request:
     if not settings.dialog_llm_base_url:
         raise ProviderUnavailable("DIALOG_BACKEND=llm needs DIALOG_LLM_BASE_URL (an OpenAI-compatible /v1 URL)")
-    body = {"model": settings.dialog_llm_model, "messages": messages, "stream": True, "temperature": 0.2,
-            "max_tokens": 160}
+    body = {
+        "model": settings.dialog_llm_model,
+        "messages": messages,
+        "stream": True,
+        "temperature": 0.2,
+        "max_tokens": 160,
+    }
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if settings.dialog_llm_api_key:
         headers["Authorization"] = f"Bearer {settings.dialog_llm_api_key}"

@@ -1,4 +1,5 @@
 """Tokens for retrieval and sentences for speech, shared by knowledge and answer."""
+
 from __future__ import annotations
 
 import re

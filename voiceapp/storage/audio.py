@@ -1,4 +1,5 @@
 """Audio blobs in GridFS: uploads from visitors and synthesized replies."""
+
 from __future__ import annotations
 
 import re

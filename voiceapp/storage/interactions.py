@@ -1,4 +1,5 @@
 """One document per turn of a session, in settings.interactions_collection."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,9 @@ def check_turn_id(turn_id: Any) -> str:
     return turn_id
 
 
-def create_turn(db: Database, settings: Settings, session: dict, upload_id: str | None, *,
-                turn_id: str | None = None, **fields: Any) -> str:
+def create_turn(
+    db: Database, settings: Settings, session: dict, upload_id: str | None, *, turn_id: str | None = None, **fields: Any
+) -> str:
     """Insert a turn for `session` (queued unless `fields` say otherwise); returns turn_id (uuid4 hex).
 
     A live utterance passes its own id; inserting it twice raises DuplicateKeyError.

@@ -1,4 +1,5 @@
 """MongoDB client: one per (process, URI), tz-aware, with short timeouts."""
+
 from __future__ import annotations
 
 import os

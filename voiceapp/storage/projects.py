@@ -1,4 +1,5 @@
 """Projects: hashed API keys that may open sessions, and the browser origins each project allows."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,7 @@ def create_key(db: Database, settings: Settings, project: str, origins: tuple[st
 def set_origins(db: Database, settings: Settings, project: str, origins: tuple[str, ...]) -> None:
     """Replace the project's browser origin allow-list (empty: any origin)."""
     project = check_project_name(project)
-    db[settings.projects_collection].update_one({"project": project}, {"$set": {"origins": list(origins)}},
-                                                upsert=True)
+    db[settings.projects_collection].update_one({"project": project}, {"$set": {"origins": list(origins)}}, upsert=True)
 
 
 def get_project(db: Database, settings: Settings, project: str) -> dict | None:
@@ -59,8 +59,10 @@ def authorize(db: Database, settings: Settings, project: str, key: str | None, *
     if project in settings.open_projects and not admin:
         return
     if not key:
-        raise AuthError(f"project '{project}' needs its key: send 'Authorization: Bearer <project key>'",
-                        code="project_key_required")
+        raise AuthError(
+            f"project '{project}' needs its key: send 'Authorization: Bearer <project key>'",
+            code="project_key_required",
+        )
     doc = db[settings.projects_collection].find_one({"project": project}, {"key_hashes": 1})
     hashes = doc.get("key_hashes", []) if doc else []
     digest = _hash(key)

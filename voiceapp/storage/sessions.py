@@ -1,4 +1,5 @@
 """Voice sessions: create, look up (refusing expired ones), slide expiry, end."""
+
 from __future__ import annotations
 
 import re

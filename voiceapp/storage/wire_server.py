@@ -3,6 +3,7 @@
 Runs in its own Python >= 3.13 environment, exactly as production runs a real MongoDB:
 it imports nothing from voiceapp. Usage: python wire_server.py --port P [--sqlite PATH]
 """
+
 from __future__ import annotations
 
 import argparse

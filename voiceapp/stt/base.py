@@ -1,4 +1,5 @@
 """The interface every speech recognition engine implements."""
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

@@ -1,4 +1,5 @@
 """STT engine "faster-whisper": Whisper on CTranslate2, with models shipped in registry packages."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Drop what Whisper invents on silence or noise ("Thanks for watching!", loops, lone punctuation)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """STT engine "openai-whisper": the reference PyTorch Whisper from local `.pt` weights (extra `openai-whisper`)."""
+
 from __future__ import annotations
 
 import importlib.util

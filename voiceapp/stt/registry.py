@@ -1,4 +1,5 @@
 """STT engines by STT_ENGINE key, loaded once per process."""
+
 from __future__ import annotations
 
 import logging

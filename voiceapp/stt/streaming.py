@@ -6,6 +6,7 @@ When the visitor pauses, the utterance is decoded speculatively before the end-o
 if no speech follows, that result becomes the final transcript with no decode after the stop.
 Utterances longer than COMMIT_AFTER seconds are committed in pieces to keep each decode bounded.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """STT engine "vosk": Kaldi models from VOSK_MODEL_PATH (pip extra `vosk`)."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,17 +1,40 @@
 """Word error rate with the normalisation spoken-answer tests need."""
+
 from __future__ import annotations
 
 import re
 
 # Whisper writes contractions the speaker did not say (or the reverse); score them the same.
 _CONTRACTIONS = {
-    "what's": "what is", "where's": "where is", "when's": "when is", "who's": "who is",
-    "how's": "how is", "it's": "it is", "that's": "that is", "there's": "there is",
-    "here's": "here is", "let's": "let us", "i'm": "i am", "you're": "you are", "we're": "we are",
-    "they're": "they are", "i've": "i have", "you've": "you have", "we've": "we have",
-    "i'll": "i will", "you'll": "you will", "we'll": "we will", "i'd": "i would",
-    "don't": "do not", "doesn't": "does not", "didn't": "did not", "can't": "cannot",
-    "won't": "will not", "isn't": "is not", "aren't": "are not", "wasn't": "was not",
+    "what's": "what is",
+    "where's": "where is",
+    "when's": "when is",
+    "who's": "who is",
+    "how's": "how is",
+    "it's": "it is",
+    "that's": "that is",
+    "there's": "there is",
+    "here's": "here is",
+    "let's": "let us",
+    "i'm": "i am",
+    "you're": "you are",
+    "we're": "we are",
+    "they're": "they are",
+    "i've": "i have",
+    "you've": "you have",
+    "we've": "we have",
+    "i'll": "i will",
+    "you'll": "you will",
+    "we'll": "we will",
+    "i'd": "i would",
+    "don't": "do not",
+    "doesn't": "does not",
+    "didn't": "did not",
+    "can't": "cannot",
+    "won't": "will not",
+    "isn't": "is not",
+    "aren't": "are not",
+    "wasn't": "was not",
 }
 
 

@@ -1,4 +1,5 @@
 """TTS provider "azure": Azure AI Speech neural voices through its SDK (pip extra `azure`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,12 @@ NAME = "azure"
 SAMPLE_RATE = 24_000
 # A neural voice per language when the session names none (AZURE_SPEECH_VOICE covers its own locale).
 LANGUAGE_VOICES = {
-    "en-US": "en-US-JennyNeural", "en-GB": "en-GB-SoniaNeural", "ru-RU": "ru-RU-SvetlanaNeural",
-    "de-DE": "de-DE-KatjaNeural", "fr-FR": "fr-FR-DeniseNeural", "es-ES": "es-ES-ElviraNeural",
+    "en-US": "en-US-JennyNeural",
+    "en-GB": "en-GB-SoniaNeural",
+    "ru-RU": "ru-RU-SvetlanaNeural",
+    "de-DE": "de-DE-KatjaNeural",
+    "fr-FR": "fr-FR-DeniseNeural",
+    "es-ES": "es-ES-ElviraNeural",
 }
 
 
@@ -52,8 +57,10 @@ def output_format(settings: Settings) -> str:
 
 def ssml(text: str, voice: str, language: str) -> str:
     """The SSML document Azure speaks (text escaped: replies may contain <, & or quotes)."""
-    return (f'<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang={quoteattr(language)}>'
-            f"<voice name={quoteattr(voice)}>{escape(text)}</voice></speak>")
+    return (
+        f'<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" xml:lang={quoteattr(language)}>'
+        f"<voice name={quoteattr(voice)}>{escape(text)}</voice></speak>"
+    )
 
 
 def speech_config(settings: Settings):
@@ -104,7 +111,11 @@ class AzureProvider:
         if len(audio) <= 44:
             raise TtsError("azure returned no audio")
         return Synthesis(
-            audio=audio, mime_type="audio/wav", provider=self.name, voice=name, sample_rate=SAMPLE_RATE,
+            audio=audio,
+            mime_type="audio/wav",
+            provider=self.name,
+            voice=name,
+            sample_rate=SAMPLE_RATE,
             duration=round((len(audio) - 44) / 2 / SAMPLE_RATE, 3),
             extra={"characters": len(text), "language": locale, "format": self.format},
         )

@@ -1,4 +1,5 @@
 """TTS provider "browser": no server audio; the widget speaks the text with the page's speechSynthesis."""
+
 from __future__ import annotations
 
 from voiceapp.config import Settings
@@ -49,8 +50,13 @@ class BrowserProvider:
         if not text or not text.strip():
             raise TtsError("nothing to synthesize: empty text", status=400)
         hint = speech_hint(text, language or self._default_language, voice)
-        return Synthesis(audio=b"", mime_type=MIME_TYPE, provider=NAME, voice=voice or "",
-                         extra={"characters": len(text), "language": hint["lang"], "speech": hint})
+        return Synthesis(
+            audio=b"",
+            mime_type=MIME_TYPE,
+            provider=NAME,
+            voice=voice or "",
+            extra={"characters": len(text), "language": hint["lang"], "speech": hint},
+        )
 
 
 def speech_hint(text: str, language: str, voice: str | None) -> dict:

@@ -4,6 +4,7 @@ An entry is keyed by text hash + voice + language + provider + format. GridFS fi
 TTL (MongoDB would orphan their chunks): entries expire by `accessed_at` (VOICE_CACHE_TTL), reads
 filter by that date, and `prune()` deletes expired entries together with their files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,13 @@ class CacheKey:
 
     def query(self) -> dict:
         """The entry filter."""
-        return {"text_hash": self.text_hash, "voice": self.voice, "language": self.language,
-                "provider": self.provider, "format": self.format}
+        return {
+            "text_hash": self.text_hash,
+            "voice": self.voice,
+            "language": self.language,
+            "provider": self.provider,
+            "format": self.format,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,21 +110,47 @@ def lookup(db: Database, settings: Settings, key: CacheKey) -> CacheEntry | None
 
 
 def _entry(doc: dict) -> CacheEntry:
-    return CacheEntry(audio_id=doc["audio_id"], mime_type=doc["mime_type"], voice=doc["voice"],
-                      provider=doc["provider"], bytes=int(doc.get("bytes") or 0), duration=doc.get("duration"),
-                      sample_rate=doc.get("sample_rate"))
+    return CacheEntry(
+        audio_id=doc["audio_id"],
+        mime_type=doc["mime_type"],
+        voice=doc["voice"],
+        provider=doc["provider"],
+        bytes=int(doc.get("bytes") or 0),
+        duration=doc.get("duration"),
+        sample_rate=doc.get("sample_rate"),
+    )
 
 
 def store(db: Database, settings: Settings, key: CacheKey, synthesis: Synthesis, *, session_id: str = "") -> CacheEntry:
     """Save the audio in GridFS and index it under `key`; then keep the cache under its size cap."""
     now = _now()
-    meta = {"cache": True, "session_id": session_id, "provider": synthesis.provider, "voice": synthesis.voice,
-            "text_hash": key.text_hash, "format": key.format}
-    audio_id = put_audio(db, synthesis.audio, bucket=REPLIES_BUCKET, filename=f"tts-{key.text_hash[:16]}",
-                         content_type=synthesis.mime_type, metadata=meta)
-    doc = {**key.query(), "audio_id": audio_id, "bytes": len(synthesis.audio), "mime_type": synthesis.mime_type,
-           "duration": synthesis.duration, "sample_rate": synthesis.sample_rate, "hits": 0,
-           "created_at": now, "accessed_at": now}
+    meta = {
+        "cache": True,
+        "session_id": session_id,
+        "provider": synthesis.provider,
+        "voice": synthesis.voice,
+        "text_hash": key.text_hash,
+        "format": key.format,
+    }
+    audio_id = put_audio(
+        db,
+        synthesis.audio,
+        bucket=REPLIES_BUCKET,
+        filename=f"tts-{key.text_hash[:16]}",
+        content_type=synthesis.mime_type,
+        metadata=meta,
+    )
+    doc = {
+        **key.query(),
+        "audio_id": audio_id,
+        "bytes": len(synthesis.audio),
+        "mime_type": synthesis.mime_type,
+        "duration": synthesis.duration,
+        "sample_rate": synthesis.sample_rate,
+        "hits": 0,
+        "created_at": now,
+        "accessed_at": now,
+    }
     _entries(db, settings).insert_one(doc)
     if not _maybe_prune(db, settings):
         enforce_cap(db, settings)
@@ -180,8 +212,9 @@ def prune(db: Database, settings: Settings, now: datetime | None = None) -> dict
     expired = remove(db, settings, {"accessed_at": {"$lte": _fresh_after(settings, now)}})
     referenced = {doc["audio_id"] for doc in _entries(db, settings).find({}, {"audio_id": 1})}
     orphans = 0
-    files = db[f"{REPLIES_BUCKET}.files"].find({"metadata.cache": True, "uploadDate": {"$lt": now - ORPHAN_GRACE}},
-                                               {"_id": 1})
+    files = db[f"{REPLIES_BUCKET}.files"].find(
+        {"metadata.cache": True, "uploadDate": {"$lt": now - ORPHAN_GRACE}}, {"_id": 1}
+    )
     for doc in list(files):
         if str(doc["_id"]) not in referenced:
             orphans += delete_audio(db, str(doc["_id"]), bucket=REPLIES_BUCKET)

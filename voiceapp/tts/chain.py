@@ -1,4 +1,5 @@
 """Fallback: try the requested provider, then the TTS_FALLBACK_CHAIN, each within TTS_TIMEOUT."""
+
 from __future__ import annotations
 
 import logging
@@ -88,8 +89,12 @@ def record_failure(requested: str, name: str, err: VoiceError) -> Failure:
 def record_fallback(requested: str, answered: str, failures: list[Failure]) -> None:
     """Count and log that `answered` spoke for `requested`."""
     metrics.TTS_FALLBACKS.labels(requested, answered).inc()
-    log.warning("TTS fell back from %s to %s after: %s", requested, answered,
-                "; ".join(f"{f.provider}: {f.code}" for f in failures))
+    log.warning(
+        "TTS fell back from %s to %s after: %s",
+        requested,
+        answered,
+        "; ".join(f"{f.provider}: {f.code}" for f in failures),
+    )
 
 
 def no_provider_error(failures: list[Failure]) -> TtsError:

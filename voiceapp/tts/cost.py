@@ -13,6 +13,7 @@ Documents (field `kind`): "tts_cost" per {project, session_id, day}; "tts_cost_p
 {project, day} (budget and gauge); "tts_cost_day" per {day} (alert, flag `alerted`); "cost_alert"
 once per day when the day's total passes VOICE_COST_ALERT_THRESHOLD.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,16 @@ def over_budget(db: Database, settings: Settings, project: str, now: datetime | 
     return project_cost_today(db, settings, project, now) >= settings.project_daily_budget
 
 
-def record(db: Database, settings: Settings, *, project: str, session_id: str, usage: dict[str, int],
-           cached_characters: int = 0, now: datetime | None = None) -> CostRecord | None:
+def record(
+    db: Database,
+    settings: Settings,
+    *,
+    project: str,
+    session_id: str,
+    usage: dict[str, int],
+    cached_characters: int = 0,
+    now: datetime | None = None,
+) -> CostRecord | None:
     """Add `usage` ({provider: characters synthesized}) to today's totals; None when tracking is off."""
     if not settings.enable_cost_tracking:
         return None
@@ -97,21 +106,34 @@ def record(db: Database, settings: Settings, *, project: str, session_id: str, u
     costs = {name: cost_of(settings, name, chars) for name, chars in usage.items()}
     total = round(sum(costs.values()), 6)
     characters = sum(usage.values())
-    inc: dict[str, float] = {"cost_usd": total, "characters": characters, "cached_characters": cached_characters,
-                             "requests": 1}
+    inc: dict[str, float] = {
+        "cost_usd": total,
+        "characters": characters,
+        "cached_characters": cached_characters,
+        "requests": 1,
+    }
     for name, chars in usage.items():
         inc[f"providers.{name}.characters"] = chars
         inc[f"providers.{name}.cost_usd"] = costs[name]
     stamp = {"$set": {"updated_at": now}, "$setOnInsert": {"created_at": now}}
     coll = _analytics(db, settings)
-    coll.update_one({"kind": "tts_cost", "project": project, "session_id": session_id, "day": day},
-                    {"$inc": inc, **stamp}, upsert=True)
-    project_doc = coll.find_one_and_update({"kind": "tts_cost_project_day", "project": project, "day": day},
-                                           {"$inc": {"cost_usd": total, "characters": characters}, **stamp},
-                                           upsert=True, return_document=ReturnDocument.AFTER)
-    day_doc = coll.find_one_and_update({"kind": "tts_cost_day", "day": day},
-                                       {"$inc": {"cost_usd": total, "characters": characters}, **stamp},
-                                       upsert=True, return_document=ReturnDocument.AFTER)
+    coll.update_one(
+        {"kind": "tts_cost", "project": project, "session_id": session_id, "day": day},
+        {"$inc": inc, **stamp},
+        upsert=True,
+    )
+    project_doc = coll.find_one_and_update(
+        {"kind": "tts_cost_project_day", "project": project, "day": day},
+        {"$inc": {"cost_usd": total, "characters": characters}, **stamp},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    day_doc = coll.find_one_and_update(
+        {"kind": "tts_cost_day", "day": day},
+        {"$inc": {"cost_usd": total, "characters": characters}, **stamp},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
     metrics.TTS_COST_TODAY.labels(project=project).set(float(project_doc["cost_usd"]))
     alerted = _check_alert(coll, settings, day, float(day_doc["cost_usd"]), now)
     return CostRecord(total, float(project_doc["cost_usd"]), float(day_doc["cost_usd"]), alerted)
@@ -129,10 +151,21 @@ def _check_alert(coll: Collection, settings: Settings, day: str, day_total: floa
     )
     if flipped is None:
         return False
-    coll.insert_one({"kind": "cost_alert", "day": day, "cost_usd": round(day_total, 6),
-                     "threshold": settings.cost_alert_threshold, "created_at": now})
-    log.warning("TTS cost alert: %.4f USD spent on %s, over VOICE_COST_ALERT_THRESHOLD=%.2f",
-                day_total, day, settings.cost_alert_threshold)
+    coll.insert_one(
+        {
+            "kind": "cost_alert",
+            "day": day,
+            "cost_usd": round(day_total, 6),
+            "threshold": settings.cost_alert_threshold,
+            "created_at": now,
+        }
+    )
+    log.warning(
+        "TTS cost alert: %.4f USD spent on %s, over VOICE_COST_ALERT_THRESHOLD=%.2f",
+        day_total,
+        day,
+        settings.cost_alert_threshold,
+    )
     return True
 
 

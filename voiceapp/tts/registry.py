@@ -1,4 +1,5 @@
 """TTS providers by TTS_DEFAULT_PROVIDER key, loaded once per process."""
+
 from __future__ import annotations
 
 from types import ModuleType

@@ -1,13 +1,52 @@
 """Splitting a reply into sentences, so the first one can be spoken while the rest is synthesized."""
+
 from __future__ import annotations
 
 import re
 
 # Words whose trailing dot does not end a sentence (English and Russian forms the replies use).
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "approx", "no", "fig",
-    "inc", "ltd", "co", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-    "т.е", "т.д", "т.п", "и.т.д", "др", "г", "ул", "д", "руб", "см", "стр",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "approx",
+    "no",
+    "fig",
+    "inc",
+    "ltd",
+    "co",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "т.е",
+    "т.д",
+    "т.п",
+    "и.т.д",
+    "др",
+    "г",
+    "ул",
+    "д",
+    "руб",
+    "см",
+    "стр",
 }
 # A candidate break: end punctuation (and closing quotes/brackets) followed by whitespace.
 _BREAK = re.compile(r"([.!?…]+[\"')\]»”]*)(\s+)")
@@ -38,7 +77,7 @@ def _first_clause(sentence: str, limit: int) -> list[str]:
     cuts = [m.start() for m in _SOFT_BREAK.finditer(sentence) if MIN_FIRST_CHARS <= m.start() <= limit]
     if not cuts:
         return [sentence]
-    return [sentence[:cuts[-1]].strip(), sentence[cuts[-1]:].strip()]
+    return [sentence[: cuts[-1]].strip(), sentence[cuts[-1] :].strip()]
 
 
 def _sentences(text: str) -> list[str]:
@@ -47,7 +86,7 @@ def _sentences(text: str) -> list[str]:
     start = 0
     for match in _BREAK.finditer(text):
         end = match.end(1)
-        following = text[match.end():match.end() + 1]
+        following = text[match.end() : match.end() + 1]
         if _is_break(text[start:end], following):
             pieces.append(text[start:end].strip())
             start = match.end()
@@ -74,7 +113,7 @@ def _cap(sentence: str, max_chars: int) -> list[str]:
     pieces: list[str] = []
     current = ""
     for part in _SOFT_BREAK.split(sentence):
-        for word in (part.split(" ") if len(part) > max_chars else [part]):
+        for word in part.split(" ") if len(part) > max_chars else [part]:
             candidate = f"{current} {word}".strip()
             if len(candidate) <= max_chars:
                 current = candidate

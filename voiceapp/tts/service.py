@@ -1,4 +1,5 @@
 """The TTS stage's one entry point: a reply in, one audio chunk per sentence out (cache, fallback, cost)."""
+
 from __future__ import annotations
 
 import logging
@@ -76,11 +77,17 @@ class SpeechResult:
     def to_doc(self) -> dict:
         """A summary for the turn document."""
         return {
-            "provider": self.provider, "requested_provider": self.requested_provider,
-            "providers": sorted({c.provider for c in self.chunks}), "voice": self.chunks[0].voice,
-            "chunks": len(self.chunks), "audio_ids": self.audio_ids, "cache_hits": self.cache_hits,
-            "cache_misses": self.cache_misses, "characters_synthesized": self.characters_synthesized,
-            "cost_usd": self.cost_usd, "budget_capped": self.budget_capped,
+            "provider": self.provider,
+            "requested_provider": self.requested_provider,
+            "providers": sorted({c.provider for c in self.chunks}),
+            "voice": self.chunks[0].voice,
+            "chunks": len(self.chunks),
+            "audio_ids": self.audio_ids,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "characters_synthesized": self.characters_synthesized,
+            "cost_usd": self.cost_usd,
+            "budget_capped": self.budget_capped,
             "failures": [f.to_dict() for f in self.failures],
         }
 
@@ -119,8 +126,11 @@ def synthesize_reply(
     requested = (provider_name or settings.tts_provider).strip().lower()
     capped = cost.over_budget(db, settings, project)
     if capped:
-        log.warning("project %s reached VOICE_PROJECT_DAILY_BUDGET=%.2f USD: using a free TTS provider",
-                    project, settings.project_daily_budget)
+        log.warning(
+            "project %s reached VOICE_PROJECT_DAILY_BUDGET=%.2f USD: using a free TTS provider",
+            project,
+            settings.project_daily_budget,
+        )
     reply = _Reply(requested, candidates(settings, requested, free_only=capped))
     chunks: list[ChunkResult] = []
     record = None
@@ -134,24 +144,46 @@ def synthesize_reply(
         if reply.usage or reply.cached_characters:
             record = _record_cost(db, settings, reply, project, session_id)
     return SpeechResult(
-        chunks=tuple(chunks), requested_provider=requested, cache_hits=reply.hits, cache_misses=reply.misses,
-        characters_synthesized=sum(reply.usage.values()), cost_usd=record.cost_usd if record else 0.0,
-        budget_capped=capped, cost_alert=bool(record and record.alert_raised), failures=tuple(reply.failures),
+        chunks=tuple(chunks),
+        requested_provider=requested,
+        cache_hits=reply.hits,
+        cache_misses=reply.misses,
+        characters_synthesized=sum(reply.usage.values()),
+        cost_usd=record.cost_usd if record else 0.0,
+        budget_capped=capped,
+        cost_alert=bool(record and record.alert_raised),
+        failures=tuple(reply.failures),
     )
 
 
 def _record_cost(db: Database, settings: Settings, reply: _Reply, project: str, session_id: str):
     """Add this reply's usage to the analytics; a storage hiccup there must not fail audio already sent."""
     try:
-        return cost.record(db, settings, project=project, session_id=session_id, usage=reply.usage,
-                           cached_characters=reply.cached_characters)
+        return cost.record(
+            db,
+            settings,
+            project=project,
+            session_id=session_id,
+            usage=reply.usage,
+            cached_characters=reply.cached_characters,
+        )
     except PyMongoError as err:
         log.warning("could not record TTS cost for project %s: %s", project, err)
         return None
 
 
-def _speak(db: Database, settings: Settings, reply: _Reply, sentence: str, index: int, total: int,
-           voice: str | None, language: str | None, session_id: str, turn_id: str) -> ChunkResult:
+def _speak(
+    db: Database,
+    settings: Settings,
+    reply: _Reply,
+    sentence: str,
+    index: int,
+    total: int,
+    voice: str | None,
+    language: str | None,
+    session_id: str,
+    turn_id: str,
+) -> ChunkResult:
     """One sentence: from the cache of the first provider that has it, else from the first that answers."""
     failures: list[Failure] = []
     for name in reply.names:
@@ -169,14 +201,24 @@ def _speak(db: Database, settings: Settings, reply: _Reply, sentence: str, index
         if failures and name != reply.requested:
             # Counted once per failure; later sentences of this reply go straight to `name`.
             record_fallback(reply.requested, name, failures)
-        return ChunkResult(index=index, total=total, fallback_from=reply.requested if name != reply.requested else None,
-                           **chunk)
+        return ChunkResult(
+            index=index, total=total, fallback_from=reply.requested if name != reply.requested else None, **chunk
+        )
     reply.failures.extend(failures)
     raise no_provider_error(reply.failures)
 
 
-def _from_cache_or_provider(db: Database, settings: Settings, reply: _Reply, name: str, sentence: str,
-                            voice: str | None, language: str | None, session_id: str, turn_id: str) -> dict:
+def _from_cache_or_provider(
+    db: Database,
+    settings: Settings,
+    reply: _Reply,
+    name: str,
+    sentence: str,
+    voice: str | None,
+    language: str | None,
+    session_id: str,
+    turn_id: str,
+) -> dict:
     """Chunk fields for `sentence` spoken by provider `name`; ProviderUnavailable/TtsError when it cannot."""
     key_voice, fmt = describe(settings, name, voice, language)
     key = cache.make_key(sentence, voice=key_voice, language=language, provider=name, fmt=fmt)
@@ -193,8 +235,9 @@ def _from_cache_or_provider(db: Database, settings: Settings, reply: _Reply, nam
         raise TtsError(f"{name} returned no audio")
     reply.usage[name] = reply.usage.get(name, 0) + len(sentence)
     if synthesis.provider == BROWSER:
-        return _fields(None, name, sentence, None, False, synthesis.voice, language, None,
-                       speech=synthesis.extra.get("speech"))
+        return _fields(
+            None, name, sentence, None, False, synthesis.voice, language, None, speech=synthesis.extra.get("speech")
+        )
     if cacheable:
         metrics.CACHE_MISSES.inc()
         reply.misses += 1
@@ -204,18 +247,46 @@ def _from_cache_or_provider(db: Database, settings: Settings, reply: _Reply, nam
     return _fields(audio_id, name, sentence, synthesis.mime_type, False, synthesis.voice, language, synthesis.duration)
 
 
-def _fields(audio_id: str | None, provider: str, text: str, mime_type: str | None, cached: bool, voice: str,
-            language: str | None, duration: float | None, speech: dict | None = None) -> dict:
-    return {"audio_id": audio_id, "provider": provider, "text": text, "mime_type": mime_type, "cached": cached,
-            "voice": voice, "language": language, "duration": duration, "speech": speech}
+def _fields(
+    audio_id: str | None,
+    provider: str,
+    text: str,
+    mime_type: str | None,
+    cached: bool,
+    voice: str,
+    language: str | None,
+    duration: float | None,
+    speech: dict | None = None,
+) -> dict:
+    return {
+        "audio_id": audio_id,
+        "provider": provider,
+        "text": text,
+        "mime_type": mime_type,
+        "cached": cached,
+        "voice": voice,
+        "language": language,
+        "duration": duration,
+        "speech": speech,
+    }
 
 
 def _store_uncached(db: Database, synthesis: Synthesis, session_id: str, turn_id: str) -> str:
     """Reply audio when VOICE_CACHE_AUDIO=false: a plain file of this session's turn."""
-    return put_audio(db, synthesis.audio, bucket=REPLIES_BUCKET, filename=f"{turn_id or 'reply'}.audio",
-                     content_type=synthesis.mime_type,
-                     metadata={"cache": False, "session_id": session_id, "turn_id": turn_id,
-                               "provider": synthesis.provider, "voice": synthesis.voice})
+    return put_audio(
+        db,
+        synthesis.audio,
+        bucket=REPLIES_BUCKET,
+        filename=f"{turn_id or 'reply'}.audio",
+        content_type=synthesis.mime_type,
+        metadata={
+            "cache": False,
+            "session_id": session_id,
+            "turn_id": turn_id,
+            "provider": synthesis.provider,
+            "voice": synthesis.voice,
+        },
+    )
 
 
 __all__ = ["ChunkResult", "SpeechResult", "synthesize_reply"]

@@ -1,4 +1,5 @@
 """Who may open, use and end a session: project keys, origins, concurrent-session slots, queue admission."""
+
 from __future__ import annotations
 
 from typing import Any

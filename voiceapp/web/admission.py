@@ -1,4 +1,5 @@
 """Admission control shared by every API process through Redis: session slots and queue depth."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,10 @@ class SessionSlots:
         """Take a slot until `expires_at` (epoch seconds); LimitExceeded (429) when all are taken."""
         limit = self._settings.max_concurrent_sessions
         if not self._acquire(keys=[SLOTS_KEY], args=[time.time(), expires_at, session_id, limit]):
-            raise LimitExceeded(f"the assistant is at its limit of {limit} concurrent voice sessions; "
-                                "try again in a minute", code="voice_concurrency_limit")
+            raise LimitExceeded(
+                f"the assistant is at its limit of {limit} concurrent voice sessions; try again in a minute",
+                code="voice_concurrency_limit",
+            )
 
     def touch(self, session_id: str, expires_at: float) -> None:
         """Slide the slot's expiry with the session's."""
@@ -90,4 +93,6 @@ def deployment_metrics(rt) -> "DeploymentMetrics":
     """The scrape-time gauges of this deployment (live sessions, queue depth) read from Redis."""
     from ..metrics import DeploymentMetrics
 
-    return DeploymentMetrics(lambda: SessionSlots(rt.redis, rt.settings).active(), lambda: queue_depths(rt.redis, all_queues(rt.settings)))
+    return DeploymentMetrics(
+        lambda: SessionSlots(rt.redis, rt.settings).active(), lambda: queue_depths(rt.redis, all_queues(rt.settings))
+    )

@@ -1,4 +1,5 @@
 """REST API under /api/v1/voice: sessions, turns (audio in, long-poll out) and reply audio."""
+
 from __future__ import annotations
 
 import re
@@ -57,9 +58,15 @@ def _string_field(body: dict[str, Any], name: str, pattern: re.Pattern[str], def
 
 def _session_view(rt: Runtime, session: dict[str, Any], token: str | None = None) -> dict[str, Any]:
     sid = session["session_id"]
-    view = {"session_id": sid, "project": session["project"], "language": session.get("language"),
-            "voice": session.get("voice"), "status": session.get("status"),
-            "expires_at": session["expires_at"].isoformat(), "websocket_url": websocket_url(rt, sid)}
+    view = {
+        "session_id": sid,
+        "project": session["project"],
+        "language": session.get("language"),
+        "voice": session.get("voice"),
+        "status": session.get("status"),
+        "expires_at": session["expires_at"].isoformat(),
+        "websocket_url": websocket_url(rt, sid),
+    }
     if token:
         view.update(token=token, token_expires_in=rt.settings.token_ttl)
     return view
@@ -145,18 +152,28 @@ def post_turn(session_id: str):
     access.admit_turn(rt)
     audio = decode(request.get_data(cache=False), rt.settings)
     turn_id = start_turn(rt, session, audio)
-    return jsonify({"turn_id": turn_id, "status": "queued",
-                    "status_url": url_for("voice_api.get_turn", session_id=session_id, turn_id=turn_id)}), 202
+    return jsonify(
+        {
+            "turn_id": turn_id,
+            "status": "queued",
+            "status_url": url_for("voice_api.get_turn", session_id=session_id, turn_id=turn_id),
+        }
+    ), 202
 
 
 def _turn_view(turn: dict[str, Any]) -> dict[str, Any]:
     audio_id = turn.get("audio_id")
     return {
-        "turn_id": turn["turn_id"], "session_id": turn["session_id"], "status": turn.get("status"),
-        "transcript": turn.get("transcript"), "intent": turn.get("intent"), "reply_text": turn.get("reply_text"),
+        "turn_id": turn["turn_id"],
+        "session_id": turn["session_id"],
+        "status": turn.get("status"),
+        "transcript": turn.get("transcript"),
+        "intent": turn.get("intent"),
+        "reply_text": turn.get("reply_text"),
         "sources": turn.get("sources", []),
         "audio_url": audio_url(turn["session_id"], audio_id) if audio_id else None,
-        "timings": turn.get("timings", {}), "error": turn.get("error"),
+        "timings": turn.get("timings", {}),
+        "error": turn.get("error"),
     }
 
 
@@ -212,10 +229,10 @@ def get_reply_audio(session_id: str, audio_id: str):
     check_origin(claims.get("prj", ""))
     data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
     if info["metadata"].get("session_id") != session_id and not interactions.session_has_audio(
-            rt.db, rt.settings, session_id, info["audio_id"]):
+        rt.db, rt.settings, session_id, info["audio_id"]
+    ):
         raise NotFound("no such audio in this session", code="audio_not_found")
-    return Response(data, mimetype=info["content_type"],
-                    headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, mimetype=info["content_type"], headers={"Cache-Control": "private, max-age=3600"})
 
 
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,()-]{0,127}$")
@@ -242,8 +259,11 @@ def add_knowledge(project: str):
         source = _string_field(doc, "source", SOURCE_RE)
         text, fmt = doc.get("text"), doc.get("format")
         if source is None or not isinstance(text, str) or (fmt is not None and fmt not in FORMATS):
-            raise BadRequest("a document needs a 'source' name, a 'text' string and an optional 'format' "
-                             f"({', '.join(sorted(FORMATS))})", code="invalid_field")
+            raise BadRequest(
+                "a document needs a 'source' name, a 'text' string and an optional 'format' "
+                f"({', '.join(sorted(FORMATS))})",
+                code="invalid_field",
+            )
         loaded += add_documents(rt.db, rt.settings, project, [(source, text)], fmt)
     return jsonify({"project": project, "documents": len(documents), "passages": loaded}), 201
 

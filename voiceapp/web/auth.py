@@ -1,4 +1,5 @@
 """Session tokens: short-lived, signed, and scoped to exactly one session (and its project)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Every error as JSON: {"error": {"code", "message"}} with its HTTP status."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,13 @@ from ..errors import StorageUnavailable, VoiceError
 log = logging.getLogger(__name__)
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
 
 
 def _body(code: str, message: str, status: int):

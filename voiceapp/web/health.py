@@ -1,4 +1,5 @@
 """Liveness (/healthz) and readiness (/readyz: Redis, MongoDB, a live worker on every stage queue)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify

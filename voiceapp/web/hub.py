@@ -1,4 +1,5 @@
 """One Redis pub/sub listener per API process, fanning session events out to local listeners."""
+
 from __future__ import annotations
 
 import logging

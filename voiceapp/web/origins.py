@@ -1,4 +1,5 @@
 """Browser origins: each project's allow-list, enforced on REST calls (CORS) and WebSocket upgrades."""
+
 from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, request
@@ -31,10 +32,15 @@ def init_app(app: Flask) -> None:
         if request.method == "OPTIONS" and request.path.startswith(API_PREFIX) and request.headers.get("Origin"):
             # Preflights carry no credentials: the real request is checked against the project's list.
             response = Response(status=204)
-            response.headers.update({"Access-Control-Allow-Origin": request.headers["Origin"],
-                                     "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                                     "Access-Control-Allow-Methods": ALLOW_METHODS,
-                                     "Access-Control-Max-Age": "600", "Vary": "Origin"})
+            response.headers.update(
+                {
+                    "Access-Control-Allow-Origin": request.headers["Origin"],
+                    "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                    "Access-Control-Allow-Methods": ALLOW_METHODS,
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                }
+            )
             return response
         return None
 

@@ -1,4 +1,5 @@
 """Per-IP and per-project request rate limits, counted in Redis so every API process shares them."""
+
 from __future__ import annotations
 
 from flask import Flask, current_app, request

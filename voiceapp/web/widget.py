@@ -1,4 +1,5 @@
 """The voice widget bundle (/widget/voice/dist/voice-widget.js) and its demo page (/widget/voice/demo)."""
+
 from __future__ import annotations
 
 from html import escape
@@ -54,8 +55,9 @@ def bundle():
     """The one-file widget; revalidated on each load so a rebuilt widget is picked up at once."""
     directory = dist_dir(current_app)
     if not (directory / BUNDLE).is_file():
-        raise NotFound("the voice widget is not built: run `npm ci && npm run build` in widget/voice",
-                       code="widget_not_built")
+        raise NotFound(
+            "the voice widget is not built: run `npm ci && npm run build` in widget/voice", code="widget_not_built"
+        )
     response = send_from_directory(directory, BUNDLE, mimetype="text/javascript", max_age=0, conditional=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["Access-Control-Allow-Origin"] = "*"  # embedded from any site; it carries no secrets
@@ -72,9 +74,13 @@ def demo():
     if mode not in MODES:
         raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", code="invalid_field")
     other = MODES[1 - MODES.index(mode)]
-    html = DEMO_PAGE.format(project=escape(project), mode=mode, other_mode=other,
-                            origin=escape(request.host_url.rstrip("/")),
-                            bundle_url=f"{bp.url_prefix}/dist/{BUNDLE}")
+    html = DEMO_PAGE.format(
+        project=escape(project),
+        mode=mode,
+        other_mode=other,
+        origin=escape(request.host_url.rstrip("/")),
+        bundle_url=f"{bp.url_prefix}/dist/{BUNDLE}",
+    )
     return Response(html, mimetype="text/html")
 
 

@@ -3,6 +3,7 @@
 The pipeline never knows this transport: frames go to an utterance stream an STT worker reads,
 and whatever the stages publish comes back through the event hub.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ class ConnectionCounter:
         """Count one more connection or raise LimitExceeded."""
         with self._lock:
             if self.count >= limit:
-                raise LimitExceeded(f"this server holds its maximum of {limit} voice connections; retry shortly",
-                                    code="too_many_connections", status=503)
+                raise LimitExceeded(
+                    f"this server holds its maximum of {limit} voice connections; retry shortly",
+                    code="too_many_connections",
+                    status=503,
+                )
             self.count += 1
 
     def leave(self) -> None:
@@ -115,8 +119,9 @@ class LiveUtterance:
         """Append a frame; False when the worker already ended this utterance (a pause was heard)."""
         if self.bytes + len(frame) > self.max_bytes:
             self.stream.abort()
-            raise AudioTooLong(f"utterance longer than {self.max_seconds:.0f} s (AUDIO_MAX_DURATION); "
-                               "it was discarded, speak again")
+            raise AudioTooLong(
+                f"utterance longer than {self.max_seconds:.0f} s (AUDIO_MAX_DURATION); it was discarded, speak again"
+            )
         if not self.stream.append(frame, continuing=self.bytes > 0):
             return False
         self.bytes += len(frame)
@@ -187,8 +192,11 @@ def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
             continue
         try:
             if len(frame) > rt.settings.ws_max_frame_bytes:
-                raise BadRequest(f"frame of {len(frame)} bytes is over WS_MAX_FRAME_BYTES "
-                                 f"({rt.settings.ws_max_frame_bytes}); send smaller frames", code="frame_too_large")
+                raise BadRequest(
+                    f"frame of {len(frame)} bytes is over WS_MAX_FRAME_BYTES "
+                    f"({rt.settings.ws_max_frame_bytes}); send smaller frames",
+                    code="frame_too_large",
+                )
             if isinstance(frame, bytes):
                 _handle_audio(rt, conn, session_id, frame)
             else:
@@ -246,7 +254,12 @@ def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
 def init_app(app: Flask) -> None:
     """Mount the WebSocket route."""
     settings = app.extensions["voiceapp"].settings
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": settings.ws_ping_interval,
-                                                  "max_message_size": max(HARD_MESSAGE_LIMIT, settings.ws_max_frame_bytes)})
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS",
+        {
+            "ping_interval": settings.ws_ping_interval,
+            "max_message_size": max(HARD_MESSAGE_LIMIT, settings.ws_max_frame_bytes),
+        },
+    )
     sock.init_app(app)
     app.register_blueprint(bp)
