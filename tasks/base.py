@@ -40,18 +40,17 @@ class StageTask(Task):
                 stop.set()
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
-        """The stage gave up: fail the turn with an error event (a stage's own VoiceError already did)."""
+        """The stage gave up: fail the turn through the stages' one failure path (a VoiceError already did)."""
         if isinstance(exc, VoiceError) and not isinstance(exc, StorageUnavailable):
             return
-        ref = args[0] if args and isinstance(args[0], dict) else {}
-        if not ref.get("session_id") or not ref.get("turn_id"):
+        payload = args[0] if args and isinstance(args[0], dict) else {}
+        if not payload.get("session_id") or not payload.get("turn_id"):
             return
-        from voiceapp.events import EventType
-        from voiceapp.storage import interactions
+        from voiceapp.stages import fail_turn
+        from voiceapp.turns import TurnRef
 
         from .celery_app import runtime
 
-        rt = runtime()
         stage = self.name.split(".")[1] if self.name.count(".") >= 2 else self.name
         outage = isinstance(exc, TRANSIENT)
         code = "storage_unavailable" if outage else "internal_error"
@@ -60,23 +59,8 @@ class StageTask(Task):
             if outage
             else f"the {stage} stage failed unexpectedly; try again"
         )
-        log.error("turn %s failed in %s: %s", ref["turn_id"], stage, type(exc).__name__)
-        try:
-            interactions.update_turn(
-                rt.db,
-                rt.settings,
-                ref["turn_id"],
-                status="error",
-                error={"stage": stage, "code": code, "message": message},
-            )
-        except Exception as err:  # MongoDB may be what is down: the event still tells the client
-            log.warning("could not record the failure of turn %s: %s", ref["turn_id"], type(err).__name__)
-        try:
-            rt.events.publish(
-                ref["session_id"], EventType.ERROR, ref["turn_id"], stage=stage, code=code, message=message
-            )
-        except redis.RedisError as err:
-            log.warning("could not publish the failure of turn %s: %s", ref["turn_id"], err)
+        log.error("turn %s failed in %s: %s", payload["turn_id"], stage, type(exc).__name__)
+        fail_turn(runtime(), TurnRef.of(payload), stage, code, message)
 
 
 UNACKED_INDEX = "unacked_index"  # kombu's Redis transport: delivery tag -> when it was handed out

@@ -13,4 +13,4 @@ from .celery_app import runtime
 @shared_task(name="voice.dialog.respond", base=StageTask)
 def respond(ref: dict) -> dict:
     """Turn ref in, turn ref out; the reply goes to MongoDB and the session's events."""
-    return stages.run_dialog(runtime(), ref)
+    return stages.run_dialog(runtime(), ref).to_payload()

@@ -2,8 +2,8 @@
 
 A marker key lives in Redis as long as its data does. When a worker finds it missing, the broker
 is new: the first worker to set it again re-enqueues every recent turn MongoDB shows unfinished,
-from the stage it stopped at. Stages skip work already recorded, so a turn also still queued
-somewhere is at worst looked at twice.
+from the stage it stopped at. Stages are claimed atomically, so a turn also still queued
+somewhere runs each stage once.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import redis
 from voiceapp import pipeline
 from voiceapp.runtime import Runtime
 from voiceapp.storage.sessions import utcnow
+from voiceapp.turns import STAGES, TurnRef, remaining_stages
 
 log = logging.getLogger(__name__)
 
 MARKER = "voiceapp:broker:epoch"
-# Unfinished status -> the stages still to run.
-RESUME = {"queued": pipeline.STAGE_TASKS, "recognized": pipeline.STAGE_TASKS[1:], "answered": pipeline.STAGE_TASKS[2:]}
+# Every unfinished status (ready or running) of a stage; remaining_stages says what is still to run.
+UNFINISHED = [status.value for stage in STAGES for status in (stage.ready, stage.running)]
 
 
 def recover_lost_turns(rt: Runtime) -> int:
@@ -33,14 +34,13 @@ def recover_lost_turns(rt: Runtime) -> int:
         since = utcnow() - timedelta(seconds=rt.settings.session_timeout)
         turns = list(
             rt.db[rt.settings.interactions_collection].find(
-                {"status": {"$in": list(RESUME)}, "updated_at": {"$gt": since}},
+                {"status": {"$in": UNFINISHED}, "updated_at": {"$gt": since}},
                 {"_id": 0, "session_id": 1, "turn_id": 1, "status": 1},
             )
         )
         for turn in turns:
-            pipeline._enqueue(
-                rt, RESUME[turn["status"]], {"session_id": turn["session_id"], "turn_id": turn["turn_id"]}
-            )
+            ref = TurnRef(session_id=turn["session_id"], turn_id=turn["turn_id"])
+            pipeline.enqueue_stages(rt, remaining_stages(turn["status"]), ref)
     except Exception:
         rt.redis.delete(MARKER)  # try again on the next check
         raise

@@ -5,35 +5,25 @@ from __future__ import annotations
 from celery import shared_task
 
 from voiceapp import pipeline, stages
-from voiceapp.errors import NotFound
-from voiceapp.storage import interactions
 
 from .base import StageTask
 from .celery_app import runtime
 
 
-# Safe to run twice: the stage skips work already recorded on the turn.
+# Safe to run twice: the stage is claimed atomically; a second copy re-publishes the recorded result.
 @shared_task(name="voice.stt.transcribe", base=StageTask)
 def transcribe(ref: dict) -> dict:
     """Turn ref in, turn ref out; the transcript goes to MongoDB and the session's events."""
-    return stages.run_stt(runtime(), ref)
+    return stages.run_stt(runtime(), ref).to_payload()
 
 
-# A redelivered live utterance re-reads its stream from the start; a recorded turn is not recorded twice.
+# A redelivered live utterance finds its turn recorded and hands it on at most once (continue_turn).
 @shared_task(name="voice.stt.live", base=StageTask)
 def live(ref: dict) -> dict | None:
     """Recognise a live utterance; when words were heard, enqueue dialog | synthesis."""
     rt = runtime()
-    try:
-        turn = interactions.get_turn(rt.db, rt.settings, ref["session_id"], ref["turn_id"])
-    except NotFound:
-        turn = None
-    if turn is not None:
-        # Redelivered after the utterance was recorded (its audio is gone): only make sure the chain went on.
-        if turn.get("status") == "recognized":
-            pipeline.continue_turn(rt, ref)
-        return ref
     recognized = stages.run_live_stt(rt, ref)
-    if recognized is not None:
-        pipeline.continue_turn(rt, recognized)
-    return recognized
+    if recognized is None or recognized.skip:
+        return None
+    pipeline.continue_turn(rt, recognized)
+    return recognized.to_payload()

@@ -13,4 +13,4 @@ from .celery_app import runtime
 @shared_task(name="voice.tts.synthesize", base=StageTask)
 def synthesize(ref: dict) -> dict:
     """Turn ref in, turn ref out; the audio goes to GridFS and its URL to the session's events."""
-    return stages.run_tts(runtime(), ref)
+    return stages.run_tts(runtime(), ref).to_payload()

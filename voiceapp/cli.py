@@ -13,6 +13,7 @@ import requests
 
 from .config import Settings, SettingsError
 from .errors import VoiceError
+from .turns import TurnStatus, is_terminal
 
 
 def _settings() -> Settings:
@@ -213,7 +214,7 @@ def ask(project: str, language: str | None, out: Path | None, timeout: float, as
         click.echo(f"answer:     {result.get('reply_text')}")
         click.echo(f"audio:      {out if result.get('audio_url') else '(none)'}")
         click.echo(f"turn time:  {elapsed:.2f} s")
-    if result.get("status") != "done":
+    if result.get("status") != TurnStatus.DONE:
         error = result.get("error") or {}
         raise click.ClickException(f"turn ended with status {result.get('status')}: {error.get('message', '')}")
 
@@ -230,7 +231,7 @@ def _wait_turn(base: str, sid: str, turn_id: str, auth: dict, timeout: float) ->
                 timeout=wait + 10,
             )
         )
-        if result.get("status") in {"done", "error", "no_speech"} or time.monotonic() >= deadline:
+        if is_terminal(result.get("status")) or time.monotonic() >= deadline:
             return result
 
 

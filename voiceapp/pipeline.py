@@ -15,9 +15,10 @@ from .queues import stt_route
 from .runtime import Runtime
 from .storage import interactions
 from .storage.audio import UPLOADS_BUCKET, put_audio
+from .turns import LIVE_STT_TASK, STAGES, Stage, TurnRef
 
-STAGE_TASKS = ("voice.stt.transcribe", "voice.dialog.respond", "voice.tts.synthesize")
-LIVE_STT_TASK = "voice.stt.live"
+STAGE_TASKS = tuple(stage.task for stage in STAGES)  # kept for callers of the old name
+__all__ = ["LIVE_STT_TASK", "STAGE_TASKS", "continue_turn", "enqueue_stages", "start_live_utterance", "start_turn"]
 
 
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
@@ -42,9 +43,9 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
         audio_seconds=round(audio.duration, 3),
         tts_provider=session.get("tts_provider"),
     )
-    ref = {"session_id": session["session_id"], "turn_id": turn_id}
+    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
-    _enqueue(rt, STAGE_TASKS, ref)
+    enqueue_stages(rt, STAGES, ref)
     return turn_id
 
 
@@ -52,21 +53,35 @@ def _stt_queue(rt: Runtime) -> str:
     return stt_route(rt.settings, lambda queue: workers_per_queue(rt.redis, (queue,))[queue])
 
 
-def _enqueue(rt: Runtime, names: tuple[str, ...], ref: dict[str, Any]) -> None:
-    first = {"queue": _stt_queue(rt)} if names[0].startswith("voice.stt.") else {}
-    signatures = [rt.celery.signature(names[0], args=(ref,), options=first)]
-    signatures += [rt.celery.signature(n) for n in names[1:]]
+def enqueue_stages(rt: Runtime, stages: tuple[Stage, ...], ref: TurnRef | dict[str, Any]) -> None:
+    """Enqueue `stages` of the turn as one chain, each task on its stage's queue."""
+    payload = TurnRef.of(ref).to_payload()
+    first = {"queue": _stt_queue(rt)} if stages[0].task.startswith("voice.stt.") else {}
+    signatures = [rt.celery.signature(stages[0].task, args=(payload,), options=first)]
+    signatures += [rt.celery.signature(stage.task) for stage in stages[1:]]
     chain(*signatures).apply_async()
+
+
+def _enqueue(rt: Runtime, names: tuple[str, ...], ref: TurnRef | dict[str, Any]) -> None:
+    """Enqueue by task names (the old interface of enqueue_stages)."""
+    enqueue_stages(rt, tuple(stage for stage in STAGES if stage.task in names), ref)
 
 
 def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str, mode: str) -> None:
     """Hand a live utterance (frames arriving in Redis) to an STT worker; it becomes turn `utterance_id`."""
     rt.events.publish(session_id, EventType.STATUS, utterance_id, status="listening", mode=mode)
-    rt.celery.send_task(
-        LIVE_STT_TASK, args=({"session_id": session_id, "turn_id": utterance_id, "mode": mode},), queue=_stt_queue(rt)
-    )
+    ref = TurnRef(session_id=session_id, turn_id=utterance_id, mode=mode)
+    rt.celery.send_task(LIVE_STT_TASK, args=(ref.to_payload(),), queue=_stt_queue(rt))
 
 
-def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:
-    """After live recognition: enqueue dialog | synthesis for the recognised turn."""
-    _enqueue(rt, STAGE_TASKS[1:], ref)
+def continue_turn(rt: Runtime, ref: TurnRef | dict[str, Any]) -> bool:
+    """After recognition: enqueue dialog | synthesis for the recognised turn, once; False if that was done."""
+    ref = TurnRef.of(ref)
+    if not interactions.mark_handed_off(rt.db, rt.settings, ref.turn_id):
+        return False
+    try:
+        enqueue_stages(rt, STAGES[1:], TurnRef(ref.session_id, ref.turn_id))
+    except Exception:
+        interactions.undo_handed_off(rt.db, rt.settings, ref.turn_id)  # so the redelivered task hands it on
+        raise
+    return True

@@ -1,18 +1,26 @@
 """The three stages of a turn (recognition, dialog, synthesis): ids in, events out.
 
-Each stage reads what it needs from MongoDB by id, records its result and timing on the turn's
-interaction document, and publishes one event. A stage that finds its result already recorded
-returns at once, so a redelivered task does no work twice and emits no duplicate event.
+Each stage claims the turn with one atomic conditional update (status `<stage>` ready -> `<stage>-running`),
+so of two copies of a task only one runs the stage; the other waits for it and then re-publishes the
+recorded result (the events' once-keys drop repeats), which also repairs a crash between recording a
+result and publishing it. A claim is leased and renewed while the stage runs: a worker that died stops
+renewing, and a redelivered copy takes the stage over once the lease has run out.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
+import uuid
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from pymongo.errors import DuplicateKeyError
+import redis
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from . import metrics
 from .audio import decode, pcm16_to_float, to_wav
@@ -27,90 +35,234 @@ from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
+from .turns import DIALOG, STAGES, STT, TTS, Stage, TurnRef, TurnStatus
 from .urls import audio_url
 from .utterances import PUSH_TO_TALK, UtteranceStream
 
 log = logging.getLogger(__name__)
 
-TurnRef = dict[str, Any]  # {"session_id": ..., "turn_id": ...}: all a task passes on
+__all__ = ["TurnRef", "fail_turn", "run_dialog", "run_live_stt", "run_stt", "run_tts"]
+
+_HOST = f"{socket.gethostname()}:{os.getpid()}"
+# Turn statuses that end a turn off the main line: later stages have nothing to do.
+_SKIP = {TurnStatus.NO_SPEECH, TurnStatus.ERROR, TurnStatus.INTERRUPTED}
+
+
+def fail_turn(rt: Runtime, ref: TurnRef, stage: str, code: str, message: str) -> None:
+    """The one failure path: mark the turn failed and tell the client (each step survives the other's outage)."""
+    log.warning("turn %s failed in %s: %s (%s)", ref.turn_id, stage, message, code)
+    try:
+        interactions.update_turn(
+            rt.db,
+            rt.settings,
+            ref.turn_id,
+            status=TurnStatus.ERROR.value,
+            error={"stage": stage, "code": code, "message": message},
+        )
+    except NotFound:
+        pass  # a live utterance has no turn document until it is recognised
+    except PyMongoError as err:  # MongoDB may be what is down: the event still tells the client
+        log.warning("could not record the failure of turn %s: %s", ref.turn_id, type(err).__name__)
+    try:
+        rt.events.publish(ref.session_id, EventType.ERROR, ref.turn_id, stage=stage, code=code, message=message)
+    except redis.RedisError as err:
+        log.warning("could not publish the failure of turn %s: %s", ref.turn_id, err)
+
+
+class _Interrupted(Exception):
+    """The visitor barged in: stop speaking this reply."""
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A stage this copy of the task holds on the turn: who holds it and the turn as it was claimed."""
+
+    stage: Stage
+    owner: str
+    turn: dict[str, Any]
+
+    def finish(self, rt: Runtime, ref: TurnRef, **fields: Any) -> bool:
+        """Record the stage's result; False (nothing recorded) if the claim was lost to another copy."""
+        done = interactions.finish_claim(rt.db, rt.settings, ref.turn_id, self.stage.running, self.owner, **fields)
+        if not done:
+            log.warning(
+                "turn %s: %s claim of %s was taken over; result dropped", ref.turn_id, self.stage.name, self.owner
+            )
+        return done
+
+
+def _claim(rt: Runtime, ref: TurnRef, stage: Stage) -> _Claim | None:
+    """Claim `stage` of the turn; None when the turn is past it (or was never meant for it)."""
+    owner = f"{_HOST}:{uuid.uuid4().hex[:8]}"
+    lease = float(rt.settings.task_visibility_timeout)
+    while True:
+        turn = interactions.claim_turn(rt.db, rt.settings, ref.turn_id, stage.ready, stage.running, owner, lease)
+        if turn is not None:
+            return _Claim(stage, owner, turn)
+        current = interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+        status = current.get("status")
+        if status == stage.ready:
+            continue  # the holder gave it back a moment ago
+        if status != stage.running:
+            return None
+        # Another copy runs it: wait for its result, or for its lease to lapse if its worker died.
+        time.sleep(min(0.5, max(0.05, float(current.get("claim_until") or 0) - time.time())))
 
 
 @contextmanager
-def _stage(rt: Runtime, ref: TurnRef, name: str) -> Iterator[dict[str, float]]:
-    """Time a stage; on a voice error, mark the turn failed and tell the client, then re-raise."""
+def _running(rt: Runtime, ref: TurnRef, claim: _Claim) -> Iterator[dict[str, float]]:
+    """Time a claimed stage and renew its lease; a voice error fails the turn, an outage gives the claim back."""
     timing: dict[str, float] = {"started": time.time()}
+    stop = _renew(rt, ref, claim)
     try:
         yield timing
     except VoiceError as err:
-        if isinstance(err, StorageUnavailable):
-            raise  # an outage, not a failed turn: the task retries with backoff
-        log.warning("turn %s failed in %s: %s (%s)", ref["turn_id"], name, err.message, err.code)
-        with suppress(NotFound):  # a live utterance has no turn document until it is recognised
-            interactions.update_turn(
-                rt.db,
-                rt.settings,
-                ref["turn_id"],
-                status="error",
-                error={"stage": name, "code": err.code, "message": err.message},
-            )
-        rt.events.publish(ref["session_id"], EventType.ERROR, ref["turn_id"], stage=name, **err.to_dict())
+        if not isinstance(err, StorageUnavailable):
+            fail_turn(rt, ref, claim.stage.name, err.code, err.message)
+            raise
+        _release(rt, ref, claim)  # an outage, not a failed turn: the task retries with backoff
         raise
+    except _Interrupted:
+        raise  # the claim still holds: the stage records what was heard
+    except Exception:
+        _release(rt, ref, claim)
+        raise
+    finally:
+        stop.set()
     timing["seconds"] = round(time.time() - timing["started"], 4)
 
 
-def _turn(rt: Runtime, ref: TurnRef) -> dict[str, Any]:
-    return interactions.get_turn(rt.db, rt.settings, ref["session_id"], ref["turn_id"])
+def _release(rt: Runtime, ref: TurnRef, claim: _Claim) -> None:
+    stage = claim.stage
+    with suppress(PyMongoError):  # MongoDB down: the lease runs out instead
+        interactions.release_claim(rt.db, rt.settings, ref.turn_id, stage.running, stage.ready, claim.owner)
+
+
+def _renew(rt: Runtime, ref: TurnRef, claim: _Claim) -> threading.Event:
+    """Renew the claim's lease every third of it until the returned event is set."""
+    lease = float(rt.settings.task_visibility_timeout)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(lease / 3):
+            try:
+                interactions.renew_claim(rt.db, rt.settings, ref.turn_id, claim.stage.running, claim.owner, lease)
+            except PyMongoError as err:  # the stage itself will notice the outage
+                log.debug("could not renew the claim on turn %s: %s", ref.turn_id, type(err).__name__)
+
+    threading.Thread(target=run, name=f"claim-{ref.turn_id[:8]}", daemon=True).start()
+    return stop
 
 
 def _queue_wait(turn: dict[str, Any], started: float) -> float:
     return round(max(0.0, started - float(turn.get("stage_done_at") or turn.get("accepted_at") or started)), 4)
 
 
-def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
-    """Recognise the uploaded audio and publish the final transcript."""
-    turn = _turn(rt, ref)
+# ---------------------------------------------------------------- re-publishing recorded results
+
+
+def _replay(rt: Runtime, ref: TurnRef, upto: Stage) -> TurnRef:
+    """Publish again what the turn recorded up to stage `upto` (repeats are dropped by the events' once-keys)."""
+    turn = interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+    for stage in STAGES[: STAGES.index(upto) + 1]:
+        _REPLAYS[stage.name](rt, ref, turn)
+    error = turn.get("error")
+    if turn.get("status") == TurnStatus.ERROR and error:
+        rt.events.publish(ref.session_id, EventType.ERROR, ref.turn_id, **error)
+    return replace(ref, skip=turn.get("status") in _SKIP)
+
+
+def _replay_stt(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
     if "transcript" in turn:
-        return {**ref, "skip": turn.get("status") in {"no_speech", "error"}}
-    with _stage(rt, ref, "stt") as t:
-        data, _info = get_audio(rt.db, turn["upload_id"], bucket=UPLOADS_BUCKET)
-        transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
-    metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
-    text = transcript.text.strip()
-    status = "recognized" if text else "no_speech"
-    interactions.update_turn(
-        rt.db,
-        rt.settings,
-        ref["turn_id"],
-        status=status,
-        transcript=text,
-        stt={
-            "engine": transcript.engine,
-            "model": transcript.model,
-            "language": transcript.language,
-            "confidence": transcript.confidence,
-        },
-        **{"timings.stt_queue_s": _queue_wait(turn, t["started"]), "timings.stt_s": t["seconds"]},
-        stage_done_at=time.time(),
-    )
+        _publish_transcript(rt, ref, turn["transcript"], turn.get("stt") or {})
+    if turn.get("status") == TurnStatus.NO_SPEECH:
+        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
+
+
+def _replay_dialog(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+    if "reply_text" in turn:
+        _publish_reply(rt, ref, turn)
+
+
+def _replay_tts(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+    for data in (turn.get("tts") or {}).get("events") or []:
+        rt.events.publish(ref.session_id, EventType.AUDIO, ref.turn_id, **data)
+    if turn.get("status") in (TurnStatus.DONE, TurnStatus.INTERRUPTED):
+        timings = {k: v for k, v in (turn.get("timings") or {}).items() if k in _DONE_TIMINGS}
+        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=turn["status"], timings=timings)
+
+
+_REPLAYS = {"stt": _replay_stt, "dialog": _replay_dialog, "tts": _replay_tts}
+_DONE_TIMINGS = ("tts_queue_s", "total_s", "tts_s")
+
+
+def _publish_transcript(rt: Runtime, ref: TurnRef, text: str, stt: dict[str, Any]) -> None:
     rt.events.publish(
-        ref["session_id"],
+        ref.session_id,
         EventType.TRANSCRIPT,
-        ref["turn_id"],
+        ref.turn_id,
         text=text,
         final=True,
-        confidence=transcript.confidence,
-        engine=transcript.engine,
+        confidence=stt.get("confidence"),
+        engine=stt.get("engine"),
     )
+
+
+def _publish_reply(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+    rt.events.publish(
+        ref.session_id,
+        EventType.REPLY,
+        ref.turn_id,
+        text=turn["reply_text"],
+        intent=turn.get("intent"),
+        confidence=turn.get("intent_confidence"),
+        sources=list(turn.get("sources") or []),
+        suggested_actions=list(turn.get("suggested_actions") or []),
+    )
+
+
+# ---------------------------------------------------------------- recognition
+
+
+def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
+    """Recognise the uploaded audio and publish the final transcript."""
+    ref = TurnRef.of(ref)
+    claim = _claim(rt, ref, STT)
+    if claim is None:
+        return _replay(rt, ref, STT)
+    turn = claim.turn
+    with _running(rt, ref, claim) as t:
+        data, _info = get_audio(rt.db, turn["upload_id"], bucket=UPLOADS_BUCKET)
+        transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
+    text = transcript.text.strip()
+    stt = {
+        "engine": transcript.engine,
+        "model": transcript.model,
+        "language": transcript.language,
+        "confidence": transcript.confidence,
+    }
+    if not claim.finish(
+        rt,
+        ref,
+        status=(TurnStatus.RECOGNIZED if text else TurnStatus.NO_SPEECH).value,
+        transcript=text,
+        stt=stt,
+        **{"timings.stt_queue_s": _queue_wait(turn, t["started"]), "timings.stt_s": t["seconds"]},
+        stage_done_at=time.time(),
+    ):
+        return _replay(rt, ref, STT)
+    metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
+    _publish_transcript(rt, ref, text, stt)
     if not text:
-        rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
-    return {**ref, "skip": not text}
+        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
+    return replace(ref, skip=not text)
 
 
 def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytearray) -> Transcript | None:
     """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
-    stream = UtteranceStream(rt.redis, ref["turn_id"])
+    stream = UtteranceStream(rt.redis, ref.turn_id)
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
-    push_to_talk = ref.get("mode") == PUSH_TO_TALK
+    push_to_talk = ref.mode == PUSH_TO_TALK
     end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
     recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, end_silence=end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
@@ -130,9 +282,9 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
                 if transcript.final:
                     return transcript
                 rt.events.publish(
-                    ref["session_id"],
+                    ref.session_id,
                     EventType.TRANSCRIPT,
-                    ref["turn_id"],
+                    ref.turn_id,
                     text=transcript.text,
                     final=False,
                     engine=transcript.engine,
@@ -142,16 +294,53 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
         stream.close()
 
 
-def run_live_stt(rt: Runtime, ref: TurnRef) -> TurnRef | None:
-    """Recognise a live utterance from its Redis stream, then record the turn; None when nothing was said."""
-    with _stage(rt, ref, "stt") as t:
-        session = sessions.get_session(rt.db, rt.settings, ref["session_id"])
+def _recorded(rt: Runtime, ref: TurnRef) -> dict[str, Any] | None:
+    try:
+        return interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+    except NotFound:
+        return None
+
+
+def run_live_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef | None:
+    """Recognise a live utterance from its Redis stream, then record the turn; None when nothing was said.
+
+    A redelivered copy finds the turn recorded (its audio is gone): it re-publishes the transcript and
+    returns the ref, so the caller only makes sure the turn was handed on (pipeline.continue_turn is once-only).
+    """
+    ref = TurnRef.of(ref)
+    if _recorded(rt, ref) is not None:
+        return _replay(rt, ref, STT)
+    timing = {"started": time.time()}
+    try:
+        session = sessions.get_session(rt.db, rt.settings, ref.session_id)
         pcm = bytearray()
         final = _recognize_live(rt, ref, session.get("language"), pcm)
+    except VoiceError as err:
+        if not isinstance(err, StorageUnavailable):
+            fail_turn(rt, ref, STT.name, err.code, err.message)
+        raise
+    seconds = round(time.time() - timing["started"], 4)
     text = (final.text if final else "").strip()
-    if not text:
-        rt.events.publish(ref["session_id"], EventType.DONE, ref["turn_id"], status="no_speech")
+    if final is None or not text:
+        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
         return None
+    stt = {"engine": final.engine, "model": final.model, "language": final.language, "confidence": final.confidence}
+    try:
+        _record_live(rt, ref, session, pcm, text, stt, seconds)
+    except DuplicateKeyError:
+        return _replay(rt, ref, STT)  # another copy recorded it first: it publishes and hands on
+    metrics.observe_recognition(
+        final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, seconds
+    )
+    _publish_transcript(rt, ref, text, stt)
+    UtteranceStream(rt.redis, ref.turn_id).delete()
+    return ref
+
+
+def _record_live(
+    rt: Runtime, ref: TurnRef, session: dict[str, Any], pcm: bytearray, text: str, stt: dict[str, Any], seconds: float
+) -> None:
+    """Store the utterance's audio and insert its turn, already recognised (DuplicateKeyError when it exists)."""
     accepted_at = time.time()
     samples = pcm16_to_float(bytes(pcm))
     upload_id = put_audio(
@@ -160,113 +349,98 @@ def run_live_stt(rt: Runtime, ref: TurnRef) -> TurnRef | None:
         bucket=UPLOADS_BUCKET,
         filename="utterance.wav",
         content_type="audio/wav",
-        metadata={"session_id": ref["session_id"], "source": "ws-live"},
+        metadata={"session_id": ref.session_id, "source": "ws-live"},
     )
-    try:
-        interactions.create_turn(
-            rt.db,
-            rt.settings,
-            session,
-            upload_id,
-            turn_id=ref["turn_id"],
-            status="recognized",
-            transcript=text,
-            source="ws-live",
-            accepted_at=accepted_at,
-            stage_done_at=accepted_at,
-            tts_provider=session.get("tts_provider"),
-            audio_seconds=round(len(samples) / rt.settings.audio_sample_rate, 3),
-            stt={
-                "engine": final.engine,
-                "model": final.model,
-                "language": final.language,
-                "confidence": final.confidence,
-            },
-            timings={"stt_s": t["seconds"]},
-        )
-    except DuplicateKeyError:
-        return ref  # redelivered after the turn was recorded: the chain is already on its way
-    metrics.observe_recognition(
-        final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, t["seconds"]
-    )
-    rt.events.publish(
-        ref["session_id"],
-        EventType.TRANSCRIPT,
-        ref["turn_id"],
-        text=text,
-        final=True,
-        confidence=final.confidence,
-        engine=final.engine,
-    )
-    UtteranceStream(rt.redis, ref["turn_id"]).delete()
-    return ref
-
-
-def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:
-    """Answer the transcript from the project's knowledge and publish the reply text."""
-    if ref.get("skip"):
-        return ref
-    turn = _turn(rt, ref)
-    if "reply_text" in turn:
-        return ref
-    with _stage(rt, ref, "dialog") as t:
-        history = interactions.recent_turns(
-            rt.db, rt.settings, ref["session_id"], rt.settings.dialog_max_context_length, exclude_turn_id=ref["turn_id"]
-        )
-        reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history)
-    interactions.update_turn(
+    interactions.create_turn(
         rt.db,
         rt.settings,
-        ref["turn_id"],
-        status="answered",
-        reply_text=reply.text,
-        intent=reply.intent,
-        intent_confidence=reply.confidence,
-        sources=list(reply.sources),
+        session,
+        upload_id,
+        turn_id=ref.turn_id,
+        status=TurnStatus.RECOGNIZED.value,
+        transcript=text,
+        source="ws-live",
+        accepted_at=accepted_at,
+        stage_done_at=accepted_at,
+        tts_provider=session.get("tts_provider"),
+        audio_seconds=round(len(samples) / rt.settings.audio_sample_rate, 3),
+        stt=stt,
+        timings={"stt_s": seconds},
+    )
+
+
+# ---------------------------------------------------------------- dialog
+
+
+def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
+    """Answer the transcript from the project's knowledge and publish the reply text."""
+    ref = TurnRef.of(ref)
+    if ref.skip:
+        return ref
+    claim = _claim(rt, ref, DIALOG)
+    if claim is None:
+        return _replay(rt, ref, DIALOG)
+    turn = claim.turn
+    with _running(rt, ref, claim) as t:
+        history = interactions.recent_turns(
+            rt.db, rt.settings, ref.session_id, rt.settings.dialog_max_context_length, exclude_turn_id=ref.turn_id
+        )
+        reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history)
+    fields = {
+        "reply_text": reply.text,
+        "intent": reply.intent,
+        "intent_confidence": reply.confidence,
+        "sources": list(reply.sources),
+        "suggested_actions": list(reply.suggested_actions),
+    }
+    if not claim.finish(
+        rt,
+        ref,
+        status=TurnStatus.ANSWERED.value,
+        **fields,
         **{"timings.dialog_queue_s": _queue_wait(turn, t["started"]), "timings.dialog_s": t["seconds"]},
         stage_done_at=time.time(),
-    )
-    rt.events.publish(
-        ref["session_id"],
-        EventType.REPLY,
-        ref["turn_id"],
-        text=reply.text,
-        intent=reply.intent,
-        confidence=reply.confidence,
-        sources=list(reply.sources),
-        suggested_actions=list(reply.suggested_actions),
-    )
+    ):
+        return _replay(rt, ref, DIALOG)
+    _publish_reply(rt, ref, fields)
     return ref
 
 
-class _Interrupted(Exception):
-    """The visitor barged in: stop speaking this reply."""
+# ---------------------------------------------------------------- synthesis
 
 
-def run_tts(rt: Runtime, ref: TurnRef) -> TurnRef:
+def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     """Speak the reply sentence by sentence, publishing each chunk's audio as soon as it exists."""
-    if ref.get("skip"):
+    ref = TurnRef.of(ref)
+    if ref.skip:
         return ref
-    turn = _turn(rt, ref)
-    if turn.get("status") in {"done", "interrupted"}:
-        return ref
+    claim = _claim(rt, ref, TTS)
+    if claim is None:
+        return _replay(rt, ref, TTS)
+    turn = claim.turn
     published: list[ChunkResult] = []
+    events: list[dict[str, Any]] = []
 
     def publish(chunk: ChunkResult) -> None:
-        if interruption(rt, ref["session_id"], ref["turn_id"], turn.get("accepted_at")):
+        if interruption(rt, ref.session_id, ref.turn_id, turn.get("accepted_at")):
             raise _Interrupted
         data = chunk.to_event()
         published.append(chunk)
         if chunk.audio_id:
-            data["audio_url"] = audio_url(ref["session_id"], chunk.audio_id)
-            # Cached audio is shared: the session may fetch it once its turn names it.
-            interactions.update_turn(
-                rt.db, rt.settings, ref["turn_id"], **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id]}
-            )
-        rt.events.publish(ref["session_id"], EventType.AUDIO, ref["turn_id"], **data)
+            data["audio_url"] = audio_url(ref.session_id, chunk.audio_id)
+        events.append(data)
+        # Recorded before it is sent: the session may fetch cached (shared) audio once its turn names it,
+        # and a redelivered copy can send the chunk again if this worker dies right after.
+        interactions.update_turn(
+            rt.db,
+            rt.settings,
+            ref.turn_id,
+            **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id], "tts.events": events},
+        )
+        rt.events.publish(ref.session_id, EventType.AUDIO, ref.turn_id, **data)
 
     try:
-        with _stage(rt, ref, "tts") as t:
+        with _running(rt, ref, claim) as t:
             speech = synthesize_reply(
                 rt.db,
                 rt.settings,
@@ -275,21 +449,24 @@ def run_tts(rt: Runtime, ref: TurnRef) -> TurnRef:
                 language=turn.get("language"),
                 provider_name=turn.get("tts_provider") or None,
                 project=turn["project"],
-                session_id=ref["session_id"],
-                turn_id=ref["turn_id"],
+                session_id=ref.session_id,
+                turn_id=ref.turn_id,
                 on_chunk=publish,
             )
     except _Interrupted:
-        return _finish_interrupted(rt, ref, turn, published)
-    metrics.observe_synthesis(speech.provider, t["seconds"])
-    return _finish(
-        rt, ref, turn, "done", speech.audio_ids[0] if speech.audio_ids else None, speech.to_doc(), t["seconds"]
-    )
+        return _finish_interrupted(rt, ref, claim, published, events)
+    if speech.characters_synthesized:  # a reply spoken wholly from the cache says nothing about synthesis speed
+        metrics.observe_synthesis(speech.provider, t["seconds"])
+    audio_id = speech.audio_ids[0] if speech.audio_ids else None
+    tts = {**speech.to_doc(), "events": events}
+    return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"])
 
 
-def _finish_interrupted(rt: Runtime, ref: TurnRef, turn: dict[str, Any], published: list[ChunkResult]) -> TurnRef:
+def _finish_interrupted(
+    rt: Runtime, ref: TurnRef, claim: _Claim, published: list[ChunkResult], events: list[dict[str, Any]]
+) -> TurnRef:
     """Record what the visitor actually heard before barging in."""
-    request = interruption(rt, ref["session_id"], ref["turn_id"], turn.get("accepted_at")) or {}
+    request = interruption(rt, ref.session_id, ref.turn_id, claim.turn.get("accepted_at")) or {}
     played = request.get("played_chunks")
     played = len(published) if played is None else min(played, len(published))
     tts = {
@@ -298,36 +475,36 @@ def _finish_interrupted(rt: Runtime, ref: TurnRef, turn: dict[str, Any], publish
         "audio_ids": [c.audio_id for c in published if c.audio_id],
         "played_chunks": played,
         "played_text": " ".join(c.text for c in published[:played]),
+        "events": events,
     }
     audio_id = tts["audio_ids"][0] if tts["audio_ids"] else None
-    return _finish(rt, ref, turn, "interrupted", audio_id, tts, None)
+    return _finish(rt, ref, claim, TurnStatus.INTERRUPTED, audio_id, tts, None)
 
 
 def _finish(
     rt: Runtime,
     ref: TurnRef,
-    turn: dict[str, Any],
-    status: str,
+    claim: _Claim,
+    status: TurnStatus,
     audio_id: str | None,
     tts: dict[str, Any],
     tts_seconds: float | None,
 ) -> TurnRef:
     done_at = time.time()
     timings = {
-        "timings.tts_queue_s": _queue_wait(turn, done_at - (tts_seconds or 0.0)),
-        "timings.total_s": round(done_at - float(turn["accepted_at"]), 4),
+        "timings.tts_queue_s": _queue_wait(claim.turn, done_at - (tts_seconds or 0.0)),
+        "timings.total_s": round(done_at - float(claim.turn["accepted_at"]), 4),
     }
     if tts_seconds is not None:
         timings["timings.tts_s"] = tts_seconds
-    interactions.update_turn(
-        rt.db, rt.settings, ref["turn_id"], status=status, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings
-    )
+    if not claim.finish(rt, ref, status=status.value, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings):
+        return _replay(rt, ref, TTS)
     rt.events.publish(
-        ref["session_id"],
+        ref.session_id,
         EventType.DONE,
-        ref["turn_id"],
-        status=status,
+        ref.turn_id,
+        status=status.value,
         timings={k.split(".", 1)[1]: v for k, v in timings.items()},
     )
     metrics.INTERACTIONS.inc()
-    return ref
+    return replace(ref, skip=status != TurnStatus.DONE)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.database import Database
 
 from voiceapp.config import Settings
@@ -66,6 +67,72 @@ def update_turn(db: Database, settings: Settings, turn_id: str, **fields: Any) -
     result = db[settings.interactions_collection].update_one({"_id": turn_id}, {"$set": update})
     if result.matched_count == 0:
         raise NotFound("turn not found", code="turn_not_found")
+
+
+def claim_turn(
+    db: Database, settings: Settings, turn_id: str, ready: str, running: str, owner: str, lease_s: float
+) -> dict | None:
+    """Atomically move the turn from `ready` (or a lapsed claim of `running`) to `running`; the turn, or None.
+
+    One conditional update, so of two copies of a stage task exactly one gets the turn; a claim whose
+    worker died stops being renewed and can be taken over once its lease has run out.
+    """
+    now = time.time()
+    lapsed = {"status": running, "claim_until": {"$lt": now}}
+    return db[settings.interactions_collection].find_one_and_update(
+        {"_id": check_turn_id(turn_id), "$or": [{"status": ready}, lapsed]},
+        {
+            "$set": {
+                "status": running,
+                "claimed_by": owner,
+                "claimed_at": now,
+                "claim_until": now + lease_s,
+                "updated_at": utcnow(),
+            }
+        },
+        projection={"_id": 0},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def renew_claim(db: Database, settings: Settings, turn_id: str, running: str, owner: str, lease_s: float) -> bool:
+    """Extend the lease of a claim `owner` still holds; False when it lost it."""
+    result = db[settings.interactions_collection].update_one(
+        {"_id": turn_id, "status": running, "claimed_by": owner}, {"$set": {"claim_until": time.time() + lease_s}}
+    )
+    return result.matched_count == 1
+
+
+def finish_claim(db: Database, settings: Settings, turn_id: str, running: str, owner: str, **fields: Any) -> bool:
+    """$set the stage's result (with its next status) if `owner` still holds the claim; False otherwise."""
+    update = {**_checked_fields(fields), "claim_until": 0.0, "updated_at": utcnow()}
+    result = db[settings.interactions_collection].update_one(
+        {"_id": turn_id, "status": running, "claimed_by": owner}, {"$set": update}
+    )
+    return result.matched_count == 1
+
+
+def release_claim(db: Database, settings: Settings, turn_id: str, running: str, ready: str, owner: str) -> None:
+    """Give a claimed stage back (its task will retry), so the retry need not wait for the lease to run out."""
+    db[settings.interactions_collection].update_one(
+        {"_id": turn_id, "status": running, "claimed_by": owner},
+        {"$set": {"status": ready, "claim_until": 0.0, "updated_at": utcnow()}},
+    )
+
+
+def mark_handed_off(db: Database, settings: Settings, turn_id: str) -> bool:
+    """Record once that the turn's next stages were enqueued; False when that was already done."""
+    coll = db[settings.interactions_collection]
+    result = coll.update_one({"_id": turn_id, "handed_off": {"$ne": True}}, {"$set": {"handed_off": True}})
+    if result.matched_count == 1:
+        return True
+    # No document at all (a caller enqueueing before recording): nothing to guard with.
+    return coll.find_one({"_id": turn_id}, {"_id": 1}) is None
+
+
+def undo_handed_off(db: Database, settings: Settings, turn_id: str) -> None:
+    """The enqueue failed: let a retry hand the turn off again."""
+    db[settings.interactions_collection].update_one({"_id": turn_id}, {"$unset": {"handed_off": ""}})
 
 
 def get_turn(db: Database, settings: Settings, session_id: str, turn_id: str) -> dict:

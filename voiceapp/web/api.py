@@ -21,6 +21,7 @@ from ..runtime import Runtime
 from ..storage import interactions, projects, sessions
 from ..storage.audio import REPLIES_BUCKET, get_audio
 from ..storage.projects import PROJECT_RE
+from ..turns import TERMINAL, TurnStatus
 from ..urls import audio_url
 from ..utterances import UtteranceStream
 from . import access
@@ -32,7 +33,6 @@ from .ratelimit import ip_limit, limiter, project_key, project_limit
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
-TERMINAL = {"done", "error", "no_speech"}
 
 
 def _rt() -> Runtime:
@@ -155,7 +155,7 @@ def post_turn(session_id: str):
     return jsonify(
         {
             "turn_id": turn_id,
-            "status": "queued",
+            "status": TurnStatus.QUEUED.value,
             "status_url": url_for("voice_api.get_turn", session_id=session_id, turn_id=turn_id),
         }
     ), 202

@@ -1,0 +1,237 @@
+"""Stage claims on real Redis and the MongoDB-wire server: two copies of a stage run it once, and a redelivered
+stage re-publishes what was recorded but never sent.
+
+The stages are called directly (two threads = two workers holding the same task), with the paid TTS vendor
+faked on 127.0.0.1 in its own HTTP wire format.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+import migrations
+from tests.fakes import elevenlabs as fake_elevenlabs
+from tests.support import shared_file
+from voiceapp import metrics, pipeline, stack, stages
+from voiceapp.audio import decode, to_wav
+from voiceapp.config import Settings
+from voiceapp.events import EventType
+from voiceapp.runtime import Runtime
+from voiceapp.storage import interactions, sessions
+from voiceapp.storage.audio import UPLOADS_BUCKET, put_audio
+from voiceapp.storage.mongo import get_client, get_db
+from voiceapp.turns import TurnRef, TurnStatus
+
+pytestmark = pytest.mark.timeout(180)
+
+VENDOR_KEY = "sk-claims-test-0123456789abcdef"
+REPLY = "Our office opens at nine. It closes at five."
+
+
+@pytest.fixture(scope="module")
+def claims_redis_url():
+    """A private redis-server without persistence on a free port."""
+    port = stack.free_port()
+    proc = subprocess.Popen(
+        [stack.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not stack.redis_answers(url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def claims_vendor():
+    """The paid TTS vendor on 127.0.0.1."""
+    state, server = fake_elevenlabs.start(VENDOR_KEY)
+    yield state
+    server.shutdown()
+
+
+@pytest.fixture
+def claims_rt(mongo_uri, claims_redis_url, claims_vendor):
+    """A Runtime on a fresh migrated database and a flushed Redis, speaking through the fake vendor."""
+    settings = Settings.from_env(
+        {},
+        mongo_uri=mongo_uri,
+        mongo_db=f"claims_{uuid.uuid4().hex[:10]}",
+        redis_url=claims_redis_url,
+        tts_default_provider="elevenlabs",
+        elevenlabs_api_key=VENDOR_KEY,
+        elevenlabs_base_url=claims_vendor.url,
+        elevenlabs_output_format="mp3_44100_128",
+        tts_fallback_chain=("piper",),
+        cache_audio=False,
+        task_visibility_timeout=3,
+    )
+    migrations.migrate(get_db(settings), settings)
+    rt = Runtime(settings)
+    rt.redis.flushdb()
+    claims_vendor.reset("ok")
+    yield rt
+    get_client(settings).drop_database(settings.mongo_db)
+
+
+def _turn(rt: Runtime, **fields) -> TurnRef:
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    turn_id = interactions.create_turn(rt.db, rt.settings, session, None, accepted_at=time.time(), **fields)
+    return TurnRef(session_id=session["session_id"], turn_id=turn_id)
+
+
+def _events(rt: Runtime, ref: TurnRef, type: EventType | None = None) -> list:
+    return [e for e in rt.events.replay(ref.session_id) if e.turn_id == ref.turn_id and type in (None, e.type)]
+
+
+def _doc(rt: Runtime, ref: TurnRef) -> dict:
+    return interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+
+
+def _twice(run, rt: Runtime, ref: TurnRef) -> list:
+    """Run the same stage in two threads at once (two workers holding copies of one task)."""
+    results: list = []
+    errors: list = []
+    start = threading.Barrier(2)
+
+    def one() -> None:
+        start.wait()
+        try:
+            results.append(run(rt, ref.to_payload()))
+        except Exception as err:  # surfaced by the assert below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    return results
+
+
+def test_two_copies_of_synthesis_call_the_paid_vendor_once(claims_rt, claims_vendor):
+    rt = claims_rt
+    claims_vendor.reset("slow", delay=0.5)  # long enough for the second copy to arrive mid-stage
+    ref = _turn(rt, status=TurnStatus.ANSWERED.value, reply_text=REPLY)
+    counted = metrics.INTERACTIONS._value.get()
+    results = _twice(stages.run_tts, rt, ref)
+    assert len(claims_vendor.requests) == 2  # two sentences, spoken once
+    costs = list(rt.db[rt.settings.analytics_collection].find({"kind": "tts_cost", "session_id": ref.session_id}))
+    assert len(costs) == 1 and costs[0]["requests"] == 1 and costs[0]["characters"] == len(REPLY) - 1
+    assert metrics.INTERACTIONS._value.get() == counted + 1
+    audio = _events(rt, ref, EventType.AUDIO)
+    assert sorted(e.data["index"] for e in audio) == [0, 1]
+    assert len(_events(rt, ref, EventType.DONE)) == 1
+    doc = _doc(rt, ref)
+    assert doc["status"] == TurnStatus.DONE and doc["tts"]["provider"] == "elevenlabs"
+    assert all(not r.skip for r in results)
+
+
+def test_two_copies_of_recognition_record_and_publish_one_transcript(claims_rt):
+    rt = claims_rt
+    audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
+    upload = put_audio(
+        rt.db,
+        to_wav(audio.samples, audio.sample_rate),
+        bucket=UPLOADS_BUCKET,
+        filename="u.wav",
+        content_type="audio/wav",
+    )
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    turn_id = interactions.create_turn(rt.db, rt.settings, session, upload, accepted_at=time.time())
+    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    _twice(stages.run_stt, rt, ref)
+    transcripts = _events(rt, ref, EventType.TRANSCRIPT)
+    assert len(transcripts) == 1 and "country" in transcripts[0].data["text"].lower()
+    doc = _doc(rt, ref)
+    assert doc["status"] == TurnStatus.RECOGNIZED and doc["transcript"] == transcripts[0].data["text"]
+
+
+def test_two_copies_of_dialog_publish_one_reply(claims_rt):
+    rt = claims_rt
+    ref = _turn(rt, status=TurnStatus.RECOGNIZED.value, transcript="When does the office open?")
+    _twice(stages.run_dialog, rt, ref)
+    replies = _events(rt, ref, EventType.REPLY)
+    assert len(replies) == 1
+    doc = _doc(rt, ref)
+    assert doc["status"] == TurnStatus.ANSWERED and doc["reply_text"] == replies[0].data["text"]
+
+
+def _cost_requests(rt: Runtime) -> int:
+    return sum(d["requests"] for d in rt.db[rt.settings.analytics_collection].find({"kind": "tts_cost"}))
+
+
+class _CrashOnce:
+    """The event bus of a worker that dies right after recording a result, before publishing it."""
+
+    def __init__(self, bus, type: EventType) -> None:
+        self.bus, self.type, self.crashed = bus, type, False
+
+    def publish(self, session_id, type, turn_id=None, **data):
+        if type == self.type and not self.crashed:
+            self.crashed = True
+            raise redis.ConnectionError("worker died before publishing")
+        return self.bus.publish(session_id, type, turn_id, **data)
+
+
+@pytest.mark.parametrize(
+    "run, status, crash_on",
+    [
+        (stages.run_dialog, TurnStatus.RECOGNIZED, EventType.REPLY),
+        (stages.run_tts, TurnStatus.ANSWERED, EventType.DONE),
+    ],
+)
+def test_a_result_recorded_but_not_published_is_published_on_redelivery(claims_rt, run, status, crash_on):
+    rt = claims_rt
+    fields = {"transcript": "When does the office open?"} if status == TurnStatus.RECOGNIZED else {"reply_text": REPLY}
+    ref = _turn(rt, status=status.value, **fields)
+    crashing = Runtime(rt.settings)
+    crashing.__dict__["events"] = _CrashOnce(rt.events, crash_on)
+    with pytest.raises(redis.ConnectionError):
+        run(crashing, ref.to_payload())
+    assert not _events(rt, ref, crash_on)  # recorded in MongoDB, never sent
+    cost_requests = _cost_requests(rt)
+    run(rt, ref.to_payload())  # the redelivered task
+    assert len(_events(rt, ref, crash_on)) == 1
+    assert _cost_requests(rt) == cost_requests  # nothing spoken or billed again
+    if crash_on == EventType.DONE:
+        assert sorted(e.data["index"] for e in _events(rt, ref, EventType.AUDIO)) == [0, 1]
+
+
+def test_a_stage_claimed_by_a_dead_worker_is_taken_over_when_its_lease_runs_out(claims_rt, claims_vendor):
+    rt = claims_rt
+    ref = _turn(rt, status=TurnStatus.ANSWERED.value, reply_text=REPLY)
+    lease = rt.settings.task_visibility_timeout
+    dead = interactions.claim_turn(
+        rt.db, rt.settings, ref.turn_id, TurnStatus.ANSWERED, TurnStatus.TTS_RUNNING, "dead-worker", lease
+    )
+    assert dead is not None and dead["status"] == TurnStatus.TTS_RUNNING
+    started = time.monotonic()
+    stages.run_tts(rt, ref.to_payload())  # the redelivered copy: waits out the dead claim's lease, then runs
+    assert time.monotonic() - started >= lease - 0.5
+    assert _doc(rt, ref)["status"] == TurnStatus.DONE and len(claims_vendor.requests) == 2
+    assert len(_events(rt, ref, EventType.DONE)) == 1
+
+
+def test_a_recognised_live_turn_is_handed_on_once(claims_rt):
+    rt = claims_rt
+    ref = _turn(rt, status=TurnStatus.RECOGNIZED.value, transcript="hello", source="ws-live")
+    queued = lambda: rt.redis.llen("dialog")  # noqa: E731  (kombu's Redis transport: one list per queue)
+    # The first live task, then its redelivered copy (and one that lost a DuplicateKeyError race).
+    assert stages.run_live_stt(rt, ref.to_payload()) == ref
+    assert pipeline.continue_turn(rt, ref) is True
+    assert pipeline.continue_turn(rt, ref) is False
+    assert stages.run_live_stt(rt, ref.to_payload()) == ref
+    assert pipeline.continue_turn(rt, ref) is False
+    assert queued() == 1
+    assert len(_events(rt, ref, EventType.TRANSCRIPT)) == 1  # the recorded transcript, re-published once
