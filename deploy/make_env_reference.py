@@ -102,7 +102,6 @@ DESCRIPTIONS = {
     "WS_MAX_FRAME_BYTES": "Largest WebSocket frame accepted",
     "MONGO_VOICE_PROJECTS": "Projects collection",
     "VOICE_TURN_WAIT_MAX": "Longest long-poll wait on a turn, seconds",
-    "VOICE_TASK_PREFIX": "Prefix of the Celery task names (voice.stt.transcribe, ...)",
 }
 
 # Read by the container entry point, the worker metrics endpoint or Flower, not by Settings.

@@ -115,3 +115,22 @@ def front(live: Live):
     yield start
     for server in servers:
         server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def private_redis_url() -> str:
+    """A redis-server of the test session (no persistence, free port) for tests that need Redis but no stack."""
+    import subprocess
+    import time
+
+    port = stack.free_port()
+    cmd = [stack.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not stack.redis_answers(url):
+        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -7,7 +7,6 @@ faked on 127.0.0.1 in its own HTTP wire format.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -35,23 +34,6 @@ REPLY = "Our office opens at nine. It closes at five."
 
 
 @pytest.fixture(scope="module")
-def claims_redis_url():
-    """A private redis-server without persistence on a free port."""
-    port = stack.free_port()
-    proc = subprocess.Popen(
-        [stack.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not stack.redis_answers(url) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
 def claims_vendor():
     """The paid TTS vendor on 127.0.0.1."""
     state, server = fake_elevenlabs.start(VENDOR_KEY)
@@ -60,13 +42,13 @@ def claims_vendor():
 
 
 @pytest.fixture
-def claims_rt(mongo_uri, claims_redis_url, claims_vendor):
+def claims_rt(mongo_uri, private_redis_url, claims_vendor):
     """A Runtime on a fresh migrated database and a flushed Redis, speaking through the fake vendor."""
     settings = Settings.from_env(
         {},
         mongo_uri=mongo_uri,
         mongo_db=f"claims_{uuid.uuid4().hex[:10]}",
-        redis_url=claims_redis_url,
+        redis_url=private_redis_url,
         tts_default_provider="elevenlabs",
         elevenlabs_api_key=VENDOR_KEY,
         elevenlabs_base_url=claims_vendor.url,
