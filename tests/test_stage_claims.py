@@ -17,7 +17,7 @@ import redis
 import migrations
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import shared_file
-from voiceapp import metrics, pipeline, stack, stages
+from voiceapp import metrics, pipeline, stages
 from voiceapp.audio import decode, to_wav
 from voiceapp.config import Settings
 from voiceapp.events import EventType
@@ -79,6 +79,12 @@ def _doc(rt: Runtime, ref: TurnRef) -> dict:
     return interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
 
 
+def _synthesis_observations() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("voice_synthesis_duration_seconds_count", {"provider": "elevenlabs"}) or 0.0
+
+
 def _twice(run, rt: Runtime, ref: TurnRef) -> list:
     """Run the same stage in two threads at once (two workers holding copies of one task)."""
     results: list = []
@@ -89,7 +95,7 @@ def _twice(run, rt: Runtime, ref: TurnRef) -> list:
         start.wait()
         try:
             results.append(run(rt, ref.to_payload()))
-        except Exception as err:  # surfaced by the assert below
+        except Exception as err:  # noqa: BLE001  (surfaced by the assert below)
             errors.append(err)
 
     threads = [threading.Thread(target=one) for _ in range(2)]
@@ -106,11 +112,13 @@ def test_two_copies_of_synthesis_call_the_paid_vendor_once(claims_rt, claims_ven
     claims_vendor.reset("slow", delay=0.5)  # long enough for the second copy to arrive mid-stage
     ref = _turn(rt, status=TurnStatus.ANSWERED.value, reply_text=REPLY)
     counted = metrics.INTERACTIONS._value.get()
+    observed = _synthesis_observations()
     results = _twice(stages.run_tts, rt, ref)
     assert len(claims_vendor.requests) == 2  # two sentences, spoken once
     costs = list(rt.db[rt.settings.analytics_collection].find({"kind": "tts_cost", "session_id": ref.session_id}))
     assert len(costs) == 1 and costs[0]["requests"] == 1 and costs[0]["characters"] == len(REPLY) - 1
     assert metrics.INTERACTIONS._value.get() == counted + 1
+    assert _synthesis_observations() == observed + 1  # once per reply, not per sentence
     audio = _events(rt, ref, EventType.AUDIO)
     assert sorted(e.data["index"] for e in audio) == [0, 1]
     assert len(_events(rt, ref, EventType.DONE)) == 1
@@ -208,7 +216,7 @@ def test_a_stage_claimed_by_a_dead_worker_is_taken_over_when_its_lease_runs_out(
 def test_a_recognised_live_turn_is_handed_on_once(claims_rt):
     rt = claims_rt
     ref = _turn(rt, status=TurnStatus.RECOGNIZED.value, transcript="hello", source="ws-live")
-    queued = lambda: rt.redis.llen("dialog")  # noqa: E731  (kombu's Redis transport: one list per queue)
+    queued = lambda: rt.redis.llen("dialog")  # (kombu's Redis transport: one list per queue)
     # The first live task, then its redelivered copy (and one that lost a DuplicateKeyError race).
     assert stages.run_live_stt(rt, ref.to_payload()) == ref
     assert pipeline.continue_turn(rt, ref) is True

@@ -15,9 +15,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import redis
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -455,8 +456,6 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
             )
     except _Interrupted:
         return _finish_interrupted(rt, ref, claim, published, events)
-    if speech.characters_synthesized:  # a reply spoken wholly from the cache says nothing about synthesis speed
-        metrics.observe_synthesis(speech.provider, t["seconds"])
     audio_id = speech.audio_ids[0] if speech.audio_ids else None
     tts = {**speech.to_doc(), "events": events}
     return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -66,16 +65,14 @@ def call_with_timeout(func: Callable[..., T], timeout: float, *args) -> T:
 
 
 def try_provider(settings: Settings, name: str, text: str, voice: str | None, language: str | None) -> Synthesis:
-    """One provider's synthesis, timed into voice_synthesis_duration_seconds; typed errors only."""
+    """One provider's synthesis (the reply adds up its time into voice_synthesis_duration_seconds); typed errors only."""
     provider = get_provider(settings, name)
-    started = time.perf_counter()
     try:
         synthesis = call_with_timeout(provider.synthesize, settings.tts_timeout, text, voice, language)
     except VoiceError:
         raise
     except Exception as err:  # a provider bug must not stop the chain
         raise TtsError(f"{name} failed: {type(err).__name__}: {str(err)[:200]}") from err
-    metrics.observe_synthesis(name, time.perf_counter() - started)
     return synthesis
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -104,6 +105,7 @@ class _Reply:
     hits: int = 0
     misses: int = 0
     cached_characters: int = 0
+    provider_seconds: float = 0.0  # time spent in providers (cache hits cost none)
 
 
 def synthesize_reply(
@@ -143,6 +145,9 @@ def synthesize_reply(
     finally:
         if reply.usage or reply.cached_characters:
             record = _record_cost(db, settings, reply, project, session_id)
+    if reply.usage and chunks:
+        # Once per reply, provider time only: a reply spoken wholly from the cache is not observed.
+        metrics.observe_synthesis(chunks[0].provider, reply.provider_seconds)
     return SpeechResult(
         chunks=tuple(chunks),
         requested_provider=requested,
@@ -230,7 +235,9 @@ def _from_cache_or_provider(
             reply.hits += 1
             reply.cached_characters += len(sentence)
             return _fields(entry.audio_id, name, sentence, entry.mime_type, True, entry.voice, language, entry.duration)
+    started = time.perf_counter()
     synthesis = try_provider(settings, name, sentence, voice, language)
+    reply.provider_seconds += time.perf_counter() - started
     if synthesis.provider != BROWSER and not synthesis.audio:
         raise TtsError(f"{name} returned no audio")
     reply.usage[name] = reply.usage.get(name, 0) + len(sentence)
