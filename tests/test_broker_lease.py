@@ -7,6 +7,8 @@ not kill the worker. setup.cfg pins Celery and kombu to the range these tests pa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -16,6 +18,7 @@ from kombu.transport import redis as kombu_redis
 
 from tasks import base
 from tasks.celery_app import _survive_broker_loss
+from tests.support import REPO
 from voiceapp.config import Settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,8 +93,40 @@ def test_the_patched_qos_methods_survive_a_lost_connection(name, args):
 def test_the_default_visibility_timeout_is_short_and_renewed_three_times_per_period():
     settings = Settings.from_env({})
     assert settings.task_visibility_timeout <= 15  # a crashed worker stalls its turn seconds, not minutes
-    from tasks.celery_app import _broker_options
+    from voiceapp.broker import _broker_options
 
     options = _broker_options(settings)
     assert options["visibility_timeout"] == settings.task_visibility_timeout
     assert options["unacked_restore_interval"] <= settings.task_visibility_timeout / 3
+
+
+def test_the_runtime_side_builds_celery_without_importing_tasks():
+    """One-way imports: voiceapp owns Celery; only the worker entry imports `tasks`."""
+    code = (
+        "import sys, voiceapp, voiceapp.web.api, voiceapp.stages, voiceapp.cli\n"
+        "from voiceapp.config import Settings\n"
+        "from voiceapp.runtime import Runtime\n"
+        "app = Runtime(Settings.from_env({})).celery\n"
+        "assert 'voice.stt.transcribe' not in app.tasks\n"
+        "assert app.amqp.router.route({}, 'voice.tts.synthesize')['queue'].name == 'tts'\n"
+        "print(sorted(m for m in sys.modules if m == 'tasks' or m.startswith('tasks.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_worker_app_includes_the_stage_tasks():
+    code = (
+        "from tasks.worker import celery; celery.loader.import_default_modules(); "
+        "print(sorted(n for n in celery.tasks if n.startswith('voice.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(
+        sorted(["voice.stt.transcribe", "voice.stt.live", "voice.dialog.respond", "voice.tts.synthesize"])
+    )

@@ -28,7 +28,10 @@ pytestmark = pytest.mark.timeout(300)
 
 ELEVEN_KEY = "sk-fault-test-0123456789abcdef"
 TTS_TIMEOUT = 4.0
-VISIBILITY = 6  # seconds before a dead worker's task is handed out again
+# Seconds before a dead worker's task is handed out again: the DEFAULT, so the faults below are what a
+# deployment that sets nothing would see.
+VISIBILITY = Settings.from_env({}).task_visibility_timeout
+RECOVERY_TARGET = 15.0  # issue 16: a turn whose STT worker crashed completes within this of the worker's return
 
 
 class Stack:
@@ -97,7 +100,6 @@ def _settings(tmp: Path, **overrides) -> Settings:
         redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
         session_timeout=600,
         open_projects=("demo",),
-        task_visibility_timeout=VISIBILITY,
         **overrides,
     )
 
@@ -284,7 +286,10 @@ def test_worker_killed_mid_synthesis_the_turn_completes_once(faulty, vendor):
         _until(lambda: vendor.requests, 20, "the TTS stage never called the vendor", every=0.01)
         faulty.kill("worker-tts")
         vendor.reset("ok")
-        assert faulty.db()[faulty.settings.interactions_collection].find_one({"_id": turn_id})["status"] == "answered"
+        # The dead worker's claim on the synthesis stage: renewed no more, taken over once its lease runs out.
+        assert (
+            faulty.db()[faulty.settings.interactions_collection].find_one({"_id": turn_id})["status"] == "tts-running"
+        )
         faulty.up()  # a new TTS worker; the dead one's task comes back after the visibility timeout
         after = _events(ws, _ended(turn_id), 90)
     finally:
@@ -294,6 +299,36 @@ def test_worker_killed_mid_synthesis_the_turn_completes_once(faulty, vendor):
     turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
     assert len(turns) == 1 and turns[0]["status"] == "done"
     assert "voice.tts.synthesize" in faulty.log("worker-tts")  # the new worker ran the redelivered task
+
+
+def _handed_to_a_worker(target: Stack, turn_id: str) -> bool:
+    """Whether a worker holds the turn's task (kombu keeps delivered, unacknowledged messages in `unacked`)."""
+    client = redis.Redis.from_url(target.settings.redis_url)
+    return any(turn_id.encode() in message for message in client.hvals("unacked"))
+
+
+def test_stt_worker_killed_right_after_taking_a_turn_the_turn_completes_soon_after_it_returns(faulty, vendor):
+    """Default settings: a crash stalls the turn for about the visibility timeout (seconds), not five minutes."""
+    vendor.reset("ok")
+    session = new_session(faulty.base_url, "demo")
+    ws = _connect(faulty, session)
+    try:
+        turn_id = _post_turn(faulty, session)
+        _until(lambda: _handed_to_a_worker(faulty, turn_id), 30, "no STT worker took the turn", every=0.005)
+        faulty.kill("worker-stt")
+        turns = faulty.db()[faulty.settings.interactions_collection]
+        assert turns.find_one({"_id": turn_id})["status"] in ("queued", "stt-running")  # killed before recognising
+        faulty.up()  # what `voiceapp up` does: a new STT worker, ready when this returns
+        back = time.monotonic()
+        events = _events(ws, _ended(turn_id), 2 * RECOVERY_TARGET)  # twice the target: slack for a loaded machine
+        recovered = time.monotonic() - back
+    finally:
+        ws.close()
+    print(f"turn completed {recovered:.1f} s after the STT worker came back (visibility timeout {VISIBILITY} s)")
+    _assert_once(events, turn_id)
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "done"
+    doc = turns.find_one({"_id": turn_id})
+    assert doc["status"] == "done" and "country" in doc["transcript"].lower()
 
 
 # ---------------------------------------------------------------- MongoDB stopped

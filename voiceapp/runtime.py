@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 class Runtime:
     """Lazily opened connections shared by the API and the workers of one process."""
 
-    def __init__(self, settings: Settings, celery: "Celery | None" = None) -> None:
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
         self.settings = settings
         self._celery = celery
 
@@ -34,7 +34,7 @@ class Runtime:
         )
 
     @cached_property
-    def db(self) -> "Database":
+    def db(self) -> Database:
         """The voiceapp MongoDB database."""
         from .storage.mongo import get_db
 
@@ -46,10 +46,10 @@ class Runtime:
         return EventBus(self.redis, retention_s=self.settings.session_timeout)
 
     @property
-    def celery(self) -> "Celery":
+    def celery(self) -> Celery:
         """The Celery app used to enqueue turns."""
         if self._celery is None:
-            from tasks.celery_app import create_celery
+            from .broker import create_celery
 
             self._celery = create_celery(self.settings)
         return self._celery
