@@ -20,10 +20,11 @@ from tests.support import shared_file
 from voiceapp import metrics, pipeline, stages
 from voiceapp.audio import decode, to_wav
 from voiceapp.config import Settings
+from voiceapp.errors import VoiceError
 from voiceapp.events import EventType
 from voiceapp.runtime import Runtime
 from voiceapp.storage import interactions, sessions
-from voiceapp.storage.audio import UPLOADS_BUCKET, put_audio
+from voiceapp.storage.audio import UPLOADS_BUCKET, new_audio_id, put_audio
 from voiceapp.storage.mongo import get_client, get_db
 from voiceapp.turns import TurnRef, TurnStatus
 
@@ -225,3 +226,34 @@ def test_a_recognised_live_turn_is_handed_on_once(claims_rt):
     assert pipeline.continue_turn(rt, ref) is False
     assert queued() == 1
     assert len(_events(rt, ref, EventType.TRANSCRIPT)) == 1  # the recorded transcript, re-published once
+
+
+def test_recognition_waits_for_an_upload_stored_after_its_turn_was_enqueued(claims_rt):
+    """start_turn enqueues before storing the audio: the stage finds it once the API has written it."""
+    rt = claims_rt
+    audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
+    upload_id = new_audio_id()
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    turn_id = interactions.create_turn(rt.db, rt.settings, session, upload_id, accepted_at=time.time())
+    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    worker = threading.Thread(target=stages.run_stt, args=(rt, ref.to_payload()))
+    worker.start()
+    time.sleep(0.3)  # the stage has claimed the turn and is waiting for its audio
+    assert _doc(rt, ref)["status"] == TurnStatus.STT_RUNNING
+    wav = to_wav(audio.samples, audio.sample_rate)
+    put_audio(rt.db, wav, bucket=UPLOADS_BUCKET, filename="u.wav", content_type="audio/wav", audio_id=upload_id)
+    worker.join(60)
+    assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
+    assert "country" in _events(rt, ref, EventType.TRANSCRIPT)[0].data["text"].lower()
+
+
+def test_an_upload_that_never_arrives_fails_the_turn_clearly(claims_rt, monkeypatch):
+    rt = claims_rt
+    monkeypatch.setattr(stages, "UPLOAD_WAIT_S", 0.5)
+    ref = _turn(rt, status=TurnStatus.QUEUED.value)
+    interactions.update_turn(rt.db, rt.settings, ref.turn_id, upload_id=new_audio_id())
+    with pytest.raises(VoiceError):
+        stages.run_stt(rt, ref.to_payload())
+    errors = _events(rt, ref, EventType.ERROR)
+    assert len(errors) == 1 and errors[0].data["code"] == "audio_not_found" and errors[0].data["stage"] == "stt"
+    assert _doc(rt, ref)["status"] == TurnStatus.ERROR

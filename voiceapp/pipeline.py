@@ -14,7 +14,7 @@ from .models import DecodedAudio
 from .queues import stt_route
 from .runtime import Runtime
 from .storage import interactions
-from .storage.audio import UPLOADS_BUCKET, put_audio
+from .storage.audio import UPLOADS_BUCKET, new_audio_id, put_audio
 from .turns import LIVE_STT_TASK, STAGES, Stage, TurnRef
 
 STAGE_TASKS = tuple(stage.task for stage in STAGES)  # kept for callers of the old name
@@ -22,16 +22,13 @@ __all__ = ["LIVE_STT_TASK", "STAGE_TASKS", "continue_turn", "enqueue_stages", "s
 
 
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
-    """Accept one utterance of a session; returns the turn id. Audio travels by GridFS id only."""
+    """Accept one utterance of a session; returns the turn id. Audio travels by GridFS id only.
+
+    The turn names its upload by an id reserved up front and is enqueued before the audio is stored, so
+    the queue hop overlaps the store; the recognition stage waits the few milliseconds it may take.
+    """
     accepted_at = time.time()
-    upload_id = put_audio(
-        rt.db,
-        to_wav(audio.samples, audio.sample_rate),
-        bucket=UPLOADS_BUCKET,
-        filename="utterance.wav",
-        content_type="audio/wav",
-        metadata={"session_id": session["session_id"], "source": source},
-    )
+    upload_id = new_audio_id()
     # The turn carries what its stages need, so they never depend on the session still being open.
     turn_id = interactions.create_turn(
         rt.db,
@@ -46,6 +43,15 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     enqueue_stages(rt, STAGES, ref)
+    put_audio(
+        rt.db,
+        to_wav(audio.samples, audio.sample_rate),
+        bucket=UPLOADS_BUCKET,
+        filename="utterance.wav",
+        content_type="audio/wav",
+        metadata={"session_id": session["session_id"], "source": source},
+        audio_id=upload_id,
+    )
     return turn_id
 
 

@@ -224,6 +224,20 @@ def _publish_reply(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- recognition
 
+UPLOAD_WAIT_S = 10.0  # the API stores an upload right after enqueueing its turn: milliseconds, unless it died
+
+
+def _upload(rt: Runtime, upload_id: str) -> bytes:
+    """The turn's uploaded audio, waiting briefly for the API to finish storing it."""
+    deadline = time.monotonic() + UPLOAD_WAIT_S
+    while True:
+        try:
+            return get_audio(rt.db, upload_id, bucket=UPLOADS_BUCKET)[0]
+        except NotFound:
+            if time.monotonic() >= deadline:
+                raise NotFound("the turn's audio was never stored; send it again", code="audio_not_found") from None
+            time.sleep(0.01)
+
 
 def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     """Recognise the uploaded audio and publish the final transcript."""
@@ -233,7 +247,7 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         return _replay(rt, ref, STT)
     turn = claim.turn
     with _running(rt, ref, claim) as t:
-        data, _info = get_audio(rt.db, turn["upload_id"], bucket=UPLOADS_BUCKET)
+        data = _upload(rt, turn["upload_id"])
         transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
     text = transcript.text.strip()
     stt = {

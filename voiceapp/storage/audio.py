@@ -33,13 +33,29 @@ def parse_audio_id(audio_id: Any) -> ObjectId:
     return ObjectId(audio_id)
 
 
+def new_audio_id() -> str:
+    """An id to store audio under later (put_audio(..., audio_id=)), so a turn can name its upload first."""
+    return str(ObjectId())
+
+
 def put_audio(
-    db: Database, data: bytes, *, bucket: str, filename: str, content_type: str, metadata: dict | None = None
+    db: Database,
+    data: bytes,
+    *,
+    bucket: str,
+    filename: str,
+    content_type: str,
+    metadata: dict | None = None,
+    audio_id: str | None = None,
 ) -> str:
-    """Store `data`; returns its id as 24 hex characters."""
+    """Store `data` (under `audio_id` when given); returns its id as 24 hex characters."""
     meta = dict(metadata or {})
     # GridFS's own contentType field is deprecated: keep the type in metadata.
     meta["content_type"] = content_type
+    if audio_id is not None:
+        # GridFS writes the chunks first and the file document last: readers never see half a file.
+        _bucket(db, bucket).upload_from_stream_with_id(parse_audio_id(audio_id), filename, bytes(data), metadata=meta)
+        return audio_id
     file_id = _bucket(db, bucket).upload_from_stream(filename, bytes(data), metadata=meta)
     return str(file_id)
 
