@@ -4,8 +4,9 @@
 
 For each turn (one session, HTTP upload of a short question, events over the WebSocket): `post_s` is the
 POST until its 202 (decode, store, enqueue), `turn_s` the POST until the `done` event, `engines_s` the
-stt + dialog + tts seconds the stages recorded, and `overhead_s = turn_s - engines_s` (queue hops, MongoDB,
-event relay). A warm-up turn is not counted.
+stt + dialog + tts seconds the stages recorded, `overhead_s = turn_s - engines_s` (queue hops, MongoDB,
+event relay), `server_overhead_s` the same from the workers' own clock (accepted -> done) and `queue_wait_s`
+the three queue hops. A warm-up turn is not counted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def one_turn(bench: harness.BenchStack, session: dict, ws: websocket.WebSocket, 
         "turn_s": turn_s,
         "engines_s": engines,
         "overhead_s": turn_s - engines,
+        # Accepted -> done as the workers recorded it, minus the engines: hops and MongoDB, no HTTP or relay.
+        "server_overhead_s": float(timings.get("total_s") or 0.0) - engines,
+        "queue_wait_s": sum(float(timings.get(k) or 0.0) for k in ("stt_queue_s", "dialog_queue_s", "tts_queue_s")),
     }
 
 
@@ -64,7 +68,7 @@ def measure(turns: int) -> dict:
         ws.close()
     finally:
         harness.stop(bench)
-    keys = ("post_s", "turn_s", "engines_s", "overhead_s")
+    keys = ("post_s", "turn_s", "engines_s", "overhead_s", "server_overhead_s", "queue_wait_s")
     return {
         "turns": len(results),
         "statuses": sorted({r["status"] for r in results}),

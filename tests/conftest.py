@@ -17,7 +17,7 @@ from voiceapp.config import Settings
 #   integration the MongoDB-wire server and/or Redis, no API or workers
 #   system      a whole stack (API, workers), faults, the browser, the deployment guide
 SYSTEM_FIXTURES = frozenset({"live", "front", "demo_kb"})
-INTEGRATION_FIXTURES = frozenset({"mongo_uri"})
+INTEGRATION_FIXTURES = frozenset({"mongo_uri", "private_redis_url"})
 # Modules that start their own stacks or services in module fixtures.
 SYSTEM_MODULES = frozenset(
     {
