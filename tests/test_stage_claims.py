@@ -26,7 +26,7 @@ from voiceapp.runtime import Runtime
 from voiceapp.storage import interactions, sessions
 from voiceapp.storage.audio import UPLOADS_BUCKET, new_audio_id, put_audio
 from voiceapp.storage.mongo import get_client, get_db
-from voiceapp.turns import TurnRef, TurnStatus
+from voiceapp.turns import TURN_FIELDS, TurnRef, TurnStatus
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -125,6 +125,7 @@ def test_two_copies_of_synthesis_call_the_paid_vendor_once(claims_rt, claims_ven
     assert len(_events(rt, ref, EventType.DONE)) == 1
     doc = _doc(rt, ref)
     assert doc["status"] == TurnStatus.DONE and doc["tts"]["provider"] == "elevenlabs"
+    assert set(doc) <= TURN_FIELDS  # the typed record names every field the stages write
     assert all(not r.skip for r in results)
 
 
@@ -146,6 +147,7 @@ def test_two_copies_of_recognition_record_and_publish_one_transcript(claims_rt):
     assert len(transcripts) == 1 and "country" in transcripts[0].data["text"].lower()
     doc = _doc(rt, ref)
     assert doc["status"] == TurnStatus.RECOGNIZED and doc["transcript"] == transcripts[0].data["text"]
+    assert set(doc) <= TURN_FIELDS
 
 
 def test_two_copies_of_dialog_publish_one_reply(claims_rt):
@@ -156,6 +158,7 @@ def test_two_copies_of_dialog_publish_one_reply(claims_rt):
     assert len(replies) == 1
     doc = _doc(rt, ref)
     assert doc["status"] == TurnStatus.ANSWERED and doc["reply_text"] == replies[0].data["text"]
+    assert set(doc) <= TURN_FIELDS
 
 
 def _cost_requests(rt: Runtime) -> int:

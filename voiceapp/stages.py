@@ -36,7 +36,7 @@ from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
-from .turns import DIALOG, STAGES, STT, TTS, Stage, TurnRef, TurnStatus
+from .turns import DIALOG, STAGES, STT, TTS, Stage, Turn, TurnRef, TurnStatus
 from .urls import audio_url
 from .utterances import PUSH_TO_TALK, UtteranceStream
 
@@ -80,7 +80,7 @@ class _Claim:
 
     stage: Stage
     owner: str
-    turn: dict[str, Any]
+    turn: Turn
 
     def finish(self, rt: Runtime, ref: TurnRef, **fields: Any) -> bool:
         """Record the stage's result; False (nothing recorded) if the claim was lost to another copy."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 
 class TurnStatus(StrEnum):
@@ -93,3 +94,41 @@ class TurnRef:
         if self.mode:
             payload["mode"] = self.mode
         return payload
+
+
+class Turn(TypedDict, total=False):
+    """A turn's document in settings.interactions_collection: the record (tasks pass only a TurnRef)."""
+
+    turn_id: str
+    session_id: str
+    project: str
+    language: str | None
+    voice: str | None
+    status: str  # a TurnStatus value
+    source: str  # http, ws, ws-live
+    upload_id: str | None
+    accepted_at: float
+    audio_seconds: float
+    tts_provider: str | None
+    transcript: str
+    stt: dict[str, Any]  # engine, model, language, confidence
+    reply_text: str
+    intent: str
+    intent_confidence: float
+    sources: list[str]
+    suggested_actions: list[dict[str, Any]]
+    tts: dict[str, Any]  # provider, chunks, audio_ids, events (the audio events sent), cost
+    audio_id: str | None
+    timings: dict[str, float]  # <stage>_queue_s, <stage>_s, total_s
+    error: dict[str, str]  # stage, code, message
+    stage_done_at: float
+    # The stage claim: who runs the current <stage>-running status, and until when its lease holds.
+    claimed_by: str
+    claimed_at: float
+    claim_until: float
+    handed_off: bool  # dialog | synthesis were enqueued after recognition
+    timestamp: datetime
+    updated_at: datetime
+
+
+TURN_FIELDS = frozenset(Turn.__annotations__)

@@ -13,8 +13,9 @@ from pymongo.database import Database
 from voiceapp.config import Settings
 from voiceapp.errors import NotFound
 from voiceapp.storage.sessions import check_session_id, utcnow
+from voiceapp.turns import Turn, TurnStatus
 
-QUEUED = "queued"
+QUEUED = TurnStatus.QUEUED.value
 _TURN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PROTECTED = {"_id", "turn_id", "session_id", "project", "timestamp"}
 
@@ -71,7 +72,7 @@ def update_turn(db: Database, settings: Settings, turn_id: str, **fields: Any) -
 
 def claim_turn(
     db: Database, settings: Settings, turn_id: str, ready: str, running: str, owner: str, lease_s: float
-) -> dict | None:
+) -> Turn | None:
     """Atomically move the turn from `ready` (or a lapsed claim of `running`) to `running`; the turn, or None.
 
     One conditional update, so of two copies of a stage task exactly one gets the turn; a claim whose
@@ -135,14 +136,14 @@ def undo_handed_off(db: Database, settings: Settings, turn_id: str) -> None:
     db[settings.interactions_collection].update_one({"_id": turn_id}, {"$unset": {"handed_off": ""}})
 
 
-def get_turn(db: Database, settings: Settings, session_id: str, turn_id: str) -> dict:
+def get_turn(db: Database, settings: Settings, session_id: str, turn_id: str) -> Turn:
     """The turn if it belongs to `session_id`; NotFound otherwise."""
     session_id = check_session_id(session_id)
     turn_id = check_turn_id(turn_id)
     doc = db[settings.interactions_collection].find_one({"_id": turn_id, "session_id": session_id}, {"_id": 0})
     if doc is None:
         raise NotFound("turn not found", code="turn_not_found")
-    return doc
+    return Turn(**doc)
 
 
 def recent_turns(
