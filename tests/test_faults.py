@@ -19,6 +19,7 @@ import redis
 import requests
 import websocket
 
+from tests.conftest import OPEN_DEMO_QUOTAS
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import new_session, shared_file
 from voiceapp import stack
@@ -98,7 +99,7 @@ def _settings(tmp: Path, **overrides) -> Settings:
         session_timeout=600,
         open_projects=("demo",),
         task_visibility_timeout=VISIBILITY,
-        **overrides,
+        **{**OPEN_DEMO_QUOTAS, **overrides},
     )
 
 

@@ -25,7 +25,20 @@ def _settings() -> Settings:
         raise click.ClickException(str(err)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command: a bad environment value prints its one-line SettingsError, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as err:
+            raise click.ClickException(str(err)) from None
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """voiceapp: spoken questions answered from a site's own knowledge.
 
@@ -49,8 +62,9 @@ def up(flower: bool, mongo_engine: str) -> None:
 
     try:
         settings = Settings.from_env()
-        if "VOICE_OPEN_PROJECTS" not in os.environ:
-            # The local demo project needs no key; set VOICE_OPEN_PROJECTS= (empty) to close it.
+        if "VOICE_OPEN_PROJECTS" not in os.environ and settings.api_host in LOOPBACK:
+            # The local demo project needs no key while the API is reachable from this machine only; on any
+            # other address open projects are opt-in (VOICE_OPEN_PROJECTS=demo). Empty closes it here too.
             settings = settings.replace(open_projects=("demo",))
         state = stack.up(settings, flower=flower, mongo_engine=mongo_engine)
     except (SettingsError, VoiceError, RuntimeError) as err:

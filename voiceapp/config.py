@@ -196,6 +196,24 @@ class Settings:
     ws_max_frame_bytes: int = _setting("WS_MAX_FRAME_BYTES", 64 * 1024, _positive_int)
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
+    # Largest JSON request body (knowledge uploads use VOICE_KB_MAX_BYTES); refused before parsing and auth.
+    json_max_bytes: int = _setting("VOICE_JSON_MAX_BYTES", 64 * 1024, _positive_int)
+    # Per-project shares of the global limits, counted in Redis across API processes.
+    project_max_sessions: int = _setting("VOICE_PROJECT_MAX_SESSIONS", 50, _positive_int)
+    project_max_websockets: int = _setting("VOICE_PROJECT_MAX_WEBSOCKETS", 500, _positive_int)
+    # Open projects (VOICE_OPEN_PROJECTS, no key needed) get these smaller quotas.
+    open_project_max_sessions: int = _setting("VOICE_OPEN_PROJECT_MAX_SESSIONS", 10, _positive_int)
+    open_project_max_websockets: int = _setting("VOICE_OPEN_PROJECT_MAX_WEBSOCKETS", 20, _positive_int)
+    rate_limit_open_project: str = _setting("VOICE_RATE_LIMIT_OPEN_PROJECT", "120/minute")
+    # WebSockets one session token may hold open at once (a page with a reconnecting widget needs 2).
+    session_max_websockets: int = _setting("VOICE_SESSION_MAX_WEBSOCKETS", 3, _positive_int)
+    # Per session: token refresh, turn polls, history and audio reads; and new live utterances on a WebSocket.
+    rate_limit_session: str = _setting("VOICE_RATE_LIMIT_SESSION", "300/minute")
+    rate_limit_utterances: str = _setting("VOICE_RATE_LIMIT_UTTERANCES", "20/minute")
+    # A live utterance without a frame for this long ends (the client stalled): its STT slot is freed.
+    frame_gap_timeout: float = _setting("AUDIO_FRAME_GAP_TIMEOUT", 3.0, _positive_float)
+    # Reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are trusted; 0 = none.
+    proxy_hops: int = _setting("VOICE_PROXY_HOPS", 0, _non_negative_int)
 
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))

@@ -118,7 +118,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
     silent_limit = int(listen * rt.settings.audio_sample_rate) * 2
     try:
-        for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
+        for chunk in stream.chunks(idle_timeout=min(idle, rt.settings.frame_gap_timeout + 2.0)):
             if chunk.abort:
                 return None
             if chunk.end:

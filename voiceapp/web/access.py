@@ -22,7 +22,7 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str, voic
     check_origin(project)
     session = sessions.create_session(rt.db, rt.settings, project, language, voice)
     try:
-        slots(rt).acquire(session["session_id"], session["expires_at"].timestamp())
+        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp())
     except Exception:
         sessions.end_session(rt.db, rt.settings, session["session_id"])
         raise
@@ -34,7 +34,7 @@ def use_session(rt: Runtime, session_id: str) -> dict[str, Any]:
     """An active session, its expiry slid forward (activity keeps it alive)."""
     session = sessions.touch_session(rt.db, rt.settings, session_id)
     check_origin(session["project"])
-    slots(rt).touch(session_id, session["expires_at"].timestamp())
+    slots(rt).touch(session_id, session["project"], session["expires_at"].timestamp())
     return session
 
 
@@ -45,6 +45,14 @@ def admit_turn(rt: Runtime) -> None:
 
 def close_session(rt: Runtime, session_id: str) -> None:
     """End the session and free its slot."""
-    check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
+    project = sessions.get_session(rt.db, rt.settings, session_id)["project"]
+    check_origin(project)
     sessions.end_session(rt.db, rt.settings, session_id)
-    slots(rt).release(session_id)
+    slots(rt).release(session_id, project)
+
+
+def live_session(rt: Runtime, session_id: str) -> dict[str, Any]:
+    """The session if it is still active (an ended or expired session's token opens nothing), origin checked."""
+    session = sessions.get_session(rt.db, rt.settings, session_id)
+    check_origin(session["project"])
+    return session
