@@ -26,8 +26,8 @@ from ..utterances import UtteranceStream
 from . import access
 from .auth import bearer, issue_token, require_session_token
 from .hub import get_hub
-from .ratelimit import ip_limit, limiter, project_key, project_limit, session_key, session_limit
-from .safejson import request_json
+from .ratelimit import ip_limit, limiter, project_limited, session_limited
+from .safejson import read_body, request_json
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
@@ -92,7 +92,7 @@ def websocket_url(rt: Runtime, session_id: str) -> str:
 
 @bp.post("/sessions")
 @limiter.limit(ip_limit)
-@limiter.limit(project_limit, key_func=project_key)
+@project_limited
 def create_session():
     """Start a session of a project (its key as bearer unless the project is open); returns a scoped token."""
     rt = _rt()
@@ -108,7 +108,7 @@ def create_session():
 
 
 @bp.get("/sessions/<session_id>")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def get_session(session_id: str):
     """The session's state."""
     require_session_token(session_id)
@@ -117,7 +117,7 @@ def get_session(session_id: str):
 
 
 @bp.post("/sessions/<session_id>/token")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def refresh_token(session_id: str):
     """A fresh token for a live session (tokens are short-lived; sessions slide on activity)."""
     require_session_token(session_id)
@@ -127,7 +127,7 @@ def refresh_token(session_id: str):
 
 
 @bp.delete("/sessions/<session_id>")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def end_session(session_id: str):
     """End a session; its token stops working and its slot is freed."""
     require_session_token(session_id)
@@ -136,7 +136,7 @@ def end_session(session_id: str):
 
 
 @bp.get("/sessions/<session_id>/history")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def history(session_id: str):
     """The session's turns, newest first (?limit=, at most 100)."""
     require_session_token(session_id)
@@ -151,14 +151,14 @@ def history(session_id: str):
 
 @bp.post("/sessions/<session_id>/turns")
 @limiter.limit(ip_limit)
-@limiter.limit(project_limit, key_func=project_key)
+@project_limited
 def post_turn(session_id: str):
     """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) and start its turn."""
     require_session_token(session_id)
     rt = _rt()
     session = access.use_session(rt, session_id)
     access.admit_turn(rt)
-    audio = decode(request.get_data(cache=False), rt.settings)
+    audio = decode(read_body(cache=False), rt.settings)
     turn_id = start_turn(rt, session, audio)
     return jsonify(
         {
@@ -197,7 +197,7 @@ def _wait_seconds(max_wait: float) -> float:
 
 
 @bp.get("/sessions/<session_id>/turns/<turn_id>")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def get_turn(session_id: str, turn_id: str):
     """A turn's result; with ?wait=S, hold the request until it finishes or S seconds pass."""
     require_session_token(session_id)
@@ -231,7 +231,7 @@ def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None =
 
 
 @bp.get("/sessions/<session_id>/audio/<audio_id>")
-@limiter.limit(session_limit, key_func=session_key)
+@session_limited
 def get_reply_audio(session_id: str, audio_id: str):
     """Reply audio of one of this session's turns, from GridFS."""
     require_session_token(session_id)

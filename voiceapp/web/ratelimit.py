@@ -54,8 +54,8 @@ def _project_bucket() -> tuple[str, str]:
     if "rl_project" not in g:
         settings = _settings()
         project = _verified_project()
-        if project is None:
-            g.rl_project = (f"ip:{get_remote_address()}", settings.rate_limit_project)
+        if project is None:  # unproven: only the client's own address pays (the IP limit applies anyway)
+            g.rl_project = (f"ip:{get_remote_address()}", settings.rate_limit_ip)
         else:
             limit = settings.rate_limit_open_project if is_open(settings, project) else settings.rate_limit_project
             g.rl_project = (f"project:{project}", limit)
@@ -94,3 +94,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "voiceapp-rl")
     limiter.init_app(app)
+
+
+# One budget per session (and per project) across every endpoint it covers, not one per endpoint.
+session_limited = limiter.shared_limit(session_limit, scope="voice-session", key_func=session_key)
+project_limited = limiter.shared_limit(project_limit, scope="voice-project", key_func=project_key)

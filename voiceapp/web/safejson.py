@@ -12,6 +12,7 @@ from ..errors import BadRequest, PayloadTooLarge
 # Endpoints whose body is not a small JSON document, with the setting that caps it.
 _BODY_CAPS = {"voice_api.post_turn": "audio_max_bytes", "voice_api.add_knowledge": "kb_max_bytes"}
 _UNPARSED = object()
+AUDIO_ENDPOINT = "voice_api.post_turn"  # its view streams the body into the decoder (read_body(cache=False))
 
 
 def loads(raw: bytes | str) -> Any:
@@ -27,7 +28,7 @@ def request_json(silent: bool = False) -> Any:
     cached = request.environ.get("voiceapp.json", _UNPARSED)
     if cached is _UNPARSED:
         try:
-            cached = loads(request.get_data(cache=True)) if request.is_json else None
+            cached = loads(read_body()) if request.is_json else None
         except BadRequest:
             cached = None
         request.environ["voiceapp.json"] = cached
@@ -42,14 +43,24 @@ def body_cap() -> int:
     return getattr(settings, _BODY_CAPS.get(request.endpoint or "", "json_max_bytes"))
 
 
+def read_body(cache: bool = True) -> bytes:
+    """The request body, read under its cap; PayloadTooLarge when it is longer, even without a Content-Length."""
+    cap = body_cap()
+    # Werkzeug stops a chunked body at max_content_length without saying so: read one byte more to tell.
+    data = request.get_data(cache=cache)
+    if len(data) > cap:
+        raise PayloadTooLarge(f"request body over {cap} bytes; send a smaller one")
+    return data
+
+
 def init_app(app: Flask) -> None:
     """Refuse oversized bodies before anything reads, parses or authenticates them."""
 
     @app.before_request
     def _cap_body():
         cap = body_cap()
-        request.max_content_length = cap  # also enforced while reading a chunked body (no Content-Length)
+        request.max_content_length = cap + 1  # see read_body: also bounds a chunked body (no Content-Length)
         if (request.content_length or 0) > cap:
             raise PayloadTooLarge(f"request body over {cap} bytes; send a smaller one")
-        if request.endpoint not in _BODY_CAPS and request.method in ("POST", "PUT", "PATCH"):
-            request.get_data(cache=True)  # read under the cap now: a chunked flood fails here with 413
+        if request.endpoint != AUDIO_ENDPOINT and request.method in ("POST", "PUT", "PATCH"):
+            read_body()  # JSON: read under the cap now, so a chunked flood fails here with 413
