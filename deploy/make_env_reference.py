@@ -108,6 +108,8 @@ DESCRIPTIONS = {
     "VOICE_RATE_LIMIT_SESSION": "Requests per session: token refresh, turn polls, history, audio, session reads",
     "VOICE_RATE_LIMIT_UTTERANCES": "New live utterances per session over its WebSocket",
     "AUDIO_FRAME_GAP_TIMEOUT": "Seconds without a frame after which a live utterance ends (frees its recognition slot)",
+    "VOICE_RECORDING_RETENTION": "Visitor recordings and uncached reply audio: turn (kept as long as their turn), 0 (recordings deleted once recognised) or seconds",
+    "VOICE_RETENTION_SWEEP_INTERVAL": "Seconds between retention sweeps (one API process sweeps at a time)",
     "VOICE_PROXY_HOPS": "Reverse proxies in front of the API whose X-Forwarded-For/-Proto are trusted (0: none; see docs/security.md)",
     "VOICE_QUEUE_MAX_DEPTH": "Queued turns on a stage queue beyond which new turns are refused (503 busy, with Retry-After)",
     "WS_MAX_FRAME_BYTES": "Largest WebSocket frame accepted",

@@ -40,4 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.init_app(app)
         ws.init_app(app)
         widget.init_app(app)
+        from .storage.retention import start_sweeper
+
+        start_sweeper(runtime, settings.retention_sweep_interval)
     return app

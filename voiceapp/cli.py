@@ -71,6 +71,9 @@ def up(flower: bool, mongo_engine: str) -> None:
         raise click.ClickException(str(err)) from None
     _print_status(stack.status(Settings.from_env()))
     click.echo(f"API: {state.get('api_url', '')}")
+    if flower:
+        user = stack.flower_auth(settings)[0]
+        click.echo(f"Flower: basic auth, user {user}, password in {stack.run_dir(settings) / 'flower_password'}")
 
 
 @main.command()
@@ -159,6 +162,33 @@ def project_create(name: str, origins: tuple[str, ...]) -> None:
         raise click.ClickException(err.message) from None
     click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
     click.echo(key)
+
+
+@main.command()
+@click.option("--session", "session_id", required=True, help="Session id (32 hex characters) to erase.")
+def forget(session_id: str) -> None:
+    """Erase one visitor's session: its turns, recordings, uncached reply audio, session document and events."""
+    import redis as redis_lib
+
+    from .storage.mongo import get_db
+    from .storage.retention import erase_session
+
+    settings = _settings()
+    try:
+        erased = erase_session(get_db(settings), settings, session_id, redis_lib.Redis.from_url(settings.redis_url))
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"session {session_id}: erased " + ", ".join(f"{n} {what}" for what, n in erased.items()))
+
+
+@main.command("retention-sweep")
+def retention_sweep() -> None:
+    """Delete recordings and uncached reply audio past VOICE_RECORDING_RETENTION now (the API also does it)."""
+    from .storage.mongo import get_db
+    from .storage.retention import sweep
+
+    settings = _settings()
+    click.echo(", ".join(f"{n} {what} deleted" for what, n in sweep(get_db(settings), settings).items()))
 
 
 def _api(settings: Settings) -> str:

@@ -73,6 +73,13 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _retention(raw: str) -> str:
+    value = raw.strip().lower()
+    if value == "turn" or (value.isascii() and value.isdigit()):
+        return value if value == "turn" else str(int(value))
+    raise ValueError("expected 'turn' or a whole number of seconds >= 0")
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -212,6 +219,10 @@ class Settings:
     rate_limit_utterances: str = _setting("VOICE_RATE_LIMIT_UTTERANCES", "20/minute")
     # A live utterance without a frame for this long ends (the client stalled): its STT slot is freed.
     frame_gap_timeout: float = _setting("AUDIO_FRAME_GAP_TIMEOUT", 3.0, _positive_float)
+    # Visitor recordings (and reply audio stored with the cache off): "turn" = as long as their turn,
+    # 0 = not kept once recognised, N = at most N seconds. See voiceapp/storage/retention.py.
+    recording_retention: str = _setting("VOICE_RECORDING_RETENTION", "turn", _retention)
+    retention_sweep_interval: float = _setting("VOICE_RETENTION_SWEEP_INTERVAL", 600.0, _positive_float)
     # Reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are trusted; 0 = none.
     proxy_hops: int = _setting("VOICE_PROXY_HOPS", 0, _non_negative_int)
 
@@ -278,6 +289,11 @@ class Settings:
         if self.azure_speech_key:
             return "azure"
         return "piper"
+
+    @property
+    def retention_seconds(self) -> int:
+        """VOICE_RECORDING_RETENTION as seconds; -1 = as long as the turn."""
+        return -1 if self.recording_retention == "turn" else int(self.recording_retention)
 
     @property
     def secrets(self) -> tuple[str, ...]:

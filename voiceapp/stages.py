@@ -23,6 +23,7 @@ from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
 from .storage import interactions, sessions
+from .storage import retention
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
@@ -92,6 +93,7 @@ def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
         **{"timings.stt_queue_s": _queue_wait(turn, t["started"]), "timings.stt_s": t["seconds"]},
         stage_done_at=time.time(),
     )
+    retention.after_recognition(rt.db, rt.settings, turn["upload_id"])  # VOICE_RECORDING_RETENTION=0
     rt.events.publish(
         ref["session_id"],
         EventType.TRANSCRIPT,
@@ -186,6 +188,7 @@ def run_live_stt(rt: Runtime, ref: TurnRef) -> TurnRef | None:
         )
     except DuplicateKeyError:
         return ref  # redelivered after the turn was recorded: the chain is already on its way
+    retention.after_recognition(rt.db, rt.settings, upload_id)  # VOICE_RECORDING_RETENTION=0
     metrics.observe_recognition(
         final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, t["seconds"]
     )

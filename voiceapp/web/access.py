@@ -56,3 +56,19 @@ def live_session(rt: Runtime, session_id: str) -> dict[str, Any]:
     session = sessions.get_session(rt.db, rt.settings, session_id)
     check_origin(session["project"])
     return session
+
+
+def forget_session(rt: Runtime, project: str, key: str | None, session_id: str) -> dict[str, int]:
+    """Erase a visitor's session, turns and audio for the project that owns it (its key is required)."""
+    from ..storage import retention
+
+    projects.authorize(rt.db, rt.settings, project, key, admin=True)
+    session_id = sessions.check_session_id(session_id)
+    owned = {"session_id": session_id, "project": project}
+    if not (
+        rt.db[rt.settings.sessions_collection].find_one(owned, {"_id": 1})
+        or rt.db[rt.settings.interactions_collection].find_one(owned, {"_id": 1})
+    ):
+        raise sessions.SessionNotFound("no such session in this project")
+    slots(rt).release(session_id, project)
+    return retention.erase_session(rt.db, rt.settings, session_id, rt.redis)

@@ -280,6 +280,14 @@ def add_knowledge(project: str):
     return jsonify({"project": project, "documents": len(documents), "passages": loaded}), 201
 
 
+@bp.delete("/projects/<project>/sessions/<session_id>")
+@limiter.limit(ip_limit)
+def forget_session(project: str, session_id: str):
+    """Erase one visitor's session, turns, recordings and reply audio (privacy request; the project key is required)."""
+    erased = access.forget_session(_rt(), project, bearer(), session_id)
+    return jsonify({"project": project, "session_id": session_id, "erased": erased})
+
+
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document of this API."""
