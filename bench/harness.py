@@ -44,6 +44,12 @@ def bench_settings(home: str, ws_max_connections: int) -> Settings:
         queue_max_depth=5000,
         rate_limit_ip="1000000/minute",
         rate_limit_project="1000000/minute",
+        open_project_max_sessions=5000,
+        open_project_max_websockets=5000,
+        session_max_websockets=100,
+        rate_limit_open_project="1000000/minute",
+        rate_limit_session="1000000/minute",
+        rate_limit_utterances="1000000/minute",
         log_level="warning",
     )
 

@@ -9,16 +9,18 @@
 set -eu
 
 role="${1:-api}"
+ACCESS_LOG_FORMAT='%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s "%(a)s"'
 [ "$#" -gt 0 ] && shift
 
 case "$role" in
   api|ws)
     port="${API_PORT:-8000}"
     [ "$role" = ws ] && port="${WS_PORT:?the ws role needs WS_PORT}"
-    # gevent: an idle WebSocket costs a few greenlets, not an OS thread.
+    # gevent: an idle WebSocket costs a few greenlets, not an OS thread. The access log shows the path
+    # without its query string (%(U)s, not %(r)s): turn, audio and WebSocket URLs carry ?token=.
     exec gunicorn --worker-class gevent --worker-connections "$(( ${WS_MAX_CONNECTIONS:-1000} + 100 ))" \
       --workers "${API_WORKERS:-1}" --bind "${API_HOST:-0.0.0.0}:${port}" --timeout 120 --graceful-timeout 30 \
-      --access-logfile - "$@" voiceapp.wsgi:app
+      --access-logfile - --access-logformat "$ACCESS_LOG_FORMAT" "$@" voiceapp.wsgi:app
     ;;
   worker)
     queue="${1:?usage: worker QUEUE (stt, dialog, tts or the GPU queue)}"

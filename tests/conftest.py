@@ -48,6 +48,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
+# Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
+OPEN_DEMO_QUOTAS = dict(
+    open_project_max_sessions=1000,
+    open_project_max_websockets=1000,
+    session_max_websockets=20,
+    rate_limit_open_project="1200/minute",
+    rate_limit_utterances="600/minute",
+)
+
+
 @dataclass(frozen=True)
 class Live(stack.Running):
     """The test session's running stack (resolved settings, base URL, ws_url, db)."""
@@ -81,6 +91,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
         redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
         session_timeout=600,
         open_projects=("demo",),
+        # The suite opens many sessions of the open project `demo`: lift its (small) open-project quotas.
+        **OPEN_DEMO_QUOTAS,
     )
     stack.up(settings, mongo_engine="memory")
     resolved = stack.resolve(settings)

@@ -34,7 +34,7 @@ KB_PROJECT = "badinput-kb"
 
 def test_the_corpus_is_big_and_covers_every_kind():
     ids = [c["id"] for c in CASES]
-    assert len(ids) >= 40 and len(set(ids)) == len(ids)
+    assert len(ids) >= 123 and len(set(ids)) == len(ids)  # 83 before issue 16's attacks were added
     assert {c["kind"] for c in CASES} == {"http", "ws"}
     for needed in (
         "empty",
@@ -50,6 +50,17 @@ def test_the_corpus_is_big_and_covers_every_kind():
         "huge-frame",
         "invalid-json",
         "binary-json",
+        # issue 16
+        "layout",
+        "channels",
+        "nesting",
+        "chunked",
+        "deleted",
+        "limit-huge",
+        "format-operator",
+        "last-seq",
+        "regex-bomb",
+        "before-auth",
     ):
         assert any(needed in i for i in ids), needed
 
@@ -66,6 +77,7 @@ class Ctx:
     other: dict
     witness: dict
     witness_ws: object
+    deleted: dict
     project_key: str
     audio: dict
     api_pid: int
@@ -75,6 +87,7 @@ class Ctx:
         return {
             "token": self.session["token"],
             "other_token": self.other["token"],
+            "deleted": self.deleted["token"],
             "garbage": "not-a-token.at.all",
             "forged": issue_token(settings.replace(secret_key="someone-elses-secret-key"), self.session["session_id"]),
             "expired": URLSafeTimedSerializer(settings.secret_key, salt=_SALT, signer=_OldSigner).dumps(
@@ -96,6 +109,8 @@ class Ctx:
         return (
             text.replace("{sid}", self.session["session_id"])
             .replace("{other_sid}", self.other["session_id"])
+            .replace("{deleted_sid}", self.deleted["session_id"])
+            .replace("{deleted_token}", self.deleted["token"])
             .replace("{other_token}", self.other["token"])
             .replace("{project}", KB_PROJECT)
         )
@@ -103,7 +118,13 @@ class Ctx:
 
 @pytest.fixture(scope="module")
 def ctx(live, demo_kb):
-    session, other, witness = (new_session(live.base_url, "demo") for _ in range(3))
+    session, other, witness, deleted = (new_session(live.base_url, "demo") for _ in range(4))
+    ended = requests.delete(
+        f"{live.base_url}/api/v1/voice/sessions/{deleted['session_id']}",
+        headers={"Authorization": f"Bearer {deleted['token']}"},
+        timeout=10,
+    )
+    assert ended.status_code == 204
     witness_ws = websocket.create_connection(
         f"{live.ws_url}/api/v1/voice/ws/{witness['session_id']}?token={witness['token']}", timeout=30
     )
@@ -111,7 +132,7 @@ def ctx(live, demo_kb):
     audio = {fmt: audio_files.encode(samples, 16000, fmt) for fmt in ("wav", *audio_files.FORMATS)}
     key = projects.create_key(live.db, live.settings, KB_PROJECT)
     pid = stack.load_state(live.settings)["services"]["api"]["pid"]
-    yield Ctx(live, session, other, witness, witness_ws, key, audio, pid)
+    yield Ctx(live, session, other, witness, witness_ws, deleted, key, audio, pid)
     witness_ws.close()
 
 
@@ -144,6 +165,15 @@ def _body(ctx: Ctx, spec: dict) -> bytes:
     if how["kind"] == "kb":
         size = ctx.size(how["bytes"])
         return json.dumps({"documents": [{"source": "big", "text": "a" * size}]}).encode()
+    if how["kind"] == "kb_text":  # one document whose text is `repeat` times `unit` (regex stress)
+        text = how.get("prefix", "") + how["unit"] * how["repeat"] + how.get("suffix", "")
+        return json.dumps({"documents": [{"source": "stress", "text": text, "format": "markdown"}]}).encode()
+    if how["kind"] == "repeat":  # raw text: `unit` repeated (deep JSON nesting, padding)
+        return (how.get("prefix", "") + how["unit"] * ctx.size(how["repeat"])).encode()
+    if how["kind"] == "layout":
+        return audio_files.encode_layout(how["format"], how["layout"])
+    if how["kind"] == "wav_layout":
+        return audio_files.wav_layout(how["channels"], how.get("bits", 16), how.get("mask"), how.get("float", False))
     raise AssertionError(f"unknown body spec {spec}")
 
 
@@ -157,11 +187,17 @@ def _run_http(ctx: Ctx, case: dict) -> None:
     body = _body(ctx, case["body"]) if "body" in case else None
     params = {k: ctx.fill(v) for k, v in case.get("query", {}).items()}
     url = ctx.live.base_url + ctx.fill(case["path"]).replace('"', quote('"'))
+    if body is not None and case.get("chunked"):  # no Content-Length: the size is only known while reading
+        whole = body
+        body = (whole[i : i + 65536] for i in range(0, len(whole), 65536))
     response = requests.request(case["method"], url, data=body, headers=headers, params=params, timeout=60)
     expect = case["expect"]
     assert response.status_code == expect["status"], (response.status_code, response.text[:300])
     if response.status_code == 202:  # odd but valid audio (e.g. 8 channels): accepted as a turn, nothing crashed
         assert response.json()["status"] == "queued"
+        return
+    if response.status_code < 300:  # accepted (e.g. a pathological but valid knowledge document)
+        assert isinstance(response.json(), dict)
         return
     error = response.json()["error"]
     assert isinstance(error["message"], str) and len(error["message"]) > 5
@@ -186,9 +222,8 @@ def _run_ws(ctx: Ctx, case: dict) -> None:
     token = ctx.token(case.get("auth", "none"))
     if token:
         query["token"] = token
-    url = f"{ctx.live.ws_url}/api/v1/voice/ws/{ctx.session['session_id']}?" + "&".join(
-        f"{k}={quote(v)}" for k, v in query.items()
-    )
+    session_id = ctx.deleted["session_id"] if case.get("session") == "deleted" else ctx.session["session_id"]
+    url = f"{ctx.live.ws_url}/api/v1/voice/ws/{session_id}?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
     ws = websocket.create_connection(url, timeout=20)
     expect = case["expect"]
     cut_off = False

@@ -19,6 +19,7 @@ import redis
 import requests
 import websocket
 
+from tests.conftest import OPEN_DEMO_QUOTAS
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import new_session, shared_file
 from voiceapp import stack
@@ -100,7 +101,8 @@ def _settings(tmp: Path, **overrides) -> Settings:
         redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
         session_timeout=600,
         open_projects=("demo",),
-        **overrides,
+        task_visibility_timeout=VISIBILITY,
+        **{**OPEN_DEMO_QUOTAS, **overrides},
     )
 
 
@@ -498,3 +500,111 @@ def test_a_live_utterance_longer_than_the_visibility_timeout_is_not_started_twic
     assert events[-1]["status"] == "done"
     _assert_once(events, turn_id)
     assert received() - before == 2  # one "received" and one "succeeded" line: a single delivery
+
+
+# ---------------------------------------------------------------- issue 16: an attack run on default settings
+
+
+def _attack(target: Stack, stop, counts: dict) -> None:
+    """Issue 16's attacks in a loop, from one client, until `stop` is set; counts answers by status."""
+    from tests.fakes import audio_files
+
+    api = f"{target.base_url}/api/v1/voice"
+    eight = audio_files.wav_layout(8)
+    bombs = ["[" * 60000, "[" * 100000, json.dumps({"project": "beta", "pad": "x" * 100000})]
+    sockets: list = []
+    demo = None
+    while not stop.is_set():
+        calls = [
+            *[lambda: requests.post(f"{api}/sessions", json={"project": "demo"}, timeout=10)] * 3,  # row 4
+            lambda: requests.post(f"{api}/sessions", json={"project": "beta"}, timeout=10),  # row 6
+            *(
+                lambda b=b: requests.post(
+                    f"{api}/sessions", data=b, headers={"Content-Type": "application/json"}, timeout=10
+                )
+                for b in bombs
+            ),  # row 10 and the 24 MB JSON risk
+        ]
+        for call in calls:
+            try:
+                response = call()
+            except requests.RequestException:
+                counts["transport_error"] = counts.get("transport_error", 0) + 1
+                continue
+            counts[response.status_code] = counts.get(response.status_code, 0) + 1
+            if response.status_code == 201 and response.json()["project"] == "demo":
+                demo = response.json()
+                counts["demo_sessions"] = counts.get("demo_sessions", 0) + 1
+        counts["rounds"] = counts.get("rounds", 0) + 1
+        if demo is not None:
+            auth = {"Authorization": f"Bearer {demo['token']}"}
+            try:
+                posted = requests.post(
+                    f"{api}/sessions/{demo['session_id']}/turns", data=eight, headers=auth, timeout=30
+                )
+                counts[posted.status_code] = counts.get(posted.status_code, 0) + 1  # row 1
+                if len(sockets) < 30:  # row 5: many sockets on one token
+                    sockets.append(
+                        websocket.create_connection(
+                            f"{target.ws_url}/api/v1/voice/ws/{demo['session_id']}?token={demo['token']}", timeout=5
+                        )
+                    )
+            except (requests.RequestException, OSError, websocket.WebSocketException):
+                counts["transport_error"] = counts.get("transport_error", 0) + 1
+    for sock in sockets:
+        sock.close()
+
+
+def test_attack_run_leaves_another_projects_visitor_unaffected(tmp_path):
+    """Issue 16 replayed on default quotas: while one client floods the open project (sessions, sockets, 8-channel
+    uploads, JSON bombs, keyless requests naming beta), beta's visitor, with its key, opens a session and a socket
+    and completes a turn exactly once; the API process is the same one throughout."""
+    import threading
+
+    from voiceapp.storage.projects import create_key
+
+    requested = Settings.from_env(
+        {},
+        home=str(tmp_path / "home"),
+        api_port=stack.free_port(),
+        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+        open_projects=("demo",),  # every quota and rate at its default, but for:
+        rate_limit_ip="100000/minute",  # attacker and visitor share 127.0.0.1; the per-IP limit is test_front's
+    )
+    target = Stack(requested, "memory", ("stt", "dialog", "tts"))
+    stop, counts = threading.Event(), {}
+    try:
+        _migrate(target.settings)
+        key = create_key(target.db(), target.settings, "beta")
+        api_pid = target.record("api")["pid"]
+        attacker = threading.Thread(target=_attack, args=(target, stop, counts), daemon=True)
+        attacker.start()
+        # More keyless session requests for demo than VOICE_MAX_CONCURRENT_SESSIONS (100) has slots: before issue
+        # 16 they took every slot and beta's visitor got 429 voice_concurrency_limit.
+        limit = target.settings.max_concurrent_sessions
+        _until(lambda: counts.get("rounds", 0) * 3 > limit + 20, 240, f"the attack ran too slowly: {counts}", 1.0)
+        created = requests.post(
+            f"{target.base_url}/api/v1/voice/sessions",
+            json={"project": "beta"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        session = created.json()
+        ws = _connect(target, session)
+        try:
+            turn_id = _post_turn(target, session)
+            events = _events(ws, _ended(turn_id), 180)
+        finally:
+            ws.close()
+        _assert_once(events, turn_id)
+        assert _turn(target, session, turn_id)["status"] == "done"
+        assert attacker.is_alive()  # the flood went on the whole time
+        assert target.record("api")["pid"] == api_pid and stack.is_alive(target.record("api"))
+        assert requests.get(f"{target.base_url}/healthz", timeout=10).status_code == 200
+    finally:
+        stop.set()
+        stack.down(requested)
+    assert counts.get(413, 0) and counts.get(400, 0) and counts.get(401, 0), counts  # bombs refused, keyless refused
+    assert counts.get(500, 0) == 0, counts
+    assert counts["demo_sessions"] <= target.settings.open_project_max_sessions  # demo's own quota held

@@ -25,6 +25,7 @@ from voiceapp import stack
 from voiceapp.config import Settings
 
 ENTRYPOINT = REPO / "deploy" / "entrypoint.sh"
+FLOWER_AUTH: tuple[str, str] | None = None  # set when the ops stack starts (stack.flower_auth)
 STAGE_TASKS = {"voice.stt.transcribe": "stt", "voice.dialog.respond": "dialog", "voice.tts.synthesize": "tts"}
 
 
@@ -112,6 +113,8 @@ def _start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack
 
     try:
         state = stack.up(settings, flower=True, mongo_engine="memory", workers=("dialog", "tts"))
+        global FLOWER_AUTH
+        FLOWER_AUTH = stack.flower_auth(settings)
         resolved = stack.resolve(settings)
         import migrations
         from voiceapp.storage.mongo import get_db
@@ -197,7 +200,7 @@ def _flower_tasks(flower_url: str, turn_id: str, timeout: float = 30) -> list[di
     """Flower's tasks of one turn (its events arrive a moment after the turn ends)."""
     deadline = time.monotonic() + timeout
     while True:
-        tasks = requests.get(f"{flower_url}/api/tasks", params={"limit": 200}, timeout=10).json()
+        tasks = requests.get(f"{flower_url}/api/tasks", params={"limit": 200}, auth=FLOWER_AUTH, timeout=10).json()
         mine = [t for t in tasks.values() if turn_id in (t.get("args") or "")]
         if (len(mine) >= 3 and all(t.get("state") == "SUCCESS" for t in mine)) or time.monotonic() > deadline:
             return mine
@@ -237,7 +240,23 @@ def test_flower_task_arguments_are_ids_never_audio_or_secrets(ops_stack, ops_tur
 
 
 def test_flower_reports_every_queue_has_a_live_worker(ops_stack, ops_turn):
-    workers = requests.get(f"{ops_stack.flower_url}/api/workers", params={"refresh": "true"}, timeout=30).json()
+    workers = requests.get(
+        f"{ops_stack.flower_url}/api/workers", params={"refresh": "true"}, auth=FLOWER_AUTH, timeout=30
+    ).json()
 
     consumed = {q["name"] for info in workers.values() for q in info.get("active_queues", [])}
     assert {"stt", "dialog", "tts"} <= consumed, workers.keys()
+
+
+def test_flower_api_needs_its_password_and_metrics_do_not(ops_stack):
+    """Issue 16: Flower from `voiceapp up --flower` accepted POST /api/task/async-apply without auth."""
+    url = f"{ops_stack.flower_url}/api/task/async-apply/voice.dialog.respond"
+    assert requests.post(url, json={"args": []}, timeout=10).status_code == 401
+    assert requests.get(f"{ops_stack.flower_url}/api/workers", timeout=10).status_code == 401
+    assert (
+        requests.get(f"{ops_stack.flower_url}/api/workers", auth=("voiceapp", "wrong"), timeout=10).status_code == 401
+    )
+    assert requests.get(f"{ops_stack.flower_url}/api/workers", auth=FLOWER_AUTH, timeout=30).status_code == 200
+    assert requests.get(f"{ops_stack.flower_url}/metrics", timeout=10).status_code == 200
+    password = stack.run_dir(ops_stack.settings) / "flower_password"
+    assert password.stat().st_mode & 0o077 == 0

@@ -26,7 +26,20 @@ def _settings() -> Settings:
         raise click.ClickException(str(err)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command: a bad environment value prints its one-line SettingsError, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as err:
+            raise click.ClickException(str(err)) from None
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """voiceapp: spoken questions answered from a site's own knowledge.
 
@@ -50,14 +63,18 @@ def up(flower: bool, mongo_engine: str) -> None:
 
     try:
         settings = Settings.from_env()
-        if "VOICE_OPEN_PROJECTS" not in os.environ:
-            # The local demo project needs no key; set VOICE_OPEN_PROJECTS= (empty) to close it.
+        if "VOICE_OPEN_PROJECTS" not in os.environ and settings.api_host in LOOPBACK:
+            # The local demo project needs no key while the API is reachable from this machine only; on any
+            # other address open projects are opt-in (VOICE_OPEN_PROJECTS=demo). Empty closes it here too.
             settings = settings.replace(open_projects=("demo",))
         state = stack.up(settings, flower=flower, mongo_engine=mongo_engine)
     except (SettingsError, VoiceError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     _print_status(stack.status(Settings.from_env()))
     click.echo(f"API: {state.get('api_url', '')}")
+    if flower:
+        user = stack.flower_auth(settings)[0]
+        click.echo(f"Flower: basic auth, user {user}, password in {stack.run_dir(settings) / 'flower_password'}")
 
 
 @main.command()
@@ -146,6 +163,33 @@ def project_create(name: str, origins: tuple[str, ...]) -> None:
         raise click.ClickException(err.message) from None
     click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
     click.echo(key)
+
+
+@main.command()
+@click.option("--session", "session_id", required=True, help="Session id (32 hex characters) to erase.")
+def forget(session_id: str) -> None:
+    """Erase one visitor's session: its turns, recordings, uncached reply audio, session document and events."""
+    import redis as redis_lib
+
+    from .storage.mongo import get_db
+    from .storage.retention import erase_session
+
+    settings = _settings()
+    try:
+        erased = erase_session(get_db(settings), settings, session_id, redis_lib.Redis.from_url(settings.redis_url))
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"session {session_id}: erased " + ", ".join(f"{n} {what}" for what, n in erased.items()))
+
+
+@main.command("retention-sweep")
+def retention_sweep() -> None:
+    """Delete recordings and uncached reply audio past VOICE_RECORDING_RETENTION now (the API also does it)."""
+    from .storage.mongo import get_db
+    from .storage.retention import sweep
+
+    settings = _settings()
+    click.echo(", ".join(f"{n} {what} deleted" for what, n in sweep(get_db(settings), settings).items()))
 
 
 def _api(settings: Settings) -> str:

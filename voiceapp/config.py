@@ -73,6 +73,13 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _retention(raw: str) -> str:
+    value = raw.strip().lower()
+    if value == "turn" or (value.isascii() and value.isdigit()):
+        return value if value == "turn" else str(int(value))
+    raise ValueError("expected 'turn' or a whole number of seconds >= 0")
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -196,6 +203,28 @@ class Settings:
     ws_max_frame_bytes: int = _setting("WS_MAX_FRAME_BYTES", 64 * 1024, _positive_int)
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
+    # Largest JSON request body (knowledge uploads use VOICE_KB_MAX_BYTES); refused before parsing and auth.
+    json_max_bytes: int = _setting("VOICE_JSON_MAX_BYTES", 64 * 1024, _positive_int)
+    # Per-project shares of the global limits, counted in Redis across API processes.
+    project_max_sessions: int = _setting("VOICE_PROJECT_MAX_SESSIONS", 50, _positive_int)
+    project_max_websockets: int = _setting("VOICE_PROJECT_MAX_WEBSOCKETS", 500, _positive_int)
+    # Open projects (VOICE_OPEN_PROJECTS, no key needed) get these smaller quotas.
+    open_project_max_sessions: int = _setting("VOICE_OPEN_PROJECT_MAX_SESSIONS", 10, _positive_int)
+    open_project_max_websockets: int = _setting("VOICE_OPEN_PROJECT_MAX_WEBSOCKETS", 20, _positive_int)
+    rate_limit_open_project: str = _setting("VOICE_RATE_LIMIT_OPEN_PROJECT", "120/minute")
+    # WebSockets one session token may hold open at once (a page with a reconnecting widget needs 2).
+    session_max_websockets: int = _setting("VOICE_SESSION_MAX_WEBSOCKETS", 3, _positive_int)
+    # Per session: token refresh, turn polls, history and audio reads; and new live utterances on a WebSocket.
+    rate_limit_session: str = _setting("VOICE_RATE_LIMIT_SESSION", "300/minute")
+    rate_limit_utterances: str = _setting("VOICE_RATE_LIMIT_UTTERANCES", "20/minute")
+    # A live utterance without a frame for this long ends (the client stalled): its STT slot is freed.
+    frame_gap_timeout: float = _setting("AUDIO_FRAME_GAP_TIMEOUT", 3.0, _positive_float)
+    # Visitor recordings (and reply audio stored with the cache off): "turn" = as long as their turn,
+    # 0 = not kept once recognised, N = at most N seconds. See voiceapp/storage/retention.py.
+    recording_retention: str = _setting("VOICE_RECORDING_RETENTION", "turn", _retention)
+    retention_sweep_interval: float = _setting("VOICE_RETENTION_SWEEP_INTERVAL", 600.0, _positive_float)
+    # Reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are trusted; 0 = none.
+    proxy_hops: int = _setting("VOICE_PROXY_HOPS", 0, _non_negative_int)
 
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))
@@ -259,6 +288,11 @@ class Settings:
         if self.azure_speech_key:
             return "azure"
         return "piper"
+
+    @property
+    def retention_seconds(self) -> int:
+        """VOICE_RECORDING_RETENTION as seconds; -1 = as long as the turn."""
+        return -1 if self.recording_retention == "turn" else int(self.recording_retention)
 
     @property
     def secrets(self) -> tuple[str, ...]:

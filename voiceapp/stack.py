@@ -381,6 +381,29 @@ def _secret_key(settings: Settings) -> str:
     return key
 
 
+FLOWER_USER = "voiceapp"
+
+
+def flower_auth(settings: Settings) -> tuple[str, str]:
+    """(user, password) of the local Flower: FLOWER_BASIC_AUTH, else a password generated once (run dir, 0600).
+
+    Flower runs tasks on request (POST /api/task/async-apply): it never runs without authentication here.
+    """
+    configured = os.environ.get("FLOWER_BASIC_AUTH", "").split(",")[0].strip()
+    if ":" in configured:
+        user, password = configured.split(":", 1)
+        return user, password
+    path = run_dir(settings) / "flower_password"
+    if path.exists():
+        return FLOWER_USER, path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    password = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return FLOWER_USER, password
+
+
 def _with_port(url: str, host: str, port: int) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme or "redis", f"{host}:{port}", parts.path or "/0", parts.query, ""))
@@ -484,7 +507,7 @@ def _child_env(settings: Settings, resolved: Mapping[str, str]) -> dict[str, str
 
 def _fingerprint(cmd: Sequence[str], env: Mapping[str, str]) -> str:
     """Changes when the command or the voiceapp settings a service runs with change."""
-    names = set(Settings.env_names().values()) | {"VOICEAPP_HOME", "FLOWER_UNAUTHENTICATED_API"}
+    names = set(Settings.env_names().values()) | {"VOICEAPP_HOME", "FLOWER_UNAUTHENTICATED_API", "FLOWER_BASIC_AUTH"}
     relevant = sorted((k, v) for k, v in env.items() if k in names)
     return hashlib.sha256(json.dumps([list(cmd), relevant]).encode()).hexdigest()[:16]
 
@@ -578,7 +601,8 @@ def _start_apps(settings: Settings, state: dict, specs, env: Mapping[str, str]) 
     for name, cmd, url, kind in specs:
         child_env = dict(env)
         if name == "flower":
-            child_env["FLOWER_UNAUTHENTICATED_API"] = "true"
+            child_env.pop("FLOWER_UNAUTHENTICATED_API", None)
+            child_env["FLOWER_BASIC_AUTH"] = ":".join(flower_auth(settings))
         fingerprint = _fingerprint(cmd, child_env)
         record = services.get(name)
         if record and is_alive(record) and record.get("fingerprint") == fingerprint:

@@ -31,7 +31,7 @@ from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
-from .storage import interactions, sessions
+from .storage import interactions, retention, sessions
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
@@ -266,6 +266,7 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         stage_done_at=time.time(),
     ):
         return _replay(rt, ref, STT)
+    retention.after_recognition(rt.db, rt.settings, turn["upload_id"])  # VOICE_RECORDING_RETENTION=0
     metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
     _publish_transcript(rt, ref, text, stt)
     if not text:
@@ -285,7 +286,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
     silent_limit = int(listen * rt.settings.audio_sample_rate) * 2
     try:
-        for chunk in stream.chunks(idle_timeout=min(idle, 15.0)):
+        for chunk in stream.chunks(idle_timeout=min(idle, rt.settings.frame_gap_timeout + 2.0)):
             if chunk.abort:
                 return None
             if chunk.end:
@@ -382,6 +383,7 @@ def _record_live(
         stt=stt,
         timings={"stt_s": seconds},
     )
+    retention.after_recognition(rt.db, rt.settings, upload_id)  # VOICE_RECORDING_RETENTION=0
 
 
 # ---------------------------------------------------------------- dialog

@@ -17,6 +17,8 @@ from .errors import VoiceError
 
 PREFIX = "voiceapp:utt"
 HANDS_FREE, PUSH_TO_TALK = "hands_free", "push_to_talk"
+# Seconds a discarded utterance's audio stays in Redis (long enough for its STT task to read the abort).
+ABORTED_TTL_S = 60
 MODES = (HANDS_FREE, PUSH_TO_TALK)
 
 # Append only while open, so no frame is lost into a stream nobody reads any more. ARGV[4] = "1"
@@ -111,7 +113,8 @@ class UtteranceStream:
 
     def abort(self) -> None:
         """Discard the utterance (it broke a limit): the consumer stops without a turn."""
-        self._append(keys=[self._audio_key, self._closed_key], args=["abort", b"1", self._ttl])
+        # A short TTL: the discarded audio must not sit in Redis for AUDIO_MAX_DURATION + 10 minutes.
+        self._append(keys=[self._audio_key, self._closed_key], args=["abort", b"1", ABORTED_TTL_S])
         self.close()
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str, voic
     check_origin(project)
     session = sessions.create_session(rt.db, rt.settings, project, language, voice)
     try:
-        slots(rt).acquire(session["session_id"], session["expires_at"].timestamp())
+        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp())
     except Exception:
         sessions.end_session(rt.db, rt.settings, session["session_id"])
         raise
@@ -34,7 +34,7 @@ def use_session(rt: Runtime, session_id: str) -> dict[str, Any]:
     """An active session, its expiry slid forward (activity keeps it alive)."""
     session = sessions.touch_session(rt.db, rt.settings, session_id)
     check_origin(session["project"])
-    slots(rt).touch(session_id, session["expires_at"].timestamp())
+    slots(rt).touch(session_id, session["project"], session["expires_at"].timestamp())
     return session
 
 
@@ -45,6 +45,30 @@ def admit_turn(rt: Runtime) -> None:
 
 def close_session(rt: Runtime, session_id: str) -> None:
     """End the session and free its slot."""
-    check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
+    project = sessions.get_session(rt.db, rt.settings, session_id)["project"]
+    check_origin(project)
     sessions.end_session(rt.db, rt.settings, session_id)
-    slots(rt).release(session_id)
+    slots(rt).release(session_id, project)
+
+
+def live_session(rt: Runtime, session_id: str) -> dict[str, Any]:
+    """The session if it is still active (an ended or expired session's token opens nothing), origin checked."""
+    session = sessions.get_session(rt.db, rt.settings, session_id)
+    check_origin(session["project"])
+    return session
+
+
+def forget_session(rt: Runtime, project: str, key: str | None, session_id: str) -> dict[str, int]:
+    """Erase a visitor's session, turns and audio for the project that owns it (its key is required)."""
+    from ..storage import retention
+
+    projects.authorize(rt.db, rt.settings, project, key, admin=True)
+    session_id = sessions.check_session_id(session_id)
+    owned = {"session_id": session_id, "project": project}
+    if not (
+        rt.db[rt.settings.sessions_collection].find_one(owned, {"_id": 1})
+        or rt.db[rt.settings.interactions_collection].find_one(owned, {"_id": 1})
+    ):
+        raise sessions.SessionNotFound("no such session in this project")
+    slots(rt).release(session_id, project)
+    return retention.erase_session(rt.db, rt.settings, session_id, rt.redis)

@@ -18,7 +18,7 @@ from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..events import Event, EventType
 from ..pipeline import start_turn
 from ..runtime import Runtime
-from ..storage import interactions, projects, sessions
+from ..storage import interactions, projects
 from ..storage.audio import REPLIES_BUCKET, get_audio
 from ..storage.projects import PROJECT_RE
 from ..turns import TERMINAL, TurnStatus
@@ -27,12 +27,13 @@ from ..utterances import UtteranceStream
 from . import access
 from .auth import bearer, issue_token, require_session_token
 from .hub import get_hub
-from .origins import check_origin
-from .ratelimit import ip_limit, limiter, project_key, project_limit
+from .ratelimit import ip_limit, limiter, project_limited, session_limited
+from .safejson import read_body, request_json
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
 LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
 
 
 def _rt() -> Runtime:
@@ -40,7 +41,7 @@ def _rt() -> Runtime:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = request_json(silent=True)
     if not isinstance(body, dict):
         raise BadRequest("expected a JSON object body", code="invalid_json")
     return body
@@ -73,20 +74,25 @@ def _session_view(rt: Runtime, session: dict[str, Any], token: str | None = None
 
 
 def websocket_url(rt: Runtime, session_id: str) -> str:
-    """Where the client opens the session's WebSocket (another port when WS_PORT is set)."""
-    url = url_for("voice_ws.session_events", session_id=session_id, _external=True)  # ws:// or wss://
-    parts = urlsplit(url)
-    if rt.settings.public_url:  # behind a proxy: the address visitors reach, not the one we listen on
-        public = urlsplit(rt.settings.public_url)
-        parts = parts._replace(scheme="wss" if public.scheme == "https" else "ws", netloc=public.netloc)
-    elif rt.settings.ws_port is not None:
-        parts = parts._replace(netloc=f"{parts.hostname}:{rt.settings.ws_port}")
-    return urlunsplit(parts)
+    """Where the client opens the session's WebSocket: VOICE_PUBLIC_URL, else the configured host and port.
+
+    Never the request's Host header: anyone can send any Host, and the URL is handed to browsers.
+    """
+    # A WebSocket rule always builds as an absolute ws:// URL (from the Host header): keep only its path.
+    path = urlsplit(url_for("voice_ws.session_events", session_id=session_id)).path
+    settings = rt.settings
+    if settings.public_url:  # behind a proxy: the address visitors reach, not the one we listen on
+        public = urlsplit(settings.public_url)
+        return urlunsplit(("wss" if public.scheme == "https" else "ws", public.netloc, path, "", ""))
+    host = "127.0.0.1" if settings.api_host in ("", "0.0.0.0", "::") else settings.api_host
+    host = f"[{host}]" if ":" in host else host
+    port = settings.ws_port if settings.ws_port is not None else settings.api_port
+    return urlunsplit(("wss" if request.scheme == "https" else "ws", f"{host}:{port}", path, "", ""))
 
 
 @bp.post("/sessions")
 @limiter.limit(ip_limit)
-@limiter.limit(project_limit, key_func=project_key)
+@project_limited
 def create_session():
     """Start a session of a project (its key as bearer unless the project is open); returns a scoped token."""
     rt = _rt()
@@ -102,16 +108,16 @@ def create_session():
 
 
 @bp.get("/sessions/<session_id>")
+@session_limited
 def get_session(session_id: str):
     """The session's state."""
     require_session_token(session_id)
     rt = _rt()
-    session = sessions.get_session(rt.db, rt.settings, session_id)
-    check_origin(session["project"])
-    return jsonify(_session_view(rt, session))
+    return jsonify(_session_view(rt, access.live_session(rt, session_id)))
 
 
 @bp.post("/sessions/<session_id>/token")
+@session_limited
 def refresh_token(session_id: str):
     """A fresh token for a live session (tokens are short-lived; sessions slide on activity)."""
     require_session_token(session_id)
@@ -121,6 +127,7 @@ def refresh_token(session_id: str):
 
 
 @bp.delete("/sessions/<session_id>")
+@session_limited
 def end_session(session_id: str):
     """End a session; its token stops working and its slot is freed."""
     require_session_token(session_id)
@@ -129,28 +136,29 @@ def end_session(session_id: str):
 
 
 @bp.get("/sessions/<session_id>/history")
+@session_limited
 def history(session_id: str):
     """The session's turns, newest first (?limit=, at most 100)."""
     require_session_token(session_id)
     rt = _rt()
-    check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
+    access.live_session(rt, session_id)
     limit = request.args.get("limit", "50")
-    if not limit.isdigit():
-        raise BadRequest("'limit' must be a positive integer", code="invalid_field")
+    if not LIMIT_RE.match(limit):  # ASCII digits only: int() of a 5,000-digit or '²' string raises
+        raise BadRequest("'limit' must be a positive integer (at most 100 is used)", code="invalid_field")
     turns = interactions.recent_turns(rt.db, rt.settings, session_id, min(max(int(limit), 1), 100))
     return jsonify({"session_id": session_id, "turns": [_turn_view(t) for t in turns]})
 
 
 @bp.post("/sessions/<session_id>/turns")
 @limiter.limit(ip_limit)
-@limiter.limit(project_limit, key_func=project_key)
+@project_limited
 def post_turn(session_id: str):
     """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) and start its turn."""
     require_session_token(session_id)
     rt = _rt()
     session = access.use_session(rt, session_id)
     access.admit_turn(rt)
-    audio = decode(request.get_data(cache=False), rt.settings)
+    audio = decode(read_body(cache=False), rt.settings)
     turn_id = start_turn(rt, session, audio)
     return jsonify(
         {
@@ -189,11 +197,12 @@ def _wait_seconds(max_wait: float) -> float:
 
 
 @bp.get("/sessions/<session_id>/turns/<turn_id>")
+@session_limited
 def get_turn(session_id: str, turn_id: str):
     """A turn's result; with ?wait=S, hold the request until it finishes or S seconds pass."""
-    claims = require_session_token(session_id)
+    require_session_token(session_id)
     rt = _rt()
-    check_origin(claims.get("prj", ""))
+    access.live_session(rt, session_id)
     wait = _wait_seconds(rt.settings.turn_wait_max)
     turn = _find_turn(rt, session_id, turn_id)
     if turn.get("status") not in TERMINAL and wait > 0:
@@ -222,11 +231,12 @@ def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None =
 
 
 @bp.get("/sessions/<session_id>/audio/<audio_id>")
+@session_limited
 def get_reply_audio(session_id: str, audio_id: str):
     """Reply audio of one of this session's turns, from GridFS."""
-    claims = require_session_token(session_id)
+    require_session_token(session_id)
     rt = _rt()
-    check_origin(claims.get("prj", ""))
+    access.live_session(rt, session_id)
     data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
     if info["metadata"].get("session_id") != session_id and not interactions.session_has_audio(
         rt.db, rt.settings, session_id, info["audio_id"]
@@ -247,6 +257,7 @@ def add_knowledge(project: str):
 
     rt = _rt()
     projects.authorize(rt.db, rt.settings, project, bearer(), admin=True)
+    # The size is also enforced while the body is read (a chunked upload has no Content-Length): safejson.
     if (request.content_length or 0) > rt.settings.kb_max_bytes:
         raise PayloadTooLarge(f"knowledge uploads are limited to {rt.settings.kb_max_bytes} bytes (VOICE_KB_MAX_BYTES)")
     documents = _json_body().get("documents")
@@ -258,7 +269,8 @@ def add_knowledge(project: str):
             raise BadRequest("each document must be an object {source, text, format?}", code="invalid_field")
         source = _string_field(doc, "source", SOURCE_RE)
         text, fmt = doc.get("text"), doc.get("format")
-        if source is None or not isinstance(text, str) or (fmt is not None and fmt not in FORMATS):
+        bad_format = fmt is not None and (not isinstance(fmt, str) or fmt not in FORMATS)  # {"$ne": null} is no format
+        if source is None or not isinstance(text, str) or bad_format:
             raise BadRequest(
                 "a document needs a 'source' name, a 'text' string and an optional 'format' "
                 f"({', '.join(sorted(FORMATS))})",
@@ -266,6 +278,14 @@ def add_knowledge(project: str):
             )
         loaded += add_documents(rt.db, rt.settings, project, [(source, text)], fmt)
     return jsonify({"project": project, "documents": len(documents), "passages": loaded}), 201
+
+
+@bp.delete("/projects/<project>/sessions/<session_id>")
+@limiter.limit(ip_limit)
+def forget_session(project: str, session_id: str):
+    """Erase one visitor's session, turns, recordings and reply audio (privacy request; the project key is required)."""
+    erased = access.forget_session(_rt(), project, bearer(), session_id)
+    return jsonify({"project": project, "session_id": session_id, "erased": erased})
 
 
 @bp.get("/openapi.json")

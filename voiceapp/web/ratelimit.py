@@ -1,13 +1,16 @@
-"""Per-IP and per-project request rate limits, counted in Redis so every API process shares them."""
+"""Per-IP, per-project and per-session request rate limits, counted in Redis so every API process shares them."""
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from ..errors import VoiceError
-from .auth import read_token, request_token
+from ..storage import projects
+from .admission import is_open
+from .auth import bearer, read_token, request_token
+from .safejson import request_json
 
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True, strategy="moving-window")
 
@@ -21,19 +24,68 @@ def ip_limit() -> str:
     return _settings().rate_limit_ip
 
 
-def project_limit() -> str:
-    """VOICE_RATE_LIMIT_PROJECT, e.g. '1200/minute'."""
-    return _settings().rate_limit_project
+def _verified_project() -> str | None:
+    """The project this request has proven it acts for: a valid session token, or a body project with its key.
+
+    Never the bare project name of an unauthenticated body (anyone could exhaust another project's bucket);
+    an open project counts as proven, since anyone may use it anyway.
+    """
+    settings = _settings()
+    try:
+        return read_token(settings, request_token()).get("prj") or None
+    except VoiceError:
+        pass
+    body = request_json(silent=True)
+    project = body.get("project") if isinstance(body, dict) else None
+    if not isinstance(project, str) or not projects.PROJECT_RE.match(project):
+        return None
+    if is_open(settings, project):
+        return project
+    try:
+        rt = current_app.extensions["voiceapp"]
+        projects.authorize(rt.db, settings, project, bearer())
+    except VoiceError:
+        return None
+    return project
+
+
+def _project_bucket() -> tuple[str, str]:
+    """(limit key, limit) of this request's project, computed once per request."""
+    if "rl_project" not in g:
+        settings = _settings()
+        project = _verified_project()
+        if project is None:  # unproven: only the client's own address pays (the IP limit applies anyway)
+            g.rl_project = (f"ip:{get_remote_address()}", settings.rate_limit_ip)
+        else:
+            limit = settings.rate_limit_open_project if is_open(settings, project) else settings.rate_limit_project
+            g.rl_project = (f"project:{project}", limit)
+    return g.rl_project
 
 
 def project_key() -> str:
-    """The project of the request: from its verified session token, or the project it asks a session for."""
+    """The verified project of the request (see _verified_project), else the client address."""
+    return _project_bucket()[0]
+
+
+def project_limit() -> str:
+    """VOICE_RATE_LIMIT_PROJECT, or VOICE_RATE_LIMIT_OPEN_PROJECT for an open project."""
+    return _project_bucket()[1]
+
+
+def session_key() -> str:
+    """The session whose valid token the request carries (the URL's session), else the client address."""
+    session_id = (request.view_args or {}).get("session_id")
     try:
-        project = read_token(_settings(), request_token()).get("prj") or ""
+        if session_id and read_token(_settings(), request_token()).get("sid") == session_id:
+            return f"session:{session_id}"
     except VoiceError:
-        body = request.get_json(silent=True) if request.is_json else None
-        project = body.get("project") if isinstance(body, dict) and isinstance(body.get("project"), str) else ""
-    return f"project:{project[:64]}" if project else f"ip:{get_remote_address()}"
+        pass
+    return f"ip:{get_remote_address()}"
+
+
+def session_limit() -> str:
+    """VOICE_RATE_LIMIT_SESSION: reads and refreshes of one session."""
+    return _settings().rate_limit_session
 
 
 def init_app(app: Flask) -> None:
@@ -42,3 +94,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url)
     app.config.setdefault("RATELIMIT_KEY_PREFIX", "voiceapp-rl")
     limiter.init_app(app)
+
+
+# One budget per session (and per project) across every endpoint it covers, not one per endpoint.
+session_limited = limiter.shared_limit(session_limit, scope="voice-session", key_func=session_key)
+project_limited = limiter.shared_limit(project_limit, scope="voice-project", key_func=project_key)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import uuid
 from typing import Any
+
+import numpy as np
 
 from flask import Blueprint, Flask, current_app, request
 from flask_sock import Sock
@@ -24,9 +28,11 @@ from ..runtime import Runtime
 from ..storage import sessions
 from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
 from . import access
+from .admission import WebSocketSlots, utterance_rate
 from .auth import check_token
 from .hub import Listener, get_hub
 from .origins import check_origin
+from .safejson import loads
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,10 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 # Hard cap on one WebSocket message: larger ones close the socket (1009) before they are buffered.
 HARD_MESSAGE_LIMIT = 4 * 1024 * 1024
+# A frame quieter than this RMS (about -54 dBFS) counts as silence for the wall-clock silence limit.
+VOICED_RMS = 64.0
+# How often a live socket renews its lease in Redis (the lease lasts admission.WS_LEASE_S).
+LEASE_RENEW_S = 20.0
 
 
 class ConnectionCounter:
@@ -101,9 +111,15 @@ def _int_arg(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise BadRequest(f"'{name}' must be a non-negative integer", code="invalid_field")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # int() of 5,000 digits raises; '²' isdigit
+        raise BadRequest(f"'{name}' must be a non-negative integer below 10**18", code="invalid_field")
     return int(raw)
+
+
+def _voiced(frame: bytes) -> bool:
+    """Whether a PCM16 frame holds more than near-digital silence."""
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+    return bool(samples.size) and float(np.sqrt(np.mean(samples * samples))) > VOICED_RMS
 
 
 class LiveUtterance:
@@ -114,6 +130,9 @@ class LiveUtterance:
         self.bytes = 0
         self.max_bytes = int(rt.settings.audio_max_duration * rt.settings.audio_sample_rate) * 2
         self.max_seconds = rt.settings.audio_max_duration
+        self.settings = rt.settings
+        self.started = self.last_frame = self.last_voice = time.monotonic()
+        self.heard_voice = False
 
     def add(self, frame: bytes) -> bool:
         """Append a frame; False when the worker already ended this utterance (a pause was heard)."""
@@ -125,13 +144,37 @@ class LiveUtterance:
         if not self.stream.append(frame, continuing=self.bytes > 0):
             return False
         self.bytes += len(frame)
+        self.last_frame = time.monotonic()
+        if _voiced(frame):
+            self.last_voice, self.heard_voice = self.last_frame, True
         return True
+
+    def overdue(self, now: float) -> str | None:
+        """Why this utterance must end now (it holds an STT slot), or None.
+
+        Wall-clock limits, whatever the mode: push-to-talk never ends on a pause by itself, so a client
+        trickling silence would otherwise hold a recognition slot for as long as it likes.
+        """
+        if now - self.last_frame > self.settings.frame_gap_timeout:
+            return f"no audio for {self.settings.frame_gap_timeout:g} s (AUDIO_FRAME_GAP_TIMEOUT)"
+        if now - self.last_voice > self.settings.listen_timeout:
+            return f"only silence for {self.settings.listen_timeout:g} s (AUDIO_LISTEN_TIMEOUT)"
+        if now - self.started > self.max_seconds + self.settings.frame_gap_timeout:
+            return f"utterance open for more than {self.max_seconds:g} s (AUDIO_MAX_DURATION)"
+        return None
+
+    def finish(self) -> None:
+        """End the utterance: recognise what was heard, or discard it when it was only silence."""
+        if self.heard_voice:
+            self.stream.end(continuing=True)
+        else:
+            self.stream.abort()
 
 
 def _is_json(frame: bytes) -> bool:
     try:
         return isinstance(json.loads(frame), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
@@ -147,8 +190,9 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
         except (AudioTooLong, UtteranceLost):
             conn.utterance = None
             raise
-    # A new utterance: the session must be live and the pipeline not overloaded.
-    access.use_session(rt, session_id)
+    # A new utterance: the session must be live, within its rate, and the pipeline not overloaded.
+    session = access.use_session(rt, session_id)
+    utterance_rate(rt).hit(session_id, session["project"])
     access.admit_turn(rt)
     conn.utterance = LiveUtterance(rt, session_id)
     start_live_utterance(rt, session_id, conn.utterance.stream.id, conn.mode)
@@ -157,9 +201,9 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
 
 def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> None:
     try:
-        message = json.loads(raw)
-    except ValueError:
-        raise BadRequest("text frames must be JSON objects", code="bad_frame") from None
+        message = loads(raw)
+    except BadRequest:
+        raise BadRequest("text frames must be JSON objects (not nested absurdly deep)", code="bad_frame") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise BadRequest("a JSON message needs a string 'type'", code="bad_frame")
     kind = message["type"]
@@ -182,12 +226,39 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> No
         raise BadRequest(f"unknown message type {kind[:32]!r}", code="bad_frame")
 
 
-def _serve(rt: Runtime, conn: Connection, session_id: str) -> None:
+def _end_overdue(conn: Connection) -> None:
+    """Close the live utterance when it broke a wall-clock limit, and tell the client why."""
+    utterance = conn.utterance
+    reason = utterance.overdue(time.monotonic()) if utterance is not None else None
+    if reason is None:
+        return
+    conn.utterance, conn.turn_id = None, utterance.stream.id
+    utterance.finish()
+    conn.send(
+        {
+            "type": "error",
+            "seq": None,
+            "turn_id": utterance.stream.id,
+            "code": "utterance_timeout",
+            "message": f"the utterance was ended: {reason}",
+        }
+    )
+
+
+def _serve(rt: Runtime, conn: Connection, session_id: str, lease) -> None:
+    renewed = time.monotonic()
     while not conn.closed.is_set():
         try:
             frame = conn.ws.receive(timeout=1.0)
         except ConnectionClosed:
             return
+        try:
+            _end_overdue(conn)
+            if time.monotonic() - renewed > LEASE_RENEW_S:
+                lease()
+                renewed = time.monotonic()
+        except (RedisError, PyMongoError) as err:
+            log.warning("storage unavailable on a WebSocket: %s", type(err).__name__)
         if frame is None:
             continue
         try:
@@ -227,23 +298,45 @@ def session_events(ws, session_id: str) -> None:
         connections.leave()
 
 
+def _admit(rt: Runtime, session_id: str) -> tuple[int | None, str]:
+    """Check the token, origin and query of a new socket; returns (last_seq, project)."""
+    check_token(rt.settings, request.args.get("token"), session_id)
+    project = sessions.get_session(rt.db, rt.settings, session_id)["project"]
+    check_origin(project)
+    last_seq = _int_arg("last_seq")
+    if last_seq is not None and last_seq > rt.events.last_seq(session_id):
+        raise BadRequest("'last_seq' is ahead of this session's newest event", code="invalid_field")
+    return last_seq, project
+
+
 def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
+    slots, socket_id = WebSocketSlots(rt.redis, rt.settings), uuid.uuid4().hex
     try:
-        check_token(rt.settings, request.args.get("token"), session_id)
-        check_origin(sessions.get_session(rt.db, rt.settings, session_id)["project"])
-        last_seq = _int_arg("last_seq")
+        last_seq, project = _admit(rt, session_id)
         conn.mode = request.args.get("mode", HANDS_FREE)
         if conn.mode not in MODES:
             raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", code="invalid_field")
+        slots.acquire(socket_id, session_id, project)
     except VoiceError as err:
         conn.error(err)
-        conn.ws.close(reason=POLICY_VIOLATION, message=err.code)
+        busy = isinstance(err, LimitExceeded)
+        conn.ws.close(reason=TRY_AGAIN_LATER if busy else POLICY_VIOLATION, message=err.code)
         return
+    try:
+        _relay_and_serve(rt, conn, session_id, last_seq, lambda: slots.renew(socket_id, session_id, project))
+    finally:
+        try:
+            slots.release(socket_id, session_id, project)
+        except RedisError:
+            pass  # the lease runs out by itself
+
+
+def _relay_and_serve(rt: Runtime, conn: Connection, session_id: str, last_seq: int | None, lease) -> None:
     listener = get_hub(current_app).listen(session_id, last_seq)
     relay = threading.Thread(target=_relay, args=(conn, listener), daemon=True, name=f"ws-relay-{session_id[:8]}")
     relay.start()
     try:
-        _serve(rt, conn, session_id)
+        _serve(rt, conn, session_id, lease)
     finally:
         conn.closed.set()
         listener.close()
