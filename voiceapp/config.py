@@ -196,6 +196,8 @@ class Settings:
     ws_max_frame_bytes: int = _setting("WS_MAX_FRAME_BYTES", 64 * 1024, _positive_int)
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
+    # Longest typed question (characters) a text turn accepts; longer ones get a 400.
+    text_max_chars: int = _setting("VOICE_TEXT_MAX_CHARS", 500, _positive_int)
 
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))

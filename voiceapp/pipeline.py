@@ -70,3 +70,27 @@ def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str, mode: 
 def continue_turn(rt: Runtime, ref: dict[str, Any]) -> None:
     """After live recognition: enqueue dialog | synthesis for the recognised turn."""
     _enqueue(rt, STAGE_TASKS[1:], ref)
+
+
+def start_text_turn(rt: Runtime, session: dict[str, Any], text: str, source: str = "text") -> str:
+    """Accept one typed question: record it already recognised, then enqueue dialog | synthesis."""
+    accepted_at = time.time()
+    turn_id = interactions.create_turn(
+        rt.db,
+        rt.settings,
+        session,
+        None,  # nothing was uploaded: the text is the transcript
+        accepted_at=accepted_at,
+        stage_done_at=accepted_at,
+        source=source,
+        status="recognized",
+        transcript=text,
+        stt={"engine": "text", "model": None, "language": session.get("language"), "confidence": 1.0},
+        tts_provider=session.get("tts_provider"),
+    )
+    sid = session["session_id"]
+    rt.events.publish(sid, EventType.STATUS, turn_id, status="thinking")
+    # Same event as a recognised utterance, so clients show a typed question like a spoken one.
+    rt.events.publish(sid, EventType.TRANSCRIPT, turn_id, text=text, final=True, confidence=1.0, engine="text")
+    continue_turn(rt, {"session_id": sid, "turn_id": turn_id})
+    return turn_id

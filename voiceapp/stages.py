@@ -235,6 +235,7 @@ def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:
         confidence=reply.confidence,
         sources=list(reply.sources),
         suggested_actions=list(reply.suggested_actions),
+        language=turn.get("language"),  # the widget's browser voice speaks the reply in it
     )
     return ref
 

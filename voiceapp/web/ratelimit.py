@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse_many
 
-from ..errors import VoiceError
+from ..errors import LimitExceeded, VoiceError
 from .auth import read_token, request_token
 
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True, strategy="moving-window")
@@ -34,6 +35,19 @@ def project_key() -> str:
         body = request.get_json(silent=True) if request.is_json else None
         project = body.get("project") if isinstance(body, dict) and isinstance(body.get("project"), str) else ""
     return f"project:{project[:64]}" if project else f"ip:{get_remote_address()}"
+
+
+def hit_turn_limits(project: str) -> None:
+    """Count a turn that arrives without an HTTP request (a WebSocket text message) against the same limits."""
+    settings = _settings()
+    scopes = (
+        (settings.rate_limit_ip, f"ip:{get_remote_address()}"),
+        (settings.rate_limit_project, f"project:{project[:64]}"),
+    )
+    for limit, key in scopes:
+        for item in parse_many(limit):
+            if not limiter.limiter.hit(item, "ws-turn", key):
+                raise LimitExceeded(f"rate limit exceeded ({limit}); slow down", code="rate_limited")
 
 
 def init_app(app: Flask) -> None:

@@ -19,7 +19,7 @@ from simple_websocket import ConnectionClosed
 
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
-from ..pipeline import start_live_utterance
+from ..pipeline import start_live_utterance, start_text_turn
 from ..runtime import Runtime
 from ..storage import sessions
 from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
@@ -27,6 +27,8 @@ from . import access
 from .auth import check_token
 from .hub import Listener, get_hub
 from .origins import check_origin
+from .ratelimit import hit_turn_limits
+from .textinput import check_text
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 # Hard cap on one WebSocket message: larger ones close the socket (1009) before they are buffered.
 HARD_MESSAGE_LIMIT = 4 * 1024 * 1024
+# A typed question; `text_input` is the name the seed product's clients use.
+TEXT_MESSAGES = ("text", "text_input")
 
 
 class ConnectionCounter:
@@ -155,6 +159,15 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
     conn.utterance.add(frame)
 
 
+def _text_turn(rt: Runtime, session_id: str, value: Any) -> str:
+    """A typed question: checked, counted against the session and rate limits, then answered like speech."""
+    text = check_text(value, rt.settings)
+    session = access.use_session(rt, session_id)
+    access.admit_turn(rt)
+    hit_turn_limits(session["project"])
+    return start_text_turn(rt, session, text)
+
+
 def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> None:
     try:
         message = json.loads(raw)
@@ -171,6 +184,9 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> No
         conn.turn_id = conn.utterance.stream.id
         utterance, conn.utterance = conn.utterance, None
         utterance.stream.end(continuing=True)  # already ended by a pause: then this is a no-op
+        conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
+    elif kind in TEXT_MESSAGES:
+        conn.turn_id = _text_turn(rt, session_id, message.get("text"))
         conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
     elif kind == "interrupt":
         played = message.get("played_chunks")
