@@ -5,6 +5,7 @@
 // after a pause, so one press can yield several turns; every turn that is not abandoned (barge-in,
 // stop) is answered, and the conversation returns to idle/listening once all of them are done and
 // their audio has played.
+import { STRINGS } from './i18n.js';
 import { levelDb } from './resample.js';
 import { EnergyVad } from './vad.js';
 
@@ -23,10 +24,10 @@ const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found'
 /** Drives one conversation: what to stream, when to end an utterance, what to play, which state. */
 export class VoiceController {
   constructor({ connection, player, microphone, mode = 'push-to-talk', endpointing = 'auto', bargeIn = true,
-    vad = null, onState = () => {}, onView = () => {} }) {
+    vad = null, strings = STRINGS.en, onState = () => {}, onView = () => {} }) {
     if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}`);
     if (!ENDPOINTING.includes(endpointing)) throw new Error(`endpointing must be one of ${ENDPOINTING.join(', ')}`);
-    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, onState, onView });
+    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, strings, onState, onView });
     this.vad = vad || new EnergyVad({ endSilenceMs: CLIENT_END_MS[endpointing] || 800 });
     this.state = 'idle';
     this.talking = false; // push-to-talk held
@@ -36,6 +37,7 @@ export class VoiceController {
     this.abandoned = new Set(); // interrupted, stopped or finished turns: their late events are ignored
     this.preroll = [];
     this.overReplyMs = 0; // speech heard over the reply, for barge-in
+    this.typedOnly = false; // the exchange is a typed question with no conversation to go back to
   }
 
   setState(state, detail = {}) {
@@ -97,6 +99,35 @@ export class VoiceController {
     }
   }
 
+  /** A typed question: stop any reply, then send it as a text turn (no microphone needed); false if empty. */
+  ask(text) {
+    const question = typeof text === 'string' ? text.trim() : '';
+    if (!question) return false;
+    // Typing during a hands-free conversation goes back to listening afterwards; otherwise to idle.
+    this.typedOnly = !(this.mode === 'hands-free' && ['listening', 'thinking', 'speaking'].includes(this.state));
+    this.talking = false;
+    this.closeUtterance();
+    this.abandonExchange();
+    this.unlockAudio();
+    this.setState('thinking');
+    this.connection.open().then(() => {
+      if (!this.connection.send({ type: 'text', text: question })) {
+        throw Object.assign(new Error(this.strings.failed), { code: 'ws_closed' });
+      }
+    }).catch((err) => this.fail(err));
+    return true;
+  }
+
+  /** Create the audio output inside the user's gesture (Enter, Send), so the reply may play. */
+  unlockAudio() {
+    if (typeof this.microphone.audioContext !== 'function') return;
+    try {
+      this.microphone.audioContext();
+    } catch (_) {
+      // no Web Audio: the reply is spoken by speechSynthesis instead
+    }
+  }
+
   /** Stop everything the user hears or says (Escape, hands-free off). */
   stop() {
     this.talking = false;
@@ -109,6 +140,7 @@ export class VoiceController {
   // ------------------------------------------------------------------ microphone
 
   listen() {
+    this.typedOnly = false;
     this.vad.reset();
     this.setState('listening');
   }
@@ -270,7 +302,7 @@ export class VoiceController {
     if (!turn) return;
     turn.done = true;
     turn.status = 'error';
-    this.onView({ kind: 'error', code: message.code, text: message.message || 'Something went wrong.' });
+    this.onView({ kind: 'error', code: message.code, text: message.message || this.strings.failed });
     if (message.stage === 'tts' && turn.reply && !turn.fallbackSpoken) {
       turn.fallbackSpoken = true; // no (more) server audio: the browser reads the reply
       this.player.enqueue({ kind: 'speech', text: turn.reply, lang: turn.lang, voice: null, turnId: turn.id, index: 0 });
@@ -287,7 +319,7 @@ export class VoiceController {
     }
     if (SESSION_GONE.has(message.code)) {
       this.connection.renew();
-      this.fail({ code: message.code, message: 'The conversation expired. Press the button to start again.' });
+      this.fail({ code: message.code, message: this.strings.expired });
       return;
     }
     this.fail(message);
@@ -295,7 +327,7 @@ export class VoiceController {
 
   on_session_reset() {
     this.turns.clear();
-    if (this.state === 'thinking') this.fail({ code: 'session_reset', message: 'The connection was reset. Ask again.' });
+    if (this.state === 'thinking') this.fail({ code: 'session_reset', message: this.strings.reset });
   }
 
   // ------------------------------------------------------------------ playback
@@ -333,11 +365,11 @@ export class VoiceController {
     if (!turns.length && !nothingPending) return; // `accepted` (and the turn's events) are still on their way
     if (turns.some((t) => !t.done)) return;
     if (!turns.some((t) => t.reply !== null) && !turns.some((t) => t.status === 'error')) {
-      this.onView({ kind: 'notice', text: "Sorry, I didn't catch that." });
+      this.onView({ kind: 'notice', text: this.strings.notHeard });
     }
     for (const id of this.turns.keys()) this.abandoned.add(id);
     this.turns.clear();
-    if (this.mode === 'hands-free') {
+    if (this.mode === 'hands-free' && !this.typedOnly) {
       this.listen();
       if (this.endpointing === 'server') this.openUtterance();
     } else {
