@@ -18,8 +18,14 @@ const BARGE_IN_MS = 300; // longer than a VAD start: a cough or echo should not 
 // server's VAD (1.2 s) time to decide first and only then closes the utterance as a safety net.
 const CLIENT_END_MS = { client: 800, auto: 1500 };
 // Session-level problems the server reports on the socket: a new session fixes them.
-const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found', 'session_not_found',
-  'session_expired']);
+const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found']);
+// Ids of turns whose late events are ignored; older ones are forgotten (their events have long arrived).
+const MAX_ABANDONED = 64;
+// Server event type -> the method handling it (an explicit map: no other method is reachable by name).
+const EVENT_HANDLERS = Object.freeze({
+  status: 'onStatus', accepted: 'onAccepted', transcript: 'onTranscript', reply: 'onReply', audio: 'onAudio',
+  done: 'onDone', error: 'onError', session_reset: 'onSessionReset',
+});
 
 /** Drives one conversation: what to stream, when to end an utterance, what to play, which state. */
 export class VoiceController {
@@ -210,7 +216,7 @@ export class VoiceController {
     if (this.turns.size === 0 && !playing) return;
     this.player.stop();
     const current = inFlight.find((t) => t.reply !== null) || inFlight[0] || [...this.turns.values()].pop();
-    for (const id of this.turns.keys()) this.abandoned.add(id);
+    for (const id of this.turns.keys()) this.abandon(id);
     this.turns.clear();
     if (current) {
       this.connection.send({ type: 'interrupt', turn_id: current.id, played_chunks: current.played });
@@ -233,20 +239,27 @@ export class VoiceController {
   }
 
   onEvent(message) {
-    const handler = this[`on_${message.type}`];
-    if (handler) handler.call(this, message);
+    const name = Object.hasOwn(EVENT_HANDLERS, message.type) ? EVENT_HANDLERS[message.type] : null;
+    if (name) this[name](message);
   }
 
-  on_status(message) {
+  /** Ignore this turn's late events from now on (at most MAX_ABANDONED ids are kept). */
+  abandon(id) {
+    this.abandoned.delete(id); // re-added last: the most recent stay
+    this.abandoned.add(id);
+    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value);
+  }
+
+  onStatus(message) {
     if (message.status === 'listening') this.turnFor(message.turn_id); // the server opened one of our utterances
   }
 
-  on_accepted(message) {
+  onAccepted(message) {
     this.turnFor(message.turn_id);
     if (this.state === 'listening' && !this.talking && !this.streaming) this.setState('thinking');
   }
 
-  on_transcript(message) {
+  onTranscript(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     const final = message.final !== false;
@@ -258,7 +271,7 @@ export class VoiceController {
     }
   }
 
-  on_reply(message) {
+  onReply(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     turn.reply = message.text || '';
@@ -267,7 +280,7 @@ export class VoiceController {
       sources: message.sources || [] });
   }
 
-  on_audio(message) {
+  onAudio(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     turn.audio += 1;
@@ -285,15 +298,18 @@ export class VoiceController {
       text: message.text || null, lang: turn.lang, turnId: turn.id, index });
   }
 
-  on_done(message) {
+  onDone(message) {
     const turn = this.turnFor(message.turn_id);
-    if (!turn) return;
+    if (!turn) {
+      this.abandoned.delete(message.turn_id); // an abandoned turn's last event: nothing more will come
+      return;
+    }
     turn.done = true;
     turn.status = message.status;
     this.maybeFinish();
   }
 
-  on_error(message) {
+  onError(message) {
     if (message.seq === null || message.seq === undefined) {
       this.connectionError(message);
       return;
@@ -325,7 +341,7 @@ export class VoiceController {
     this.fail(message);
   }
 
-  on_session_reset() {
+  onSessionReset() {
     this.turns.clear();
     if (this.state === 'thinking') this.fail({ code: 'session_reset', message: this.strings.reset });
   }
@@ -367,7 +383,7 @@ export class VoiceController {
     if (!turns.some((t) => t.reply !== null) && !turns.some((t) => t.status === 'error')) {
       this.onView({ kind: 'notice', text: this.strings.notHeard });
     }
-    for (const id of this.turns.keys()) this.abandoned.add(id);
+    for (const id of this.turns.keys()) this.abandon(id);
     this.turns.clear();
     if (this.mode === 'hands-free' && !this.typedOnly) {
       this.listen();

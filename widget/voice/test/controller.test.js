@@ -377,3 +377,33 @@ test('messages come in the widget language', () => {
   controller.onEvent(event('done', 't1', { status: 'no_speech' }));
   assert.ok(views.some((v) => v.kind === 'notice' && v.text === STRINGS.ru.notHeard));
 });
+
+test('the abandoned-turn list stays small over a long conversation', () => {
+  const { controller, player } = setup();
+  for (let i = 0; i < 200; i += 1) {
+    const id = `t${i}`;
+    pushToTalk(controller, 3, id);
+    answer(controller, id);
+    controller.onEvent(event('done', id, { status: 'done' }));
+    finishPlayback(controller, player);
+    assert.equal(controller.state, 'idle');
+  }
+  assert.ok(controller.abandoned.size <= 64, `${controller.abandoned.size} ids kept`);
+  assert.ok(controller.abandoned.has('t199'), 'the latest turns are still remembered');
+});
+
+test('an interrupted turn ignores its late events, and its done releases its id', () => {
+  const { controller, player, views } = setup();
+  pushToTalk(controller);
+  answer(controller);
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.press(); // barge-in: t1 is abandoned
+  assert.ok(controller.abandoned.has('t1'));
+  const shown = views.length;
+  controller.onEvent(event('audio', 't1', { audio_url: '/a/3', provider: 'piper', text: 'late' }));
+  controller.onEvent(event('done', 't1', { status: 'interrupted' }));
+  assert.equal(views.length, shown, 'nothing of t1 is shown any more');
+  assert.equal(player.chunks.filter((c) => c.url === '/a/3?token=tok').length, 0);
+  assert.equal(controller.abandoned.has('t1'), false);
+  assert.equal(controller.turns.has('t1'), false);
+});
