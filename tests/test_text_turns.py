@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -128,6 +129,8 @@ BAD_BODIES = [
     ({"text": "x" * 501}, "text_too_long"),
     (["What time do you open?"], "invalid_json"),
     ('{"text": "unclosed', "invalid_json"),
+    ("[" * 3000 + "]" * 3000, "invalid_json"),  # nesting that would exhaust the parser's recursion
+    (b'{"text": "\xff\xfe"}', "invalid_json"),  # not UTF-8
 ]
 
 
@@ -150,6 +153,33 @@ def test_bad_text_gets_a_clear_400_records_nothing_and_the_next_question_is_acce
     doc = interactions.find_one({"_id": multi_line.json()["turn_id"]})
     assert doc["transcript"] == "Opening hours?\n\tOn Sunday" and doc["status"] == "recognized"
     assert requests.get(f"{app.base_url}/healthz", timeout=5).status_code == 200
+
+
+class _Trickle(io.RawIOBase):
+    """A request body that arrives a few bytes per read, as a slow or chunked upload does."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        piece, self.data = self.data[:5], self.data[5:]
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def test_a_body_that_arrives_in_small_reads_is_read_whole():
+    from voiceapp.config import Settings
+    from voiceapp.errors import BadRequest
+    from voiceapp.web.textinput import read_text_body
+
+    settings = Settings.from_env({}, text_max_chars=40)
+    assert read_text_body(_Trickle(json.dumps({"text": QUESTION}).encode()), settings) == QUESTION
+    with pytest.raises(BadRequest) as refused:
+        read_text_body(_Trickle(json.dumps({"text": "y" * 5000}).encode()), settings)
+    assert refused.value.code == "text_too_long"
 
 
 def test_text_length_cap_is_a_setting(front):

@@ -9,8 +9,8 @@ from typing import IO, Any
 from ..config import Settings
 from ..errors import BadRequest
 
-# Line breaks and tabs are ordinary typing; every other control character (NUL, ESC, bidi-less C0/C1
-# controls) or a lone surrogate would reach the database, the logs and the TTS engine.
+# Line breaks and tabs are ordinary typing; every other control character (NUL, ESC, the C0/C1 controls)
+# or a lone surrogate would reach the database, the logs and the TTS engine.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 # JSON may spell one character as a 12-byte surrogate pair escape: the body cap must allow that.
 _JSON_BYTES_PER_CHAR = 12
@@ -29,16 +29,29 @@ def body_limit(settings: Settings) -> int:
 def read_text_body(stream: IO[bytes], settings: Settings) -> str:
     """The checked `text` of a JSON body `{"text": ...}`, read without ever holding more than the cap."""
     limit = body_limit(settings)
-    raw = stream.read(limit + 1)
+    raw = _read_at_most(stream, limit + 1)
     if len(raw) > limit:
         raise _too_long(settings)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a few KB of nested brackets
         raise BadRequest('expected a JSON object body {"text": "..."}', code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest('expected a JSON object body {"text": "..."}', code="invalid_json")
     return check_text(body.get("text"), settings)
+
+
+def _read_at_most(stream: IO[bytes], size: int) -> bytes:
+    """Up to `size` bytes of the body: one read may return less (a chunked or slow upload)."""
+    chunks: list[bytes] = []
+    left = size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def check_text(value: Any, settings: Settings) -> str:
