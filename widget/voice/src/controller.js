@@ -396,7 +396,8 @@ export class VoiceController {
   fail(err) {
     this.talking = false;
     this.closeUtterance();
-    this.onView({ kind: 'error', code: err.code || 'error', text: err.message || String(err) });
+    const known = err.code && Object.hasOwn(this.strings.errors, err.code) ? this.strings.errors[err.code] : null;
+    this.onView({ kind: 'error', code: err.code || 'error', text: known || err.message || String(err) });
     this.setState('error', { code: err.code });
   }
 }

@@ -32,6 +32,14 @@ export const STRINGS = Object.freeze({
     textLabel: 'Type your question',
     textPlaceholder: 'Or type a question…',
     send: 'Send',
+    // What a visitor can do about the server's refusals (its own messages name settings, not remedies).
+    errors: {
+      invalid_text: 'Please type a question first.',
+      text_too_long: 'That question is too long: please shorten it.',
+      rate_limited: 'Too many questions at once: please wait a moment.',
+      busy: 'The assistant is busy: please try again in a few seconds.',
+      voice_concurrency_limit: 'The assistant is busy: please try again in a minute.',
+    },
   }),
   ru: Object.freeze({
     title: 'Голосовой помощник',
@@ -62,6 +70,13 @@ export const STRINGS = Object.freeze({
     textLabel: 'Введите вопрос',
     textPlaceholder: 'Или напишите вопрос…',
     send: 'Отправить',
+    errors: {
+      invalid_text: 'Сначала напишите вопрос.',
+      text_too_long: 'Вопрос слишком длинный: сократите его, пожалуйста.',
+      rate_limited: 'Слишком много вопросов подряд: подождите немного.',
+      busy: 'Помощник занят: попробуйте через несколько секунд.',
+      voice_concurrency_limit: 'Помощник занят: попробуйте через минуту.',
+    },
   }),
 });
 

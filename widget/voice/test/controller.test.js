@@ -353,13 +353,21 @@ test('typing during a hands-free conversation interrupts the reply and listens a
   assert.equal(controller.state, 'listening');
 });
 
-test('a typed question the server refuses shows its message', async () => {
-  const { controller, views } = setup();
+test('a typed question the server refuses says why in the widget language', async () => {
+  const { controller, views } = setup({ strings: STRINGS.ru });
   controller.ask('x'.repeat(600));
   await Promise.resolve();
-  controller.onEvent({ type: 'error', seq: null, code: 'text_too_long', message: 'the question is too long' });
+  controller.onEvent({ type: 'error', seq: null, code: 'text_too_long', message: 'longer than VOICE_TEXT_MAX_CHARS' });
   assert.equal(controller.state, 'error');
-  assert.ok(views.some((v) => v.kind === 'error' && v.text === 'the question is too long'));
+  assert.ok(views.some((v) => v.kind === 'error' && v.code === 'text_too_long' && v.text === STRINGS.ru.errors.text_too_long));
+});
+
+test('an error the widget has no words for shows the server message', async () => {
+  const { controller, views } = setup();
+  controller.ask('Do you deliver?');
+  await Promise.resolve();
+  controller.onEvent({ type: 'error', seq: null, code: 'storage_unavailable', message: 'retry in a few seconds' });
+  assert.ok(views.some((v) => v.kind === 'error' && v.text === 'retry in a few seconds'));
 });
 
 test('a typed question fails clearly when the socket cannot open', async () => {
