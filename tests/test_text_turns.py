@@ -14,8 +14,6 @@ import websocket
 
 from tests.support import new_session
 
-pytestmark = pytest.mark.usefixtures("demo_kb")
-
 QUESTION = "What time do you open on Saturday?"
 
 
@@ -57,7 +55,7 @@ def _turn_doc(live, turn_id: str) -> dict:
     return live.db[live.settings.interactions_collection].find_one({"_id": turn_id})
 
 
-def test_typed_question_over_http_gets_the_events_the_answer_and_a_turn_record(live):
+def test_typed_question_over_http_gets_the_events_the_answer_and_a_turn_record(live, demo_kb):
     session = new_session(live.base_url, "demo", language="en-US")
     ws = _connect(live.ws_url, session)  # opened first: it sees every event of the turn
     try:
@@ -87,7 +85,7 @@ def test_typed_question_over_http_gets_the_events_the_answer_and_a_turn_record(l
 
 
 @pytest.mark.parametrize("kind", ["text", "text_input"])
-def test_typed_question_over_the_websocket_is_answered_like_speech(live, kind):
+def test_typed_question_over_the_websocket_is_answered_like_speech(live, demo_kb, kind):
     session = new_session(live.base_url, "demo")
     ws = _connect(live.ws_url, session)
     try:
@@ -182,6 +180,26 @@ def test_a_body_that_arrives_in_small_reads_is_read_whole():
     assert refused.value.code == "text_too_long"
 
 
+def test_text_check_trims_and_names_what_is_wrong():
+    from voiceapp.config import Settings
+    from voiceapp.errors import BadRequest
+    from voiceapp.web.textinput import check_text
+
+    settings = Settings.from_env({}, text_max_chars=12)
+    assert check_text("  Hours?\n", settings) == "Hours?"
+    assert check_text("Часы работы?", settings) == "Часы работы?"
+    for value, code, words in [
+        ("", "invalid_text", "empty"),
+        (7, "invalid_text", "string"),
+        ("a\x07b", "invalid_text", "U+0007"),
+        ("a\ud800b", "invalid_text", "U+D800"),  # a lone surrogate (JSON can carry one)
+        ("x" * 13, "text_too_long", "12 characters"),
+    ]:
+        with pytest.raises(BadRequest) as refused:
+            check_text(value, settings)
+        assert refused.value.code == code and words in refused.value.message and refused.value.status == 400
+
+
 def test_text_length_cap_is_a_setting(front):
     app = front(text_max_chars=10)
     session = new_session(app.base_url, "demo")
@@ -246,7 +264,7 @@ def _cli(live, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_asks_a_typed_question(live, tmp_path):
+def test_cli_asks_a_typed_question(live, demo_kb, tmp_path):
     out = tmp_path / "reply.wav"
     done = _cli(live, "--project", "demo", "--text", QUESTION, "--json", "--out", str(out))
     assert done.returncode == 0, done.stderr
