@@ -287,3 +287,24 @@ def test_openapi_documents_the_json_text_body_with_the_default_cap(live):
     schema = document["components"]["schemas"]["TextTurnRequest"]
     assert schema["required"] == ["text"]
     assert schema["properties"]["text"]["maxLength"] == Settings.from_env({}).text_max_chars
+
+
+def test_a_russian_typed_question_is_answered_from_the_russian_knowledge_base_in_russian(live):
+    from voiceapp.demo import KB_RU_DIR
+    from voiceapp.dialog.knowledge import load_directory
+    from voiceapp.storage.projects import create_key
+
+    key = create_key(live.db, live.settings, "demo-ru-text")
+    load_directory(live.db, live.settings, "demo-ru-text", KB_RU_DIR)
+    session = new_session(live.base_url, "demo-ru-text", key=key, language="ru")
+    ws = _connect(live.ws_url, session)
+    try:
+        ws.send(json.dumps({"type": "text", "text": "Во сколько вы открываетесь в субботу?"}))
+        events = _events_until_done(ws)
+    finally:
+        ws.close()
+    reply = next(e for e in events if e["type"] == "reply")
+    assert reply["language"] == "ru"
+    assert "9 утра" in reply["text"], reply["text"]
+    transcript = next(e for e in events if e["type"] == "transcript")
+    assert transcript["text"] == "Во сколько вы открываетесь в субботу?"
