@@ -77,6 +77,7 @@ def test_typed_question_over_http_gets_the_events_the_answer_and_a_turn_record(l
         f"{_turns_url(live.base_url, session)}/{turn_id}", params={"wait": 60}, headers=_auth(session), timeout=70
     ).json()
     assert turn["status"] == "done" and turn["transcript"] == QUESTION and turn["sources"]
+    assert turn["source"] == "text"
     audio = requests.get(f"{live.base_url}{turn['audio_url']}", headers=_auth(session), timeout=30)
     assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
     doc = _turn_doc(live, turn_id)

@@ -174,6 +174,7 @@ def _turn_view(turn: dict[str, Any]) -> dict[str, Any]:
         "turn_id": turn["turn_id"],
         "session_id": turn["session_id"],
         "status": turn.get("status"),
+        "source": turn.get("source"),
         "transcript": turn.get("transcript"),
         "intent": turn.get("intent"),
         "reply_text": turn.get("reply_text"),
