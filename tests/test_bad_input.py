@@ -50,6 +50,8 @@ def test_the_corpus_is_big_and_covers_every_kind():
         "huge-frame",
         "invalid-json",
         "binary-json",
+        "text-longer-than-limit",
+        "ws-text-",
     ):
         assert any(needed in i for i in ids), needed
 
@@ -144,6 +146,8 @@ def _body(ctx: Ctx, spec: dict) -> bytes:
     if how["kind"] == "kb":
         size = ctx.size(how["bytes"])
         return json.dumps({"documents": [{"source": "big", "text": "a" * size}]}).encode()
+    if how["kind"] == "text":
+        return json.dumps({"text": "a" * ctx.size(how["chars"])}).encode()
     raise AssertionError(f"unknown body spec {spec}")
 
 

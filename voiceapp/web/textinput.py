@@ -38,7 +38,12 @@ def read_text_body(stream: IO[bytes], settings: Settings) -> str:
         raise BadRequest('expected a JSON object body {"text": "..."}', code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest('expected a JSON object body {"text": "..."}', code="invalid_json")
-    return check_text(body.get("text"), settings)
+    if "text" not in body:
+        raise BadRequest(
+            'a JSON body is a typed question {"text": "..."}; send audio as the raw body (WAV, FLAC, MP3, Ogg, WebM)',
+            code="invalid_text",
+        )
+    return check_text(body["text"], settings)
 
 
 def _read_at_most(stream: IO[bytes], size: int) -> bytes:
