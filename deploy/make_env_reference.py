@@ -74,6 +74,7 @@ DESCRIPTIONS = {
     "AUDIO_ENDPOINT_SILENCE": "Seconds of silence that end a hands-free utterance (shorter answers sooner, but may cut a speaker who pauses mid-sentence)",
     "AUDIO_LISTEN_TIMEOUT": "Seconds of hands-free audio without speech after which the server stops listening (no turn); the next frame starts listening again",
     "VOICE_KB_MAX_BYTES": "Largest knowledge-base upload accepted over HTTP, bytes",
+    "VOICE_TEXT_MAX_CHARS": "Longest typed question a text turn accepts (characters, after trimming); longer ones get 400 text_too_long",
     "VOICE_WORKER_POOL": "Celery pool of the workers (threads: one model copy serving several turns at once)",
     "VOICE_WORKER_CONCURRENCY": "Tasks one worker process runs at once (live utterances mostly wait for audio)",
     "DIALOG_MAX_CONTEXT_LENGTH": "Previous turns kept as dialog context",

@@ -61,6 +61,8 @@ def test_the_corpus_is_big_and_covers_every_kind():
         "last-seq",
         "regex-bomb",
         "before-auth",
+        "text-longer-than-limit",
+        "ws-text-",
     ):
         assert any(needed in i for i in ids), needed
 
@@ -174,6 +176,8 @@ def _body(ctx: Ctx, spec: dict) -> bytes:
         return audio_files.encode_layout(how["format"], how["layout"])
     if how["kind"] == "wav_layout":
         return audio_files.wav_layout(how["channels"], how.get("bits", 16), how.get("mask"), how.get("float", False))
+    if how["kind"] == "text":
+        return json.dumps({"text": "a" * ctx.size(how["chars"])}).encode()
     raise AssertionError(f"unknown body spec {spec}")
 
 

@@ -36,9 +36,13 @@ CHROMIUM_ARGS = [
 TURN_TIMEOUT_MS = 90_000
 # Collects what the widget reports (its documented CustomEvents) so tests can assert on the sequence.
 RECORDER = """
-window.__vw = {states: [], playback: [], events: [], spoken: []};
+window.__vw = {states: [], playback: [], events: [], spoken: [], spokenLang: []};
 // speechSynthesis is recorded (headless Chromium has no voices to hear it with) and ends at once.
-speechSynthesis.speak = (u) => { window.__vw.spoken.push(u.text); setTimeout(() => u.onend && u.onend(), 50); };
+speechSynthesis.speak = (u) => {
+  window.__vw.spoken.push(u.text);
+  window.__vw.spokenLang.push(u.lang);
+  setTimeout(() => u.onend && u.onend(), 50);
+};
 for (const name of ['state', 'playback', 'transcript', 'reply', 'interrupt', 'error', 'connection', 'fallback']) {
   document.addEventListener('voicewidget:' + name, (e) => {
     window.__vw.events.push([name, e.detail]);
@@ -103,7 +107,7 @@ def chatty_browser(playwright, tmp_path_factory):
 class Page:
     """One browser page on the demo, recording the widget's events and its WebSocket traffic."""
 
-    def __init__(self, browser, live, mode: str) -> None:
+    def __init__(self, browser, live, mode: str, lang: str = "en") -> None:
         self.context = browser.new_context(viewport={"width": 1000, "height": 700})
         self.page = self.context.new_page()
         self.sockets: list[str] = []
@@ -111,7 +115,7 @@ class Page:
         self.controls: list[dict] = []
         self.page.add_init_script(RECORDER)
         self.page.on("websocket", self._socket)
-        self.page.goto(f"{live.base_url}/widget/voice/demo?project=demo&mode={mode}")
+        self.page.goto(f"{live.base_url}/widget/voice/demo?project=demo&mode={mode}&lang={lang}")
         self.button = self.page.locator("voiceapp-widget .vw-mic")
         self.button.wait_for()
 
@@ -166,8 +170,8 @@ class Page:
 def open_page(browser, live, bundle):
     pages: list[Page] = []
 
-    def _open(mode: str, chromium=None) -> Page:
-        pages.append(Page(chromium or browser, live, mode))
+    def _open(mode: str, chromium=None, lang: str = "en") -> Page:
+        pages.append(Page(chromium or browser, live, mode, lang))
         return pages[-1]
 
     yield _open
@@ -283,3 +287,73 @@ def test_talking_over_the_reply_stops_it_and_sends_interrupt(open_page, chatty_b
     interrupt = [c for c in page.controls if c.get("type") == "interrupt"]
     assert len(interrupt) == 1 and interrupt[0]["turn_id"], page.controls
     assert page.recorded()["states"][-1] == "idle"  # push-to-talk: stop and wait for the next press
+
+
+def _shadow_focus(page: Page) -> str:
+    """What has the keyboard focus inside the widget (tag, id or class)."""
+    return page.page.evaluate(
+        "(() => { const a = document.querySelector('voiceapp-widget').shadowRoot.activeElement;"
+        " return a ? (a.id || a.className || a.tagName) : ''; })()"
+    )
+
+
+def test_typed_question_is_answered_on_the_page_and_spoken_with_the_keyboard_only(open_page):
+    page = open_page("push-to-talk")
+    box = page.page.get_by_label("Type your question")
+    assert box.count() == 1 and box.get_attribute("maxlength") == "500"
+    page.button.focus()
+    page.page.keyboard.press("Tab")  # the hands-free switch
+    page.page.keyboard.press("Tab")
+    assert _shadow_focus(page) == "vw-text", "the text box is reachable with Tab"
+    page.page.keyboard.type(QUESTION_TEXT)
+    page.page.keyboard.press("Enter")
+    reply = page.wait_reply()
+    assert "8:00" in reply, reply
+    transcript = page.page.locator("voiceapp-widget .vw-you .vw-final").inner_text()
+    assert transcript == QUESTION_TEXT  # the typed text as given, not a recognition of it
+    assert box.input_value() == "", "the box is emptied once the question is sent"
+    page.wait_for("window.__vw.playback.length > 0")
+    assert page.recorded()["playback"][0]["how"] == "audio"  # spoken by the server's voice, like a spoken turn
+    texts = [c for c in page.controls if c.get("type") == "text"]
+    assert texts == [{"type": "text", "text": QUESTION_TEXT}], page.controls
+    assert page.binary_sizes == [], "no microphone audio was sent"
+    page.wait_state("idle")
+    assert page.recorded()["states"][:2] == ["thinking", "speaking"], page.recorded()["states"]
+    page.screenshot("widget-typed-question.png")
+
+
+def test_reply_speech_fallback_uses_the_reply_language(open_page):
+    page = open_page("push-to-talk")
+    page.page.route("**/api/v1/voice/sessions/*/audio/*", lambda route: route.fulfill(status=503, body="down"))
+    box = page.page.get_by_label("Type your question")
+    box.fill("Do you deliver?")
+    page.page.get_by_role("button", name="Send").click()
+    page.wait_reply()
+    page.wait_for("window.__vw.spoken.length > 0")
+    reply_events = [e[1] for e in page.recorded()["events"] if e[0] == "reply"]
+    assert reply_events, page.recorded()["events"]
+    assert page.recorded()["spokenLang"][0] == "en"  # the page's language, carried by the reply event
+
+
+def test_russian_page_shows_the_russian_ui_and_asks_for_a_russian_session(open_page):
+    page = open_page("push-to-talk", lang="ru")
+    bodies: list[dict] = []
+    page.page.on(
+        "request",
+        lambda r: bodies.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/sessions") else None,
+    )
+    assert page.button.get_attribute("aria-label") == "Удерживайте, чтобы говорить"
+    widget = page.page.locator("voiceapp-widget")
+    assert widget.locator(".vw-status").inner_text() == "Готов"
+    assert widget.locator(".vw").get_attribute("lang") == "ru"
+    assert widget.locator(".vw").get_attribute("aria-label") == "Голосовой помощник"
+    assert "Без рук" in widget.locator(".vw-mode").inner_text()
+    box = page.page.get_by_label("Введите вопрос")
+    assert box.count() == 1
+    assert page.page.get_by_role("button", name="Отправить").count() == 1
+    box.fill("Когда вы открываетесь?")
+    box.press("Enter")
+    page.wait_for("window.__vw.states.includes('thinking')")
+    page.wait_for("window.__vw.events.some(e => e[0] === 'transcript' || e[0] === 'error')")
+    assert bodies and bodies[0]["language"] == "ru", bodies
+    page.screenshot("widget-russian.png")

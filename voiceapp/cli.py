@@ -220,9 +220,20 @@ def _check(response: requests.Response) -> dict:
 )
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the turn as JSON.")
-@click.argument("audio_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ask(project: str, language: str | None, out: Path | None, timeout: float, as_json: bool, audio_file: Path) -> None:
-    """Ask one spoken question through the running stack (HTTP + Celery workers) and save the reply audio."""
+@click.option("--text", default=None, help="Ask a typed question instead of AUDIO_FILE (no recognition).")
+@click.argument("audio_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ask(
+    project: str,
+    language: str | None,
+    out: Path | None,
+    timeout: float,
+    as_json: bool,
+    text: str | None,
+    audio_file: Path | None,
+) -> None:
+    """Ask one question (AUDIO_FILE, or --text) through the running stack (HTTP + workers); save the reply audio."""
+    if (text is None) == (audio_file is None):
+        raise click.UsageError("give either AUDIO_FILE or --text")
     settings = _settings()
     base = _api(settings)
     body = {"project": project, **({"language": language} if language else {})}
@@ -231,14 +242,7 @@ def ask(project: str, language: str | None, out: Path | None, timeout: float, as
         auth = {"Authorization": f"Bearer {session['token']}"}
         sid = session["session_id"]
         started = time.monotonic()
-        turn = _check(
-            requests.post(
-                f"{base}/api/v1/voice/sessions/{sid}/turns",
-                data=audio_file.read_bytes(),
-                headers={**auth, "Content-Type": "application/octet-stream"},
-                timeout=30,
-            )
-        )
+        turn = _check(_post_question(f"{base}/api/v1/voice/sessions/{sid}/turns", auth, text, audio_file))
         result = _wait_turn(base, sid, turn["turn_id"], auth, timeout)
         elapsed = time.monotonic() - started
     except requests.ConnectionError:
@@ -261,6 +265,14 @@ def ask(project: str, language: str | None, out: Path | None, timeout: float, as
     if result.get("status") != TurnStatus.DONE:
         error = result.get("error") or {}
         raise click.ClickException(f"turn ended with status {result.get('status')}: {error.get('message', '')}")
+
+
+def _post_question(url: str, auth: dict, text: str | None, audio_file: Path | None) -> requests.Response:
+    """Start a turn: a typed question as JSON, or the audio file's bytes."""
+    if text is not None:
+        return requests.post(url, json={"text": text}, headers=auth, timeout=30)
+    headers = {**auth, "Content-Type": "application/octet-stream"}
+    return requests.post(url, data=audio_file.read_bytes(), headers=headers, timeout=30)
 
 
 def _wait_turn(base: str, sid: str, turn_id: str, auth: dict, timeout: float) -> dict:

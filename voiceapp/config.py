@@ -225,6 +225,8 @@ class Settings:
     retention_sweep_interval: float = _setting("VOICE_RETENTION_SWEEP_INTERVAL", 600.0, _positive_float)
     # Reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are trusted; 0 = none.
     proxy_hops: int = _setting("VOICE_PROXY_HOPS", 0, _non_negative_int)
+    # Longest typed question (characters) a text turn accepts; longer ones get a 400.
+    text_max_chars: int = _setting("VOICE_TEXT_MAX_CHARS", 500, _positive_int)
 
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))

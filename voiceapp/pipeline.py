@@ -15,10 +15,18 @@ from .queues import stt_route
 from .runtime import Runtime
 from .storage import interactions
 from .storage.audio import UPLOADS_BUCKET, new_audio_id, put_audio
-from .turns import LIVE_STT_TASK, STAGES, Stage, TurnRef
+from .turns import LIVE_STT_TASK, STAGES, Stage, TurnRef, TurnStatus
 
 STAGE_TASKS = tuple(stage.task for stage in STAGES)  # kept for callers of the old name
-__all__ = ["LIVE_STT_TASK", "STAGE_TASKS", "continue_turn", "enqueue_stages", "start_live_utterance", "start_turn"]
+__all__ = [
+    "LIVE_STT_TASK",
+    "STAGE_TASKS",
+    "continue_turn",
+    "enqueue_stages",
+    "start_live_utterance",
+    "start_text_turn",
+    "start_turn",
+]
 
 
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
@@ -91,3 +99,27 @@ def continue_turn(rt: Runtime, ref: TurnRef | dict[str, Any]) -> bool:
         interactions.undo_handed_off(rt.db, rt.settings, ref.turn_id)  # so the redelivered task hands it on
         raise
     return True
+
+
+def start_text_turn(rt: Runtime, session: dict[str, Any], text: str, source: str = "text") -> str:
+    """Accept one typed question: record it already recognised, then enqueue dialog | synthesis."""
+    accepted_at = time.time()
+    turn_id = interactions.create_turn(
+        rt.db,
+        rt.settings,
+        session,
+        None,  # nothing was uploaded: the text is the transcript
+        accepted_at=accepted_at,
+        stage_done_at=accepted_at,
+        source=source,
+        status=TurnStatus.RECOGNIZED.value,
+        transcript=text,
+        stt={"engine": "text", "model": None, "language": session.get("language"), "confidence": 1.0},
+        tts_provider=session.get("tts_provider"),
+    )
+    sid = session["session_id"]
+    rt.events.publish(sid, EventType.STATUS, turn_id, status="thinking")
+    # Same event as a recognised utterance, so clients show a typed question like a spoken one.
+    rt.events.publish(sid, EventType.TRANSCRIPT, turn_id, text=text, final=True, confidence=1.0, engine="text")
+    continue_turn(rt, TurnRef(session_id=sid, turn_id=turn_id))
+    return turn_id

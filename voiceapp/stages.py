@@ -219,6 +219,7 @@ def _publish_reply(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
         confidence=turn.get("intent_confidence"),
         sources=list(turn.get("sources") or []),
         suggested_actions=list(turn.get("suggested_actions") or []),
+        language=turn.get("language"),  # the widget's browser voice speaks the reply in it
     )
 
 
@@ -419,7 +420,7 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         stage_done_at=time.time(),
     ):
         return _replay(rt, ref, DIALOG)
-    _publish_reply(rt, ref, fields)
+    _publish_reply(rt, ref, {**fields, "language": turn.get("language")})
     return ref
 
 

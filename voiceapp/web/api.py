@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from ..audio import decode
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..events import Event, EventType
-from ..pipeline import start_turn
+from ..pipeline import start_text_turn, start_turn
 from ..runtime import Runtime
 from ..storage import interactions, projects
 from ..storage.audio import REPLIES_BUCKET, get_audio
@@ -29,6 +29,7 @@ from .auth import bearer, issue_token, require_session_token
 from .hub import get_hub
 from .ratelimit import ip_limit, limiter, project_limited, session_limited
 from .safejson import read_body, request_json
+from .textinput import read_text_body
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
@@ -153,13 +154,19 @@ def history(session_id: str):
 @limiter.limit(ip_limit)
 @project_limited
 def post_turn(session_id: str):
-    """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) and start its turn."""
+    """Accept one spoken utterance (WAV, FLAC, MP3, Ogg, WebM) or a typed question (JSON) and start its turn."""
     require_session_token(session_id)
     rt = _rt()
-    session = access.use_session(rt, session_id)
-    access.admit_turn(rt)
-    audio = decode(read_body(cache=False), rt.settings)
-    turn_id = start_turn(rt, session, audio)
+    if request.mimetype == "application/json":
+        text = read_text_body(request.stream, rt.settings)  # checked before the session is touched
+        session = access.use_session(rt, session_id)
+        access.admit_turn(rt)
+        turn_id = start_text_turn(rt, session, text)
+    else:
+        session = access.use_session(rt, session_id)
+        access.admit_turn(rt)
+        audio = decode(read_body(cache=False), rt.settings)
+        turn_id = start_turn(rt, session, audio)
     return jsonify(
         {
             "turn_id": turn_id,
@@ -175,6 +182,7 @@ def _turn_view(turn: dict[str, Any]) -> dict[str, Any]:
         "turn_id": turn["turn_id"],
         "session_id": turn["session_id"],
         "status": turn.get("status"),
+        "source": turn.get("source"),
         "transcript": turn.get("transcript"),
         "intent": turn.get("intent"),
         "reply_text": turn.get("reply_text"),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from limits import parse_many
 
-from ..errors import VoiceError
+from ..errors import LimitExceeded, VoiceError
 from ..storage import projects
 from .admission import is_open
 from .auth import bearer, read_token, request_token
@@ -86,6 +87,17 @@ def session_key() -> str:
 def session_limit() -> str:
     """VOICE_RATE_LIMIT_SESSION: reads and refreshes of one session."""
     return _settings().rate_limit_session
+
+
+def hit_turn_limits(project: str) -> None:
+    """Count a turn that arrives without an HTTP request (a WebSocket text message) against the same limits."""
+    settings = _settings()
+    per_project = settings.rate_limit_open_project if is_open(settings, project) else settings.rate_limit_project
+    scopes = ((settings.rate_limit_ip, f"ip:{get_remote_address()}"), (per_project, f"project:{project[:64]}"))
+    for limit, key in scopes:
+        for item in parse_many(limit):
+            if not limiter.limiter.hit(item, "ws-turn", key):
+                raise LimitExceeded(f"rate limit exceeded ({limit}); slow down", code="rate_limited")
 
 
 def init_app(app: Flask) -> None:

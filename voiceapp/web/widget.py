@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
@@ -14,11 +15,12 @@ BUNDLE = "voice-widget.js"
 # Built by `npm run build` in widget/voice (next to the package in a source checkout or editable install).
 DEFAULT_DIST = Path(__file__).resolve().parents[2] / "widget" / "voice" / "dist"
 MODES = ("push-to-talk", "hands-free")
+LANG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
 bp = Blueprint("voice_widget", __name__, url_prefix="/widget/voice")
 
 DEMO_PAGE = """<!doctype html>
-<html lang="en">
+<html lang="{lang}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -34,7 +36,8 @@ DEMO_PAGE = """<!doctype html>
   <h1>Voice widget demo</h1>
   <p>Project <code>{project}</code>, mode <code>{mode}</code>. Press the microphone button (bottom right),
   ask e.g. <em>"What time do you open on Saturday?"</em> and listen to the answer.
-  Switch to <a href="?project={project}&amp;mode={other_mode}">{other_mode}</a>.</p>
+  Switch to <a href="?project={project}&amp;mode={other_mode}&amp;lang={lang}">{other_mode}</a>; the widget
+  speaks the page's language (<code>?lang=ru</code> for Russian). You can also type the question in the box.</p>
   <p>Embed it in any page with one tag:</p>
   <pre>&lt;script src="{origin}/widget/voice/dist/voice-widget.js"
         data-project="{project}" data-endpoint="{origin}" defer&gt;&lt;/script&gt;</pre>
@@ -66,9 +69,12 @@ def bundle():
 
 @bp.get("/demo")
 def demo():
-    """A page embedding the widget against this server (?project=, ?mode=push-to-talk|hands-free)."""
+    """A page embedding the widget against this server (?project=, ?mode=push-to-talk|hands-free, ?lang=en|ru)."""
     project = request.args.get("project", "demo")
     mode = request.args.get("mode", "push-to-talk")
+    lang = request.args.get("lang", "en")  # the page's <html lang>: the widget speaks it unless told otherwise
+    if not LANG_RE.match(lang):
+        raise BadRequest(f"'lang' must match {LANG_RE.pattern}", code="invalid_field")
     if not PROJECT_RE.match(project):
         raise BadRequest(f"'project' must match {PROJECT_RE.pattern}", code="invalid_field")
     if mode not in MODES:
@@ -77,6 +83,7 @@ def demo():
     html = DEMO_PAGE.format(
         project=escape(project),
         mode=mode,
+        lang=lang,
         other_mode=other,
         origin=escape(request.host_url.rstrip("/")),
         bundle_url=f"{bp.url_prefix}/dist/{BUNDLE}",

@@ -23,7 +23,7 @@ from simple_websocket import ConnectionClosed
 
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
-from ..pipeline import start_live_utterance
+from ..pipeline import start_live_utterance, start_text_turn
 from ..runtime import Runtime
 from ..storage import sessions
 from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
@@ -33,6 +33,8 @@ from .auth import check_token
 from .hub import Listener, get_hub
 from .origins import check_origin
 from .safejson import loads
+from .ratelimit import hit_turn_limits
+from .textinput import check_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ HARD_MESSAGE_LIMIT = 4 * 1024 * 1024
 VOICED_RMS = 64.0
 # How often a live socket renews its lease in Redis (the lease lasts admission.WS_LEASE_S).
 LEASE_RENEW_S = 20.0
+# A typed question; `text_input` is the name the seed product's clients use.
+TEXT_MESSAGES = ("text", "text_input")
 
 
 class ConnectionCounter:
@@ -199,6 +203,15 @@ def _handle_audio(rt: Runtime, conn: Connection, session_id: str, frame: bytes) 
     conn.utterance.add(frame)
 
 
+def _text_turn(rt: Runtime, session_id: str, value: Any) -> str:
+    """A typed question: checked, counted against the session and rate limits, then answered like speech."""
+    text = check_text(value, rt.settings)
+    session = access.use_session(rt, session_id)
+    access.admit_turn(rt)
+    hit_turn_limits(session["project"])
+    return start_text_turn(rt, session, text)
+
+
 def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> None:
     try:
         message = loads(raw)
@@ -215,6 +228,9 @@ def _handle_text(rt: Runtime, conn: Connection, session_id: str, raw: str) -> No
         conn.turn_id = conn.utterance.stream.id
         utterance, conn.utterance = conn.utterance, None
         utterance.stream.end(continuing=True)  # already ended by a pause: then this is a no-op
+        conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
+    elif kind in TEXT_MESSAGES:
+        conn.turn_id = _text_turn(rt, session_id, message.get("text"))
         conn.send({"type": "accepted", "seq": None, "turn_id": conn.turn_id})
     elif kind == "interrupt":
         played = message.get("played_chunks")

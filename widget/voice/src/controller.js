@@ -5,6 +5,7 @@
 // after a pause, so one press can yield several turns; every turn that is not abandoned (barge-in,
 // stop) is answered, and the conversation returns to idle/listening once all of them are done and
 // their audio has played.
+import { STRINGS } from './i18n.js';
 import { levelDb } from './resample.js';
 import { EnergyVad } from './vad.js';
 
@@ -17,16 +18,22 @@ const BARGE_IN_MS = 300; // longer than a VAD start: a cough or echo should not 
 // server's VAD (1.2 s) time to decide first and only then closes the utterance as a safety net.
 const CLIENT_END_MS = { client: 800, auto: 1500 };
 // Session-level problems the server reports on the socket: a new session fixes them.
-const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found', 'session_not_found',
-  'session_expired']);
+const SESSION_GONE = new Set(['voice_session_expired', 'voice_session_not_found']);
+// Ids of turns whose late events are ignored; older ones are forgotten (their events have long arrived).
+const MAX_ABANDONED = 64;
+// Server event type -> the method handling it (an explicit map: no other method is reachable by name).
+const EVENT_HANDLERS = Object.freeze({
+  status: 'onStatus', accepted: 'onAccepted', transcript: 'onTranscript', reply: 'onReply', audio: 'onAudio',
+  done: 'onDone', error: 'onError', session_reset: 'onSessionReset',
+});
 
 /** Drives one conversation: what to stream, when to end an utterance, what to play, which state. */
 export class VoiceController {
   constructor({ connection, player, microphone, mode = 'push-to-talk', endpointing = 'auto', bargeIn = true,
-    vad = null, onState = () => {}, onView = () => {} }) {
+    vad = null, strings = STRINGS.en, onState = () => {}, onView = () => {} }) {
     if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}`);
     if (!ENDPOINTING.includes(endpointing)) throw new Error(`endpointing must be one of ${ENDPOINTING.join(', ')}`);
-    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, onState, onView });
+    Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, strings, onState, onView });
     this.vad = vad || new EnergyVad({ endSilenceMs: CLIENT_END_MS[endpointing] || 800 });
     this.state = 'idle';
     this.talking = false; // push-to-talk held
@@ -36,6 +43,7 @@ export class VoiceController {
     this.abandoned = new Set(); // interrupted, stopped or finished turns: their late events are ignored
     this.preroll = [];
     this.overReplyMs = 0; // speech heard over the reply, for barge-in
+    this.typedOnly = false; // the exchange is a typed question with no conversation to go back to
   }
 
   setState(state, detail = {}) {
@@ -97,6 +105,35 @@ export class VoiceController {
     }
   }
 
+  /** A typed question: stop any reply, then send it as a text turn (no microphone needed); false if empty. */
+  ask(text) {
+    const question = typeof text === 'string' ? text.trim() : '';
+    if (!question) return false;
+    // Typing during a hands-free conversation goes back to listening afterwards; otherwise to idle.
+    this.typedOnly = !(this.mode === 'hands-free' && ['listening', 'thinking', 'speaking'].includes(this.state));
+    this.talking = false;
+    this.closeUtterance();
+    this.abandonExchange();
+    this.unlockAudio();
+    this.setState('thinking');
+    this.connection.open().then(() => {
+      if (!this.connection.send({ type: 'text', text: question })) {
+        throw Object.assign(new Error(this.strings.failed), { code: 'ws_closed' });
+      }
+    }).catch((err) => this.fail(err));
+    return true;
+  }
+
+  /** Create the audio output inside the user's gesture (Enter, Send), so the reply may play. */
+  unlockAudio() {
+    if (typeof this.microphone.audioContext !== 'function') return;
+    try {
+      this.microphone.audioContext();
+    } catch (_) {
+      // no Web Audio: the reply is spoken by speechSynthesis instead
+    }
+  }
+
   /** Stop everything the user hears or says (Escape, hands-free off). */
   stop() {
     this.talking = false;
@@ -109,6 +146,7 @@ export class VoiceController {
   // ------------------------------------------------------------------ microphone
 
   listen() {
+    this.typedOnly = false;
     this.vad.reset();
     this.setState('listening');
   }
@@ -178,7 +216,7 @@ export class VoiceController {
     if (this.turns.size === 0 && !playing) return;
     this.player.stop();
     const current = inFlight.find((t) => t.reply !== null) || inFlight[0] || [...this.turns.values()].pop();
-    for (const id of this.turns.keys()) this.abandoned.add(id);
+    for (const id of this.turns.keys()) this.abandon(id);
     this.turns.clear();
     if (current) {
       this.connection.send({ type: 'interrupt', turn_id: current.id, played_chunks: current.played });
@@ -201,20 +239,27 @@ export class VoiceController {
   }
 
   onEvent(message) {
-    const handler = this[`on_${message.type}`];
-    if (handler) handler.call(this, message);
+    const name = Object.hasOwn(EVENT_HANDLERS, message.type) ? EVENT_HANDLERS[message.type] : null;
+    if (name) this[name](message);
   }
 
-  on_status(message) {
+  /** Ignore this turn's late events from now on (at most MAX_ABANDONED ids are kept). */
+  abandon(id) {
+    this.abandoned.delete(id); // re-added last: the most recent stay
+    this.abandoned.add(id);
+    if (this.abandoned.size > MAX_ABANDONED) this.abandoned.delete(this.abandoned.values().next().value);
+  }
+
+  onStatus(message) {
     if (message.status === 'listening') this.turnFor(message.turn_id); // the server opened one of our utterances
   }
 
-  on_accepted(message) {
+  onAccepted(message) {
     this.turnFor(message.turn_id);
     if (this.state === 'listening' && !this.talking && !this.streaming) this.setState('thinking');
   }
 
-  on_transcript(message) {
+  onTranscript(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     const final = message.final !== false;
@@ -226,7 +271,7 @@ export class VoiceController {
     }
   }
 
-  on_reply(message) {
+  onReply(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     turn.reply = message.text || '';
@@ -235,7 +280,7 @@ export class VoiceController {
       sources: message.sources || [] });
   }
 
-  on_audio(message) {
+  onAudio(message) {
     const turn = this.turnFor(message.turn_id);
     if (!turn) return;
     turn.audio += 1;
@@ -253,15 +298,18 @@ export class VoiceController {
       text: message.text || null, lang: turn.lang, turnId: turn.id, index });
   }
 
-  on_done(message) {
+  onDone(message) {
     const turn = this.turnFor(message.turn_id);
-    if (!turn) return;
+    if (!turn) {
+      this.abandoned.delete(message.turn_id); // an abandoned turn's last event: nothing more will come
+      return;
+    }
     turn.done = true;
     turn.status = message.status;
     this.maybeFinish();
   }
 
-  on_error(message) {
+  onError(message) {
     if (message.seq === null || message.seq === undefined) {
       this.connectionError(message);
       return;
@@ -270,7 +318,7 @@ export class VoiceController {
     if (!turn) return;
     turn.done = true;
     turn.status = 'error';
-    this.onView({ kind: 'error', code: message.code, text: message.message || 'Something went wrong.' });
+    this.onView({ kind: 'error', code: message.code, text: message.message || this.strings.failed });
     if (message.stage === 'tts' && turn.reply && !turn.fallbackSpoken) {
       turn.fallbackSpoken = true; // no (more) server audio: the browser reads the reply
       this.player.enqueue({ kind: 'speech', text: turn.reply, lang: turn.lang, voice: null, turnId: turn.id, index: 0 });
@@ -287,15 +335,15 @@ export class VoiceController {
     }
     if (SESSION_GONE.has(message.code)) {
       this.connection.renew();
-      this.fail({ code: message.code, message: 'The conversation expired. Press the button to start again.' });
+      this.fail({ code: message.code, message: this.strings.expired });
       return;
     }
     this.fail(message);
   }
 
-  on_session_reset() {
+  onSessionReset() {
     this.turns.clear();
-    if (this.state === 'thinking') this.fail({ code: 'session_reset', message: 'The connection was reset. Ask again.' });
+    if (this.state === 'thinking') this.fail({ code: 'session_reset', message: this.strings.reset });
   }
 
   // ------------------------------------------------------------------ playback
@@ -333,11 +381,11 @@ export class VoiceController {
     if (!turns.length && !nothingPending) return; // `accepted` (and the turn's events) are still on their way
     if (turns.some((t) => !t.done)) return;
     if (!turns.some((t) => t.reply !== null) && !turns.some((t) => t.status === 'error')) {
-      this.onView({ kind: 'notice', text: "Sorry, I didn't catch that." });
+      this.onView({ kind: 'notice', text: this.strings.notHeard });
     }
-    for (const id of this.turns.keys()) this.abandoned.add(id);
+    for (const id of this.turns.keys()) this.abandon(id);
     this.turns.clear();
-    if (this.mode === 'hands-free') {
+    if (this.mode === 'hands-free' && !this.typedOnly) {
       this.listen();
       if (this.endpointing === 'server') this.openUtterance();
     } else {
@@ -348,7 +396,8 @@ export class VoiceController {
   fail(err) {
     this.talking = false;
     this.closeUtterance();
-    this.onView({ kind: 'error', code: err.code || 'error', text: err.message || String(err) });
+    const known = err.code && Object.hasOwn(this.strings.errors, err.code) ? this.strings.errors[err.code] : null;
+    this.onView({ kind: 'error', code: err.code || 'error', text: known || err.message || String(err) });
     this.setState('error', { code: err.code });
   }
 }

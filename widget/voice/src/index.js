@@ -1,6 +1,7 @@
 // Entry point: `VoiceWidget.init({...})`, or automatic from the <script data-project=...> tag.
 import { VoiceConnection } from './connection.js';
 import { ENDPOINTING, VoiceController } from './controller.js';
+import { sessionLanguage, stringsFor, uiLanguage } from './i18n.js';
 import { Microphone } from './microphone.js';
 import { BrowserSpeech, ReplyPlayer, WebAudioOutput } from './player.js';
 import { WidgetView } from './ui.js';
@@ -24,10 +25,13 @@ export function init(options = {}) {
   if (container) host.setAttribute('data-inline', '');
   (container || document.body).append(host);
 
+  // The page's language decides the UI and the session unless the embed names one.
+  const language = sessionLanguage(options.language, document.documentElement.lang);
+  const strings = stringsFor(language);
   let controller = null;
   const microphone = new Microphone({ onFrame: (frame) => controller.onFrame(frame) });
   const connection = new VoiceConnection({
-    endpoint: options.endpoint || '', project: options.project, language: options.language,
+    endpoint: options.endpoint || '', project: options.project, language,
     voice: options.voice, onEvent: (message) => controller.onEvent(message),
     onStatus: (status) => {
       view.show({ kind: 'connection', status });
@@ -45,8 +49,9 @@ export function init(options = {}) {
   });
   const mode = options.mode === 'hands-free' ? 'hands-free' : 'push-to-talk';
   const view = new WidgetView(host, {
-    mode, title: options.title,
+    mode, title: options.title, strings, language: uiLanguage(language),
     handlers: {
+      text: (value) => controller.ask(value),
       press: () => controller.press(),
       release: () => controller.release(),
       stop: () => controller.stop(),
@@ -57,6 +62,7 @@ export function init(options = {}) {
     connection, player, microphone, mode,
     endpointing: ENDPOINTING.includes(options.endpointing) ? options.endpointing : 'auto',
     bargeIn: options.bargeIn !== false,
+    strings,
     onState: (state, detail) => {
       view.setState(state);
       emit(host, 'state', { state, ...detail });

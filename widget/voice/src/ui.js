@@ -1,19 +1,7 @@
-// The widget's DOM: one button, a mode switch, live regions; all inside a shadow root so the
-// host page's CSS neither breaks it nor is touched by it.
-
-const LABELS = {
-  'push-to-talk': {
-    idle: 'Hold to talk', listening: 'Listening: release to send', thinking: 'Thinking: press to cancel',
-    speaking: 'Speaking: press to interrupt', error: 'Error: hold to try again',
-  },
-  'hands-free': {
-    idle: 'Start hands-free conversation', listening: 'Listening: press to stop',
-    thinking: 'Thinking: press to stop', speaking: 'Speaking: talk or press to interrupt',
-    error: 'Error: press to try again',
-  },
-};
-
-const STATUS = { idle: 'Ready', listening: 'Listening…', thinking: 'Thinking…', speaking: 'Speaking…', error: 'Error' };
+// The widget's DOM: one button, a mode switch, a text box, live regions; all inside a shadow root so
+// the host page's CSS neither breaks it nor is touched by it.
+import { STRINGS } from './i18n.js';
+import { safeActionUrl } from './links.js';
 
 const CSS = `
 :host { all: initial; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1f24; }
@@ -44,6 +32,13 @@ const CSS = `
 .vw-actions { display: flex; flex-wrap: wrap; gap: 6px; padding: 0; margin: 0; list-style: none; }
 .vw-actions a { color: #0b6bcb; }
 .vw-hint { font-size: 12px; color: #57606a; }
+.vw-type { display: flex; gap: 6px; margin-top: 10px; }
+.vw-type input { flex: 1; min-width: 0; font: inherit; padding: 6px 8px; border: 1px solid #8c959f; border-radius: 8px; }
+.vw-type button { font: inherit; padding: 6px 10px; border: 0; border-radius: 8px; background: #0b6bcb; color: #fff;
+  cursor: pointer; }
+.vw-type input:focus-visible, .vw-type button:focus-visible { outline: 3px solid #ffb000; outline-offset: 1px; }
+.vw-sr { position: absolute; width: 1px; height: 1px; padding: 0; margin: -1px; overflow: hidden;
+  clip: rect(0 0 0 0); white-space: nowrap; border: 0; }
 `;
 
 const MIC_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 '
@@ -58,13 +53,14 @@ function el(tag, className, attrs = {}) {
 
 /** Renders state and session content; forwards the user's presses to `handlers`. */
 export class WidgetView {
-  constructor(host, { mode, handlers, title = 'Voice assistant' }) {
+  constructor(host, { mode, handlers, title, strings = STRINGS.en, language = 'en', maxTextLength = 500 }) {
     this.host = host;
     this.handlers = handlers;
+    this.strings = strings;
     const root = host.attachShadow({ mode: 'open' });
     const style = el('style');
     style.textContent = CSS;
-    this.panel = el('section', 'vw', { 'aria-label': title });
+    this.panel = el('section', 'vw', { 'aria-label': title || strings.title, lang: language });
     const top = el('div', 'vw-top');
     this.button = el('button', 'vw-mic', { type: 'button' });
     this.button.innerHTML = MIC_ICON;
@@ -72,7 +68,7 @@ export class WidgetView {
     this.status = el('div', 'vw-status', { role: 'status', 'aria-live': 'polite' });
     const modeLabel = el('label', 'vw-mode');
     this.modeBox = el('input', '', { type: 'checkbox' });
-    modeLabel.append(this.modeBox, document.createTextNode('Hands-free'));
+    modeLabel.append(this.modeBox, document.createTextNode(strings.handsFree));
     this.hint = el('div', 'vw-hint');
     side.append(this.status, modeLabel, this.hint);
     top.append(this.button, side);
@@ -83,11 +79,30 @@ export class WidgetView {
     this.notice = el('div', 'vw-notice');
     this.error = el('div', 'vw-error', { role: 'alert' });
     log.append(this.you, this.reply, this.actions, this.notice, this.error);
-    this.panel.append(top, log);
+    this.panel.append(top, log, this.textForm(maxTextLength));
     root.append(style, this.panel);
     this.bind();
     this.setMode(mode);
     this.setState('idle');
+  }
+
+  /** The text box for visitors who cannot or do not want to speak: Enter (or Send) asks. */
+  textForm(maxLength) {
+    const form = el('form', 'vw-type');
+    const label = el('label', 'vw-sr', { for: 'vw-text' });
+    label.textContent = this.strings.textLabel;
+    this.textBox = el('input', '', {
+      id: 'vw-text', type: 'text', name: 'text', maxlength: String(maxLength), autocomplete: 'off',
+      enterkeyhint: 'send', placeholder: this.strings.textPlaceholder,
+    });
+    const send = el('button', '', { type: 'submit' });
+    send.textContent = this.strings.send;
+    form.append(label, this.textBox, send);
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      if (this.handlers.text && this.handlers.text(this.textBox.value)) this.textBox.value = '';
+    });
+    return form;
   }
 
   bind() {
@@ -125,9 +140,7 @@ export class WidgetView {
     this.mode = mode;
     this.modeBox.checked = mode === 'hands-free';
     this.host.dataset.mode = mode;
-    this.hint.textContent = mode === 'hands-free'
-      ? 'Press once and talk; I answer when you pause. Esc stops.'
-      : 'Hold the button (or Space) while you talk. Esc stops.';
+    this.hint.textContent = this.strings.hint[mode];
     this.setState(this.state || 'idle');
   }
 
@@ -135,11 +148,12 @@ export class WidgetView {
     this.state = state;
     this.panel.dataset.state = state;
     this.host.dataset.state = state;
-    this.button.setAttribute('aria-label', LABELS[this.mode][state]);
-    this.button.title = LABELS[this.mode][state];
+    const label = this.strings.labels[this.mode][state];
+    this.button.setAttribute('aria-label', label);
+    this.button.title = label;
     if (this.mode === 'hands-free') this.button.setAttribute('aria-pressed', String(state !== 'idle' && state !== 'error'));
     else this.button.setAttribute('aria-pressed', String(state === 'listening'));
-    this.status.textContent = STATUS[state];
+    this.status.textContent = this.strings.status[state];
     if (state === 'listening') {
       this.error.textContent = '';
       this.notice.textContent = '';
@@ -154,7 +168,7 @@ export class WidgetView {
       case 'error': this.error.textContent = update.text; break;
       case 'notice': this.notice.textContent = update.text; break;
       case 'connection':
-        this.notice.textContent = update.status === 'reconnecting' ? 'Connection lost, reconnecting…' : '';
+        this.notice.textContent = update.status === 'reconnecting' ? this.strings.reconnecting : '';
         break;
       default: break;
     }
@@ -163,7 +177,7 @@ export class WidgetView {
   showTranscript(text, final) {
     this.you.textContent = '';
     if (!text) return;
-    const label = document.createTextNode('You: ');
+    const label = document.createTextNode(this.strings.you);
     const span = el('span', final ? 'vw-final' : 'vw-partial');
     span.textContent = text;
     this.you.append(label, span);
@@ -177,9 +191,10 @@ export class WidgetView {
     this.reply.textContent = text;
     this.actions.textContent = '';
     for (const action of actions) {
-      if (!action || typeof action.url !== 'string' || !/^(https?:\/\/|\/)/.test(action.url)) continue;
+      const url = safeActionUrl(action && action.url);
+      if (!url) continue;
       const item = el('li');
-      const link = el('a', '', { href: action.url });
+      const link = el('a', '', { href: url });
       link.textContent = action.label || action.title || action.url;
       item.append(link);
       this.actions.append(item);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { VoiceController } from '../src/controller.js';
+import { STRINGS } from '../src/i18n.js';
 import { FakeConnection, FakePlayer, LOUD, QUIET, fakeMic } from './fakes.js';
 
 function setup(options = {}) {
@@ -283,4 +284,134 @@ test('barge-in also works when the user never stopped talking since the question
   assert.equal(player.stopped, 1);
   assert.equal(connection.controls('interrupt').length, 1);
   assert.equal(controller.state, 'idle', 'push-to-talk: wait for the next press');
+});
+
+/** What the server publishes for a typed question, up to its audio. */
+function typedAnswer(controller, turnId = 'x1', language = 'en-US') {
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: turnId });
+  controller.onEvent(event('status', turnId, { status: 'thinking' }));
+  controller.onEvent(event('transcript', turnId, { text: 'Do you deliver?', final: true, engine: 'text' }));
+  controller.onEvent(event('reply', turnId, { text: 'We deliver within 5 km.', language }));
+  controller.onEvent(event('audio', turnId, { audio_url: '/a/9', provider: 'piper', text: 'We deliver within 5 km.' }));
+}
+
+test('a typed question is sent as a text turn without the microphone, answered, then idle', async () => {
+  let micStarted = false;
+  const { controller, connection, player, states, views } = setup({
+    microphone: { start: () => { micStarted = true; return Promise.resolve(); } },
+  });
+  assert.equal(controller.ask('  Do you deliver? '), true);
+  assert.equal(controller.state, 'thinking');
+  await Promise.resolve();
+  assert.deepEqual(connection.controls('text'), [{ type: 'text', text: 'Do you deliver?' }]);
+  assert.equal(micStarted, false, 'typing never opens the microphone');
+  assert.equal(connection.frames.length, 0);
+  typedAnswer(controller);
+  assert.ok(views.some((v) => v.kind === 'transcript' && v.final && v.text === 'Do you deliver?'));
+  assert.ok(views.some((v) => v.kind === 'reply' && v.text === 'We deliver within 5 km.'));
+  assert.deepEqual(player.chunks.map((c) => [c.url, c.lang]), [['/a/9?token=tok', 'en-US']]);
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.onEvent(event('done', 'x1', { status: 'done' }));
+  finishPlayback(controller, player);
+  assert.deepEqual(states, ['thinking', 'speaking', 'idle']);
+});
+
+test('an empty typed question is not sent', async () => {
+  const { controller, connection } = setup();
+  assert.equal(controller.ask('   '), false);
+  assert.equal(controller.ask(undefined), false);
+  await Promise.resolve();
+  assert.deepEqual(connection.controls('text'), []);
+  assert.equal(controller.state, 'idle');
+});
+
+test('typing in hands-free mode without a conversation returns to idle, not to listening', async () => {
+  const { controller, player } = setup({ mode: 'hands-free' });
+  controller.ask('Do you deliver?');
+  await Promise.resolve();
+  typedAnswer(controller);
+  controller.onEvent(event('done', 'x1', { status: 'done' }));
+  finishPlayback(controller, player);
+  assert.equal(controller.state, 'idle');
+});
+
+test('typing during a hands-free conversation interrupts the reply and listens again afterwards', async () => {
+  const { controller, connection, player } = setup({ mode: 'hands-free', endpointing: 'client' });
+  controller.press();
+  feed(controller, LOUD, 10);
+  feed(controller, QUIET, 45);
+  answer(controller);
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.ask('And on Sunday?');
+  assert.equal(player.stopped, 1, 'the reply being played stops');
+  assert.deepEqual(connection.controls('interrupt').map((m) => m.turn_id), ['t1']);
+  await Promise.resolve();
+  assert.deepEqual(connection.controls('text').map((m) => m.text), ['And on Sunday?']);
+  typedAnswer(controller, 'x2');
+  controller.onEvent(event('done', 'x2', { status: 'done' }));
+  finishPlayback(controller, player);
+  assert.equal(controller.state, 'listening');
+});
+
+test('a typed question the server refuses says why in the widget language', async () => {
+  const { controller, views } = setup({ strings: STRINGS.ru });
+  controller.ask('x'.repeat(600));
+  await Promise.resolve();
+  controller.onEvent({ type: 'error', seq: null, code: 'text_too_long', message: 'longer than VOICE_TEXT_MAX_CHARS' });
+  assert.equal(controller.state, 'error');
+  assert.ok(views.some((v) => v.kind === 'error' && v.code === 'text_too_long' && v.text === STRINGS.ru.errors.text_too_long));
+});
+
+test('an error the widget has no words for shows the server message', async () => {
+  const { controller, views } = setup();
+  controller.ask('Do you deliver?');
+  await Promise.resolve();
+  controller.onEvent({ type: 'error', seq: null, code: 'storage_unavailable', message: 'retry in a few seconds' });
+  assert.ok(views.some((v) => v.kind === 'error' && v.text === 'retry in a few seconds'));
+});
+
+test('a typed question fails clearly when the socket cannot open', async () => {
+  const { controller, connection } = setup();
+  connection.open = () => Promise.reject(Object.assign(new Error('offline'), { code: 'ws_closed' }));
+  controller.ask('Do you deliver?');
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(controller.state, 'error');
+});
+
+test('messages come in the widget language', () => {
+  const { controller, views } = setup({ strings: STRINGS.ru });
+  pushToTalk(controller);
+  controller.onEvent({ type: 'accepted', seq: null, turn_id: 't1' });
+  controller.onEvent(event('done', 't1', { status: 'no_speech' }));
+  assert.ok(views.some((v) => v.kind === 'notice' && v.text === STRINGS.ru.notHeard));
+});
+
+test('the abandoned-turn list stays small over a long conversation', () => {
+  const { controller, player } = setup();
+  for (let i = 0; i < 200; i += 1) {
+    const id = `t${i}`;
+    pushToTalk(controller, 3, id);
+    answer(controller, id);
+    controller.onEvent(event('done', id, { status: 'done' }));
+    finishPlayback(controller, player);
+    assert.equal(controller.state, 'idle');
+  }
+  assert.ok(controller.abandoned.size <= 64, `${controller.abandoned.size} ids kept`);
+  assert.ok(controller.abandoned.has('t199'), 'the latest turns are still remembered');
+});
+
+test('an interrupted turn ignores its late events, and its done releases its id', () => {
+  const { controller, player, views } = setup();
+  pushToTalk(controller);
+  answer(controller);
+  controller.playbackStarted(player.chunks[0], 'audio');
+  controller.press(); // barge-in: t1 is abandoned
+  assert.ok(controller.abandoned.has('t1'));
+  const shown = views.length;
+  controller.onEvent(event('audio', 't1', { audio_url: '/a/3', provider: 'piper', text: 'late' }));
+  controller.onEvent(event('done', 't1', { status: 'interrupted' }));
+  assert.equal(views.length, shown, 'nothing of t1 is shown any more');
+  assert.equal(player.chunks.filter((c) => c.url === '/a/3?token=tok').length, 0);
+  assert.equal(controller.abandoned.has('t1'), false);
+  assert.equal(controller.turns.has('t1'), false);
 });
