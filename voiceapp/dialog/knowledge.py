@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import bm25s
+import numpy as np
 from pymongo import ASCENDING
 from pymongo.database import Database
 
 from voiceapp.config import Settings
 from voiceapp.errors import BadRequest
 from voiceapp.models import Passage
+from voiceapp.dialog import embed
 from voiceapp.dialog.text import tokenize
 from voiceapp.storage.mongo import knowledge_meta_collection
 
@@ -174,11 +176,22 @@ def add_documents(
             {"project": project, "source": source, "section": section, "text": body, "position": i, "added_at": now}
             for i, (section, body) in enumerate(passages)
         ]
+        _attach_embeddings(settings, rows)
         if rows:
             collection.insert_many(rows)
         total += len(rows)
     _bump_version(db, settings, project)
     return total
+
+
+def _attach_embeddings(settings: Settings, rows: list[dict]) -> None:
+    """Store each passage's dense vector with it, so a query only embeds the question."""
+    if not rows or not embed.enabled(settings):
+        return
+    vectors = embed.passages(settings, [embed.passage_text(row["section"], row["text"]) for row in rows])
+    for row, vector in zip(rows, vectors):
+        row["embedding"] = [round(float(x), 6) for x in vector]
+        row["embedding_model"] = embed.MODEL_NAME
 
 
 def remove_documents(db: Database, settings: Settings, project: str, sources: Iterable[str] | None = None) -> int:
@@ -225,6 +238,7 @@ class ProjectIndex:
     tokens: list[list[str]]
     retriever: bm25s.BM25 | None
     idf: dict[str, float]
+    vectors: np.ndarray | None = None  # (passages, 384) unit vectors; None when embeddings are off
 
     def token_set(self, i: int) -> set[str]:
         """Tokens of passage i (section title included)."""
@@ -241,6 +255,7 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
         .find({"project": project})
         .sort([("source", ASCENDING), ("position", ASCENDING)])
     )
+    rows = list(rows)
     passages = [Passage(project, row["source"], row["section"], row["text"]) for row in rows]
     tokens = [tokenize(f"{p.section.replace(' > ', ' ')} {p.text}") for p in passages]
     retriever = None
@@ -253,7 +268,23 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
             df[token] = df.get(token, 0) + 1
     n = len(passages)
     idf = {token: math.log(1 + (n - count + 0.5) / (count + 0.5)) for token, count in df.items()}
-    return ProjectIndex(stamp, passages, tokens, retriever, idf)
+    return ProjectIndex(stamp, passages, tokens, retriever, idf, _vectors(db, settings, rows))
+
+
+def _vectors(db: Database, settings: Settings, rows: list[dict]) -> np.ndarray | None:
+    """The stored passage vectors; passages stored before embeddings existed are embedded and saved once."""
+    if not embed.enabled(settings):
+        return None
+    missing = [row for row in rows if row.get("embedding_model") != embed.MODEL_NAME or not row.get("embedding")]
+    if missing:
+        _attach_embeddings(settings, missing)
+        collection = db[settings.knowledge_collection]
+        for row in missing:
+            fields = {"embedding": row["embedding"], "embedding_model": row["embedding_model"]}
+            collection.update_one({"_id": row["_id"]}, {"$set": fields})
+    if not rows:
+        return np.zeros((0, embed.DIM), dtype=np.float32)
+    return np.asarray([row["embedding"] for row in rows], dtype=np.float32)
 
 
 def project_index(db: Database, settings: Settings, project: str) -> ProjectIndex:

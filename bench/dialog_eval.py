@@ -1,0 +1,253 @@
+"""`python -m bench.dialog_eval` (`make eval`): score the dialog stage on the labelled evaluation set.
+
+Loads the demo knowledge bases (English and Russian) into a private MongoDB-wire server, asks every question of
+tests/data/dialog_eval/*.jsonl through `voiceapp.dialog.answer.respond` (the dialog stage itself, no
+recognition), and prints per-category answer accuracy, refusal precision/recall and latency. The held-out
+numbers go into bench/report.json as `answer_accuracy` and `refusal_accuracy`. `--calibrate` searches the
+hybrid score's weights and refusal threshold on the tuning half only and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from pymongo.database import Database
+
+from voiceapp.config import Settings
+from voiceapp.demo import KB_DIR, KB_RU_DIR
+from voiceapp.dialog import answer, knowledge, retrieval
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL_DIR = ROOT / "tests" / "data" / "dialog_eval"
+REPORT = Path(__file__).resolve().parent / "report.json"
+KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
+TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
+REFUSE = "refuse"
+
+
+def load_rows(languages: Iterable[str] = ("en", "ru"), split: str = "all") -> list[dict]:
+    """The evaluation rows of `languages`, optionally one split ('tune' or 'heldout')."""
+    rows = []
+    for lang in languages:
+        for line in (EVAL_DIR / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = {**json.loads(line), "lang": lang}
+                if split in ("all", row["split"]):
+                    rows.append(row)
+    return rows
+
+
+def project_of(lang: str) -> str:
+    return f"eval-{lang}"
+
+
+def load_knowledge(db: Database, settings: Settings, languages: Iterable[str] = ("en", "ru")) -> None:
+    """Each language's demo knowledge base as project eval-<lang> (embeddings computed on the way in)."""
+    for lang in languages:
+        knowledge.load_directory(db, settings, project_of(lang), KBS[lang])
+
+
+def _history(db: Database, settings: Settings, project: str, context: list[str]) -> list[dict]:
+    """Earlier turns as the dialog stage would read them: each context question asked and answered."""
+    history: list[dict] = []
+    for question in context:
+        reply = answer.respond(db, settings, project, question, history)
+        history.append({"transcript": question, "reply_text": reply.text, "intent": reply.intent})
+    return history
+
+
+def outcome_of(reply) -> str:
+    """'refuse' for the fallback, else the answering passage (source#section) or the intent."""
+    if reply.intent == "fallback":
+        return REFUSE
+    return reply.sources[0] if reply.sources else reply.intent
+
+
+def ask(db: Database, settings: Settings, row: dict) -> dict:
+    """One row through `respond`: its outcome, correctness and the dialog time of the question itself."""
+    project = project_of(row["lang"])
+    history = _history(db, settings, project, row.get("context", []))
+    started = time.perf_counter()
+    reply = answer.respond(db, settings, project, row["question"], history)
+    seconds = time.perf_counter() - started
+    got = outcome_of(reply)
+    return {**row, "got": got, "ok": got == row["expect"], "seconds": seconds, "reply": reply.text}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _share(hits: int, total: int) -> float | None:
+    return round(hits / total, 3) if total else None
+
+
+def score(results: list[dict]) -> dict:
+    """Answer accuracy, refusal accuracy / precision / recall, per category and language, latency."""
+    answerable = [r for r in results if r["expect"] != REFUSE]
+    refused = [r for r in results if r["got"] == REFUSE]
+    must_refuse = [r for r in results if r["expect"] == REFUSE]
+    decided_right = [r for r in results if (r["got"] == REFUSE) == (r["expect"] == REFUSE)]
+    seconds = [r["seconds"] for r in results]
+    out = {
+        "questions": len(results),
+        # Answerable questions answered from the labelled passage.
+        "answer_accuracy": _share(sum(r["ok"] for r in answerable), len(answerable)),
+        # The answer-or-refuse decision, over every question.
+        "refusal_accuracy": _share(len(decided_right), len(results)),
+        "refusal_precision": _share(sum(r["expect"] == REFUSE for r in refused), len(refused)),
+        "refusal_recall": _share(sum(r["got"] == REFUSE for r in must_refuse), len(must_refuse)),
+        "dialog_p50_ms": None if not seconds else round(1000 * _pct(seconds, 0.5), 1),
+        "dialog_p95_ms": None if not seconds else round(1000 * _pct(seconds, 0.95), 1),
+        "by_category": {},
+        "by_language": {},
+    }
+    for key, field in (("by_category", "category"), ("by_language", "lang")):
+        for name in sorted({r[field] for r in results}):
+            group = [r for r in results if r[field] == name]
+            out[key][name] = {"n": len(group), "accuracy": _share(sum(r["ok"] for r in group), len(group))}
+    out["failures"] = [{k: r[k] for k in ("id", "question", "expect", "got")} for r in results if not r["ok"]]
+    return out
+
+
+def evaluate(db: Database, settings: Settings, rows: list[dict]) -> dict:
+    """Ask every row (knowledge already loaded) and score the results."""
+    return score([ask(db, settings, row) for row in rows])
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _features(db: Database, settings: Settings, rows: list[dict]) -> list[tuple[dict, object, list]]:
+    """Per row: the question's candidates as `respond` would see them (embedding each question once)."""
+    out = []
+    for row in rows:
+        project = project_of(row["lang"])
+        history = _history(db, settings, project, row.get("context", []))
+        index, variants = answer.prepare(db, settings, project, row["question"], history)
+        out.append((row, index, variants))
+    return out
+
+
+def _objective(prepared: list[tuple[dict, object, list]], params: retrieval.Params) -> float:
+    """Share of rows decided right (right passage, or refused when it must be)."""
+    right = 0
+    for row, index, variants in prepared:
+        grounding = answer.hybrid_grounding(index, variants, params)
+        got = REFUSE if grounding is None else grounding.source
+        right += got == row["expect"]
+    return right / len(prepared)
+
+
+def calibrate(db: Database, settings: Settings, rows: list[dict]) -> tuple[retrieval.Params, float]:
+    """Grid search of the hybrid weights and the refusal threshold on `rows` (the tuning half)."""
+    prepared = _features(db, settings, rows)
+    best: tuple[float, float, retrieval.Params] | None = None
+    coverage_weights = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
+    margin_weights = [0.0, 0.25, 0.5, 1.0, 1.5]
+    thresholds = [x / 10 for x in range(5, 71, 2)]
+    for cw, mw, th in itertools.product(coverage_weights, margin_weights, thresholds):
+        params = retrieval.Params(cw, mw, th)
+        value = _objective(prepared, params)
+        # Ties go to the threshold in the middle of the best plateau (found by scanning thresholds in order).
+        if best is None or value > best[0] + 1e-9:
+            best = (value, th, params)
+    assert best is not None
+    return best[2], best[0]
+
+
+# ---------------------------------------------------------------- running
+
+
+def private_mongo() -> Iterator[str]:
+    """A MongoDB-wire server (memory engine) for this run, or MONGO_URI when set."""
+    if os.environ.get("MONGO_URI"):
+        yield os.environ["MONGO_URI"]
+        return
+    from voiceapp import stack
+
+    cmd = [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("ready "):
+            raise SystemExit(f"MongoDB-wire server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _print(title: str, result: dict) -> None:
+    print(f"\n== {title}: {result['questions']} questions")
+    for name, group in result["by_category"].items():
+        print(f"  {name:16} n={group['n']:3}  accuracy {group['accuracy']}")
+    for name, group in result["by_language"].items():
+        print(f"  language {name:7} n={group['n']:3}  accuracy {group['accuracy']}")
+    for key in ("answer_accuracy", "refusal_accuracy", "refusal_precision", "refusal_recall"):
+        target = TARGETS.get(key)
+        print(f"  {key:18} {result[key]}" + (f"  (target >= {target})" if target else ""))
+    print(f"  dialog latency p50 {result['dialog_p50_ms']} ms, p95 {result['dialog_p95_ms']} ms (target p50 <= 30)")
+    for failure in result["failures"]:
+        print(f"  miss {failure['id']}: {failure['question']!r} expected {failure['expect']}, got {failure['got']}")
+
+
+def write_report(heldout: dict, tune: dict, path: Path = REPORT) -> None:
+    """Merge the dialog keys into report.json, keeping every other scenario's numbers."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["answer_accuracy"] = heldout["answer_accuracy"]
+    data["refusal_accuracy"] = heldout["refusal_accuracy"]
+    data["dialog_p50_ms"] = heldout["dialog_p50_ms"]
+    data.setdefault("scenarios", {})["dialog_eval"] = {
+        "heldout": heldout,
+        "tune": tune,
+        "params": asdict(retrieval.CALIBRATED),
+        "load_average": list(os.getloadavg()),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dialog_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--calibrate", action="store_true", help="search weights/threshold on the tuning half")
+    parser.add_argument("--out", type=Path, default=REPORT, help="report.json to update (default bench/)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    for uri in private_mongo():
+        settings = Settings.from_env({}, mongo_uri=uri, mongo_db=f"eval_{uuid.uuid4().hex[:10]}")
+        from migrations import migrate
+        from voiceapp.storage.mongo import get_db
+
+        db = get_db(settings)
+        migrate(db, settings)
+        load_knowledge(db, settings)
+        if args.calibrate:
+            params, value = calibrate(db, settings, load_rows(split="tune"))
+            print(f"calibrated on the tuning half: {params} decides {value:.3f} of the rows right")
+            return 0
+        tune = evaluate(db, settings, load_rows(split="tune"))
+        heldout = evaluate(db, settings, load_rows(split="heldout"))
+        _print("tuning half", tune)
+        _print("held-out half", heldout)
+        if not args.no_write:
+            write_report(heldout, tune, args.out)
+            print(f"\nwrote answer_accuracy / refusal_accuracy (held-out) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
