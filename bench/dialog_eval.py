@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 from pymongo.database import Database
 
 from voiceapp.config import Settings
@@ -152,21 +153,48 @@ def _objective(prepared: list[tuple[dict, object, list]], params: retrieval.Para
     return right / len(prepared)
 
 
+def _source(index, i: int) -> str:
+    passage = index.passages[i]
+    return f"{passage.source}#{passage.section.split(' > ')[-1]}"
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.1, steps: int = 3000) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by gradient descent on standardised features; raw-scale weights."""
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    xs = (x - mean) / std
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(xs @ w + b)))
+        w -= 0.5 * (xs.T @ (p - y) / len(y) + l2 * w)
+        b -= 0.5 * float((p - y).mean())
+    return w / std, b - float((w * mean / std).sum())
+
+
+def _fit(prepared: list[tuple[dict, object, list]], cw: float, tw: float) -> retrieval.Params:
+    """For one pick rule: fit the decision on 'the picked passage is the right answer' (refusals are 0)."""
+    rows, labels = [], []
+    probe = retrieval.Params(cw, tw)
+    for row, index, variants in prepared:
+        choice = retrieval.pick(variants[0][1], probe)
+        if choice is None:
+            continue
+        rows.append(retrieval.features(choice.candidate, choice.gap))
+        labels.append(float(row["expect"] == _source(index, choice.candidate.index)))
+    w, b = fit_logistic(np.array(rows), np.array(labels))
+    return retrieval.Params(cw, tw, tuple(round(float(v), 4) for v in w), round(b, 4))
+
+
 def calibrate(db: Database, settings: Settings, rows: list[dict]) -> tuple[retrieval.Params, float]:
-    """Grid search of the hybrid weights and the refusal threshold on `rows` (the tuning half)."""
+    """Pick-rule weights by grid search, the refusal decision by logistic regression, on `rows` (tuning half)."""
     prepared = _features(db, settings, rows)
-    best: tuple[float, float, retrieval.Params] | None = None
-    coverage_weights = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]
-    margin_weights = [0.0, 0.25, 0.5, 1.0, 1.5]
-    thresholds = [x / 10 for x in range(5, 71, 2)]
-    for cw, mw, th in itertools.product(coverage_weights, margin_weights, thresholds):
-        params = retrieval.Params(cw, mw, th)
+    best: tuple[float, retrieval.Params] | None = None
+    for cw, tw in itertools.product([0.0, 0.5, 1.0, 1.5, 2.0, 3.0], [0.0, 0.25, 0.5]):
+        params = _fit(prepared, cw, tw)
         value = _objective(prepared, params)
-        # Ties go to the threshold in the middle of the best plateau (found by scanning thresholds in order).
         if best is None or value > best[0] + 1e-9:
-            best = (value, th, params)
+            best = (value, params)
     assert best is not None
-    return best[2], best[0]
+    return best[1], best[0]
 
 
 # ---------------------------------------------------------------- running

@@ -139,23 +139,24 @@ def hybrid_grounding(
     index: ProjectIndex, variants: list[tuple[str, list[retrieval.Candidate]]], params: retrieval.Params
 ) -> Grounding | None:
     """The best passage over the question's wordings (as rewritten, as said), or None when none clears the bar."""
-    chosen: tuple[str, retrieval.Candidate, list[retrieval.Candidate]] | None = None
+    chosen: tuple[str, retrieval.Choice, list[retrieval.Candidate]] | None = None
     for question, found in variants:
-        best = retrieval.choose(found, params)
-        # The follow-up's rewritten question (first) wins unless the words as said score higher.
-        if best is not None and (chosen is None or best.score(params) > chosen[1].score(params) + 1e-9):
-            chosen = (question, best, found)
+        choice = retrieval.choose(found, params)
+        # The follow-up's rewritten question (first) wins unless the words as said are more surely answered.
+        if choice is not None and (chosen is None or choice.logit > chosen[1].logit + 1e-9):
+            chosen = (question, choice, found)
     if chosen is None:
         return None
-    question, best, found = chosen
+    question, choice, found = chosen
+    best = choice.candidate
     query, soft = tokenize(question), expansion_tokens(question)
-    strength = round(retrieval.confidence(best, params), 3)
+    strength = round(choice.confidence, 3)
     tied = [(c.coverage, c.hits, c.bm25, c.index) for c in found if abs(c.coverage - best.coverage) < 1e-9]
     tied.sort(key=lambda item: item[3] != best.index)
     overview = _overview(index, question, query or soft, tied)
     if overview is not None:
         return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength)
-    passage = _scored(index.passages[best.index], best.score(params))
+    passage = _scored(index.passages[best.index], best.pick_score(params))
     return Grounding(
         passage, best.coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question, strength
     )

@@ -21,7 +21,7 @@ from voiceapp.config import Settings
 from voiceapp.errors import BadRequest
 from voiceapp.models import Passage
 from voiceapp.dialog import embed
-from voiceapp.dialog.text import tokenize
+from voiceapp.dialog.text import sentences, tokenize
 from voiceapp.storage.mongo import knowledge_meta_collection
 
 Format = Literal["markdown", "text", "html"]
@@ -185,13 +185,23 @@ def add_documents(
 
 
 def _attach_embeddings(settings: Settings, rows: list[dict]) -> None:
-    """Store each passage's dense vector with it, so a query only embeds the question."""
+    """Store each passage's dense vectors with it (whole passage, and each sentence), so a query only embeds
+    the question; a sentence alone matches a short question more sharply than its whole passage."""
     if not rows or not embed.enabled(settings):
         return
-    vectors = embed.passages(settings, [embed.passage_text(row["section"], row["text"]) for row in rows])
-    for row, vector in zip(rows, vectors):
-        row["embedding"] = [round(float(x), 6) for x in vector]
+    texts = [embed.passage_text(row["section"], row["text"]) for row in rows]
+    per_row = [[embed.passage_text(row["section"].split(" > ")[-1], s) for s in sentences(row["text"])] for row in rows]
+    vectors = embed.passages(settings, texts + [text for group in per_row for text in group])
+    at = len(rows)
+    for i, (row, group) in enumerate(zip(rows, per_row)):
+        row["embedding"] = _stored(vectors[i])
+        row["sentence_embeddings"] = [_stored(v) for v in vectors[at : at + len(group)]]
         row["embedding_model"] = embed.MODEL_NAME
+        at += len(group)
+
+
+def _stored(vector: np.ndarray) -> list[float]:
+    return [round(float(x), 6) for x in vector]
 
 
 def remove_documents(db: Database, settings: Settings, project: str, sources: Iterable[str] | None = None) -> int:
@@ -239,6 +249,8 @@ class ProjectIndex:
     retriever: bm25s.BM25 | None
     idf: dict[str, float]
     vectors: np.ndarray | None = None  # (passages, 384) unit vectors; None when embeddings are off
+    sentence_vectors: np.ndarray | None = None  # (sentences, 384), passage by passage
+    sentence_owner: np.ndarray | None = None  # passage number of each sentence vector
 
     def token_set(self, i: int) -> set[str]:
         """Tokens of passage i (section title included)."""
@@ -268,23 +280,29 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
             df[token] = df.get(token, 0) + 1
     n = len(passages)
     idf = {token: math.log(1 + (n - count + 0.5) / (count + 0.5)) for token, count in df.items()}
-    return ProjectIndex(stamp, passages, tokens, retriever, idf, _vectors(db, settings, rows))
+    index = ProjectIndex(stamp, passages, tokens, retriever, idf)
+    _load_vectors(db, settings, rows, index)
+    return index
 
 
-def _vectors(db: Database, settings: Settings, rows: list[dict]) -> np.ndarray | None:
-    """The stored passage vectors; passages stored before embeddings existed are embedded and saved once."""
+def _load_vectors(db: Database, settings: Settings, rows: list[dict], index: ProjectIndex) -> None:
+    """The stored vectors into `index`; passages stored before embeddings existed are embedded and saved once."""
     if not embed.enabled(settings):
-        return None
-    missing = [row for row in rows if row.get("embedding_model") != embed.MODEL_NAME or not row.get("embedding")]
+        return
+    missing = [
+        row for row in rows if row.get("embedding_model") != embed.MODEL_NAME or "sentence_embeddings" not in row
+    ]
     if missing:
         _attach_embeddings(settings, missing)
         collection = db[settings.knowledge_collection]
         for row in missing:
-            fields = {"embedding": row["embedding"], "embedding_model": row["embedding_model"]}
+            fields = {k: row[k] for k in ("embedding", "sentence_embeddings", "embedding_model")}
             collection.update_one({"_id": row["_id"]}, {"$set": fields})
-    if not rows:
-        return np.zeros((0, embed.DIM), dtype=np.float32)
-    return np.asarray([row["embedding"] for row in rows], dtype=np.float32)
+    index.vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32).reshape(len(rows), embed.DIM)
+    owner = [i for i, row in enumerate(rows) for _ in row["sentence_embeddings"]]
+    flat = [v for row in rows for v in row["sentence_embeddings"]]
+    index.sentence_vectors = np.asarray(flat, dtype=np.float32).reshape(len(flat), embed.DIM)
+    index.sentence_owner = np.asarray(owner, dtype=np.int64)
 
 
 def project_index(db: Database, settings: Settings, project: str) -> ProjectIndex:

@@ -25,12 +25,17 @@ STD_FLOOR = 0.015
 
 @dataclass(frozen=True)
 class Params:
-    """Weights of the hybrid score and the refusal threshold, calibrated by `python -m bench.dialog_eval
-    --calibrate` on the evaluation set's tuning half (see tests/data/dialog_eval/README.md)."""
+    """How the best passage is picked and when to refuse, calibrated by `python -m bench.dialog_eval --calibrate`
+    on the evaluation set's tuning half only (tests/data/dialog_eval/README.md).
 
-    coverage_weight: float = 1.5
-    margin_weight: float = 0.5
-    threshold: float = 2.5
+    The pick: the highest z + coverage_weight * coverage + title_weight * title hits. The decision: a logistic
+    model over (cosine, z, gap to the runner-up's pick score, coverage); answer when its logit is >= 0.
+    """
+
+    coverage_weight: float = 0.0
+    title_weight: float = 0.25
+    weights: tuple[float, float, float, float] = (15.0553, 0.5329, 0.5041, 1.8069)
+    bias: float = -14.456
 
 
 CALIBRATED = Params()
@@ -43,14 +48,32 @@ class Candidate:
     index: int
     dense: float  # cosine similarity
     z: float  # cosine relative to the question's similarities with every passage
-    margin: float  # z above the next best passage (how clearly this one stands out)
     coverage: float  # IDF-weighted share of the question's words the passage contains
     bm25: float
     hits: int  # question words in the passage's own heading
 
-    def score(self, params: Params = CALIBRATED) -> float:
-        """The hybrid score: dense relative similarity plus word coverage plus how much it stands out."""
-        return self.z + params.coverage_weight * self.coverage + params.margin_weight * self.margin
+    def pick_score(self, params: Params = CALIBRATED) -> float:
+        """What ranks the candidates of one question."""
+        return self.z + params.coverage_weight * self.coverage + params.title_weight * self.hits
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The picked candidate, its gap to the runner-up, and the decision's logit (>= 0: answer)."""
+
+    candidate: Candidate
+    gap: float
+    logit: float
+
+    @property
+    def confidence(self) -> float:
+        """0..1, 0.5 at the refusal boundary."""
+        return 1.0 / (1.0 + math.exp(-self.logit))
+
+
+def features(candidate: Candidate, gap: float) -> tuple[float, float, float, float]:
+    """What the decision model reads: cosine, z, gap to the runner-up, coverage."""
+    return (candidate.dense, candidate.z, gap, candidate.coverage)
 
 
 def coverage(query: list[str], tokens: set[str], idf: dict[str, float]) -> float:
@@ -74,46 +97,57 @@ def title_hits(index: ProjectIndex, i: int, terms: list[str]) -> int:
     return sum(1 for term in set(terms) if term in title)
 
 
+def dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
+    """Per passage, the higher cosine of the whole passage and of its best sentence."""
+    assert index.vectors is not None
+    sims = index.vectors @ qvec
+    if index.sentence_vectors is not None and len(index.sentence_vectors):
+        # Sentences are stored passage by passage: the max of each passage's run of rows.
+        best = np.full(len(sims), -1.0, dtype=np.float32)
+        np.maximum.at(best, index.sentence_owner, index.sentence_vectors @ qvec)
+        sims = np.maximum(sims, best)
+    return sims
+
+
 def candidates(
     index: ProjectIndex, query: list[str], soft: list[str], qvec: np.ndarray, k: int = 10
 ) -> list[Candidate]:
     """The union of the BM25 and the dense top k, each with every signal, best hybrid score first."""
     if index.vectors is None or not len(index.passages):
         return []
-    sims = index.vectors @ qvec.astype(np.float32)
+    sims = dense_scores(index, qvec.astype(np.float32))
     std = max(float(sims.std()), STD_FLOOR)
     z = (sims - float(sims.mean())) / std
     bm25 = dict(rank(index, query + soft, k))
     dense_top = [int(i) for i in np.argsort(-sims)[:k]]
-    order = sorted(z, reverse=True)
     scored_query = query or soft
     out = []
     for i in dict.fromkeys(dense_top + list(bm25)):
-        others = order[1] if len(order) > 1 and z[i] >= order[0] else order[0]
-        margin = float(z[i] - others) if len(order) > 1 else 0.0
         out.append(
             Candidate(
                 index=i,
                 dense=float(sims[i]),
                 z=float(z[i]),
-                margin=margin,
                 coverage=coverage(scored_query, index.token_set(i), index.idf),
                 bm25=bm25.get(i, 0.0),
                 hits=title_hits(index, i, query + soft),
             )
         )
-    out.sort(key=lambda c: (-c.score(), -c.hits, -c.bm25))
     return out
 
 
-def choose(found: list[Candidate], params: Params = CALIBRATED) -> Candidate | None:
-    """The best candidate when its score clears the calibrated threshold, else None (refuse)."""
+def pick(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
+    """The best-ranked candidate with its decision logit (None when there is no candidate)."""
     if not found:
         return None
-    best = max(found, key=lambda c: (c.score(params), c.hits, c.bm25))
-    return best if best.score(params) >= params.threshold else None
+    ranked = sorted(found, key=lambda c: (-c.pick_score(params), -c.hits, -c.bm25))
+    best = ranked[0]
+    gap = best.pick_score(params) - ranked[1].pick_score(params) if len(ranked) > 1 else 0.0
+    logit = params.bias + sum(w * f for w, f in zip(params.weights, features(best, gap)))
+    return Choice(best, gap, logit)
 
 
-def confidence(candidate: Candidate, params: Params = CALIBRATED) -> float:
-    """0..1, 0.5 at the refusal threshold: how far the score is above it."""
-    return 1.0 / (1.0 + math.exp(-(candidate.score(params) - params.threshold)))
+def choose(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
+    """The pick when the decision says answer, else None (refuse)."""
+    choice = pick(found, params)
+    return choice if choice is not None and choice.logit >= 0 else None
