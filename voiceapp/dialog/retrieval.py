@@ -1,0 +1,178 @@
+"""Hybrid retrieval: BM25 and word coverage beside dense e5 similarity, and the answer-or-refuse decision."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from voiceapp.dialog.knowledge import ProjectIndex, rank
+from voiceapp.dialog.text import related, tokenize
+
+# Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
+GENERIC = frozenset(
+    tokenize(
+        "allowed have offer sell serve accept available possible get buy order number thing option kind type "
+        "place use work go come make take find give time long way bring"
+    )
+)
+GENERIC_WEIGHT = 0.15
+# e5 cosines are compressed (0.75-0.91 here), so a passage's similarity is read relative to the question's
+# similarities with every passage of the project: (cos - mean) / max(std, STD_FLOOR).
+STD_FLOOR = 0.015
+# Word matching's own bar (the BM25-only path's MIN_COVERAGE): its pick is one more vote for a passage.
+LEXICAL_COVERAGE = 0.55
+
+
+@dataclass(frozen=True)
+class Params:
+    """How the best passage is picked and when to refuse, calibrated by `python -m bench.dialog_eval --calibrate`
+    on the evaluation set's tuning half only (tests/data/dialog_eval/README.md).
+
+    The pick: the highest z + coverage_weight * coverage + title_weight * title hits + lexical_weight when word
+    matching picks the same passage. The decision: a logistic model over (cosine, z, gap to the runner-up's pick
+    score, coverage, word matching agrees, z below the densest passage's); answer when its logit is >= 0.
+    """
+
+    coverage_weight: float = 1.0
+    title_weight: float = 0.5
+    lexical_weight: float = 2.0
+    weights: tuple[float, ...] = (14.9655, 0.4746, 0.2445, 1.3702, 0.6, -0.6733)
+    bias: float = -14.1489
+
+
+CALIBRATED = Params()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One passage's signals for one question."""
+
+    index: int
+    dense: float  # cosine similarity
+    z: float  # cosine relative to the question's similarities with every passage
+    coverage: float  # IDF-weighted share of the question's words the passage contains
+    bm25: float
+    hits: int  # question words in the passage's own heading
+    lexical: bool = False  # word matching alone (coverage >= LEXICAL_COVERAGE, best of those) picks it too
+
+    def pick_score(self, params: Params = CALIBRATED) -> float:
+        """What ranks the candidates of one question."""
+        return (
+            self.z
+            + params.coverage_weight * self.coverage
+            + params.title_weight * self.hits
+            + params.lexical_weight * self.lexical
+        )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The picked candidate, its gap to the runner-up, and the decision's logit (>= 0: answer)."""
+
+    candidate: Candidate
+    gap: float
+    logit: float
+
+    @property
+    def confidence(self) -> float:
+        """0..1, 0.5 at the refusal boundary."""
+        return 1.0 / (1.0 + math.exp(-self.logit))
+
+
+def features(candidate: Candidate, gap: float, top_z: float) -> tuple[float, ...]:
+    """What the decision model reads: cosine, z, gap to the runner-up, coverage, word matching agrees, and how
+    far the pick's z is below the densest passage's (words and meaning disagree: "sell cars" vs "car park")."""
+    return (candidate.dense, candidate.z, gap, candidate.coverage, float(candidate.lexical), candidate.z - top_z)
+
+
+def coverage(
+    query: list[str], tokens: set[str], idf: dict[str, float], generic_weight: float = GENERIC_WEIGHT
+) -> float:
+    """IDF-weighted share of the question's words that the passage contains (GENERIC words count for less)."""
+    if not query:
+        return 0.0
+    # A word the knowledge base never uses ("pizza") is the strongest sign of an out-of-scope question.
+    unknown = max(idf.values(), default=1.0)
+
+    def weight(token: str) -> float:
+        return idf.get(token, unknown) * (generic_weight if token in GENERIC else 1.0)
+
+    total = sum(weight(token) for token in query)
+    found = sum(weight(token) for token in query if related(token) & tokens)
+    return found / total if total else 0.0
+
+
+def title_hits(index: ProjectIndex, i: int, terms: list[str]) -> int:
+    """How many question terms passage i's own (last) heading contains."""
+    title = set(tokenize(index.passages[i].section.rsplit(" > ", 1)[-1]))
+    return sum(1 for term in set(terms) if term in title)
+
+
+def dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
+    """Per passage, the higher cosine of the whole passage and of its best sentence."""
+    assert index.vectors is not None
+    sims = index.vectors @ qvec
+    if index.sentence_vectors is not None and len(index.sentence_vectors):
+        # Sentences are stored passage by passage: the max of each passage's run of rows.
+        best = np.full(len(sims), -1.0, dtype=np.float32)
+        np.maximum.at(best, index.sentence_owner, index.sentence_vectors @ qvec)
+        sims = np.maximum(sims, best)
+    return sims
+
+
+def candidates(
+    index: ProjectIndex, query: list[str], soft: list[str], qvec: np.ndarray, k: int = 10
+) -> list[Candidate]:
+    """The union of the BM25 and the dense top k, each with every signal, best hybrid score first."""
+    if index.vectors is None or not len(index.passages):
+        return []
+    sims = dense_scores(index, qvec.astype(np.float32))
+    std = max(float(sims.std()), STD_FLOOR)
+    z = (sims - float(sims.mean())) / std
+    bm25 = dict(rank(index, query + soft, k))
+    dense_top = [int(i) for i in np.argsort(-sims)[:k]]
+    scored_query = query or soft
+    out = []
+    for i in dict.fromkeys(dense_top + list(bm25)):
+        out.append(
+            Candidate(
+                index=i,
+                dense=float(sims[i]),
+                z=float(z[i]),
+                # Every word counts here: "sell" is what sets "do you sell cars?" apart from the car park.
+                coverage=coverage(scored_query, index.token_set(i), index.idf, generic_weight=1.0),
+                bm25=bm25.get(i, 0.0),
+                hits=title_hits(index, i, query + soft),
+            )
+        )
+    return _mark_lexical(out)
+
+
+def _mark_lexical(found: list[Candidate]) -> list[Candidate]:
+    """Flag the passage word matching alone would answer from (most coverage, then heading hits, then BM25)."""
+    covered = [c for c in found if c.coverage >= LEXICAL_COVERAGE]
+    if not covered:
+        return found
+    top = max(covered, key=lambda c: (c.coverage, c.hits, c.bm25))
+    return [dataclasses.replace(c, lexical=True) if c is top else c for c in found]
+
+
+def pick(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
+    """The best-ranked candidate with its decision logit (None when there is no candidate)."""
+    if not found:
+        return None
+    ranked = sorted(found, key=lambda c: (-c.pick_score(params), -c.hits, -c.bm25))
+    best = ranked[0]
+    gap = best.pick_score(params) - ranked[1].pick_score(params) if len(ranked) > 1 else 0.0
+    top_z = max(c.z for c in found)
+    logit = params.bias + sum(w * f for w, f in zip(params.weights, features(best, gap, top_z)))
+    return Choice(best, gap, logit)
+
+
+def choose(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
+    """The pick when the decision says answer, else None (refuse)."""
+    choice = pick(found, params)
+    return choice if choice is not None and choice.logit >= 0 else None
