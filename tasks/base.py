@@ -20,7 +20,7 @@ TRANSIENT = (StorageUnavailable, ConnectionFailure, redis.ConnectionError, redis
 
 
 class StageTask(Task):
-    """A stage of a turn: a worker killed mid-stage hands it back (stages skip work already recorded)."""
+    """A stage of a turn: a worker killed mid-stage hands it back (stages claim their turn, so it runs once)."""
 
     acks_late = True
     reject_on_worker_lost = True
