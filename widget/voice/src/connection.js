@@ -53,6 +53,7 @@ export class VoiceConnection {
     this.timers = options.timers || { set: (f, ms) => setTimeout(f, ms), clear: (id) => clearTimeout(id) };
     this.onEvent = options.onEvent || (() => {});
     this.onStatus = options.onStatus || (() => {});
+    this.onSession = options.onSession || (() => {});
     this.pingMs = options.pingMs ?? 20000;
     this.session = null;
     this.token = null;
@@ -104,6 +105,7 @@ export class VoiceConnection {
   /** Take a session view with a token; schedule the next refresh before it expires. */
   adopt(view) {
     this.session = { ...(this.session || {}), ...view };
+    this.onSession(this.session);
     this.token = view.token || this.token;
     this.timers.clear(this.refreshTimer);
     if (view.token_expires_in) {

@@ -33,6 +33,7 @@ export function init(options = {}) {
   const connection = new VoiceConnection({
     endpoint: options.endpoint || '', project: options.project, language,
     languageRequired: Boolean(languageTag(options.language)),
+    onSession: (session) => view.setMaxTextLength(session.text_max_chars),
     voice: options.voice, onEvent: (message) => controller.onEvent(message),
     onStatus: (status) => {
       view.show({ kind: 'connection', status });

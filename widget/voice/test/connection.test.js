@@ -205,3 +205,15 @@ test('a language the embed asked for is never silently dropped', async () => {
   await assert.rejects(conn.open(), (err) => err.code === 'language_unsupported');
   assert.equal(calls.length, 1);
 });
+
+test('the session view (with the server text cap) is handed on when it is created and refreshed', async () => {
+  const seen = [];
+  const { conn } = setup([[201, { ...SESSION, text_max_chars: 120 }], [200, { ...SESSION, token: 'tok2' }]],
+    { onSession: (view) => seen.push([view.token, view.text_max_chars]) });
+  const opened = conn.open();
+  await flush();
+  FakeSocket.all[0].accept();
+  await opened;
+  await conn.refreshToken();
+  assert.deepEqual(seen, [['tok1', 120], ['tok2', 120]]);
+});
