@@ -204,6 +204,7 @@ def test_text_check_trims_and_names_what_is_wrong():
 def test_text_length_cap_is_a_setting(front):
     app = front(text_max_chars=10)
     session = new_session(app.base_url, "demo")
+    assert session["text_max_chars"] == 10  # clients (the widget's text box) learn the cap with the session
     assert _post_text(app.base_url, session, {"text": "Open now?"}).status_code == 202
     refused = _post_text(app.base_url, session, {"text": "Are you open now?"})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "text_too_long"

@@ -68,6 +68,7 @@ def _session_view(rt: Runtime, session: dict[str, Any], token: str | None = None
         "status": session.get("status"),
         "expires_at": session["expires_at"].isoformat(),
         "websocket_url": websocket_url(rt, sid),
+        "text_max_chars": rt.settings.text_max_chars,  # the widget's text box caps typing at it
     }
     if token:
         view.update(token=token, token_expires_in=rt.settings.token_ttl)

@@ -44,6 +44,8 @@ export class VoiceConnection {
     this.endpoint = options.endpoint || '';
     this.project = options.project;
     this.language = options.language || null;
+    // false when the language is only the page's <html lang>: a hint the server may not support.
+    this.languageRequired = options.languageRequired !== false;
     this.voice = options.voice || null;
     this.base = options.base || (typeof location !== 'undefined' ? location.href : 'http://localhost/');
     this.fetch = options.fetch || ((...args) => globalThis.fetch(...args));
@@ -51,6 +53,7 @@ export class VoiceConnection {
     this.timers = options.timers || { set: (f, ms) => setTimeout(f, ms), clear: (id) => clearTimeout(id) };
     this.onEvent = options.onEvent || (() => {});
     this.onStatus = options.onStatus || (() => {});
+    this.onSession = options.onSession || (() => {});
     this.pingMs = options.pingMs ?? 20000;
     this.session = null;
     this.token = null;
@@ -75,13 +78,24 @@ export class VoiceConnection {
     return this.opening;
   }
 
-  async createSession() {
+  postSession() {
     const body = { project: this.project };
     if (this.language) body.language = this.language;
     if (this.voice) body.voice = this.voice;
-    const response = await this.fetch(apiUrl(this.endpoint, '/api/v1/voice/sessions'), {
+    return this.fetch(apiUrl(this.endpoint, '/api/v1/voice/sessions'), {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
     });
+  }
+
+  async createSession() {
+    let response = await this.postSession();
+    if (response.status === 400 && this.language && !this.languageRequired) {
+      // A page language the server cannot serve: its default language beats no assistant at all.
+      const err = await readError(response);
+      if (err.code !== 'language_unsupported') throw err;
+      this.language = null;
+      response = await this.postSession();
+    }
     if (response.status !== 201) throw await readError(response);
     this.adopt(await response.json());
     this.lastSeq = 0;
@@ -91,6 +105,7 @@ export class VoiceConnection {
   /** Take a session view with a token; schedule the next refresh before it expires. */
   adopt(view) {
     this.session = { ...(this.session || {}), ...view };
+    this.onSession(this.session);
     this.token = view.token || this.token;
     this.timers.clear(this.refreshTimer);
     if (view.token_expires_in) {

@@ -1,7 +1,7 @@
 // Entry point: `VoiceWidget.init({...})`, or automatic from the <script data-project=...> tag.
 import { VoiceConnection } from './connection.js';
 import { ENDPOINTING, VoiceController } from './controller.js';
-import { sessionLanguage, stringsFor, uiLanguage } from './i18n.js';
+import { languageTag, sessionLanguage, stringsFor, uiLanguage } from './i18n.js';
 import { Microphone } from './microphone.js';
 import { BrowserSpeech, ReplyPlayer, WebAudioOutput } from './player.js';
 import { WidgetView } from './ui.js';
@@ -32,6 +32,8 @@ export function init(options = {}) {
   const microphone = new Microphone({ onFrame: (frame) => controller.onFrame(frame) });
   const connection = new VoiceConnection({
     endpoint: options.endpoint || '', project: options.project, language,
+    languageRequired: Boolean(languageTag(options.language)),
+    onSession: (session) => view.setMaxTextLength(session.text_max_chars),
     voice: options.voice, onEvent: (message) => controller.onEvent(message),
     onStatus: (status) => {
       view.show({ kind: 'connection', status });

@@ -105,6 +105,11 @@ export class WidgetView {
     return form;
   }
 
+  /** The server's cap on typed questions (VOICE_TEXT_MAX_CHARS), learnt with the session. */
+  setMaxTextLength(chars) {
+    if (Number.isInteger(chars) && chars > 0) this.textBox.setAttribute('maxlength', String(chars));
+  }
+
   bind() {
     const { button, handlers } = this;
     const isTalkKey = (event) => event.key === ' ' || event.key === 'Enter';

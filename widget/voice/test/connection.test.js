@@ -46,7 +46,7 @@ function manualTimers() {
 
 function fakeFetch(log, responses) {
   return async (url, init) => {
-    log.push([init.method, url, init.headers]);
+    log.push([init.method, url, init.headers, init.body ? JSON.parse(init.body) : null]);
     const [status, body] = responses.shift();
     return { status, ok: status < 300, json: async () => body };
   };
@@ -54,7 +54,7 @@ function fakeFetch(log, responses) {
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 
-function setup(responses) {
+function setup(responses, options = {}) {
   FakeSocket.all = [];
   const calls = [];
   const events = [];
@@ -63,7 +63,7 @@ function setup(responses) {
   const conn = new VoiceConnection({
     endpoint: 'http://voice.test', project: 'demo', base: 'http://site.test/page', WebSocket: FakeSocket,
     fetch: fakeFetch(calls, responses), timers, pingMs: 0,
-    onEvent: (e) => events.push(e), onStatus: (s) => statuses.push(s),
+    onEvent: (e) => events.push(e), onStatus: (s) => statuses.push(s), ...options,
   });
   return { conn, calls, events, statuses, timers };
 }
@@ -186,4 +186,34 @@ test('close() stops for good: no reconnect is scheduled', async () => {
 test('a failed session creation surfaces the server error code', async () => {
   const { conn } = setup([[401, { error: { code: 'project_key_required', message: 'needs its key' } }]]);
   await assert.rejects(conn.open(), (err) => err.code === 'project_key_required' && err.status === 401);
+});
+
+const UNSUPPORTED = [400, { error: { code: 'language_unsupported', message: 'no model for de' } }];
+
+test('a page language the server cannot serve falls back to the server default', async () => {
+  const { conn, calls } = setup([UNSUPPORTED, [201, SESSION]], { language: 'de', languageRequired: false });
+  const opened = conn.open();
+  await flush();
+  FakeSocket.all[0].accept();
+  await opened;
+  assert.deepEqual(calls.map((c) => c[3]), [{ project: 'demo', language: 'de' }, { project: 'demo' }]);
+  assert.equal(conn.session.session_id, 's1');
+});
+
+test('a language the embed asked for is never silently dropped', async () => {
+  const { conn, calls } = setup([UNSUPPORTED], { language: 'de' });
+  await assert.rejects(conn.open(), (err) => err.code === 'language_unsupported');
+  assert.equal(calls.length, 1);
+});
+
+test('the session view (with the server text cap) is handed on when it is created and refreshed', async () => {
+  const seen = [];
+  const { conn } = setup([[201, { ...SESSION, text_max_chars: 120 }], [200, { ...SESSION, token: 'tok2' }]],
+    { onSession: (view) => seen.push([view.token, view.text_max_chars]) });
+  const opened = conn.open();
+  await flush();
+  FakeSocket.all[0].accept();
+  await opened;
+  await conn.refreshToken();
+  assert.deepEqual(seen, [['tok1', 120], ['tok2', 120]]);
 });
