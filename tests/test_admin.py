@@ -419,3 +419,115 @@ def test_first_audio_from_kept_events():
     assert data.first_audio_seconds({**turn, "source": "ws-live"}, events) == 0.75
     assert data.first_audio_seconds({**turn, "timings": {"first_audio_s": 0.5}}, []) == 0.5
     assert data.first_audio_seconds(turn, []) is None
+
+
+# ---------------------------------------------------------------- real Chromium against the whole stack
+
+UNANSWERABLE = "Do you sell helicopters?"
+
+
+def _ask_over_http(live, wav: bytes) -> dict:
+    """One turn through the API (upload, workers), waited for; returns the turn's JSON."""
+    import requests
+
+    from tests.support import new_session
+
+    session = new_session(live.base_url, "demo")
+    auth_header = {"Authorization": f"Bearer {session['token']}"}
+    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}"
+    posted = requests.post(f"{url}/turns", data=wav, headers=auth_header, timeout=30)
+    assert posted.status_code == 202, posted.text
+    turn_id = posted.json()["turn_id"]
+    done = requests.get(f"{url}/turns/{turn_id}", params={"wait": 90}, headers=auth_header, timeout=100)
+    assert done.status_code == 200, done.text
+    return {**done.json(), "turn_id": turn_id}
+
+
+def _audio_plays(page, selector: str) -> float:
+    """Load the first matching <audio> in the page and return its duration (seconds) once playable."""
+    return page.evaluate(
+        """sel => new Promise((resolve, reject) => {
+             const el = document.querySelector(sel);
+             if (!el) return reject(new Error('no ' + sel));
+             el.addEventListener('loadedmetadata', () => resolve(el.duration), {once: true});
+             el.addEventListener('error', () => reject(new Error('audio error ' + (el.error && el.error.code))), {once: true});
+             el.preload = 'auto'; el.load();
+           })""",
+        selector,
+    )
+
+
+def test_console_in_chromium_shows_a_widget_turn_its_audio_and_timings_and_an_unanswered_question(
+    live, demo_kb, tmp_path
+):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the dev extra)")
+    from tests.test_widget import ARTIFACTS, Page, _launch, _padded
+    from voiceapp.tts.registry import get_provider
+
+    # An unanswerable question, spoken by the shipped Piper voice and sent through the API.
+    spoken = get_provider(live.settings, "piper").synthesize(UNANSWERABLE, None, None)
+    unanswered = _ask_over_http(live, spoken.audio)
+    assert unanswered["intent"] == "fallback", unanswered
+    key = create_key(live.db, live.settings, "demo")
+    with sync_api.sync_playwright() as driver:
+        browser = _launch(driver, _padded(tmp_path / "question.wav", 0.5, 30))
+        try:
+            # A visitor asks through the widget on the demo page (hands-free, fake microphone).
+            widget = Page(browser, live, "hands-free")
+            widget.button.click()
+            assert "8:00" in widget.wait_reply()
+            widget.wait_for("window.__vw.playback.length > 0")
+            turn = live.db[live.settings.interactions_collection].find_one(
+                {"project": "demo", "source": "ws-live", "transcript": {"$regex": "(?i)saturday"}},
+                sort=[("timestamp", -1)],
+            )
+            assert turn and turn.get("reply_text"), turn
+            for _ in range(100):  # the widget hears the first chunk before the turn is marked done
+                turn = live.db[live.settings.interactions_collection].find_one({"_id": turn["_id"]})
+                if turn.get("status") == "done":
+                    break
+                time.sleep(0.2)
+            widget.close()
+
+            context = browser.new_context(viewport={"width": 1200, "height": 900})
+            page = context.new_page()
+            page.goto(f"{live.base_url}/admin/p/demo/")
+            assert "Sign in" in page.title(), "no data without a key"
+            page.fill("#project", "demo")
+            page.fill("#key", key)
+            page.keyboard.press("Enter")  # the form works from the keyboard
+            page.wait_for_url(f"{live.base_url}/admin/p/demo/")
+            row = page.locator(f'li[data-turn-id="{turn["turn_id"]}"]')
+            row.wait_for()
+            assert "saturday" in row.locator(".transcript").inner_text().lower()
+            assert "8:00" in row.locator(".reply-text").inner_text()
+            assert float(row.locator('td[data-stage="stt_s"]').inner_text()) > 0
+            assert float(row.locator('td[data-stage="total_s"]').inner_text()) > 0
+            selector = f'li[data-turn-id="{turn["turn_id"]}"]'
+            assert _audio_plays(page, f"{selector} audio.visitor-audio") > 0.5
+            assert _audio_plays(page, f"{selector} audio.reply-audio") > 0.3
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            row.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "admin-conversations.png"), full_page=True)
+
+            page.click("text=Unanswered")
+            question = page.locator("td.question", has_text=re.compile("helicopter", re.IGNORECASE))
+            question.wait_for()
+            assert int(question.locator("xpath=../td[@class='count']").inner_text()) >= 1
+            page.screenshot(path=str(ARTIFACTS / "admin-unanswered.png"), full_page=True)
+            question.locator("xpath=../td/a[@class='add-answer']").click()
+            assert "helicopter" in page.locator("#doc-text").input_value().lower()
+            page.fill("#try-q", "What time do you open on Saturday?")
+            page.click("form[action$='/knowledge/try'] button")
+            assert "8:00" in page.locator(".trial .reply-text").inner_text()
+            assert page.locator(".trial blockquote").count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "admin-knowledge.png"), full_page=True)
+
+            page.click("text=Costs & speed")
+            first_audio = page.locator("tr.first-audio td").first.inner_text()
+            assert first_audio.endswith(" s") and float(first_audio[:-2]) > 0, first_audio
+            assert page.locator("svg.chart").count() == 3
+            page.screenshot(path=str(ARTIFACTS / "admin-costs.png"), full_page=True)
+            context.close()
+        finally:
+            browser.close()
