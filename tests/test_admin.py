@@ -164,6 +164,15 @@ def test_bearer_project_key_works_for_scripts_without_a_cookie(console):
         f"/admin/p/shop/audio/visitor/{turns['shop']['upload_id']}", headers=_bearer(keys["shop"])
     )
     assert audio.status_code == 200 and audio.data == WAV
+    scripted = app.test_client().get("/admin/p/shop/", headers={**_bearer(keys["shop"]), "Accept": "application/json"})
+    assert scripted.status_code == 200 and scripted.mimetype == "application/json"
+    [conversation] = scripted.json["conversations"]
+    assert conversation["turns"][0]["transcript"] == "what time do you open on saturday"
+    assert conversation["turns"][0]["timings"]["stt_s"] == 0.4
+    costs = app.test_client().get("/admin/p/shop/costs?format=json", headers=_bearer(keys["shop"])).json
+    assert costs["hits"] == 1 and costs["misses"] == 2 and costs["turn_count"] == 1
+    unsigned = app.test_client().get("/admin/p/shop/unanswered?format=json")
+    assert unsigned.status_code == 401 and unsigned.json["error"]["code"] == "project_key_required"
 
 
 def test_expired_cookie_is_signed_out(console):
@@ -314,6 +323,8 @@ def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page
     body = client.get("/admin/p/shop/unanswered", headers=headers).get_data(as_text=True)
     rows = re.findall(r'<td class="question">(.*?)</td>\s*<td class="count">(\d+)</td>', body)
     assert rows == [("Do you sell bicycles?", "3"), ("Where is Mars?", "1")]
+    listed = client.get("/admin/p/shop/unanswered?format=json", headers=headers).json["questions"]
+    assert [(q["text"], q["count"]) for q in listed] == [("Do you sell bicycles?", 3), ("Where is Mars?", 1)]
     assert "what time do you open" not in body, "answered questions are not listed"
     link = re.search(r'<a class="add-answer" href="([^"]+)"', body).group(1).replace("&amp;", "&")
     knowledge = client.get(link, headers=headers).get_data(as_text=True)
@@ -353,6 +364,7 @@ def test_knowledge_upload_replace_delete_and_try_a_question(console):
     assert "bikes.md#Bicycles" in body and "<blockquote>We repair bicycles every weekday" in body
     score = float(re.search(r'class="score">([0-9.]+)<', body).group(1))
     assert score > 0
+    assert '<textarea id="doc-text" name="text" rows="8"></textarea>' in body, "a tried question is not a draft"
     replaced = client.post(
         "/admin/p/shop/knowledge/upload",
         data={"csrf_token": token, "source": "bikes.md", "text": "# Bicycles\n\nWe no longer repair bicycles."},

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from flask import Blueprint, Response, current_app, g, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, send_file, url_for
+from markupsafe import Markup
 from pymongo.database import Database
 
 from voiceapp.config import Settings
@@ -16,6 +19,7 @@ from voiceapp.errors import AuthError, BadRequest, ForbiddenError, NotFound, Voi
 from voiceapp.events import EventBus
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, get_audio
 from voiceapp.storage.projects import check_project_name
+from voiceapp.storage.sessions import as_utc
 
 from . import auth, data
 from .charts import bar_chart
@@ -71,12 +75,37 @@ def _denied(project: str):
     try:
         auth.require(_viewer(), project)
     except (AuthError, ForbiddenError) as err:
+        if _wants_json():
+            raise
         return _sign_in_page(err.status, err.message if _viewer().signed_in else "", project)
     return None
 
 
-def _page(project: str, template: str, status: int = 200, **context: Any):
-    """Render a page of an allowed project."""
+def _wants_json() -> bool:
+    """Scripts ask for the page's data with ?format=json or Accept: application/json."""
+    if request.args.get("format") == "json":
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses, datetimes and containers as plain JSON values (Markup charts are left out)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, Markup)}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return as_utc(value).isoformat()
+    return value
+
+
+def _page(project: str, template: str, status: int = 200, *, api: dict[str, Any] | None = None, **context: Any):
+    """Render a page of an allowed project, or its `api` data as JSON when a script asks for it."""
+    if api is not None and _wants_json():
+        return jsonify({"project": project, **_jsonable(api)}), status
     return render_template(template, viewer=_viewer(), project=project, **context), status
 
 
@@ -160,6 +189,7 @@ def conversations(project: str):
         replies=replies,
         audio_ids=data.audio_ids,
         stages=data.STAGES,
+        api={"period": when, "conversations": convs},
     )
 
 
@@ -185,7 +215,9 @@ def unanswered(project: str):
     if (denied := _denied(project)) is not None:
         return denied
     questions = data.unanswered_questions(_db(), _settings(), project, when)
-    return _page(project, "admin/unanswered.html", when=when, questions=questions)
+    return _page(
+        project, "admin/unanswered.html", when=when, questions=questions, api={"period": when, "questions": questions}
+    )
 
 
 # ---------------------------------------------------------------- knowledge
@@ -193,12 +225,13 @@ def unanswered(project: str):
 
 def _knowledge_context(project: str, **extra: Any) -> dict[str, Any]:
     db, settings = _db(), _settings()
-    source = request.values.get("source") or ""
+    source = request.args.get("source") or ""
     passages = []
     if source:
         rows = db[settings.knowledge_collection].find({"project": project, "source": source}, {"_id": 0})
         passages = sorted(rows, key=lambda r: r.get("position", 0))
-    question = (request.values.get("question") or "")[:MAX_QUESTION_CHARS]
+    # Only the 'add an answer' link prefills: a tried question must not become a draft document.
+    question = (request.args.get("question") or "")[:MAX_QUESTION_CHARS]
     return {
         "sources": sorted(knowledge.list_sources(db, settings, project).items()),
         "source": source,
@@ -216,7 +249,9 @@ def knowledge_page(project: str):
     project = check_project_name(project)
     if (denied := _denied(project)) is not None:
         return denied
-    return _page(project, "admin/knowledge.html", **_knowledge_context(project))
+    context = _knowledge_context(project)
+    api = {"sources": dict(context["sources"]), "source": context["source"], "passages": context["passages"]}
+    return _page(project, "admin/knowledge.html", api=api, **context)
 
 
 def _checked_source(raw: str | None) -> str:
@@ -369,22 +404,20 @@ def costs(project: str):
         ),
         "per_hour": bar_chart("Turns per hour" if when.span == "day" else "Turns per day", per_hour),
     }
-    return _page(
-        project,
-        "admin/costs.html",
-        when=when,
-        days=days,
-        providers=sorted({p for d in days for p in d.providers}),
-        hits=hits,
-        misses=misses,
-        hit_ratio=(hits / (hits + misses)) if hits + misses else None,
-        first_audio=first_audio,
-        stages=data.stage_spreads(turns),
-        turn_count=len(turns),
-        turns_per_hour=round(len(turns) / hours, 2),
-        per_hour=per_hour,
-        charts=charts,
-        threshold=settings.cost_alert_threshold,
-        budget=budget,
-        tracking=settings.enable_cost_tracking,
-    )
+    numbers = {
+        "period": when,
+        "days": days,
+        "providers": sorted({p for d in days for p in d.providers}),
+        "hits": hits,
+        "misses": misses,
+        "hit_ratio": (hits / (hits + misses)) if hits + misses else None,
+        "first_audio": first_audio,
+        "stages": data.stage_spreads(turns),
+        "turn_count": len(turns),
+        "turns_per_hour": round(len(turns) / hours, 2),
+        "per_hour": per_hour,
+        "threshold": settings.cost_alert_threshold,
+        "budget": budget,
+        "tracking": settings.enable_cost_tracking,
+    }
+    return _page(project, "admin/costs.html", when=when, charts=charts, api=numbers, **numbers)

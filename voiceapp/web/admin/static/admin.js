@@ -5,3 +5,8 @@ document.addEventListener("click", (event) => {
   speechSynthesis.cancel();
   speechSynthesis.speak(new SpeechSynthesisUtterance(button.dataset.text || ""));
 });
+// Destructive forms (delete a document) ask first; without JavaScript they still work.
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
