@@ -219,6 +219,18 @@ def test_forms_without_the_csrf_token_are_refused_and_change_nothing(console):
     assert client.post("/admin/sign-out", data={}).status_code == 403
 
 
+def test_sign_in_attempts_are_rate_limited_per_ip(console, redis_url):
+    _app, settings, _db, keys, _turns = console
+    limited = create_app(settings.replace(rate_limit_ip="3/minute", redis_url=redis_url.rsplit("/", 1)[0] + "/7"))
+    limited.extensions["voiceapp"].redis.flushdb()
+    client = limited.test_client()
+    statuses = [_sign_in(client, "shop", "vk_guess").status_code for _ in range(3)]
+    assert statuses == [403, 403, 403]
+    blocked = _sign_in(client, "shop", keys["shop"])
+    assert blocked.status_code == 429 and blocked.json["error"]["code"] == "rate_limited"
+    assert client.get("/admin/p/shop/").status_code == 401
+
+
 def test_operator_key_sees_every_project(console):
     app, _settings, _db, _keys, _turns = console
     client = app.test_client()

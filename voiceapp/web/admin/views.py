@@ -21,6 +21,7 @@ from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, get_audio
 from voiceapp.storage.projects import check_project_name
 from voiceapp.storage.sessions import as_utc
 
+from ..ratelimit import ip_limit, limiter
 from . import auth, data
 from .charts import bar_chart
 
@@ -133,6 +134,7 @@ def home():
 
 
 @bp.post("/sign-in")
+@limiter.limit(ip_limit)  # keys are long and random; this still keeps key guessing slow and loud
 def sign_in():
     """Check the key from the form; on success, the signed cookie replaces the anonymous one."""
     auth.check_csrf(_viewer(), request.form.get("csrf_token"))
@@ -189,7 +191,8 @@ def conversations(project: str):
         replies=replies,
         audio_ids=data.audio_ids,
         stages=data.STAGES,
-        api={"period": when, "conversations": convs},
+        truncated=len(turns) >= data.MAX_TURNS,
+        api={"period": when, "conversations": convs, "truncated": len(turns) >= data.MAX_TURNS},
     )
 
 
