@@ -192,6 +192,7 @@ def conversations(project: str):
         audio_ids=data.audio_ids,
         stages=data.STAGES,
         truncated=len(turns) >= data.MAX_TURNS,
+        max_turns=data.MAX_TURNS,
         api={"period": when, "conversations": convs, "truncated": len(turns) >= data.MAX_TURNS},
     )
 
