@@ -134,6 +134,9 @@ def test_project_key_signs_in_with_a_strict_short_lived_cookie_and_sees_only_its
     cookie = signed.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and f"Max-Age={settings.admin_session_ttl}" in cookie
     assert keys["shop"] not in cookie, "the key itself never travels in the cookie"
+    assert "Secure" not in cookie, "plain HTTP on 127.0.0.1: a Secure cookie would never come back"
+    behind_tls = create_app(settings.replace(public_url="https://voice.example")).test_client()
+    assert "; Secure" in _sign_in(behind_tls, "shop", keys["shop"]).headers["Set-Cookie"]
     page = client.get("/admin/p/shop/")
     assert page.status_code == 200
     assert "what time do you open on saturday" in page.get_data(as_text=True)
@@ -338,7 +341,7 @@ def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page
     listed = client.get("/admin/p/shop/unanswered?format=json", headers=headers).json["questions"]
     assert [(q["text"], q["count"]) for q in listed] == [("Do you sell bicycles?", 3), ("Where is Mars?", 1)]
     assert "what time do you open" not in body, "answered questions are not listed"
-    link = re.search(r'<a class="add-answer" href="([^"]+)"', body).group(1).replace("&amp;", "&")
+    link = re.search(r'<a class="add-answer"[^>]* href="([^"]+)"', body).group(1).replace("&amp;", "&")
     knowledge = client.get(link, headers=headers).get_data(as_text=True)
     assert '<textarea id="doc-text" name="text" rows="8"># Do you sell bicycles?' in knowledge
 

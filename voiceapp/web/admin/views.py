@@ -54,13 +54,18 @@ def _load_viewer() -> None:
 def _harden(response: Response) -> Response:
     viewer: auth.Viewer | None = g.get("admin_viewer")
     if viewer is not None and viewer.fresh and not viewer.via_bearer and "Set-Cookie" not in response.headers:
-        auth.set_cookie(response, _settings(), viewer, secure=request.is_secure)
+        auth.set_cookie(response, _settings(), viewer, secure=_secure())
     response.headers["Content-Security-Policy"] = CSP
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Frame-Options"] = "DENY"
     return response
+
+
+def _secure() -> bool:
+    """Mark the cookie Secure over HTTPS, also behind a TLS-terminating proxy named by VOICE_PUBLIC_URL."""
+    return request.is_secure or _settings().public_url.lower().startswith("https://")
 
 
 def _viewer() -> auth.Viewer:
@@ -146,7 +151,7 @@ def sign_in():
     viewer = auth.signed_in_viewer(scope)
     target = url_for(".home") if scope == auth.OPERATOR else url_for(".conversations", project=scope)
     response = redirect(target, code=303)
-    auth.set_cookie(response, _settings(), viewer, secure=request.is_secure)
+    auth.set_cookie(response, _settings(), viewer, secure=_secure())
     return response
 
 
@@ -155,7 +160,7 @@ def sign_out():
     """Forget the sign-in."""
     auth.check_csrf(_viewer(), request.form.get("csrf_token"))
     response = redirect(url_for(".home"), code=303)
-    auth.set_cookie(response, _settings(), auth.Viewer(None, auth.signed_in_viewer("").csrf), secure=request.is_secure)
+    auth.set_cookie(response, _settings(), auth.Viewer(None, auth.signed_in_viewer("").csrf), secure=_secure())
     return response
 
 
