@@ -238,11 +238,13 @@ def test_operator_key_sees_every_project(console):
     app, _settings, _db, _keys, _turns = console
     client = app.test_client()
     signed = _sign_in(client, "", OPERATOR_KEY)
-    assert signed.status_code == 303
+    assert signed.status_code == 303 and signed.headers["Location"].endswith("/admin/")
     home = client.get("/admin/").get_data(as_text=True)
     assert "/admin/p/shop/" in home and "/admin/p/other/" in home
     assert "secret question of other" in client.get("/admin/p/other/").get_data(as_text=True)
     assert "what time do you open" in client.get("/admin/p/shop/").get_data(as_text=True)
+    straight = _sign_in(app.test_client(), "other", OPERATOR_KEY)
+    assert straight.status_code == 303 and straight.headers["Location"].endswith("/admin/p/other/")
     scripted = app.test_client().get("/admin/p/other/", headers=_bearer(OPERATOR_KEY))
     assert scripted.status_code == 200 and OPERATOR_KEY not in scripted.get_data(as_text=True)
 
@@ -424,6 +426,16 @@ def test_costs_and_speed_show_spend_against_threshold_and_budget_cache_and_perce
     )
     assert stt.groups() == ("0.600", "0.780", "2")
     assert 'class="turns-per-hour"' in body
+
+
+def test_costs_page_still_loads_when_redis_is_down(console):
+    _app, settings, _db, keys, _turns = console
+    cut_off = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{stack.free_port()}/0"))
+    page = cut_off.test_client().get("/admin/p/shop/costs", headers=_bearer(keys["shop"]))
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert '<tr class="first-audio"><th scope="row">End of speech → first reply audio</th><td>—</td>' in body
+    assert '<tr data-stage="total_s">' in body
 
 
 def test_percentile_interpolates():

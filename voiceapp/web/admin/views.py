@@ -11,6 +11,7 @@ from bson import ObjectId
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 from pymongo.database import Database
+from redis.exceptions import RedisError
 
 from voiceapp.config import Settings
 from voiceapp.dialog import knowledge
@@ -29,6 +30,7 @@ bp = Blueprint("voice_admin", __name__, url_prefix="/admin", template_folder="te
 AUDIO_KINDS = {"visitor": UPLOADS_BUCKET, "reply": REPLIES_BUCKET}
 MAX_SOURCE_CHARS = 200
 MAX_QUESTION_CHARS = 500
+MAX_EVENT_SESSIONS = 200
 # Inline SVG needs no script; audio and styles come from this server only.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
@@ -149,7 +151,9 @@ def sign_in():
     except VoiceError as err:
         return _sign_in_page(err.status, err.message, project)
     viewer = auth.signed_in_viewer(scope)
-    target = url_for(".home") if scope == auth.OPERATOR else url_for(".conversations", project=scope)
+    # The operator lands on the project named in the form, if any, else on the list of projects.
+    landing = project if scope == auth.OPERATOR else scope
+    target = url_for(".conversations", project=landing) if landing else url_for(".home")
     response = redirect(target, code=303)
     auth.set_cookie(response, _settings(), viewer, secure=_secure())
     return response
@@ -369,17 +373,22 @@ def admin_trial() -> dict | None:
 
 
 def _first_audio(settings: Settings, turns: list[dict]) -> list[float]:
-    """End of speech -> first audio per turn, from the turn or its session's kept events."""
+    """End of speech -> first audio per turn, from the turn or its session's kept events (newest sessions first)."""
     bus = EventBus(current_app.extensions["voiceapp"].redis, retention_s=settings.session_timeout)
     events: dict[str, list] = {}
     values = []
-    for turn in turns:
+    redis_ok = True
+    for turn in reversed(turns):
         sid = turn["session_id"]
         if sid not in events:
-            try:
-                events[sid] = bus.replay(sid)
-            except Exception:  # noqa: BLE001  the chart must not fail with Redis; the number is then missing
-                events[sid] = []
+            # Each session costs one Redis read: cap them, and stop at the first failure (a down Redis would
+            # otherwise cost a timeout per session); the figure then covers fewer turns, the page still loads.
+            events[sid] = []
+            if redis_ok and len(events) <= MAX_EVENT_SESSIONS:
+                try:
+                    events[sid] = bus.replay(sid)
+                except RedisError:
+                    redis_ok = False
         value = data.first_audio_seconds(turn, events[sid])
         if value is not None:
             values.append(value)
