@@ -301,6 +301,11 @@ def test_conversations_show_each_turn_with_timings_sources_errors_and_retained_a
         error={"stage": "tts", "code": "tts_failed", "message": "provider down"},
     )
     delete_audio(db, failed["upload_id"], UPLOADS_BUCKET)
+    # A turn still queued has none of the stages' fields: it is listed, not a server error.
+    session = sessions.create_session(db, settings, "shop", "en-US", "")
+    queued = interactions.create_turn(db, settings, session, None, accepted_at=time.time(), source="http")
+    live_turn = _turn(db, settings, "shop", "no confidence", "x", intent="greeting")
+    db[settings.interactions_collection].update_one({"_id": live_turn["turn_id"]}, {"$unset": {"intent_confidence": 1}})
     client = app.test_client()
     headers = _bearer(keys["shop"])
     body = client.get("/admin/p/shop/", headers=headers).get_data(as_text=True)
@@ -313,6 +318,8 @@ def test_conversations_show_each_turn_with_timings_sources_errors_and_retained_a
     assert "Error in tts: tts_failed — provider down" in body
     assert f"/admin/p/shop/audio/visitor/{failed['upload_id']}" not in body
     assert "no longer retained" in body
+    assert f'data-turn-id="{queued}"' in body and "(no transcript)" in body
+    assert 'intent <span class="intent">greeting</span>' in body
     reply = client.get(f"/admin/p/shop/audio/reply/{shop['reply_id']}", headers=headers)
     assert reply.status_code == 200 and reply.data == WAV + b"reply" and reply.mimetype == "audio/wav"
     # Another project's audio is not served even with a valid key: it must belong to this project's turns.
