@@ -337,6 +337,23 @@ def test_conversations_show_each_turn_with_timings_sources_errors_and_retained_a
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_field"
 
 
+def test_conversations_are_paged_by_session(console, monkeypatch):
+    from voiceapp.web.admin import views
+
+    app, settings, db, keys, turns = console
+    newer = _turn(db, settings, "shop", "the newest question", "x")
+    monkeypatch.setattr(views, "SESSIONS_PER_PAGE", 1)
+    client = app.test_client()
+    headers = _bearer(keys["shop"])
+    first = client.get("/admin/p/shop/", headers=headers).get_data(as_text=True)
+    assert newer["turn_id"] in first and turns["shop"]["turn_id"] not in first
+    assert "2 sessions, page 1 of 2." in first and 'rel="next"' in first
+    second = client.get("/admin/p/shop/?page=2", headers=headers).get_data(as_text=True)
+    assert turns["shop"]["turn_id"] in second and newer["turn_id"] not in second and 'rel="prev"' in second
+    beyond = client.get("/admin/p/shop/?page=3", headers=headers)
+    assert beyond.status_code == 400 and beyond.json["error"]["code"] == "invalid_field"
+
+
 def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page(console):
     app, settings, db, keys, _turns = console
     for text in ("Do you sell bicycles?", "do you sell bicycles", "Do you sell  BICYCLES?", "Where is Mars?"):

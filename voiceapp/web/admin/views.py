@@ -31,6 +31,7 @@ AUDIO_KINDS = {"visitor": UPLOADS_BUCKET, "reply": REPLIES_BUCKET}
 MAX_SOURCE_CHARS = 200
 MAX_QUESTION_CHARS = 500
 MAX_EVENT_SESSIONS = 200
+SESSIONS_PER_PAGE = 50  # a busy day is still a page a browser renders at once
 # Inline SVG needs no script; audio and styles come from this server only.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
@@ -188,22 +189,37 @@ def conversations(project: str):
         return denied
     db, settings = _db(), _settings()
     convs = data.conversations(db, settings, project, when)
-    turns = [t for c in convs for t in c.turns]
+    truncated = sum(len(c.turns) for c in convs) >= data.MAX_TURNS
+    pages = max(1, -(-len(convs) // SESSIONS_PER_PAGE))
+    page = _page_number(pages)
+    shown = convs[(page - 1) * SESSIONS_PER_PAGE : page * SESSIONS_PER_PAGE]
+    turns = [t for c in shown for t in c.turns]
     uploads = _retained(db, UPLOADS_BUCKET, [t["upload_id"] for t in turns if t.get("upload_id")])
     replies = _retained(db, REPLIES_BUCKET, [a for t in turns for a in data.audio_ids(t)])
     return _page(
         project,
         "admin/conversations.html",
         when=when,
-        conversations=convs,
+        conversations=shown,
+        session_count=len(convs),
+        page=page,
+        pages=pages,
         uploads=uploads,
         replies=replies,
         audio_ids=data.audio_ids,
         stages=data.STAGES,
-        truncated=len(turns) >= data.MAX_TURNS,
+        truncated=truncated,
         max_turns=data.MAX_TURNS,
-        api={"period": when, "conversations": convs, "truncated": len(turns) >= data.MAX_TURNS},
+        api={"period": when, "conversations": shown, "page": page, "pages": pages, "truncated": truncated},
     )
+
+
+def _page_number(pages: int) -> int:
+    """?page= as 1..pages; BadRequest for anything else."""
+    raw = request.args.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= pages:
+        raise BadRequest(f"page must be a number from 1 to {pages}", code="invalid_field")
+    return int(raw)
 
 
 @bp.get("/p/<project>/audio/<kind>/<audio_id>")
