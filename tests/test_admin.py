@@ -367,6 +367,10 @@ def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page
     listed = client.get("/admin/p/shop/unanswered?format=json", headers=headers).json["questions"]
     assert [(q["text"], q["count"]) for q in listed] == [("Do you sell bicycles?", 3), ("Where is Mars?", 1)]
     assert "what time do you open" not in body, "answered questions are not listed"
+    asked = re.search(r'<a class="last-asked" href="([^"]+)"', body).group(1).replace("&amp;", "&")
+    one_session = client.get(asked, headers=headers).get_data(as_text=True)
+    assert one_session.count('class="turn ') == 1 and "Only session" in one_session
+    assert asked.split("#")[1] in one_session and "Where is Mars?" not in one_session
     link = re.search(r'<a class="add-answer"[^>]* href="([^"]+)"', body).group(1).replace("&amp;", "&")
     knowledge = client.get(link, headers=headers).get_data(as_text=True)
     assert '<textarea id="doc-text" name="text" rows="8"># Do you sell bicycles?' in knowledge
@@ -374,11 +378,16 @@ def test_unanswered_questions_are_grouped_counted_and_link_to_the_knowledge_page
 
 def test_group_questions_normalises_case_punctuation_and_spaces():
     now = datetime.now(timezone.utc)
-    groups = data.group_questions(
-        [("Can I pay by card?", now), ("can i pay by CARD", now + timedelta(seconds=1)), ("Hours?", now), ("", now)]
-    )
+    asked = [
+        {"transcript": "Can I pay by card?", "timestamp": now, "session_id": "a", "turn_id": "1"},
+        {"transcript": "can i pay by CARD", "timestamp": now + timedelta(seconds=1), "session_id": "b", "turn_id": "2"},
+        {"transcript": "Hours?", "timestamp": now, "session_id": "c", "turn_id": "3"},
+        {"transcript": "", "timestamp": now, "session_id": "d", "turn_id": "4"},
+    ]
+    groups = data.group_questions(asked)
     assert [(g.text, g.count) for g in groups] == [("Can I pay by card?", 2), ("Hours?", 1)]
     assert groups[0].last_asked == now + timedelta(seconds=1)
+    assert (groups[0].last_session_id, groups[0].last_turn_id) == ("b", "2")
 
 
 def test_knowledge_upload_replace_delete_and_try_a_question(console):

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from voiceapp.config import Settings
 from voiceapp.errors import BadRequest
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET
-from voiceapp.storage.sessions import as_utc
+from voiceapp.storage.sessions import as_utc, check_session_id
 
 SPANS = {"day": 1, "week": 7}
 MAX_TURNS = 1000  # a page never loads more turns than this (the emulator is slow on big reads)
@@ -74,17 +74,23 @@ class Conversation:
         return as_utc(self.turns[0]["timestamp"])
 
 
-def turns_in(db: Database, settings: Settings, project: str, when: Period, limit: int = MAX_TURNS) -> list[dict]:
-    """The project's turns of the period, oldest first (at most `limit`)."""
-    query = {"project": project, "timestamp": {"$gte": when.start, "$lt": when.end}}
+def turns_in(
+    db: Database, settings: Settings, project: str, when: Period, limit: int = MAX_TURNS, session_id: str | None = None
+) -> list[dict]:
+    """The project's turns of the period (of one session when given), oldest first (at most `limit`)."""
+    query: dict[str, Any] = {"project": project, "timestamp": {"$gte": when.start, "$lt": when.end}}
+    if session_id is not None:
+        query["session_id"] = check_session_id(session_id)
     cursor = db[settings.interactions_collection].find(query, {"_id": 0}).sort("timestamp", ASCENDING).limit(limit)
     return list(cursor)
 
 
-def conversations(db: Database, settings: Settings, project: str, when: Period) -> list[Conversation]:
+def conversations(
+    db: Database, settings: Settings, project: str, when: Period, session_id: str | None = None
+) -> list[Conversation]:
     """Sessions with turns in the period, newest first; a session document may be gone (TTL) while turns stay."""
     grouped: dict[str, Conversation] = {}
-    for turn in turns_in(db, settings, project, when):
+    for turn in turns_in(db, settings, project, when, session_id=session_id):
         sid = turn["session_id"]
         grouped.setdefault(sid, Conversation(sid, None)).turns.append(turn)
     if grouped:
@@ -124,6 +130,8 @@ class Unanswered:
     text: str
     count: int
     last_asked: datetime
+    last_session_id: str = ""  # where it was last asked, to open that conversation
+    last_turn_id: str = ""
 
 
 def normalise_question(text: str) -> str:
@@ -143,22 +151,30 @@ def unanswered_questions(db: Database, settings: Settings, project: str, when: P
         "intent": FALLBACK_INTENT,
         "timestamp": {"$gte": when.start, "$lt": when.end},
     }
-    rows = db[settings.interactions_collection].find(query, {"transcript": 1, "timestamp": 1}).limit(MAX_TURNS)
-    return group_questions((row.get("transcript") or "", as_utc(row["timestamp"])) for row in rows)
+    fields = {"transcript": 1, "timestamp": 1, "session_id": 1, "turn_id": 1}
+    return group_questions(db[settings.interactions_collection].find(query, fields).limit(MAX_TURNS))
 
 
-def group_questions(asked: Iterable[tuple[str, datetime]]) -> list[Unanswered]:
-    """Group (text, when) by normalised text; each group shows its most common wording."""
+def group_questions(turns: Iterable[dict[str, Any]]) -> list[Unanswered]:
+    """Group turns by normalised transcript; each group shows its most common wording and its latest turn."""
     wordings: dict[str, Counter] = defaultdict(Counter)
-    last: dict[str, datetime] = {}
-    for text, when in asked:
-        key = normalise_question(text)
+    latest: dict[str, dict[str, Any]] = {}
+    for turn in turns:
+        key = normalise_question(turn.get("transcript") or "")
         if not key:
             continue
-        wordings[key][text.strip()] += 1
-        last[key] = max(last.get(key, when), when)
+        wordings[key][turn["transcript"].strip()] += 1
+        if key not in latest or as_utc(turn["timestamp"]) > as_utc(latest[key]["timestamp"]):
+            latest[key] = turn
     groups = [
-        Unanswered(counter.most_common(1)[0][0], sum(counter.values()), last[key]) for key, counter in wordings.items()
+        Unanswered(
+            counter.most_common(1)[0][0],
+            sum(counter.values()),
+            as_utc(latest[key]["timestamp"]),
+            latest[key].get("session_id", ""),
+            latest[key].get("turn_id", ""),
+        )
+        for key, counter in wordings.items()
     ]
     return sorted(groups, key=lambda g: (-g.count, -g.last_asked.timestamp(), g.text))
 

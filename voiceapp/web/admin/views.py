@@ -188,7 +188,8 @@ def conversations(project: str):
     if (denied := _denied(project)) is not None:
         return denied
     db, settings = _db(), _settings()
-    convs = data.conversations(db, settings, project, when)
+    session_id = request.args.get("session") or None
+    convs = data.conversations(db, settings, project, when, session_id)
     truncated = sum(len(c.turns) for c in convs) >= data.MAX_TURNS
     pages = max(1, -(-len(convs) // SESSIONS_PER_PAGE))
     page = _page_number(pages)
@@ -208,6 +209,7 @@ def conversations(project: str):
         replies=replies,
         audio_ids=data.audio_ids,
         stages=data.STAGES,
+        session_id=session_id,
         truncated=truncated,
         max_turns=data.MAX_TURNS,
         api={"period": when, "conversations": shown, "page": page, "pages": pages, "truncated": truncated},
