@@ -15,6 +15,7 @@ import pytest
 from voiceapp import create_app, stack
 from voiceapp.config import Settings
 from voiceapp.dialog.knowledge import add_documents, list_sources
+from voiceapp.errors import BadRequest
 from voiceapp.storage import interactions, sessions
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, delete_audio, put_audio
 from voiceapp.storage.projects import create_key
@@ -347,9 +348,14 @@ def test_conversations_are_paged_by_session(console, monkeypatch):
     headers = _bearer(keys["shop"])
     first = client.get("/admin/p/shop/", headers=headers).get_data(as_text=True)
     assert newer["turn_id"] in first and turns["shop"]["turn_id"] not in first
-    assert "2 sessions, page 1 of 2." in first and 'rel="next"' in first
+    assert "2 sessions, page 1 of 2." in first and 'class="older"' in first and 'class="newer"' not in first
     second = client.get("/admin/p/shop/?page=2", headers=headers).get_data(as_text=True)
-    assert turns["shop"]["turn_id"] in second and newer["turn_id"] not in second and 'rel="prev"' in second
+    assert (
+        turns["shop"]["turn_id"] in second
+        and newer["turn_id"] not in second
+        and 'class="newer"' in second
+        and 'class="older"' not in second
+    )
     beyond = client.get("/admin/p/shop/?page=3", headers=headers)
     assert beyond.status_code == 400 and beyond.json["error"]["code"] == "invalid_field"
 
@@ -469,6 +475,18 @@ def test_costs_page_still_loads_when_redis_is_down(console):
     body = page.get_data(as_text=True)
     assert '<tr class="first-audio"><th scope="row">End of speech → first reply audio</th><td>—</td>' in body
     assert '<tr data-stage="total_s">' in body
+
+
+def test_period_is_a_utc_day_or_the_week_ending_that_day():
+    week = data.period("2026-12-03", "week")
+    assert (week.start.isoformat(), week.end.isoformat()) == ("2026-11-27T00:00:00+00:00", "2026-12-04T00:00:00+00:00")
+    assert (week.end_day, week.shifted(-1), week.shifted(1)) == ("2026-12-03", "2026-11-26", "2026-12-10")
+    day = data.period("2026-12-03", "day")
+    assert (day.shifted(-1), day.shifted(1)) == ("2026-12-02", "2026-12-04")
+    with pytest.raises(BadRequest):
+        data.period("2026-13-01", "day")
+    with pytest.raises(BadRequest):
+        data.period(None, "month")
 
 
 def test_percentile_interpolates():

@@ -38,6 +38,10 @@ class Period:
         """The first day, e.g. 2026-12-03."""
         return self.start.strftime("%Y-%m-%d")
 
+    def shifted(self, direction: int) -> str:
+        """The last day of the previous (-1) or next (+1) period of the same span."""
+        return (self.end - timedelta(days=1) + direction * (self.end - self.start)).strftime("%Y-%m-%d")
+
     @property
     def end_day(self) -> str:
         """The last day, the one the period is named by in the URL (?day=)."""
