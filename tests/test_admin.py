@@ -180,13 +180,13 @@ def test_bearer_project_key_works_for_scripts_without_a_cookie(console):
 
 
 def test_expired_cookie_is_signed_out(console):
-    app, settings, _db, _keys, _turns = console
+    app, settings, _db, keys, _turns = console
 
     class OldSigner(itsdangerous.TimestampSigner):
         def get_timestamp(self) -> int:
             return int(time.time()) - settings.admin_session_ttl - 60
 
-    payload = {"p": "shop", "c": "token"}
+    payload = {"p": "shop", "c": "token", "k": auth.key_print(keys["shop"])}
     old = itsdangerous.URLSafeTimedSerializer(settings.secret_key, salt=auth._SALT, signer=OldSigner).dumps(payload)
     fresh = itsdangerous.URLSafeTimedSerializer(settings.secret_key, salt=auth._SALT).dumps(payload)
     client = app.test_client()
@@ -256,6 +256,28 @@ def test_without_an_operator_key_set_no_empty_key_signs_in(console):
     client = bare.test_client()
     assert _sign_in(client, "", "").status_code == 401
     assert bare.test_client().get("/admin/p/shop/", headers=_bearer(OPERATOR_KEY)).status_code == 403
+
+
+def test_revoking_the_key_signs_its_cookie_out(console):
+    app, settings, db, keys, _turns = console
+    client = app.test_client()
+    assert _sign_in(client, "shop", keys["shop"]).status_code == 303
+    second_key = create_key(db, settings, "shop")
+    assert client.get("/admin/p/shop/").status_code == 200, "another key added to the project changes nothing"
+    db[settings.projects_collection].update_one({"project": "shop"}, {"$pull": {"key_hashes": {"$ne": "x"}}})
+    db[settings.projects_collection].update_one({"project": "shop"}, {"$push": {"key_hashes": _sha(second_key)}})
+    assert client.get("/admin/p/shop/").status_code == 401, "the key that signed in was revoked"
+    operator = app.test_client()
+    assert _sign_in(operator, "", OPERATOR_KEY).status_code == 303
+    rotated = create_app(settings.replace(admin_key="op_" + "z" * 40)).test_client()
+    rotated.set_cookie(auth.COOKIE, operator.get_cookie(auth.COOKIE, path="/admin").value, path="/admin")
+    assert rotated.get("/admin/p/other/").status_code == 401, "a new VOICE_ADMIN_KEY signs old operator cookies out"
+
+
+def _sha(key: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def test_sign_out_forgets_the_sign_in(console):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class Viewer:
     csrf: str
     via_bearer: bool = False
     fresh: bool = False  # no valid cookie came with the request: the response must set one
+    key_print: str = ""  # which key signed in (a prefix of its stored hash): revoking it signs the viewer out
 
     @property
     def signed_in(self) -> bool:
@@ -56,6 +58,21 @@ def _serializer(settings: Settings) -> URLSafeTimedSerializer:
 def is_operator_key(settings: Settings, key: str) -> bool:
     """Whether `key` is VOICE_ADMIN_KEY (never when it is unset)."""
     return bool(settings.admin_key) and hmac.compare_digest(key.encode(), settings.admin_key.encode())
+
+
+def key_print(key: str) -> str:
+    """A prefix of the key's SHA-256, the digest voiceapp.storage.projects stores: names the key, reveals nothing."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _still_valid(db: Database, settings: Settings, scope: str, printed: str) -> bool:
+    """Whether the key that signed this cookie in is still the operator key or one of the project's keys."""
+    if not printed:
+        return False
+    if scope == OPERATOR:
+        return bool(settings.admin_key) and hmac.compare_digest(printed, key_print(settings.admin_key))
+    doc = db[settings.projects_collection].find_one({"project": check_project_name(scope)}, {"key_hashes": 1})
+    return any(str(h).startswith(printed) for h in (doc or {}).get("key_hashes", []))
 
 
 def check_key(db: Database, settings: Settings, project: str, key: str) -> str:
@@ -91,9 +108,11 @@ def viewer_from_request(db: Database, settings: Settings, request: Request, proj
     if raw:
         try:
             data = _serializer(settings).loads(raw, max_age=settings.admin_session_ttl)
-            return Viewer(data.get("p"), str(data["c"]))
+            scope, csrf, printed = data.get("p"), str(data["c"]), str(data.get("k") or "")
         except (BadSignature, KeyError, TypeError, AttributeError):
-            pass  # expired, tampered with or from another secret: treat as signed out
+            scope = csrf = None  # expired, tampered with or from another secret: treat as signed out
+        if csrf and (scope is None or _still_valid(db, settings, scope, printed)):
+            return Viewer(scope, csrf, key_print=printed)
     return Viewer(None, secrets.token_urlsafe(24), fresh=True)
 
 
@@ -115,7 +134,7 @@ def require(viewer: Viewer, project: str) -> None:
 
 def set_cookie(response: Response, settings: Settings, viewer: Viewer, *, secure: bool) -> None:
     """Store the viewer in a signed, HttpOnly, SameSite=Strict cookie living VOICE_ADMIN_SESSION_TTL seconds."""
-    value = _serializer(settings).dumps({"p": viewer.project, "c": viewer.csrf})
+    value = _serializer(settings).dumps({"p": viewer.project, "c": viewer.csrf, "k": viewer.key_print})
     response.set_cookie(
         COOKIE,
         value,
@@ -127,6 +146,6 @@ def set_cookie(response: Response, settings: Settings, viewer: Viewer, *, secure
     )
 
 
-def signed_in_viewer(scope: str) -> Viewer:
+def signed_in_viewer(scope: str, key: str = "") -> Viewer:
     """A new viewer for `scope` with a fresh CSRF token (rotated at sign-in so a pre-sign-in token is useless)."""
-    return Viewer(scope, secrets.token_urlsafe(24), fresh=True)
+    return Viewer(scope, secrets.token_urlsafe(24), fresh=True, key_print=key_print(key) if key else "")

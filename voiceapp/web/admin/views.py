@@ -151,7 +151,7 @@ def sign_in():
         scope = auth.check_key(_db(), _settings(), project, request.form.get("key") or "")
     except VoiceError as err:
         return _sign_in_page(err.status, err.message, project)
-    viewer = auth.signed_in_viewer(scope)
+    viewer = auth.signed_in_viewer(scope, (request.form.get("key") or "").strip())
     # The operator lands on the project named in the form, if any, else on the list of projects.
     landing = project if scope == auth.OPERATOR else scope
     target = url_for(".conversations", project=landing) if landing else url_for(".home")
