@@ -480,6 +480,7 @@ def test_costs_and_speed_show_spend_against_threshold_and_budget_cache_and_perce
     assert row, body
     assert row.groups() == ("1.5000", "1.5000", "1.5160", "raised")  # 5,000 chars at $0.30/1k; all projects
     assert "daily budget 2.00, alert threshold (all projects) 1.00" in body
+    assert '<td class="chars">5000 (+100 from cache)</td>' in body
     assert body.count('<svg class="chart"') == 3 and 'class="limit"' in body
     assert '<strong class="cache-ratio">33%</strong>' in body  # 2 hits, 4 misses over the two turns
     stt = re.search(
@@ -609,6 +610,8 @@ def test_console_in_chromium_shows_a_widget_turn_its_audio_and_timings_and_an_un
             page.fill("#key", key)
             page.keyboard.press("Enter")  # the form works from the keyboard
             page.wait_for_url(f"{live.base_url}/admin/p/demo/")
+            page.keyboard.press("Tab")  # keyboard users first meet the skip link, then the sections
+            assert page.evaluate("document.activeElement.textContent") == "Skip to content"
             row = page.locator(f'li[data-turn-id="{turn["turn_id"]}"]')
             row.wait_for()
             assert "saturday" in row.locator(".transcript").inner_text().lower()
