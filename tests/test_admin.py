@@ -242,6 +242,8 @@ def test_operator_key_sees_every_project(console):
     assert signed.status_code == 303 and signed.headers["Location"].endswith("/admin/")
     home = client.get("/admin/").get_data(as_text=True)
     assert "/admin/p/shop/" in home and "/admin/p/other/" in home
+    counts = re.findall(r'<a href="/admin/p/(\w+)/">\w+</a></td>\s*<td class="turns-today">(\d+)</td>', home)
+    assert counts == [("other", "1"), ("shop", "1")]
     assert "secret question of other" in client.get("/admin/p/other/").get_data(as_text=True)
     assert "what time do you open" in client.get("/admin/p/shop/").get_data(as_text=True)
     straight = _sign_in(app.test_client(), "other", OPERATOR_KEY)

@@ -318,3 +318,28 @@ def known_projects(db: Database, settings: Settings) -> list[str]:
     """Every project with a key, plus open projects (for the operator's list)."""
     names = {row["project"] for row in db[settings.projects_collection].find({}, {"project": 1}) if row.get("project")}
     return sorted(names | set(settings.open_projects))
+
+
+@dataclass(frozen=True)
+class ProjectSummary:
+    """One line of the operator's project list."""
+
+    project: str
+    turns_today: int
+    unanswered_week: int
+
+
+def project_summaries(db: Database, settings: Settings, projects: list[str]) -> list[ProjectSummary]:
+    """Turns today and fallback answers this week per project (two counts each)."""
+    today, week = period(None, "day"), period(None, "week")
+    coll = db[settings.interactions_collection]
+    return [
+        ProjectSummary(
+            name,
+            coll.count_documents({"project": name, "timestamp": {"$gte": today.start, "$lt": today.end}}),
+            coll.count_documents(
+                {"project": name, "intent": FALLBACK_INTENT, "timestamp": {"$gte": week.start, "$lt": week.end}}
+            ),
+        )
+        for name in projects
+    ]

@@ -135,7 +135,10 @@ def home():
     if viewer.operator and request.args.get("project"):
         return redirect(url_for(".conversations", project=check_project_name(request.args["project"])))
     if viewer.operator:
-        return render_template("admin/projects.html", viewer=viewer, projects=data.known_projects(_db(), _settings()))
+        names = data.known_projects(_db(), _settings())
+        return render_template(
+            "admin/projects.html", viewer=viewer, projects=data.project_summaries(_db(), _settings(), names)
+        )
     if viewer.signed_in:
         return redirect(url_for(".conversations", project=viewer.project))
     return _sign_in_page(200)
