@@ -282,6 +282,15 @@ def _sha(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def test_a_short_operator_key_is_refused_at_start_without_showing_it():
+    from voiceapp.config import SettingsError
+
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"VOICE_ADMIN_KEY": "hunter2"})
+    assert "VOICE_ADMIN_KEY=<hidden>" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert Settings.from_env({"VOICE_ADMIN_KEY": OPERATOR_KEY}).admin_key == OPERATOR_KEY
+
+
 def test_sign_out_forgets_the_sign_in(console):
     app, _settings, _db, keys, _turns = console
     client = app.test_client()

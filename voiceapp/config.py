@@ -77,6 +77,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _long_secret(raw: str) -> str:
+    value = raw.strip()
+    if len(value) < 24:
+        raise ValueError("expected at least 24 characters (a long random value)")
+    return value
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -198,8 +205,8 @@ class Settings:
     kb_max_bytes: int = _setting("VOICE_KB_MAX_BYTES", 2 * 1024 * 1024, _positive_int)
 
     # Site owner's console (/admin/)
-    # Operator key: signs in to the console for every project (empty: only project keys sign in).
-    admin_key: str = _setting("VOICE_ADMIN_KEY", "", secret=True)
+    # Operator key (at least 24 characters): signs in to the console for every project (empty: only project keys).
+    admin_key: str = _setting("VOICE_ADMIN_KEY", "", _long_secret, secret=True)
     # Seconds a console sign-in lasts; its signed cookie expires with it.
     admin_session_ttl: int = _setting("VOICE_ADMIN_SESSION_TTL", 1800, _positive_int)
 
