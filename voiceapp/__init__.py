@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import metrics
     from .logs import configure_logging
     from .runtime import Runtime
-    from .web import api, errors, health, origins, ratelimit, safejson, widget, ws
+    from .web import admin, api, errors, health, origins, ratelimit, safejson, widget, ws
     from .web.admission import deployment_metrics
 
     settings = settings or Settings.from_env()
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.init_app(app)
         ws.init_app(app)
         widget.init_app(app)
+        admin.init_app(app)
         from .storage.retention import start_sweeper
 
         start_sweeper(runtime, settings.retention_sweep_interval)

@@ -84,6 +84,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _long_secret(raw: str) -> str:
+    value = raw.strip()
+    if len(value) < 24:
+        raise ValueError("expected at least 24 characters (a long random value)")
+    return value
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -232,6 +239,12 @@ class Settings:
     proxy_hops: int = _setting("VOICE_PROXY_HOPS", 0, _non_negative_int)
     # Longest typed question (characters) a text turn accepts; longer ones get a 400.
     text_max_chars: int = _setting("VOICE_TEXT_MAX_CHARS", 500, _positive_int)
+
+    # Site owner's console (/admin/)
+    # Operator key (at least 24 characters): signs in to the console for every project (empty: only project keys).
+    admin_key: str = _setting("VOICE_ADMIN_KEY", "", _long_secret, secret=True)
+    # Seconds a console sign-in lasts; its signed cookie expires with it.
+    admin_session_ttl: int = _setting("VOICE_ADMIN_SESSION_TTL", 1800, _positive_int)
 
     # Celery workers
     worker_pool: str = _setting("VOICE_WORKER_POOL", "threads", _choice("threads", "solo", "prefork"))
