@@ -10,7 +10,13 @@ from flask import Flask, current_app, request
 from ..errors import BadRequest, PayloadTooLarge
 
 # Endpoints whose body is not a small JSON document, with the setting that caps it.
-_BODY_CAPS = {"voice_api.post_turn": "audio_max_bytes", "voice_api.add_knowledge": "kb_max_bytes"}
+_BODY_CAPS = {
+    "voice_api.post_turn": "audio_max_bytes",
+    "voice_api.add_knowledge": "kb_max_bytes",
+    "voice_admin.knowledge_upload": "kb_max_bytes",
+}
+# Multipart forms wrap a document in boundaries and fields: room for them, so the view can name the real limit.
+_FORM_OVERHEAD = {"voice_admin.knowledge_upload": 64 * 1024}
 _UNPARSED = object()
 AUDIO_ENDPOINT = "voice_api.post_turn"  # its view streams the body into the decoder (read_body(cache=False))
 
@@ -40,7 +46,8 @@ def request_json(silent: bool = False) -> Any:
 def body_cap() -> int:
     """The largest body the current endpoint accepts."""
     settings = current_app.extensions["voiceapp"].settings
-    return getattr(settings, _BODY_CAPS.get(request.endpoint or "", "json_max_bytes"))
+    endpoint = request.endpoint or ""
+    return getattr(settings, _BODY_CAPS.get(endpoint, "json_max_bytes")) + _FORM_OVERHEAD.get(endpoint, 0)
 
 
 def read_body(cache: bool = True) -> bytes:
