@@ -384,9 +384,10 @@ def test_russian_questions_are_answered_and_refused_in_russian(settings):
     db = get_db(settings)
     knowledge.add_documents(db, settings, "ru", [("kb.md", RUSSIAN_KB)])
     saturday = respond(db, settings, "ru", "Во сколько вы открываетесь в субботу?", [])
-    assert saturday.text == "В субботу мы открываемся в 8:00 и закрываемся в 18:00."
+    # Times are read as words in a Russian reply (issue 14): a speech engine says "8:00" badly.
+    assert saturday.text == "В субботу мы открываемся в восемь часов и закрываемся в восемнадцать часов."
     follow = respond(db, settings, "ru", "А в воскресенье?", [_turn("Во сколько вы открываетесь в субботу?")])
-    assert "9:00" in follow.text
+    assert "девять часов" in follow.text
     assert "Лиссабон" in respond(db, settings, "ru", "Где вы находитесь?", []).text
     refused = respond(db, settings, "ru", "Какая столица Франции?", [])
     assert refused.intent == "fallback" and refused.text.startswith("Извините")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pymongo.database import Database
 from voiceapp.config import Settings
 from voiceapp.errors import VoiceError
 from voiceapp.models import Passage, Reply
-from voiceapp.dialog import embed, llm, retrieval
+from voiceapp.dialog import embed, llm, numbers_ru, retrieval
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
@@ -303,6 +304,17 @@ def _question_of(intent: Intent, text: str) -> str:
 
 def respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
     """Answer `text` for `project`: small talk by intent, questions from the knowledge base, else a fallback."""
+    return _spoken(_respond(db, settings, project, text, history))
+
+
+def _spoken(reply: Reply) -> Reply:
+    """A Russian reply with its times and numbers in words, as a person would say them (the reply is heard)."""
+    if language_of(reply.text) != "ru":
+        return reply
+    return dataclasses.replace(reply, text=numbers_ru.speak_numbers(reply.text))
+
+
+def _respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
     index = project_index(db, settings, project)
     turns = exchanges(history, settings.dialog_max_context_length)
     language = language_of(text)
