@@ -22,7 +22,7 @@ from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
-from .storage import interactions, sessions
+from .storage import interactions, sessions, unanswered
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
@@ -226,6 +226,8 @@ def run_dialog(rt: Runtime, ref: TurnRef) -> TurnRef:
         **{"timings.dialog_queue_s": _queue_wait(turn, t["started"]), "timings.dialog_s": t["seconds"]},
         stage_done_at=time.time(),
     )
+    if reply.intent == "fallback":  # the site owner's list of what the knowledge base lacks
+        unanswered.record(rt.db, rt.settings, turn["project"], turn["transcript"], ref["session_id"], ref["turn_id"])
     rt.events.publish(
         ref["session_id"],
         EventType.REPLY,

@@ -268,6 +268,19 @@ def add_knowledge(project: str):
     return jsonify({"project": project, "documents": len(documents), "passages": loaded}), 201
 
 
+@bp.get("/projects/<project>/unanswered")
+@limiter.limit(ip_limit)
+def list_unanswered(project: str):
+    """The project's refused questions, near-duplicates grouped, most frequent first (its key is required)."""
+    from ..storage.unanswered import grouped, parse_since
+
+    rt = _rt()
+    projects.authorize(rt.db, rt.settings, project, bearer(), admin=True)
+    since = request.args.get("since", "7d")
+    groups = grouped(rt.db, rt.settings, project, parse_since(since))
+    return jsonify({"project": project, "since": since, "groups": groups})
+
+
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document of this API."""
