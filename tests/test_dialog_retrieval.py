@@ -123,3 +123,12 @@ def test_held_out_accuracy(evaluated):
     assert result["answer_accuracy"] >= 0.80, result["failures"]
     assert result["refusal_accuracy"] >= 0.83, result["failures"]
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   \n\t ", "\x00\x01\x02\x1b[31m", "这是一个关于量子物理的问题吗？", "Где? " + "ы" * 10_000_000]
+)
+def test_bad_questions_get_an_honest_refusal_not_a_crash(evaluated, text):
+    db, settings = evaluated
+    reply = respond(db, settings, "eval-en", text, [])
+    assert reply.intent == "fallback" and reply.sources == ()

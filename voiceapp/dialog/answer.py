@@ -55,6 +55,8 @@ CANNED = {
 MIN_COVERAGE = 0.55
 GENERIC = retrieval.GENERIC
 MAX_SPEECH_CHARS = 300
+# Longer questions are cut for retrieval (the front caps transcripts and texts far below a megabyte anyway).
+MAX_QUESTION_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,16 @@ def _spoken(reply: Reply) -> Reply:
     return dataclasses.replace(reply, text=numbers_ru.speak_numbers(reply.text))
 
 
+def _cleaned(text: str) -> str:
+    """The question as retrieval reads it: no control characters, one line, at most MAX_QUESTION_CHARS."""
+    text = "".join(c if c.isprintable() else " " for c in text[: MAX_QUESTION_CHARS * 4])
+    return " ".join(text.split())[:MAX_QUESTION_CHARS]
+
+
 def _respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
+    text = _cleaned(text if isinstance(text, str) else "")
+    if not text:
+        return fallback_reply()
     index = project_index(db, settings, project)
     turns = exchanges(history, settings.dialog_max_context_length)
     language = language_of(text)

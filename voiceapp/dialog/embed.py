@@ -67,3 +67,9 @@ def query(settings: Settings, text: str) -> np.ndarray:
 def passage_text(section: str, text: str) -> str:
     """What is embedded for a passage: its heading path then its body."""
     return f"{section.replace(' > ', '. ')}. {text}"
+
+
+def warm(settings: Settings) -> None:
+    """Load the model and run it once (dialog worker start), so the first question is not slow."""
+    if enabled(settings):
+        query(settings, "warm up")
