@@ -97,27 +97,36 @@ def grouped(db: Database, settings: Settings, project: str, since: timedelta | N
     wordings: dict[str, list[dict]] = {}
     for row in rows:
         wordings.setdefault(_key(row["question"]), []).append(row)
-    keys = list(wordings)
-    vectors = _vectors(settings, [wordings[k][0]["question"] for k in keys])
-    groups: list[tuple[int, Group]] = []  # (index of the wording that founded it, group)
+    # The most asked wordings found the groups; the others join the group of their nearest member.
+    keys = sorted(wordings, key=lambda k: -len(wordings[k]))
+    vectors = _vectors(settings, [_most_common(wordings[k]) for k in keys])
+    groups: list[tuple[list[int], Group]] = []  # (wordings in it, group)
     for i, key in enumerate(keys):
         home = _home(groups, vectors, i)
         if home is None:
-            home = Group()
-            groups.append((i, home))
+            groups.append(([], Group()))
+            home = groups[-1]
+        home[0].append(i)
         for row in wordings[key]:
-            _add(home, row)
-    return [g.as_dict() for _, g in sorted(groups, key=lambda item: (-item[1].count, item[0]))]
+            _add(home[1], row)
+    return [g.as_dict() for _, g in sorted(groups, key=lambda item: (-item[1].count, item[0][0]))]
 
 
-def _home(groups: list[tuple[int, Group]], vectors: np.ndarray | None, i: int) -> Group | None:
-    """The existing group whose founding question is closest to wording i, when close enough."""
+def _most_common(rows: list[dict]) -> str:
+    """The wording asked most often among rows of one normalised question (the newest on a tie)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["question"]] = counts.get(row["question"], 0) + 1
+    return max(counts, key=lambda q: counts[q])
+
+
+def _home(groups: list[tuple[list[int], Group]], vectors: np.ndarray | None, i: int):
+    """The group with a wording close enough to wording i (its nearest such member wins), or None."""
     if vectors is None or not groups:
         return None
-    founders = np.array([j for j, _ in groups])
-    sims = vectors[founders] @ vectors[i]
-    best = int(np.argmax(sims))
-    return groups[best][1] if sims[best] >= SAME_TOPIC else None
+    nearest = [float((vectors[members] @ vectors[i]).max()) for members, _ in groups]
+    best = int(np.argmax(nearest))
+    return groups[best] if nearest[best] >= SAME_TOPIC else None
 
 
 def _add(group: Group, row: dict) -> None:
