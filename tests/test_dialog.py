@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-import time
 import uuid
 
 import pytest
 
 from migrations import migrate
+from tests.fakes.openai_chat import FakeChat
 from voiceapp.config import Settings
 from voiceapp.dialog import knowledge
 from voiceapp.dialog.answer import FALLBACK_TEXT, respond
@@ -274,46 +271,6 @@ def test_context_is_limited_to_the_last_turns(demo):
 
 
 # ------------------------------------------------------------------ LLM backend (local fake server)
-
-
-class FakeChat:
-    """An OpenAI-compatible /v1/chat/completions server on 127.0.0.1 that streams server-sent events."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.mode = "ok"
-        self.answer = ["On Saturday ", "we open at eight ", "in the morning."]
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                if fake.mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                if fake.mode == "slow":
-                    time.sleep(2.0)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for piece in ["NO_", "ANSWER"] if fake.mode == "refuse" else fake.answer:
-                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -132,3 +132,27 @@ def test_bad_questions_get_an_honest_refusal_not_a_crash(evaluated, text):
     db, settings = evaluated
     reply = respond(db, settings, "eval-en", text, [])
     assert reply.intent == "fallback" and reply.sources == ()
+
+
+def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eval(evaluated):
+    from tests.fakes.openai_chat import FakeChat
+
+    db, settings = evaluated
+    fake = FakeChat()
+    fake.mode = "echo"  # answers with the first line of the first passage it was given
+    try:
+        llm = settings.replace(dialog_backend="llm", dialog_llm_base_url=fake.url, dialog_llm_timeout=10.0)
+        rows = dialog_eval.load_rows(("en",), split="heldout")
+        result = dialog_eval.evaluate(db, llm, rows)
+        reply = respond(db, llm, "eval-en", "Do you take credit cards?", [])
+    finally:
+        fake.close()
+    assert reply.text == "We accept cash, all major cards, Apple Pay and Google Pay."
+    assert reply.sources == ("delivery.md#Payment",)
+    prompt = fake.requests[-1]["body"]["messages"][0]["content"]
+    # The grounding passage first, then the hybrid ranking's runners-up ("credit cards" shares no word with them).
+    assert prompt.split("Passages:\n", 1)[1].startswith("[delivery.md / Delivery and orders > Payment]")
+    assert prompt.count("\n[") == 3
+    answered = [r for r in rows if r["expect"] != "refuse"]
+    assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
+    assert result["answer_accuracy"] >= 0.80 and result["refusal_accuracy"] >= 0.83, result["failures"]

@@ -68,6 +68,7 @@ class Grounding:
     sentences: tuple[str, ...]
     question: str = ""
     strength: float | None = None  # hybrid confidence (0.5 at the refusal threshold); None on the BM25-only path
+    runners_up: tuple[Passage, ...] = ()  # the next passages of the hybrid ranking (more grounding for an LLM)
 
     @property
     def source(self) -> str:
@@ -156,13 +157,14 @@ def hybrid_grounding(
     strength = round(choice.confidence, 3)
     tied = [(c.coverage, c.hits, c.bm25, c.index) for c in found if abs(c.coverage - best.coverage) < 1e-9]
     tied.sort(key=lambda item: item[3] != best.index)
+    ranked = sorted(found, key=lambda c: -c.pick_score(params))
+    runners_up = tuple(_scored(index.passages[c.index], c.pick_score(params)) for c in ranked if c is not best)[:2]
     overview = _overview(index, question, query or soft, tied)
     if overview is not None:
-        return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength)
+        return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength, runners_up)
     passage = _scored(index.passages[best.index], best.pick_score(params))
-    return Grounding(
-        passage, best.coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question, strength
-    )
+    chosen = tuple(_best_sentences(passage, query, soft, index.idf))
+    return Grounding(passage, best.coverage, chosen, question, strength, runners_up)
 
 
 def _scored(passage: Passage, score: float) -> Passage:
@@ -219,7 +221,8 @@ def _compose(
     if backend is _extractive:
         return extractive
     where = (grounding.passage.source, grounding.passage.section)
-    more = [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
+    # The LLM sees what the hybrid retrieval ranked next (BM25's next best on the word-only path).
+    more = list(grounding.runners_up) or [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
     passages = [grounding.passage] + [p for p in more if (p.source, p.section) != where][:2]
     try:
         text = backend(settings, question, grounding, passages, history)
