@@ -156,3 +156,35 @@ def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eva
     answered = [r for r in rows if r["expect"] != "refuse"]
     assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
     assert result["answer_accuracy"] >= 0.80 and result["refusal_accuracy"] >= 0.83, result["failures"]
+
+
+GEVENT_PROBE = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from voiceapp.config import Settings
+from voiceapp.dialog import embed
+settings = Settings.from_env({})
+embed.warm(settings)
+ticks = []
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.005)
+beat = gevent.spawn(ticker)
+gevent.sleep(0)
+before = len(ticks)
+embed.passages(settings, [f"Passage {i}: we open at {i} am on weekdays and serve coffee." for i in range(8)])
+print(len(ticks) - before)
+"""
+
+
+def test_embedding_in_the_gevent_api_does_not_block_other_greenlets():
+    # The API runs under gevent: a knowledge upload embeds for seconds, and every other socket must keep flowing.
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    done = subprocess.run([sys.executable, "-c", GEVENT_PROBE], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) > 0  # another greenlet ran while the engine worked
