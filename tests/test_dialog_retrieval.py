@@ -123,3 +123,68 @@ def test_held_out_accuracy(evaluated):
     assert result["answer_accuracy"] >= 0.80, result["failures"]
     assert result["refusal_accuracy"] >= 0.83, result["failures"]
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   \n\t ", "\x00\x01\x02\x1b[31m", "这是一个关于量子物理的问题吗？", "Где? " + "ы" * 10_000_000]
+)
+def test_bad_questions_get_an_honest_refusal_not_a_crash(evaluated, text):
+    db, settings = evaluated
+    reply = respond(db, settings, "eval-en", text, [])
+    assert reply.intent == "fallback" and reply.sources == ()
+
+
+def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eval(evaluated):
+    from tests.fakes.openai_chat import FakeChat
+
+    db, settings = evaluated
+    fake = FakeChat()
+    fake.mode = "echo"  # answers with the first line of the first passage it was given
+    try:
+        llm = settings.replace(dialog_backend="llm", dialog_llm_base_url=fake.url, dialog_llm_timeout=10.0)
+        rows = dialog_eval.load_rows(("en",), split="heldout")
+        result = dialog_eval.evaluate(db, llm, rows)
+        reply = respond(db, llm, "eval-en", "Do you take credit cards?", [])
+    finally:
+        fake.close()
+    assert reply.text == "We accept cash, all major cards, Apple Pay and Google Pay."
+    assert reply.sources == ("delivery.md#Payment",)
+    prompt = fake.requests[-1]["body"]["messages"][0]["content"]
+    # The grounding passage first, then the hybrid ranking's runners-up ("credit cards" shares no word with them).
+    assert prompt.split("Passages:\n", 1)[1].startswith("[delivery.md / Delivery and orders > Payment]")
+    assert prompt.count("\n[") == 3
+    answered = [r for r in rows if r["expect"] != "refuse"]
+    assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
+    assert result["answer_accuracy"] >= 0.80 and result["refusal_accuracy"] >= 0.83, result["failures"]
+
+
+GEVENT_PROBE = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from voiceapp.config import Settings
+from voiceapp.dialog import embed
+settings = Settings.from_env({})
+embed.warm(settings)
+ticks = []
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.005)
+beat = gevent.spawn(ticker)
+gevent.sleep(0)
+before = len(ticks)
+embed.passages(settings, [f"Passage {i}: we open at {i} am on weekdays and serve coffee." for i in range(8)])
+print(len(ticks) - before)
+"""
+
+
+def test_embedding_in_the_gevent_api_does_not_block_other_greenlets():
+    # The API runs under gevent: a knowledge upload embeds for seconds, and every other socket must keep flowing.
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    done = subprocess.run([sys.executable, "-c", GEVENT_PROBE], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) > 0  # another greenlet ran while the engine worked

@@ -69,8 +69,12 @@ def test_migrate_creates_exactly_the_seed_collections_and_indexes(env):
         assert specs(db, collection) == expected, collection
     assert specs(db, "voice_knowledge") == {((("project", 1), ("source", 1), ("position", 1)), False, None)}
     assert specs(db, "voice_projects") == {((("project", 1),), True, None)}
+    assert specs(db, "voice_unanswered") == {
+        ((("project", 1), ("asked_at", -1)), False, None),
+        ((("asked_at", 1),), False, 30 * 24 * 3600),
+    }
     assert set(report.created_collections) >= set(SEED)
-    assert report.applied_versions == [1, 2, 3]
+    assert report.applied_versions == [1, 2, 3, 4]
     assert verify(db, settings) == []
 
 
@@ -81,9 +85,9 @@ def test_migrate_twice_is_idempotent(env):
     second = migrate(db, settings)
     assert not second.changed
     assert second.created_collections == second.created_indexes == second.recreated_indexes == []
-    assert second.already_applied == [1, 2, 3] and second.applied_versions == []
+    assert second.already_applied == [1, 2, 3, 4] and second.applied_versions == []
     assert {name: specs(db, name) for name in SEED} == before
-    assert sorted(doc["_id"] for doc in db[MIGRATIONS_COLLECTION].find()) == [1, 2, 3]
+    assert sorted(doc["_id"] for doc in db[MIGRATIONS_COLLECTION].find()) == [1, 2, 3, 4]
     assert verify(db, settings) == []
 
 

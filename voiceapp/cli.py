@@ -144,6 +144,32 @@ def kb_add(project: str, files: tuple[Path, ...]) -> None:
 
 
 @main.group()
+def report() -> None:
+    """Reports for the site owner."""
+
+
+@report.command("unanswered")
+@click.option("--project", required=True, help="Project whose refused questions to list.")
+@click.option("--since", default="7d", show_default=True, help="How far back: 24h, 7d, 2w.")
+def report_unanswered(project: str, since: str) -> None:
+    """Questions the assistant could not answer, near-duplicates grouped, most frequent first."""
+    from .storage.mongo import get_db
+    from .storage.unanswered import grouped, parse_since
+
+    settings = _settings()
+    try:
+        groups = grouped(get_db(settings), settings, project, parse_since(since))
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    if not groups:
+        click.echo(f"{project}: no unanswered questions in the last {since}")
+    for group in groups:
+        others = len(group["variants"]) - 1
+        more = f" (+{others} similar wording{'s' if others > 1 else ''})" if others else ""
+        click.echo(f"{group['count']:5d}  {group['question']}{more}")
+
+
+@main.group()
 def project() -> None:
     """Manage projects: keys that open sessions, allowed browser origins."""
 

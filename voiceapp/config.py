@@ -203,6 +203,7 @@ class Settings:
     audio_cache_collection: str = _setting("MONGO_VOICE_AUDIO_CACHE", "voice_audio_cache")
     analytics_collection: str = _setting("MONGO_VOICE_ANALYTICS", "voice_analytics")
     knowledge_collection: str = _setting("MONGO_VOICE_KNOWLEDGE", "voice_knowledge")
+    # Questions the dialog refused, for the site owner (`voiceapp report unanswered`); kept like interactions.
     unanswered_collection: str = _setting("MONGO_VOICE_UNANSWERED", "voice_unanswered")
 
     # Front: access, limits, admission

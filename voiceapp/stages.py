@@ -31,7 +31,7 @@ from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
-from .storage import interactions, retention, sessions
+from .storage import interactions, retention, sessions, unanswered
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
@@ -420,6 +420,8 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         stage_done_at=time.time(),
     ):
         return _replay(rt, ref, DIALOG)
+    if reply.intent == "fallback":  # the site owner's list of what the knowledge base lacks
+        unanswered.record(rt.db, rt.settings, turn["project"], turn["transcript"], ref.session_id, ref.turn_id)
     _publish_reply(rt, ref, {**fields, "language": turn.get("language")})
     return ref
 

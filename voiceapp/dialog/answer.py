@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pymongo.database import Database
 from voiceapp.config import Settings
 from voiceapp.errors import VoiceError
 from voiceapp.models import Passage, Reply
-from voiceapp.dialog import embed, llm, retrieval
+from voiceapp.dialog import embed, llm, numbers_ru, retrieval
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
@@ -54,6 +55,8 @@ CANNED = {
 MIN_COVERAGE = 0.55
 GENERIC = retrieval.GENERIC
 MAX_SPEECH_CHARS = 300
+# Longer questions are cut for retrieval (the front caps transcripts and texts far below a megabyte anyway).
+MAX_QUESTION_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Grounding:
     sentences: tuple[str, ...]
     question: str = ""
     strength: float | None = None  # hybrid confidence (0.5 at the refusal threshold); None on the BM25-only path
+    runners_up: tuple[Passage, ...] = ()  # the next passages of the hybrid ranking (more grounding for an LLM)
 
     @property
     def source(self) -> str:
@@ -153,13 +157,14 @@ def hybrid_grounding(
     strength = round(choice.confidence, 3)
     tied = [(c.coverage, c.hits, c.bm25, c.index) for c in found if abs(c.coverage - best.coverage) < 1e-9]
     tied.sort(key=lambda item: item[3] != best.index)
+    ranked = sorted(found, key=lambda c: -c.pick_score(params))
+    runners_up = tuple(_scored(index.passages[c.index], c.pick_score(params)) for c in ranked if c is not best)[:2]
     overview = _overview(index, question, query or soft, tied)
     if overview is not None:
-        return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength)
+        return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength, runners_up)
     passage = _scored(index.passages[best.index], best.pick_score(params))
-    return Grounding(
-        passage, best.coverage, tuple(_best_sentences(passage, query, soft, index.idf)), question, strength
-    )
+    chosen = tuple(_best_sentences(passage, query, soft, index.idf))
+    return Grounding(passage, best.coverage, chosen, question, strength, runners_up)
 
 
 def _scored(passage: Passage, score: float) -> Passage:
@@ -216,7 +221,8 @@ def _compose(
     if backend is _extractive:
         return extractive
     where = (grounding.passage.source, grounding.passage.section)
-    more = [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
+    # The LLM sees what the hybrid retrieval ranked next (BM25's next best on the word-only path).
+    more = list(grounding.runners_up) or [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
     passages = [grounding.passage] + [p for p in more if (p.source, p.section) != where][:2]
     try:
         text = backend(settings, question, grounding, passages, history)
@@ -303,6 +309,26 @@ def _question_of(intent: Intent, text: str) -> str:
 
 def respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
     """Answer `text` for `project`: small talk by intent, questions from the knowledge base, else a fallback."""
+    return _spoken(_respond(db, settings, project, text, history))
+
+
+def _spoken(reply: Reply) -> Reply:
+    """A Russian reply with its times and numbers in words, as a person would say them (the reply is heard)."""
+    if language_of(reply.text) != "ru":
+        return reply
+    return dataclasses.replace(reply, text=numbers_ru.speak_numbers(reply.text))
+
+
+def _cleaned(text: str) -> str:
+    """The question as retrieval reads it: no control characters, one line, at most MAX_QUESTION_CHARS."""
+    text = "".join(c if c.isprintable() else " " for c in text[: MAX_QUESTION_CHARS * 4])
+    return " ".join(text.split())[:MAX_QUESTION_CHARS]
+
+
+def _respond(db: Database, settings: Settings, project: str, text: str, history: list[dict]) -> Reply:
+    text = _cleaned(text if isinstance(text, str) else "")
+    if not text:
+        return fallback_reply()
     index = project_index(db, settings, project)
     turns = exchanges(history, settings.dialog_max_context_length)
     language = language_of(text)

@@ -39,8 +39,20 @@ def _encode(settings: Settings, texts: list[str], is_query: bool) -> np.ndarray:
     # The C engine keeps per-call scratch state: one call at a time per process.
     with _lock:
         model = _get(settings)
-        vectors = model.query(texts) if is_query else model.passage(texts)
+        vectors = _offload(model.query if is_query else model.passage, texts)
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), DIM)
+
+
+def _offload(fn, texts: list[str]):
+    """Call the C engine on a real thread when gevent patched threading (the API), so the hub keeps serving
+    every other socket while a knowledge upload is embedded; elsewhere call it directly."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return fn(texts)
+    if monkey.is_module_patched("threading"):
+        return get_hub().threadpool.apply(fn, (texts,))
+    return fn(texts)
 
 
 def passages(settings: Settings, texts: list[str]) -> np.ndarray:
@@ -67,3 +79,9 @@ def query(settings: Settings, text: str) -> np.ndarray:
 def passage_text(section: str, text: str) -> str:
     """What is embedded for a passage: its heading path then its body."""
     return f"{section.replace(' > ', '. ')}. {text}"
+
+
+def warm(settings: Settings) -> None:
+    """Load the model and run it once (dialog worker start), so the first question is not slow."""
+    if enabled(settings):
+        query(settings, "warm up")

@@ -297,6 +297,19 @@ def forget_session(project: str, session_id: str):
     return jsonify({"project": project, "session_id": session_id, "erased": erased})
 
 
+@bp.get("/projects/<project>/unanswered")
+@limiter.limit(ip_limit)
+def list_unanswered(project: str):
+    """The project's refused questions, near-duplicates grouped, most frequent first (its key is required)."""
+    from ..storage.unanswered import grouped, parse_since
+
+    rt = _rt()
+    projects.authorize(rt.db, rt.settings, project, bearer(), admin=True)
+    since = request.args.get("since", "7d")
+    groups = grouped(rt.db, rt.settings, project, parse_since(since))
+    return jsonify({"project": project, "since": since, "groups": groups})
+
+
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document of this API."""
