@@ -65,9 +65,11 @@ class Group:
     count: int = 0
     last_asked: datetime | None = None
     sessions: set[str] = field(default_factory=set)
+    last_session_id: str | None = None  # where it was last asked, so the owner can open that conversation
+    last_turn_id: str | None = None
 
     def as_dict(self) -> dict:
-        """JSON-ready: question (most asked wording), count, variants, sessions, last_asked."""
+        """JSON-ready: question (most asked wording), count, variants, sessions, last_asked and where."""
         ordered = sorted(self.questions.items(), key=lambda item: (-item[1], item[0]))
         return {
             "question": ordered[0][0],
@@ -75,6 +77,8 @@ class Group:
             "variants": [{"question": q, "count": n} for q, n in ordered],
             "sessions": len(self.sessions),
             "last_asked": self.last_asked.isoformat() if self.last_asked else None,
+            "last_session_id": self.last_session_id,
+            "last_turn_id": self.last_turn_id,
         }
 
 
@@ -88,11 +92,22 @@ def _vectors(settings: Settings, questions: list[str]) -> np.ndarray | None:
     return np.stack([embed.query(settings, q) for q in questions])
 
 
-def grouped(db: Database, settings: Settings, project: str, since: timedelta | None = None) -> list[dict]:
-    """The project's refused questions (within `since`), near-duplicates grouped, most frequent group first."""
+def grouped(
+    db: Database,
+    settings: Settings,
+    project: str,
+    since: timedelta | None = None,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[dict]:
+    """The project's refused questions (within `since`, or [start, end)), near-duplicates grouped, most frequent first."""
     query: dict = {"project": project}
     if since is not None:
-        query["asked_at"] = {"$gte": datetime.now(timezone.utc) - since}
+        start = datetime.now(timezone.utc) - since
+    window = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
+    if window:
+        query["asked_at"] = window
     rows = list(db[settings.unanswered_collection].find(query).sort("asked_at", DESCENDING).limit(MAX_LISTED))
     wordings: dict[str, list[dict]] = {}
     for row in rows:
@@ -137,4 +152,6 @@ def _add(group: Group, row: dict) -> None:
     asked = row.get("asked_at")
     if isinstance(asked, datetime):
         asked = asked if asked.tzinfo else asked.replace(tzinfo=timezone.utc)
-        group.last_asked = max(group.last_asked, asked) if group.last_asked else asked
+        if group.last_asked is None or asked > group.last_asked:
+            group.last_asked = asked
+            group.last_session_id, group.last_turn_id = row.get("session_id"), row.get("turn_id")

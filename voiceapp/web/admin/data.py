@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
-from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -138,49 +135,20 @@ class Unanswered:
     last_turn_id: str = ""
 
 
-def normalise_question(text: str) -> str:
-    """Lowercase words without punctuation, so 'Do you sell cars?' and 'do you sell cars' group together."""
-    text = unicodedata.normalize("NFKC", text or "").casefold()
-    words = re.findall(r"\w+(?:'\w+)?", text)
-    return " ".join(words)
-
-
 def unanswered_questions(db: Database, settings: Settings, project: str, when: Period) -> list[Unanswered]:
-    """Questions answered with the fallback, grouped by normalised text, most frequent first.
+    """Questions the dialog refused in the period (its own store, as the API lists them), most frequent first."""
+    from voiceapp.storage.unanswered import grouped
 
-    The one place to switch to the dialog engine's own unanswered-questions store once it exists.
-    """
-    query = {
-        "project": project,
-        "intent": FALLBACK_INTENT,
-        "timestamp": {"$gte": when.start, "$lt": when.end},
-    }
-    fields = {"transcript": 1, "timestamp": 1, "session_id": 1, "turn_id": 1}
-    return group_questions(db[settings.interactions_collection].find(query, fields).limit(MAX_TURNS))
-
-
-def group_questions(turns: Iterable[dict[str, Any]]) -> list[Unanswered]:
-    """Group turns by normalised transcript; each group shows its most common wording and its latest turn."""
-    wordings: dict[str, Counter] = defaultdict(Counter)
-    latest: dict[str, dict[str, Any]] = {}
-    for turn in turns:
-        key = normalise_question(turn.get("transcript") or "")
-        if not key:
-            continue
-        wordings[key][turn["transcript"].strip()] += 1
-        if key not in latest or as_utc(turn["timestamp"]) > as_utc(latest[key]["timestamp"]):
-            latest[key] = turn
-    groups = [
+    return [
         Unanswered(
-            counter.most_common(1)[0][0],
-            sum(counter.values()),
-            as_utc(latest[key]["timestamp"]),
-            latest[key].get("session_id", ""),
-            latest[key].get("turn_id", ""),
+            group["question"],
+            group["count"],
+            datetime.fromisoformat(group["last_asked"]) if group["last_asked"] else when.start,
+            group.get("last_session_id") or "",
+            group.get("last_turn_id") or "",
         )
-        for key, counter in wordings.items()
+        for group in grouped(db, settings, project, start=when.start, end=when.end)
     ]
-    return sorted(groups, key=lambda g: (-g.count, -g.last_asked.timestamp(), g.text))
 
 
 # ---------------------------------------------------------------- costs
