@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 import websocket
@@ -87,7 +89,7 @@ class LiveClient:
         while True:
             try:
                 raw = self.ws.recv()
-            except Exception:  # noqa: BLE001 - any transport end stops the reader
+            except Exception:
                 break
             if not raw:
                 break
@@ -134,7 +136,7 @@ class LiveClient:
         """Close the socket."""
         try:
             self.ws.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
     # ------------------------------------------------------------ streaming
@@ -282,10 +284,10 @@ def check_stream(inbox: list[tuple[float, dict]]) -> dict[str, int]:
     """Lost (seq gaps) and duplicated (repeated seq) session events over a whole connection."""
     seqs = [m["seq"] for _, m in inbox if m.get("seq") is not None]
     unique = sorted(set(seqs))
-    gaps = sum(b - a - 1 for a, b in zip(unique, unique[1:]))
+    gaps = sum(b - a - 1 for a, b in itertools.pairwise(unique))
     return {
         "events": len(seqs),
         "lost": gaps,
         "duplicated": len(seqs) - len(unique),
-        "out_of_order": sum(1 for a, b in zip(seqs, seqs[1:]) if b < a),
+        "out_of_order": sum(1 for a, b in itertools.pairwise(seqs) if b < a),
     }

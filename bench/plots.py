@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PIPELINE_PARTS = (
     ("upload_s", "upload+enqueue"),
@@ -74,8 +74,8 @@ def stage_breakdown(stages: dict, out: Path) -> str:
     ax.set_title("one turn: pipeline stages vs engines in-process")
     handles, names_ = ax.get_legend_handles_labels()
     ax.legend(
-        dict(zip(names_, handles)).values(),
-        dict(zip(names_, handles)).keys(),
+        dict(zip(names_, handles, strict=True)).values(),
+        dict(zip(names_, handles, strict=True)).keys(),
         fontsize=7,
         ncol=8,
         loc="upper center",

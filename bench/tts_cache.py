@@ -101,7 +101,7 @@ def run(settings: Settings, replies: int, provider: str, seed: int) -> dict:
             provider_name=provider,
             project="bench",
             session_id="bench",
-            on_chunk=lambda c: first or first.append(time.perf_counter() - started),
+            on_chunk=lambda c, first=first, started=started: first or first.append(time.perf_counter() - started),
         )
         kind = "hit" if result.chunks[0].cached else "miss"
         ttfa[kind].append(first[0])

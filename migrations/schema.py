@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 Key = tuple[tuple[str, Any], ...]
 
@@ -33,7 +34,7 @@ class IndexSpec:
     expire_after_seconds: int | None = None
 
     @classmethod
-    def from_server(cls, info: Mapping[str, Any]) -> "IndexSpec":
+    def from_server(cls, info: Mapping[str, Any]) -> IndexSpec:
         """The spec of an index as list_indexes() reports it."""
         ttl = info.get("expireAfterSeconds")
         return cls(

@@ -59,7 +59,7 @@ def start_watching(rt: Runtime, interval: float = 2.0) -> threading.Event:
                 recover_lost_turns(rt)
             except redis.RedisError:
                 pass  # Redis restarting: the next check sees the new one
-            except Exception as err:  # MongoDB down: the marker was removed, the next check retries
+            except Exception as err:  # noqa: BLE001  (MongoDB down: the marker was removed, the next check retries)
                 log.warning("turn recovery failed: %s", type(err).__name__)
             stop.wait(interval)
 

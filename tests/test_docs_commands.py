@@ -239,7 +239,7 @@ def test_rollback_switch_removes_voice_endpoints_but_keeps_health(tmp_path):
     env_file.write_text((REPO / "deploy" / "env.example").read_text())
     for block in doc_blocks("bash"):
         if "VOICE_ENABLED=false" in block:
-            sed = [line for line in block.splitlines() if line.startswith("sed ")][0]
+            sed = next(line for line in block.splitlines() if line.startswith("sed "))
             done = subprocess.run(
                 ["bash", "-c", sed.replace("deploy/voiceapp.env", str(env_file))],
                 capture_output=True,

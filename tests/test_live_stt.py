@@ -84,7 +84,7 @@ def test_hands_free_pause_ends_the_utterance_without_end(live):
         ws.close()
     final = [e for e in events if e["type"] == "transcript" and e["final"]]
     assert final and "saturday" in final[0]["text"].lower()
-    assert [e for e in events if e["type"] == "reply"][0]["text"]
+    assert next(e for e in events if e["type"] == "reply")["text"]
     assert events[-1]["status"] == "done"
 
 

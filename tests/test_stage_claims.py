@@ -96,7 +96,7 @@ def _twice(run, rt: Runtime, ref: TurnRef) -> list:
         start.wait()
         try:
             results.append(run(rt, ref.to_payload()))
-        except Exception as err:  # noqa: BLE001  (surfaced by the assert below)
+        except Exception as err:
             errors.append(err)
 
     threads = [threading.Thread(target=one) for _ in range(2)]
@@ -220,7 +220,10 @@ def test_a_stage_claimed_by_a_dead_worker_is_taken_over_when_its_lease_runs_out(
 def test_a_recognised_live_turn_is_handed_on_once(claims_rt):
     rt = claims_rt
     ref = _turn(rt, status=TurnStatus.RECOGNIZED.value, transcript="hello", source="ws-live")
-    queued = lambda: rt.redis.llen("dialog")  # (kombu's Redis transport: one list per queue)
+
+    def queued():
+        return rt.redis.llen("dialog")  # (kombu's Redis transport: one list per queue)
+
     # The first live task, then its redelivered copy (and one that lost a DuplicateKeyError race).
     assert stages.run_live_stt(rt, ref.to_payload()) == ref
     assert pipeline.continue_turn(rt, ref) is True

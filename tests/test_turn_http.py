@@ -6,8 +6,8 @@ import wave
 import pytest
 import requests
 
-from voiceapp.web.auth import issue_token
 from tests.support import JFK_TEXT, new_session, shared_file, word_error_rate
+from voiceapp.web.auth import issue_token
 
 pytestmark = pytest.mark.usefixtures("demo_kb")
 
@@ -25,7 +25,7 @@ def _ask(live, audio: bytes, session=None, wait=60):
 
 
 def test_real_recording_is_transcribed_answered_and_spoken(live):
-    session, auth, turn = _ask(live, shared_file("jfk.flac").read_bytes())
+    _session, auth, turn = _ask(live, shared_file("jfk.flac").read_bytes())
     assert turn["status"] == "done", turn
     assert word_error_rate(JFK_TEXT, turn["transcript"]) <= 0.15, turn["transcript"]
     assert turn["reply_text"]

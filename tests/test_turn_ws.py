@@ -33,9 +33,9 @@ def _events_until_done(ws, turn_id=None):
     while True:
         message = json.loads(ws.recv())
         events.append(message)
-        if message["type"] in ("done", "error") and message.get("seq") is not None:
-            if turn_id is None or message.get("turn_id") == turn_id:
-                return events
+        ended = message["type"] in ("done", "error") and message.get("seq") is not None
+        if ended and (turn_id is None or message.get("turn_id") == turn_id):
+            return events
 
 
 def test_pcm16_frames_give_ordered_events(live):

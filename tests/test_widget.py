@@ -84,7 +84,7 @@ def playwright():
 
 def _launch(playwright, fake_mic: Path):
     return playwright.chromium.launch(
-        executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--use-file-for-fake-audio-capture={fake_mic}"]
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={fake_mic}"]
     )
 
 

@@ -80,7 +80,7 @@ class Event:
         }
 
     @classmethod
-    def from_json(cls, payload: str | bytes) -> "Event":
+    def from_json(cls, payload: str | bytes) -> Event:
         """Parse what `EventBus.publish` put on the wire."""
         raw = json.loads(payload)
         base = {k: raw.pop(k, None) for k in ("seq", "type", "session_id", "turn_id", "ts")}

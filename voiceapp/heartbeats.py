@@ -44,4 +44,4 @@ def workers_per_queue(client: redis.Redis, queues: tuple[str, ...]) -> dict[str,
     now = time.time()
     for queue in queues:
         pipe.zcount(f"{PREFIX}:{queue}", now, "+inf")
-    return dict(zip(queues, (int(n) for n in pipe.execute())))
+    return dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))

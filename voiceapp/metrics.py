@@ -7,8 +7,7 @@ there and the API's /metrics aggregates them, workers included.
 from __future__ import annotations
 
 import os
-
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -80,7 +79,7 @@ class DeploymentMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             active, depths = self._sessions_active(), self._queue_depths()
-        except Exception:  # Redis down: report nothing rather than fail the whole scrape
+        except Exception:  # noqa: BLE001  (Redis down: report nothing rather than fail the whole scrape)
             return
         yield GaugeMetricFamily("voice_sessions_active", "Current active session count", value=active)
         family = GaugeMetricFamily("voice_queue_depth", "Turns waiting per stage queue", labels=["queue"])

@@ -5,19 +5,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pymongo.database import Database
 
 from voiceapp.config import Settings
-from voiceapp.errors import VoiceError
-from voiceapp.models import Passage, Reply
 from voiceapp.dialog import embed, llm, numbers_ru, retrieval
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
 from voiceapp.dialog.text import expansion_tokens, for_speech, language_of, sentences, tokenize
+from voiceapp.errors import VoiceError
+from voiceapp.models import Passage, Reply
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _compose(
     where = (grounding.passage.source, grounding.passage.section)
     # The LLM sees what the hybrid retrieval ranked next (BM25's next best on the word-only path).
     more = list(grounding.runners_up) or [index.passages[i] for i, _ in rank(index, tokenize(question), 3)]
-    passages = [grounding.passage] + [p for p in more if (p.source, p.section) != where][:2]
+    passages = [grounding.passage, *[p for p in more if (p.source, p.section) != where][:2]]
     try:
         text = backend(settings, question, grounding, passages, history)
     except VoiceError as err:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from voiceapp.dialog.text import STOPWORDS, stem, words
 
@@ -17,10 +18,45 @@ _PRONOUNS = frozenset({"it", "that", "this", "they", "them", "those", "its", "э
 _CATEGORIES: tuple[frozenset[str], ...] = (
     frozenset(
         stem(w)
-        for w in "monday tuesday wednesday thursday friday saturday sunday weekend weekends weekday weekdays "
-        "today tomorrow tonight holiday holidays christmas morning afternoon evening "
-        "понедельник вторник среду среда четверг пятницу пятница субботу суббота воскресенье выходные будни "
-        "сегодня завтра праздники утром вечером".split()
+        for w in [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+            "weekend",
+            "weekends",
+            "weekday",
+            "weekdays",
+            "today",
+            "tomorrow",
+            "tonight",
+            "holiday",
+            "holidays",
+            "christmas",
+            "morning",
+            "afternoon",
+            "evening",
+            "понедельник",
+            "вторник",
+            "среду",
+            "среда",
+            "четверг",
+            "пятницу",
+            "пятница",
+            "субботу",
+            "суббота",
+            "воскресенье",
+            "выходные",
+            "будни",
+            "сегодня",
+            "завтра",
+            "праздники",
+            "утром",
+            "вечером",
+        ]
     ),
 )
 _SMALL_TALK = {"greeting", "goodbye", "thanks", "help", "repeat", "stop", "human"}

@@ -62,7 +62,7 @@ def passages(settings: Settings, texts: list[str]) -> np.ndarray:
     # Re-adding a source mostly repeats passages: embedding is the slow part of `kb add`.
     with _lock:
         todo = [text for text in dict.fromkeys(texts) if text not in _passage_cache]
-        found = dict(zip(todo, _encode(settings, todo, is_query=False))) if todo else {}
+        found = dict(zip(todo, _encode(settings, todo, is_query=False), strict=True)) if todo else {}
         found.update({text: _passage_cache[text] for text in texts if text not in found})
         for text, vector in found.items():
             if len(_passage_cache) >= CACHE_SIZE:

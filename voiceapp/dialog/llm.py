@@ -11,12 +11,12 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 from voiceapp.config import Settings
+from voiceapp.dialog.context import Exchange
 from voiceapp.errors import DialogError, ProviderUnavailable
 from voiceapp.models import Passage
-from voiceapp.dialog.context import Exchange
 
 log = logging.getLogger(__name__)
 

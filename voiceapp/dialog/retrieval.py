@@ -168,7 +168,7 @@ def pick(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
     best = ranked[0]
     gap = best.pick_score(params) - ranked[1].pick_score(params) if len(ranked) > 1 else 0.0
     top_z = max(c.z for c in found)
-    logit = params.bias + sum(w * f for w, f in zip(params.weights, features(best, gap, top_z)))
+    logit = params.bias + sum(w * f for w, f in zip(params.weights, features(best, gap, top_z), strict=True))
     return Choice(best, gap, logit)
 
 

@@ -45,7 +45,7 @@ def check(settings: Settings) -> str | None:
     return None
 
 
-def create(settings: Settings) -> "OpenAIWhisperEngine":
+def create(settings: Settings) -> OpenAIWhisperEngine:
     """Load the local weights (never downloads)."""
     problem = check(settings)
     if problem:

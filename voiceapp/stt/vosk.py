@@ -31,7 +31,7 @@ def check(settings: Settings) -> str | None:
     return None
 
 
-def create(settings: Settings) -> "VoskEngine":
+def create(settings: Settings) -> VoskEngine:
     """Load the model at VOSK_MODEL_PATH."""
     problem = check(settings)
     if problem:

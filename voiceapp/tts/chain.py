@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from voiceapp import metrics
 from voiceapp.config import Settings
@@ -51,7 +52,7 @@ def call_with_timeout(func: Callable[..., T], timeout: float, *args) -> T:
     def run() -> None:
         try:
             box["value"] = func(*args)
-        except BaseException as err:  # handed to the caller's thread
+        except BaseException as err:  # noqa: BLE001  (handed to the caller's thread, which re-raises it)
             box["error"] = err
         finally:
             done.set()

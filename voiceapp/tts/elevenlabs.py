@@ -59,7 +59,7 @@ def mime_type(fmt: str) -> str:
     return _MIME.get(fmt.split("_", 1)[0], "application/octet-stream")
 
 
-def create(settings: Settings) -> "ElevenLabsProvider":
+def create(settings: Settings) -> ElevenLabsProvider:
     """A client for the configured account (no network call until the first synthesis)."""
     problem = check(settings)
     if problem:
@@ -91,7 +91,7 @@ class ElevenLabsProvider:
         try:
             chunks = self._client.text_to_speech.convert(voice_id, **self._request(text, language))
             audio = b"".join(chunks)
-        except Exception as err:  # the SDK raises ApiError, httpx errors and pydantic errors
+        except Exception as err:  # noqa: BLE001  (the SDK raises ApiError, httpx and pydantic errors)
             raise TtsError(f"elevenlabs failed: {_describe(err)}") from None
         if not audio:
             raise TtsError("elevenlabs returned no audio")

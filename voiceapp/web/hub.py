@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class Listener:
     """Events of one session for one local consumer (a WebSocket or a long-poll), gap-free and in order."""
 
-    def __init__(self, hub: "EventHub", session_id: str, last_seq: int) -> None:
+    def __init__(self, hub: EventHub, session_id: str, last_seq: int) -> None:
         self.session_id = session_id
         self.last_seq = last_seq
         self._hub = hub
