@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import ModuleType
+from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -89,7 +91,9 @@ def _ensure_collection(db: Database, name: str, existing: set[str], report: Migr
     existing.add(name)
 
 
-def _ensure_index(collection: Collection, spec: IndexSpec, current: list[dict], report: MigrationReport) -> None:
+def _ensure_index(
+    collection: Collection, spec: IndexSpec, current: list[MutableMapping[str, Any]], report: MigrationReport
+) -> None:
     label = f"{collection.name} {spec.describe()}"
     same_key = [info for info in current if normalize_key(info["key"]) == spec.key]
     if any(IndexSpec.from_server(info) == spec for info in same_key):

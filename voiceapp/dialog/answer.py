@@ -163,8 +163,8 @@ def hybrid_grounding(
     if overview is not None:
         return Grounding(overview.passage, overview.coverage, overview.sentences, question, strength, runners_up)
     passage = _scored(index.passages[best.index], best.pick_score(params))
-    chosen = tuple(_best_sentences(passage, query, soft, index.idf))
-    return Grounding(passage, best.coverage, chosen, question, strength, runners_up)
+    picked = tuple(_best_sentences(passage, query, soft, index.idf))
+    return Grounding(passage, best.coverage, picked, question, strength, runners_up)
 
 
 def _scored(passage: Passage, score: float) -> Passage:

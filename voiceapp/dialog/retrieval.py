@@ -115,7 +115,7 @@ def dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
     """Per passage, the higher cosine of the whole passage and of its best sentence."""
     assert index.vectors is not None
     sims = index.vectors @ qvec
-    if index.sentence_vectors is not None and len(index.sentence_vectors):
+    if index.sentence_vectors is not None and index.sentence_owner is not None and len(index.sentence_vectors):
         # Sentences are stored passage by passage: the max of each passage's run of rows.
         best = np.full(len(sims), -1.0, dtype=np.float32)
         np.maximum.at(best, index.sentence_owner, index.sentence_vectors @ qvec)

@@ -47,10 +47,10 @@ def check(settings: Settings) -> str | None:
 
 def create(settings: Settings) -> OpenAIWhisperEngine:
     """Load the local weights (never downloads)."""
-    problem = check(settings)
-    if problem:
-        raise ProviderUnavailable(problem)
-    return OpenAIWhisperEngine(weights_path(settings), settings.whisper_device)
+    problem, path = check(settings), weights_path(settings)
+    if problem or path is None:
+        raise ProviderUnavailable(problem or f"no weights for WHISPER_MODEL={settings.whisper_model!r}")
+    return OpenAIWhisperEngine(path, settings.whisper_device)
 
 
 class OpenAIWhisperEngine:

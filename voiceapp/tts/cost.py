@@ -134,6 +134,7 @@ def record(
         upsert=True,
         return_document=ReturnDocument.AFTER,
     )
+    assert project_doc is not None and day_doc is not None  # upserts returning the document after: never None
     metrics.TTS_COST_TODAY.labels(project=project).set(float(project_doc["cost_usd"]))
     alerted = _check_alert(coll, settings, day, float(day_doc["cost_usd"]), now)
     return CostRecord(total, float(project_doc["cost_usd"]), float(day_doc["cost_usd"]), alerted)

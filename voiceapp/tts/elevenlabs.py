@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+from typing import Any
 
 from voiceapp.config import Settings
 from voiceapp.errors import ProviderUnavailable, TtsError
@@ -75,7 +76,7 @@ class ElevenLabsProvider:
     def __init__(self, settings: Settings) -> None:
         from elevenlabs.client import ElevenLabs
 
-        options = {"api_key": settings.elevenlabs_api_key, "timeout": settings.tts_timeout}
+        options: dict[str, Any] = {"api_key": settings.elevenlabs_api_key, "timeout": settings.tts_timeout}
         if settings.elevenlabs_base_url:
             options["base_url"] = settings.elevenlabs_base_url.rstrip("/")
         self._client = ElevenLabs(**options)

@@ -275,8 +275,8 @@ def turns_per_hour(turns: list[dict[str, Any]], when: Period) -> list[tuple[str,
     if when.span == "day":
         counts = Counter(as_utc(t["timestamp"]).hour for t in turns)
         return [(f"{h:02d}", counts.get(h, 0)) for h in range(24)]
-    counts = Counter(as_utc(t["timestamp"]).strftime("%Y-%m-%d") for t in turns)
-    return [(d[5:], counts.get(d, 0)) for d in _days(when)]
+    per_day = Counter(as_utc(t["timestamp"]).strftime("%Y-%m-%d") for t in turns)
+    return [(d[5:], per_day.get(d, 0)) for d in _days(when)]
 
 
 # ---------------------------------------------------------------- projects
