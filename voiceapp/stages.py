@@ -24,6 +24,7 @@ from .models import Transcript
 from .runtime import Runtime
 from .storage import interactions, sessions
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
+from .stt.base import language_code
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
@@ -64,6 +65,14 @@ def _turn(rt: Runtime, ref: TurnRef) -> dict[str, Any]:
 
 def _queue_wait(turn: dict[str, Any], started: float) -> float:
     return round(max(0.0, started - float(turn.get("stage_done_at") or turn.get("accepted_at") or started)), 4)
+
+
+def reply_language(turn: dict[str, Any]) -> str | None:
+    """The session's language, or the one the visitor spoke when the session detects it ("auto")."""
+    asked = turn.get("language")
+    if language_code(asked) is not None:
+        return asked
+    return (turn.get("stt") or {}).get("language") or None
 
 
 def run_stt(rt: Runtime, ref: TurnRef) -> TurnRef:
@@ -112,7 +121,8 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
     push_to_talk = ref.get("mode") == PUSH_TO_TALK
     end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
-    recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, end_silence=end_silence)
+    engine = usable_engine(rt.settings, language)
+    recognizer = StreamingRecognizer(engine, rt.settings, language, end_silence=end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
@@ -272,7 +282,7 @@ def run_tts(rt: Runtime, ref: TurnRef) -> TurnRef:
                 rt.settings,
                 text=turn["reply_text"],
                 voice=turn.get("voice") or None,
-                language=turn.get("language"),
+                language=reply_language(turn),
                 provider_name=turn.get("tts_provider") or None,
                 project=turn["project"],
                 session_id=ref["session_id"],

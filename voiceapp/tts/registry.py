@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from voiceapp.config import Settings
+from voiceapp.config import Settings, language_map
+from voiceapp.errors import ProviderUnavailable
 from voiceapp.plugins import Registry
 from voiceapp.plugins import warm as warm_instance
 from voiceapp.tts.base import TtsProvider
@@ -15,9 +16,10 @@ PROVIDERS: dict[str, str] = {
     "elevenlabs": "voiceapp.tts.elevenlabs",
     "azure": "voiceapp.tts.azure",
     "browser": "voiceapp.tts.browser",
+    "festival": "voiceapp.tts.festival",
 }
 # Providers that cost nothing per character: where a project over its daily budget is switched to.
-FREE_PROVIDERS = ("piper", "browser")
+FREE_PROVIDERS = ("piper", "festival", "browser")
 
 _providers: Registry[TtsProvider] = Registry("TTS provider", PROVIDERS, "TTS_DEFAULT_PROVIDER")
 
@@ -36,6 +38,27 @@ def describe(settings: Settings, name: str, voice: str | None, language: str | N
     """(voice, output format) provider `name` would use: the cache key, known without calling the vendor."""
     module = _module(name)
     return module.voice_for(settings, voice, language), module.output_format(settings)
+
+
+def speaks(settings: Settings, name: str, language: str | None) -> bool:
+    """Whether provider `name` has a voice for `language` (providers without `speaks` speak every language)."""
+    try:
+        check = getattr(_module(name), "speaks", None)
+    except ProviderUnavailable:
+        return True  # unknown names fail later with their own error
+    return bool(check(settings, language)) if check else True
+
+
+def mapped_voice(settings: Settings, language: str | None) -> tuple[str, str | None] | None:
+    """(provider, voice or None) that TTS_VOICES names for `language`, or None."""
+    if not language:
+        return None
+    code = language.replace("_", "-").split("-")[0].lower()
+    choice = language_map(settings.tts_voices).get(code)
+    if not choice:
+        return None
+    provider, _, voice = choice.partition("/")
+    return provider.strip().lower(), voice.strip() or None
 
 
 def provider_status(settings: Settings) -> dict[str, str]:

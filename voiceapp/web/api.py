@@ -20,7 +20,7 @@ from ..pipeline import start_turn
 from ..runtime import Runtime
 from ..storage import interactions, projects, sessions
 from ..storage.audio import REPLIES_BUCKET, get_audio
-from ..storage.projects import PROJECT_RE
+from ..storage.projects import LANGUAGE_RE, PROJECT_RE
 from ..urls import audio_url
 from ..utterances import UtteranceStream
 from . import access
@@ -31,7 +31,6 @@ from .ratelimit import ip_limit, limiter, project_key, project_limit
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
-LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 TERMINAL = {"done", "error", "no_speech"}
 
 
@@ -94,7 +93,7 @@ def create_session():
     project = _string_field(body, "project", PROJECT_RE)
     if project is None:
         raise BadRequest("field 'project' is required", code="invalid_field")
-    language = _string_field(body, "language", LANGUAGE_RE, rt.settings.default_language)
+    language = _string_field(body, "language", LANGUAGE_RE)  # None: the project's, else the default
     voice = _string_field(body, "voice", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"))
     session = access.open_session(rt, project, bearer(), language, voice)
     rt.events.open(session["session_id"])
