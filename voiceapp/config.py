@@ -82,7 +82,7 @@ def _csv(raw: str) -> tuple[str, ...]:
 
 
 def _language_map(raw: str) -> tuple[str, ...]:
-    """"ru:base,*:tiny.en" -> ("ru:base", "*:tiny.en"); each item is LANGUAGE:VALUE ("*" = every other language)."""
+    """ "ru:base,*:tiny.en" -> ("ru:base", "*:tiny.en"); each item is LANGUAGE:VALUE ("*" = every other language)."""
     items = _csv(raw)
     for item in items:
         language, _, value = item.partition(":")

@@ -77,7 +77,7 @@ def _configured_voices(settings: Settings) -> dict[str, str]:
 
 
 def _code(language: str | None) -> str | None:
-    """"ru-RU" -> "ru"."""
+    """ "ru-RU" -> "ru"."""
     return language.replace("_", "-").split("-")[0].lower() if language else None
 
 

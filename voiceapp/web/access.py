@@ -18,9 +18,7 @@ def slots(rt: Runtime) -> SessionSlots:
     return SessionSlots(rt.redis, rt.settings)
 
 
-def open_session(
-    rt: Runtime, project: str, key: str | None, language: str | None, voice: str | None
-) -> dict[str, Any]:
+def open_session(rt: Runtime, project: str, key: str | None, language: str | None, voice: str | None) -> dict[str, Any]:
     """Authorize the project (key, origin), check the language, take a slot, then create the session."""
     projects.authorize(rt.db, rt.settings, project, key)
     check_origin(project)
