@@ -69,7 +69,9 @@ def english_only(model: str) -> bool:
 
 
 def model_for(settings: Settings, language: str | None) -> str | None:
-    """The model that recognises `language` (None: detect it), or None when no configured model can."""
+    """The model that recognises `language` ("auto": detects it; None: WHISPER_MODEL), or None when none can."""
+    if language is None:
+        return settings.whisper_model
     code = language_code(language)
     models = language_map(settings.whisper_models)
     if code is not None and code in models:
@@ -93,7 +95,7 @@ def language_problem(settings: Settings, language: str | None) -> str | None:
     """Why the configured models cannot recognise `language` (None: they can); loads nothing."""
     code = language_code(language)
     if code is None:
-        return None
+        return None  # detection: an English-only configuration still hears English
     model = model_for(settings, code)
     if model is None:
         return (

@@ -30,7 +30,7 @@ def _module(name: str) -> ModuleType:
 
 
 def get_engine(settings: Settings, name: str | None = None, language: str | None = None) -> SttEngine:
-    """The engine `name` (default STT_ENGINE) for `language` (None: detect), created on first use and then reused."""
+    """The engine `name` (default STT_ENGINE) for `language` ("auto": detect), created on first use and then reused."""
     key = (name or settings.stt_engine).strip().lower()
     return _engines.get(_for_language(settings, key, language), key)
 

@@ -113,7 +113,8 @@ def speakable(text: str) -> str:
     """`text` without the characters festival cannot say (dashes become pauses)."""
     text = _DASHES.sub(", ", text)
     text = _UNSAYABLE.sub(" ", text.replace("\\", " ").replace('"', " "))
-    return re.sub(r"\s+", " ", text).strip(" ,;:-")
+    text = re.sub(r"\s+([.,!?:;])", r"\1", re.sub(r"\s+", " ", text))
+    return text.strip(" ,;:-")
 
 
 class FestivalProvider:
