@@ -225,3 +225,51 @@ def test_language_the_models_cannot_hear_is_refused_at_session_creation(front):
     assert new_session(app.base_url, "demo", language="en-US")["language"] == "en-US"  # others keep working
     bad = requests.post(f"{app.base_url}/api/v1/voice/sessions", json={"project": "demo", "language": 7}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_field"
+
+
+# -- the whole stack: a Russian question over kb_ru, answered and spoken in Russian -------------------
+
+
+@pytest.fixture(scope="module")
+def ru_key(live) -> str:
+    """Project demo-ru: the Russian demo knowledge base, default language ru, opened with its key."""
+    from voiceapp.demo import KB_RU_DIR
+    from voiceapp.dialog.knowledge import load_directory
+
+    load_directory(live.db, live.settings, "demo-ru", KB_RU_DIR)
+    return projects.create_key(live.db, live.settings, "demo-ru", language="ru")
+
+
+def _ask(live, session: dict, audio: bytes, wait: float = 120) -> dict:
+    auth = {"Authorization": f"Bearer {session['token']}"}
+    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}"
+    posted = requests.post(f"{url}/turns", data=audio, headers=auth, timeout=30)
+    assert posted.status_code == 202, posted.text
+    turn_id = posted.json()["turn_id"]
+    result = requests.get(f"{url}/turns/{turn_id}", params={"wait": wait}, headers=auth, timeout=wait + 10)
+    assert result.status_code == 200, result.text
+    turn = result.json()
+    turn["doc"] = live.db[live.settings.interactions_collection].find_one({"turn_id": turn_id})
+    return turn
+
+
+def test_russian_question_is_answered_in_russian_through_the_stack(live, ru_key):
+    session = new_session(live.base_url, "demo-ru", ru_key)
+    assert session["language"] == "ru"  # the project's language
+    turn = _ask(live, session, (RU / "hours_saturday.wav").read_bytes())
+    assert turn["status"] == "done", turn
+    errors, total = word_errors(TRANSCRIPTS["hours_saturday.wav"], turn["transcript"])
+    assert errors / total <= 0.4, turn["transcript"]
+    assert turn["doc"]["stt"]["model"] == "base" and turn["doc"]["stt"]["language"] == "ru"
+    assert "суббот" in turn["reply_text"].lower() and "9" in turn["reply_text"], turn["reply_text"]
+    assert turn["sources"], "the answer names the knowledge it came from"
+    assert turn["doc"]["tts"]["provider"] == "festival" and turn["audio_url"]
+
+
+def test_detected_language_is_answered_in_the_language_spoken(live, ru_key):
+    session = new_session(live.base_url, "demo-ru", ru_key, language="auto")
+    turn = _ask(live, session, (RU / "delivery_price.wav").read_bytes())
+    assert turn["status"] == "done", turn
+    assert turn["doc"]["stt"]["language"] == "ru" and CYRILLIC.search(turn["transcript"])
+    assert CYRILLIC.search(turn["reply_text"]) and "150" in turn["reply_text"], turn["reply_text"]
+    assert turn["doc"]["tts"]["provider"] == "festival"
