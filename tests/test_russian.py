@@ -273,3 +273,12 @@ def test_detected_language_is_answered_in_the_language_spoken(live, ru_key):
     assert turn["doc"]["stt"]["language"] == "ru" and CYRILLIC.search(turn["transcript"])
     assert CYRILLIC.search(turn["reply_text"]) and "150" in turn["reply_text"], turn["reply_text"]
     assert turn["doc"]["tts"]["provider"] == "festival"
+
+
+def test_russian_demo_question_is_russian_speech(settings):
+    from voiceapp.demo import QUESTION_RU_TEXT, QUESTION_RU_WAV
+
+    heard = transcribe_with_fallback(settings, decode(QUESTION_RU_WAV.read_bytes(), settings), "auto")
+    assert heard.language == "ru"
+    errors, total = word_errors(QUESTION_RU_TEXT, heard.text)
+    assert errors / total <= 0.4, heard.text

@@ -50,8 +50,8 @@ def up(flower: bool, mongo_engine: str) -> None:
     try:
         settings = Settings.from_env()
         if "VOICE_OPEN_PROJECTS" not in os.environ:
-            # The local demo project needs no key; set VOICE_OPEN_PROJECTS= (empty) to close it.
-            settings = settings.replace(open_projects=("demo",))
+            # The local demo projects need no key; set VOICE_OPEN_PROJECTS= (empty) to close them.
+            settings = settings.replace(open_projects=("demo", "demo-ru"))
         state = stack.up(settings, flower=flower, mongo_engine=mongo_engine)
     except (SettingsError, VoiceError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None

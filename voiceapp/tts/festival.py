@@ -236,3 +236,40 @@ class FestivalProvider:
         before, _, self._buffer = self._buffer.partition(marker)
         self._buffer = self._buffer.lstrip(b"\n")
         return before.decode("utf-8", "replace")
+
+
+def make_demo(settings: Settings, path: Path, text: str) -> Path:
+    """Write a spoken Russian question as a 16 kHz mono PCM16 WAV (the Russian demo's recording)."""
+    from voiceapp.audio import decode, to_wav
+
+    provider = create(settings)
+    try:
+        speech = provider.synthesize(text, None, "ru")
+    finally:
+        provider.close()
+    decoded = decode(speech.audio, settings.replace(audio_sample_rate=16_000))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(to_wav(decoded.samples, decoded.sample_rate))
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m voiceapp.tts.festival --make-demo [--out FILE] [--text TEXT]`."""
+    import argparse
+
+    from voiceapp.demo import QUESTION_RU_TEXT, QUESTION_RU_WAV
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--make-demo", action="store_true", help="regenerate voiceapp/demo/question_ru.wav")
+    parser.add_argument("--out", type=Path, default=QUESTION_RU_WAV)
+    parser.add_argument("--text", default=QUESTION_RU_TEXT)
+    args = parser.parse_args(argv)
+    if not args.make_demo:
+        parser.error("nothing to do: pass --make-demo")
+    print(make_demo(Settings.from_env(), args.out, args.text))
+
+
+if __name__ == "__main__":
+    main()
