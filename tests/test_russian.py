@@ -275,6 +275,42 @@ def test_detected_language_is_answered_in_the_language_spoken(live, ru_key):
     assert turn["doc"]["tts"]["provider"] == "festival"
 
 
+def test_russian_over_the_websocket_is_heard_by_base_and_answered(live, ru_key):
+    import numpy as np
+    import websocket
+
+    session = new_session(live.base_url, "demo-ru", ru_key, language="auto")
+    audio = decode((RU / "sunday_hours.wav").read_bytes(), live.settings)
+    pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2").tobytes()
+    url = f"{live.ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}&mode=push_to_talk"
+    ws = websocket.create_connection(url, timeout=120)
+    try:
+        for i in range(0, len(pcm), 640):
+            ws.send_binary(pcm[i : i + 640])
+        ws.send(json.dumps({"type": "end"}))
+        events = []
+        while not events or events[-1]["type"] not in ("done", "error") or events[-1].get("seq") is None:
+            events.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    final = next(e for e in events if e["type"] == "transcript" and e.get("final"))
+    errors, total = word_errors(TRANSCRIPTS["sunday_hours.wav"], final["text"])
+    assert errors / total <= 0.4, final["text"]
+    reply = next(e for e in events if e["type"] == "reply")
+    assert "воскресень" in reply["text"].lower(), reply["text"]
+    assert next(e for e in events if e["type"] == "audio")["provider"] == "festival"
+
+
+def test_vendor_voices_follow_the_reply_language():
+    from voiceapp.tts import azure, elevenlabs
+
+    settings = Settings.from_env({})
+    assert azure.voice_for(settings, None, "ru") == "ru-RU-SvetlanaNeural"  # a detected bare code
+    assert azure.voice_for(settings, None, "ru-RU") == "ru-RU-SvetlanaNeural"
+    assert azure.voice_for(settings, None, "en-US") == settings.azure_speech_voice
+    assert elevenlabs.voice_for(settings, "ru-voice-id", "ru") == "ru-voice-id"
+
+
 def test_russian_demo_question_is_russian_speech(settings):
     from voiceapp.demo import QUESTION_RU_TEXT, QUESTION_RU_WAV
 
@@ -282,3 +318,25 @@ def test_russian_demo_question_is_russian_speech(settings):
     assert heard.language == "ru"
     errors, total = word_errors(QUESTION_RU_TEXT, heard.text)
     assert errors / total <= 0.4, heard.text
+
+
+def test_tts_voices_sends_a_russian_reply_to_the_vendor_voice(tts_db):
+    from tests.fakes import elevenlabs as fake_elevenlabs
+
+    state, server = fake_elevenlabs.start("xi-ru-key")
+    try:
+        cfg, db = tts_db
+        cfg = cfg.replace(
+            elevenlabs_api_key="xi-ru-key",
+            elevenlabs_base_url=state.url,
+            elevenlabs_model_id="eleven_flash_v2_5",
+            tts_voices=("ru:elevenlabs/ruVoice42",),
+        )
+        speech = _speak(cfg, db, "Добрый вечер.", "ru-RU")
+        english = _speak(cfg, db, "Good evening.", "en-US")
+    finally:
+        server.shutdown()
+    assert speech.provider == "elevenlabs" and speech.chunks[0].voice == "ruVoice42"
+    ru_request, en_request = state.requests
+    assert ru_request.path == "/v1/text-to-speech/ruVoice42" and ru_request.body["language_code"] == "ru"
+    assert en_request.path == f"/v1/text-to-speech/{cfg.elevenlabs_voice_id}" and english.provider == "elevenlabs"
