@@ -82,8 +82,8 @@ def _code(language: str | None) -> str | None:
 
 
 def voice_for(settings: Settings, requested: str | None = None, language: str | None = None) -> str:
-    """The voice that will speak: a requested festival voice, else the language's, else ""."""
-    if requested and VOICE_RE.match(requested):
+    """The voice that will speak: a requested festival voice (if installed), else the language's, else ""."""
+    if requested and VOICE_RE.match(requested) and requested in installed_voices():
         return requested
     return _configured_voices(settings).get(_code(language) or "", "")
 
