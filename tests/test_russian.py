@@ -359,3 +359,16 @@ def test_cli_project_create_with_language(mongo_uri, tmp_path):
     )
     assert refused.returncode != 0 and "not supported here" in refused.stderr, refused.stderr
     get_db(cfg).client.drop_database(db_name)
+
+
+def test_worker_warm_loads_the_default_languages_model(settings):
+    from voiceapp.stt import registry
+
+    registry.clear_cache()  # nothing loaded by earlier tests may count
+    english = registry.warm(settings)
+    assert {getattr(engine, "model", None) for engine in registry._engines._cache.values()} == {"tiny.en"}
+    assert english.model == "tiny.en"
+    russian_first = settings.replace(default_language="ru")
+    assert registry.warm(russian_first) is english  # the default engine, as before
+    loaded = {getattr(engine, "model", None) for engine in registry._engines._cache.values()}
+    assert {"tiny.en", "base"} <= loaded

@@ -98,8 +98,19 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
 
 
 def warm(settings: Settings) -> SttEngine:
-    """Load STT_ENGINE and run it once so the first real request is not slow (worker start)."""
-    return warm_instance(get_engine(settings))
+    """Load STT_ENGINE and run it once so the first real request is not slow (worker start).
+
+    When VOICE_DEFAULT_LANGUAGE needs another model (ru, auto: multilingual base), that one is warmed too:
+    a Russian-first deployment's first visitor must not wait for it to load.
+    """
+    engine = warm_instance(get_engine(settings))
+    name = settings.stt_engine.strip().lower()
+    if _for_language(settings, name, settings.default_language) != settings:
+        try:
+            warm_instance(get_engine(settings, name, settings.default_language))
+        except (ProviderUnavailable, SttError) as err:
+            _LOGGER.warning("could not load the model for %s: %s", settings.default_language, err.message)
+    return engine
 
 
 def clear_cache() -> None:
