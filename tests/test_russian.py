@@ -372,3 +372,15 @@ def test_worker_warm_loads_the_default_languages_model(settings):
     assert registry.warm(russian_first) is english  # the default engine, as before
     loaded = {getattr(engine, "model", None) for engine in registry._engines._cache.values()}
     assert {"tiny.en", "base"} <= loaded
+
+
+def test_tts_worker_warm_starts_festival_when_the_default_language_is_russian(settings):
+    from voiceapp.tts import registry
+
+    registry.clear_cache()
+    assert registry.warm(settings).name == "piper"
+    assert {p.name for p in registry._providers._cache.values()} == {"piper"}  # English: unchanged
+    assert registry.warm(settings.replace(default_language="ru-RU")).name == "piper"
+    assert {p.name for p in registry._providers._cache.values()} == {"piper", "festival"}
+    assert registry.language_provider(settings, "ru") == "festival"
+    assert registry.language_provider(settings.replace(festival_bin="/nonexistent"), "ru") == "browser"

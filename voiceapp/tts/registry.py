@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from types import ModuleType
 
 from voiceapp.config import Settings, language_map
-from voiceapp.errors import ProviderUnavailable
+from voiceapp.errors import ProviderUnavailable, VoiceError
 from voiceapp.plugins import Registry
 from voiceapp.plugins import warm as warm_instance
 from voiceapp.tts.base import TtsProvider
@@ -21,6 +22,7 @@ PROVIDERS: dict[str, str] = {
 # Providers that cost nothing per character: where a project over its daily budget is switched to.
 FREE_PROVIDERS = ("piper", "festival", "browser")
 
+_LOGGER = logging.getLogger(__name__)
 _providers: Registry[TtsProvider] = Registry("TTS provider", PROVIDERS, "TTS_DEFAULT_PROVIDER")
 
 
@@ -72,8 +74,29 @@ def available_providers(settings: Settings) -> list[str]:
 
 
 def warm(settings: Settings) -> TtsProvider:
-    """Load the default provider and speak once so the first reply is not slow (worker start)."""
-    return warm_instance(get_provider(settings))
+    """Load the default provider and speak once so the first reply is not slow (worker start).
+
+    When VOICE_DEFAULT_LANGUAGE is spoken by another provider (Russian: festival), that one is started too.
+    """
+    provider = warm_instance(get_provider(settings))
+    other = language_provider(settings, settings.default_language)
+    if other and other != provider.name:
+        try:
+            warm_instance(get_provider(settings, other))
+        except VoiceError as err:
+            _LOGGER.warning("could not start TTS provider %s: %s", other, err.message)
+    return provider
+
+
+def language_provider(settings: Settings, language: str | None) -> str | None:
+    """The provider that speaks `language` when no session names one: TTS_VOICES, else the first with a voice."""
+    mapped = mapped_voice(settings, language)
+    if mapped:
+        return mapped[0]
+    for name in (settings.tts_provider, *settings.tts_fallback_chain):
+        if speaks(settings, name.strip().lower(), language) and name.strip().lower() in available_providers(settings):
+            return name.strip().lower()
+    return None
 
 
 def clear_cache() -> None:
