@@ -349,13 +349,17 @@ def test_cli_project_create_with_language(mongo_uri, tmp_path):
     db_name = f"cli_{uuid.uuid4().hex[:8]}"
     env = {"PATH": "/usr/bin:/bin", "MONGO_URI": mongo_uri, "MONGO_DB": db_name, "VOICEAPP_HOME": str(tmp_path)}
     cli = [sys.executable, "-m", "voiceapp.cli", "project", "create", "--project", "shop-ru"]
-    made = subprocess.run([*cli, "--language", "ru"], env=env, capture_output=True, text=True, timeout=120)
+    made = subprocess.run([*cli, "--language", "ru"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().startswith(projects.KEY_PREFIX)
     cfg = Settings.from_env({}, mongo_uri=mongo_uri, mongo_db=db_name)
     assert projects.project_language(get_db(cfg), cfg, "shop-ru") == "ru"
     refused = subprocess.run(
-        [*cli, "--language", "ru"], env={**env, "WHISPER_MODELS": "en:tiny.en"}, capture_output=True, text=True
+        [*cli, "--language", "ru"],
+        env={**env, "WHISPER_MODELS": "en:tiny.en"},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert refused.returncode != 0 and "not supported here" in refused.stderr, refused.stderr
     get_db(cfg).client.drop_database(db_name)

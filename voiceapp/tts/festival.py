@@ -99,7 +99,7 @@ def output_format(settings: Settings) -> str:
     return "wav"
 
 
-def create(settings: Settings) -> "FestivalProvider":
+def create(settings: Settings) -> FestivalProvider:
     """Start the festival process and load the first configured voice."""
     problem = check(settings)
     if problem:
@@ -212,7 +212,7 @@ class FestivalProvider:
         marker = f"voiceapp-done-{uuid.uuid4().hex}"
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            self._proc.stdin.write(f'{command}\n(format stderr "{marker}\\n")\n'.encode("utf-8"))
+            self._proc.stdin.write(f'{command}\n(format stderr "{marker}\\n")\n'.encode())
             self._proc.stdin.flush()
         except OSError as err:
             self._stop()
