@@ -29,10 +29,11 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget system-packages demo up test bench bench-quick eval down clean distclean
+.PHONY: help install mongo-env redis-bin widget system-packages demo demo-ru up test bench bench-quick eval down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
+	@echo "make demo-ru    the same in Russian: project demo-ru, voiceapp/demo/kb_ru, voiceapp/demo/question_ru.wav"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
 	@echo "make eval       score the dialog stage on tests/data/dialog_eval: answer_accuracy, refusal_accuracy"
@@ -125,6 +126,20 @@ demo: up
 	@mkdir -p $(HOME_DIR)
 	$(VOICEAPP) ask --project demo voiceapp/demo/question.wav --out $(HOME_DIR)/reply.wav
 	@echo "==> reply audio: $(HOME_DIR)/reply.wav   logs and PIDs: $(HOME_DIR)/run/   stop: make down"
+
+# The Russian demo: project demo-ru (language ru) with voiceapp/demo/kb_ru, a Russian question spoken by festival.
+# (`make demo-ru`, not `make demo LANG=ru`: LANG is the locale variable of every shell.)
+FESTIVAL_RU := /usr/share/festival/voices/russian/msu_ru_nsh_clunits
+demo-ru: up
+	$(VOICEAPP) migrate
+	$(VOICEAPP) project language --project demo-ru ru
+	$(VOICEAPP) kb add --project demo-ru voiceapp/demo/kb_ru/*.md
+	@mkdir -p $(HOME_DIR)
+	@if ! command -v festival >/dev/null 2>&1 || [ ! -d $(FESTIVAL_RU) ]; then \
+	  echo "note: no festival Russian voice here: the answer is printed, and the widget speaks it with the visitor's" \
+	       "browser voice (speechSynthesis, ru-RU). For server-side Russian speech: sudo apt-get install festival festvox-ru"; fi
+	$(VOICEAPP) ask --project demo-ru voiceapp/demo/question_ru.wav --out $(HOME_DIR)/reply-ru.wav
+	@echo "==> Russian demo done (project demo-ru); logs and PIDs: $(HOME_DIR)/run/   stop: make down"
 
 # Debian packages the tests drive (chromium, prometheus, festival, curl): checked first, so a missing one stops
 # `make test` at once with the command to run (installed directly when root).

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import harness, plots, report, scenarios, speech
+from . import harness, plots, report, russian, scenarios, speech
 
-SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak")
+SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak", "russian")
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
             "soak": lambda: scenarios.soak(bench, questions, plan.soak_seconds, plan.soak_sessions),
+            "russian": lambda: russian.run(bench, 1 if args.quick else None),  # bench/russian.py (issue 14)
         }
         for name in SCENARIOS:
             if name in only:

@@ -21,6 +21,7 @@ TARGETS = (
     ("idle_ws_kib_each", "<=", 100),
     ("lost_events_50_sessions", "==", 0),
     ("soak_mib_per_min_per_session", "<", 1),
+    ("ru_eos_to_first_audio_p50_s", "<=", 0.8),
 )
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, "==": operator.eq}
 HEADLINE_KEYS = tuple(t[0] for t in TARGETS) + (
@@ -31,6 +32,7 @@ HEADLINE_KEYS = tuple(t[0] for t in TARGETS) + (
     "duplicated_events_50_sessions",
     "lost_events_sessions",
     "cpu_count",
+    "ru_wer",
 )
 
 
@@ -64,6 +66,8 @@ def headline(scen: dict) -> dict:
         "duplicated_events_50_sessions": big.get("duplicated_events"),
         "lost_events_sessions": big.get("sessions"),
         "soak_mib_per_min_per_session": _get(scen, "soak", "mib_per_min_per_session"),
+        "ru_wer": _get(scen, "russian", "ru_wer"),
+        "ru_eos_to_first_audio_p50_s": _get(scen, "russian", "eos_to_first_audio_s", "p50"),
     }
 
 

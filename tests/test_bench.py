@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak")
+SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak", "russian")
 TARGET_KEYS = (
     "overhead_ratio",
     "eos_to_final_p50_s",
@@ -81,3 +81,13 @@ def test_markdown_and_plots_are_written(quick_report):
         png = out / "plots" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"plots/{name}" in text
+
+
+def test_russian_scenario_scores_a_russian_turn(quick_report):
+    _, report = quick_report
+    russian = report["scenarios"]["russian"]
+    assert russian["turns"] == 1 and russian["answered"] == 1, russian
+    assert isinstance(report["ru_wer"], float) and report["ru_wer"] == russian["ru_wer"]
+    assert "ru_eos_to_first_audio_p50_s" in report["targets"]
+    run = russian["runs"][0]
+    assert run["words"] > 0 and run["reference"] and run["transcript"], run

@@ -275,6 +275,18 @@ class Seg:
         (Seg(" Thank you.", no_speech_prob=0.5), False),
         (Seg(" Thank you."), True),
         (Seg(" the the the the the the the the the", compression_ratio=3.0), False),
+        # Phantoms heard from Whisper on Russian speech, silence or noise (issue 14)
+        (Seg(" We are going to see you in the next video!"), False),
+        (Seg(" Good day, and I hope you enjoyed it."), False),
+        (Seg(" Продолжение следует..."), False),
+        (Seg(" Субтитры сделал DimaTorzok"), False),
+        (Seg(" Субтитры создавал DimaTorzok"), False),
+        (Seg(" Редактор субтитров А.Семкин Корректор А.Егорова"), False),
+        (Seg(" Спасибо за просмотр!"), False),
+        (Seg(" Спасибо за внимание.", no_speech_prob=0.5), False),
+        (Seg(" Спасибо за внимание."), True),
+        (Seg(" Сколько стоит капучино?"), True),
+        (Seg(" До новых встреч!"), True),
     ],
 )
 def test_hallucination_filter(segment, kept):

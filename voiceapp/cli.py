@@ -64,9 +64,9 @@ def up(flower: bool, mongo_engine: str) -> None:
     try:
         settings = Settings.from_env()
         if "VOICE_OPEN_PROJECTS" not in os.environ and settings.api_host in LOOPBACK:
-            # The local demo project needs no key while the API is reachable from this machine only; on any
-            # other address open projects are opt-in (VOICE_OPEN_PROJECTS=demo). Empty closes it here too.
-            settings = settings.replace(open_projects=("demo",))
+            # The local demo projects need no key while the API is reachable from this machine only; on any
+            # other address open projects are opt-in (VOICE_OPEN_PROJECTS=demo). Empty closes them here too.
+            settings = settings.replace(open_projects=("demo", "demo-ru"))
         state = stack.up(settings, flower=flower, mongo_engine=mongo_engine)
     except (SettingsError, VoiceError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
@@ -177,14 +177,18 @@ def project() -> None:
 @project.command("create")
 @click.option("--project", "name", required=True, help="Project name (letters, digits, . _ -).")
 @click.option("--origin", "origins", multiple=True, help="Allowed browser origin, e.g. https://shop.example (repeat).")
-def project_create(name: str, origins: tuple[str, ...]) -> None:
+@click.option(
+    "--language", default=None, help="Default session language, e.g. ru or en-US; 'auto' detects it per utterance."
+)
+def project_create(name: str, origins: tuple[str, ...], language: str | None) -> None:
     """Create PROJECT (or add a key to it) and print the new key on its own line; it is stored only hashed."""
     from .storage.mongo import get_db
     from .storage.projects import create_key
 
     settings = _settings()
     try:
-        key = create_key(get_db(settings), settings, name, origins)
+        _check_language(settings, language)
+        key = create_key(get_db(settings), settings, name, origins, language)
     except VoiceError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
@@ -218,6 +222,33 @@ def retention_sweep() -> None:
     click.echo(", ".join(f"{n} {what} deleted" for what, n in sweep(get_db(settings), settings).items()))
 
 
+@project.command("language")
+@click.option("--project", "name", required=True, help="Project name.")
+@click.argument("language", required=False)
+def project_language(name: str, language: str | None) -> None:
+    """Set the default session LANGUAGE of PROJECT (ru, en-US, auto); without LANGUAGE, clear it."""
+    from .storage.mongo import get_db
+    from .storage.projects import set_language
+
+    settings = _settings()
+    try:
+        _check_language(settings, language)
+        set_language(get_db(settings), settings, name, language)
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"project {name}: language {language or '(default: ' + settings.default_language + ')'}")
+
+
+def _check_language(settings: Settings, language: str | None) -> None:
+    """Refuse a language the configured recognition models cannot hear (what sessions would get)."""
+    from .errors import BadRequest
+    from .stt.registry import language_problem
+
+    problem = language_problem(settings, language) if language else None
+    if problem:
+        raise BadRequest(f"language {language!r} is not supported here: {problem}", code="language_unsupported")
+
+
 def _api(settings: Settings) -> str:
     from . import stack
 
@@ -237,7 +268,7 @@ def _check(response: requests.Response) -> dict:
 
 @main.command()
 @click.option("--project", required=True, help="Project whose knowledge answers.")
-@click.option("--language", default=None, help="Session language, e.g. en-US.")
+@click.option("--language", default=None, help="Session language, e.g. en-US, ru or auto (default: the project's).")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

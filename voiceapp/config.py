@@ -95,6 +95,25 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _language_map(raw: str) -> tuple[str, ...]:
+    """ "ru:base,*:tiny.en" -> ("ru:base", "*:tiny.en"); each item is LANGUAGE:VALUE ("*" = every other language)."""
+    items = _csv(raw)
+    for item in items:
+        language, _, value = item.partition(":")
+        if not language.strip() or not value.strip():
+            raise ValueError(f"expected LANGUAGE:VALUE pairs separated by commas, got {item!r}")
+    return tuple(f"{k.strip().lower()}:{v.strip()}" for k, _, v in (item.partition(":") for item in items))
+
+
+def language_map(items: tuple[str, ...]) -> dict[str, str]:
+    """Parsed LANGUAGE:VALUE pairs as a dict keyed by bare language code ("ru-RU" -> "ru")."""
+    out: dict[str, str] = {}
+    for item in items:
+        language, _, value = item.partition(":")
+        out[language.replace("_", "-").split("-")[0].lower()] = value
+    return out
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any] = _text, *, secret: bool = False) -> Any:
     """Declare a field read from `env`; secrets are kept out of repr()."""
     return field(default=default, repr=not secret, metadata={"env": env, "parse": parse, "secret": secret})
@@ -122,6 +141,9 @@ class Settings:
     stt_engine: str = _setting("STT_ENGINE", "faster-whisper")
     stt_fallback_engine: str = _setting("STT_FALLBACK_ENGINE", "vosk")
     whisper_model: str = _setting("WHISPER_MODEL", "tiny.en")
+    # Whisper model per language, LANGUAGE:MODEL pairs; "*" = any language WHISPER_MODEL cannot handle
+    # (an English-only ".en" model handles only English) and language detection.
+    whisper_models: tuple[str, ...] = _setting("WHISPER_MODELS", ("*:base",), _language_map)
     whisper_device: str = _setting("WHISPER_DEVICE", "auto", _choice("auto", "cpu", "cuda"))
     whisper_cpu_threads: int = _setting("WHISPER_CPU_THREADS", 2, _positive_int)
     vosk_model_path: str = _setting("VOSK_MODEL_PATH", "./models/vosk-model-small-ru-0.22")
@@ -134,8 +156,13 @@ class Settings:
     azure_speech_key: str = _setting("AZURE_SPEECH_KEY", "", secret=True)
     azure_speech_region: str = _setting("AZURE_SPEECH_REGION", "westeurope")
     piper_voice_path: str = _setting("PIPER_VOICE_PATH", "")
+    # Provider and voice per reply language, LANGUAGE:PROVIDER/VOICE pairs (e.g. ru:azure/ru-RU-DariyaNeural);
+    # unlisted languages go to the first provider with a voice for them (Russian: festival, else the browser).
+    tts_voices: tuple[str, ...] = _setting("TTS_VOICES", (), _language_map)
+    # The festival program (Debian: apt-get install festival festvox-ru) for the "festival" provider.
+    festival_bin: str = _setting("FESTIVAL_BIN", "festival")
     # Tried in order after the requested provider fails, times out or is unavailable.
-    tts_fallback_chain: tuple[str, ...] = _setting("TTS_FALLBACK_CHAIN", ("piper", "browser"), _csv)
+    tts_fallback_chain: tuple[str, ...] = _setting("TTS_FALLBACK_CHAIN", ("piper", "festival", "browser"), _csv)
     tts_timeout: float = _setting("TTS_TIMEOUT", 10.0, _positive_float)
     # Longest piece sent to a provider at once; longer sentences are cut at commas, then spaces.
     tts_max_chunk_chars: int = _setting("TTS_MAX_CHUNK_CHARS", 400, _positive_int)
@@ -152,6 +179,7 @@ class Settings:
     # Sessions
     session_timeout: int = _setting("VOICE_SESSION_TIMEOUT", 3600, _positive_int)
     max_concurrent_sessions: int = _setting("VOICE_MAX_CONCURRENT_SESSIONS", 100, _positive_int)
+    # Language of sessions whose request and project name none; "auto" = detected per utterance.
     default_language: str = _setting("VOICE_DEFAULT_LANGUAGE", "en-US")
 
     # Audio cache

@@ -27,12 +27,14 @@ from . import metrics
 from .audio import decode, pcm16_to_float, to_wav
 from .bargein import interruption
 from .dialog.answer import respond
+from .dialog.text import language_of
 from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
 from .runtime import Runtime
 from .storage import interactions, retention, sessions, unanswered
 from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
+from .stt.base import language_code
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
@@ -159,6 +161,17 @@ def _queue_wait(turn: dict[str, Any], started: float) -> float:
     return round(max(0.0, started - float(turn.get("stage_done_at") or turn.get("accepted_at") or started)), 4)
 
 
+def reply_language(turn: dict[str, Any]) -> str | None:
+    """The session's language, or the one the visitor spoke when the session detects it ("auto")."""
+    asked = turn.get("language")
+    if language_code(asked) is not None:
+        return asked
+    heard = (turn.get("stt") or {}).get("language")
+    if language_code(heard) is not None:
+        return heard
+    return language_of(turn.get("transcript") or "")  # a typed question in an "auto" session: its words decide
+
+
 # ---------------------------------------------------------------- re-publishing recorded results
 
 
@@ -219,7 +232,7 @@ def _publish_reply(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
         confidence=turn.get("intent_confidence"),
         sources=list(turn.get("sources") or []),
         suggested_actions=list(turn.get("suggested_actions") or []),
-        language=turn.get("language"),  # the widget's browser voice speaks the reply in it
+        language=reply_language(turn),  # the widget's browser voice speaks the reply in it
     )
 
 
@@ -281,7 +294,8 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
     push_to_talk = ref.mode == PUSH_TO_TALK
     end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
-    recognizer = StreamingRecognizer(usable_engine(rt.settings), rt.settings, language, end_silence=end_silence)
+    engine = usable_engine(rt.settings, language)
+    recognizer = StreamingRecognizer(engine, rt.settings, language, end_silence=end_silence)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
@@ -422,7 +436,7 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         return _replay(rt, ref, DIALOG)
     if reply.intent == "fallback":  # the site owner's list of what the knowledge base lacks
         unanswered.record(rt.db, rt.settings, turn["project"], turn["transcript"], ref.session_id, ref.turn_id)
-    _publish_reply(rt, ref, {**fields, "language": turn.get("language")})
+    _publish_reply(rt, ref, {**turn, **fields})
     return ref
 
 
@@ -466,7 +480,7 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
                 rt.settings,
                 text=turn["reply_text"],
                 voice=turn.get("voice") or None,
-                language=turn.get("language"),
+                language=reply_language(turn),
                 provider_name=turn.get("tts_provider") or None,
                 project=turn["project"],
                 session_id=ref.session_id,

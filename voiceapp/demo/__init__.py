@@ -7,3 +7,6 @@ QUESTION_WAV = DEMO_DIR / "question.wav"
 QUESTION_TEXT = "What time do you open on Saturday?"
 KB_DIR = DEMO_DIR / "kb"
 KB_RU_DIR = DEMO_DIR / "kb_ru"  # the same coffee shop, in Russian (the product's first language)
+# The Russian demo question, spoken by festival's Russian voice: python -m voiceapp.tts.festival --make-demo
+QUESTION_RU_WAV = DEMO_DIR / "question_ru.wav"
+QUESTION_RU_TEXT = "Во сколько вы открываетесь в субботу?"

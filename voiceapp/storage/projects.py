@@ -17,6 +17,7 @@ from .sessions import utcnow
 
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEY_PREFIX = "vk_"
+LANGUAGE_RE = re.compile(r"^(auto|[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?)$")  # "auto": detect per utterance
 
 
 def check_project_name(project: Any) -> str:
@@ -30,13 +31,20 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(db: Database, settings: Settings, project: str, origins: tuple[str, ...] = ()) -> str:
+def create_key(
+    db: Database, settings: Settings, project: str, origins: tuple[str, ...] = (), language: str | None = None
+) -> str:
     """Add a new key to the project (creating it); returns the key, which is stored only hashed."""
     project = check_project_name(project)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     update: dict[str, Any] = {"$push": {"key_hashes": _hash(key)}, "$setOnInsert": {"created_at": utcnow()}}
+    fields: dict[str, Any] = {}
     if origins:
-        update["$set"] = {"origins": list(origins)}
+        fields["origins"] = list(origins)
+    if language:
+        fields["language"] = check_language(language)
+    if fields:
+        update["$set"] = fields
     db[settings.projects_collection].update_one({"project": project}, update, upsert=True)
     return key
 
@@ -45,6 +53,26 @@ def set_origins(db: Database, settings: Settings, project: str, origins: tuple[s
     """Replace the project's browser origin allow-list (empty: any origin)."""
     project = check_project_name(project)
     db[settings.projects_collection].update_one({"project": project}, {"$set": {"origins": list(origins)}}, upsert=True)
+
+
+def check_language(language: Any) -> str:
+    """A language tag such as "ru", "en-US" or "auto" (detect per utterance)."""
+    if not isinstance(language, str) or not LANGUAGE_RE.match(language):
+        raise BadRequest(f"language must be a string matching {LANGUAGE_RE.pattern}", code="invalid_field")
+    return language
+
+
+def set_language(db: Database, settings: Settings, project: str, language: str | None) -> None:
+    """Set (or with None clear) the project's default session language."""
+    project = check_project_name(project)
+    update = {"$set": {"language": check_language(language)}} if language else {"$unset": {"language": ""}}
+    db[settings.projects_collection].update_one({"project": project}, update, upsert=True)
+
+
+def project_language(db: Database, settings: Settings, project: str) -> str | None:
+    """The project's default session language, or None when it names none."""
+    doc = get_project(db, settings, project)
+    return (doc or {}).get("language") or None
 
 
 def get_project(db: Database, settings: Settings, project: str) -> dict | None:

@@ -19,9 +19,12 @@ class SttEngine(Protocol):
         ...
 
 
+AUTO = "auto"  # a session language that asks the recogniser to detect the language per utterance
+
+
 def language_code(language: str | None) -> str | None:
-    """Session language ("en-US", "ru_RU", "EN") -> the bare ISO code engines want ("en")."""
+    """Session language ("en-US", "ru_RU", "EN") -> the bare ISO code engines want ("en"); None = detect."""
     if not language:
         return None
     code = language.replace("_", "-").split("-")[0].strip().lower()
-    return code or None
+    return None if code in ("", AUTO) else code

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voiceapp.config import Settings
+from voiceapp.config import Settings, language_map
 from voiceapp.errors import ProviderUnavailable, SttError
 from voiceapp.models import DecodedAudio, Transcript
 from voiceapp.stt.base import language_code
@@ -61,6 +61,60 @@ def check(settings: Settings) -> str | None:
 def create(settings: Settings) -> "FasterWhisperEngine":
     """Load the configured model (the registry caches the result)."""
     return FasterWhisperEngine(settings)
+
+
+def english_only(model: str) -> bool:
+    """Whether a WHISPER_MODEL value names an English-only model (tiny.en, base.en, a "*.en" directory)."""
+    return Path(model.strip().rstrip("/")).name.lower().endswith(".en")
+
+
+def model_for(settings: Settings, language: str | None) -> str | None:
+    """The model that recognises `language` ("auto": detects it; None: WHISPER_MODEL), or None when none can."""
+    if language is None:
+        return settings.whisper_model
+    code = language_code(language)
+    models = language_map(settings.whisper_models)
+    if code is not None and code in models:
+        return models[code]
+    default = settings.whisper_model
+    if not english_only(default) or code == "en":
+        return default
+    if code is None:
+        # Detection needs a multilingual model; without one every utterance is English.
+        return models.get("*", default)
+    return models.get("*")
+
+
+def settings_for(settings: Settings, language: str | None) -> Settings:
+    """Settings whose WHISPER_MODEL is the model for `language` (the registry caches one engine per model)."""
+    model = model_for(settings, language)
+    return settings if model in (None, settings.whisper_model) else settings.replace(whisper_model=model)
+
+
+def language_problem(settings: Settings, language: str | None) -> str | None:
+    """Why the configured models cannot recognise `language` (None: they can); loads nothing."""
+    code = language_code(language)
+    if code is None:
+        return None  # detection: an English-only configuration still hears English
+    model = model_for(settings, code)
+    if model is None:
+        return (
+            f"no speech recognition model for language {code!r}: WHISPER_MODEL={settings.whisper_model} is "
+            f"English only and WHISPER_MODELS names none for it (e.g. WHISPER_MODELS={code}:base)"
+        )
+    if not english_only(model) and code not in _whisper_languages():
+        return f"Whisper does not recognise language {code!r}"
+    problem = check(settings.replace(whisper_model=model))
+    return f"the speech recognition model for {code!r} ({model}) is unavailable: {problem}" if problem else None
+
+
+def _whisper_languages() -> frozenset[str]:
+    """Language codes multilingual Whisper models know."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:
+        return frozenset()
+    return frozenset(_LANGUAGE_CODES)
 
 
 def resolve_model(settings: Settings, assemble: bool = True) -> ModelSource:
@@ -179,6 +233,7 @@ class FasterWhisperEngine:
                 samples,
                 language=lang,
                 beam_size=1,
+                temperature=0.0,  # no fallback re-decodes: they took 11-17 s on badly heard short commands
                 condition_on_previous_text=False,
                 without_timestamps=True,
             )

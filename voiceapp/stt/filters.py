@@ -19,12 +19,22 @@ PHANTOM_PHRASES = (
     "transcribed by",
     "translated by",
     "blank_audio",
+    "see you in the next video",
+    "i hope you enjoyed",
+    "don't forget to subscribe",
     "продолжение следует",
-    "субтитры",
+    "субтитры",  # "Субтитры сделал DimaTorzok", "Субтитры создавал ...", "Субтитры подготовлены ..."
     "редактор субтитров",
+    "dimatorzok",
+    "спасибо за просмотр",
+    "подписывайтесь на канал",
+    "ставьте лайк",
 )
 # Real replies sometimes, phantoms on silence often: dropped only when the model doubts speech.
-WEAK_PHRASES = {"you", "thank you", "thanks", "bye", "bye bye", "okay", "so", "oh", "uh", "um", "hmm", "the end"}
+WEAK_PHRASES = {
+    *("you", "thank you", "thanks", "bye", "bye bye", "okay", "so", "oh", "uh", "um", "hmm", "the end"),
+    *("see you next time", "спасибо", "спасибо за внимание", "до новых встреч", "пока", "ага", "угу", "конец"),
+}
 
 NO_SPEECH_MAX = 0.6
 LOGPROB_MIN = -1.0

@@ -29,9 +29,26 @@ def _module(name: str) -> ModuleType:
     return _engines.module(name)
 
 
-def get_engine(settings: Settings, name: str | None = None) -> SttEngine:
-    """The engine `name` (default STT_ENGINE), created on first use and then reused."""
-    return _engines.get(settings, (name or settings.stt_engine).strip().lower())
+def get_engine(settings: Settings, name: str | None = None, language: str | None = None) -> SttEngine:
+    """The engine `name` (default STT_ENGINE) for `language` ("auto": detect), created on first use and then reused."""
+    key = (name or settings.stt_engine).strip().lower()
+    return _engines.get(_for_language(settings, key, language), key)
+
+
+def _for_language(settings: Settings, name: str, language: str | None) -> Settings:
+    """Settings selecting the engine's model for `language` (engines with a model per language, e.g. Whisper)."""
+    settings_for = getattr(_module(name), "settings_for", None)
+    return settings_for(settings, language) if settings_for else settings
+
+
+def language_problem(settings: Settings, language: str | None) -> str | None:
+    """Why STT_ENGINE cannot recognise `language` with the configured models (None: it can, or detects)."""
+    name = settings.stt_engine.strip().lower()
+    try:
+        check = getattr(_module(name), "language_problem", None)
+    except ProviderUnavailable as err:
+        return err.message
+    return check(settings, language) if check else None
 
 
 def engine_status(settings: Settings) -> dict[str, str]:
@@ -53,15 +70,15 @@ def _engine_names(settings: Settings) -> list[str]:
     return names
 
 
-def usable_engine(settings: Settings) -> SttEngine:
+def usable_engine(settings: Settings, language: str | None = None) -> SttEngine:
     """STT_ENGINE, or STT_FALLBACK_ENGINE when the first cannot be loaded (live recognition keeps one engine)."""
     names = _engine_names(settings)
     for name in names[:-1]:
         try:
-            return get_engine(settings, name)
+            return get_engine(settings, name, language)
         except (ProviderUnavailable, SttError) as err:
             _LOGGER.warning("STT engine %s unavailable, using %s: %s", name, names[-1], err.message)
-    return get_engine(settings, names[-1])
+    return get_engine(settings, names[-1], language)
 
 
 def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: str | None = None) -> Transcript:
@@ -70,7 +87,7 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
     errors: list[VoiceError] = []
     for name in names:
         try:
-            return get_engine(settings, name).transcribe(audio, language)
+            return get_engine(settings, name, language).transcribe(audio, language)
         except (ProviderUnavailable, SttError) as err:
             _LOGGER.warning("STT engine %s failed: %s", name, err.message)
             errors.append(err)
@@ -81,8 +98,19 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
 
 
 def warm(settings: Settings) -> SttEngine:
-    """Load STT_ENGINE and run it once so the first real request is not slow (worker start)."""
-    return warm_instance(get_engine(settings))
+    """Load STT_ENGINE and run it once so the first real request is not slow (worker start).
+
+    When VOICE_DEFAULT_LANGUAGE needs another model (ru, auto: multilingual base), that one is warmed too:
+    a Russian-first deployment's first visitor must not wait for it to load.
+    """
+    engine = warm_instance(get_engine(settings))
+    name = settings.stt_engine.strip().lower()
+    if _for_language(settings, name, settings.default_language) != settings:
+        try:
+            warm_instance(get_engine(settings, name, settings.default_language))
+        except (ProviderUnavailable, SttError) as err:
+            _LOGGER.warning("could not load the model for %s: %s", settings.default_language, err.message)
+    return engine
 
 
 def clear_cache() -> None:

@@ -61,7 +61,7 @@ def number_words(value: int) -> str:
 
 def normalize(text: str) -> list[str]:
     """Lower-case words with punctuation dropped and contractions expanded."""
-    text = text.lower().replace("\u2019", "'")
+    text = text.lower().replace("\u2019", "'").replace("ё", "е")  # Russian writes ё as е more often than not
     text = re.sub(r"[^\w\s']", " ", text)
     words: list[str] = []
     for word in text.split():

@@ -46,8 +46,15 @@ def voice_for(settings: Settings, requested: str | None = None, language: str | 
         return requested
     default = settings.azure_speech_voice
     if language and not default.lower().startswith(language.lower() + "-"):
-        return LANGUAGE_VOICES.get(language, default)
+        return LANGUAGE_VOICES.get(_locale(language), default)
     return default
+
+
+def _locale(language: str) -> str:
+    """A bare code ("ru", as detection reports it) -> the first known locale for it ("ru-RU")."""
+    if "-" in language or "_" in language:
+        return language.replace("_", "-")
+    return next((loc for loc in LANGUAGE_VOICES if loc.split("-")[0] == language.lower()), language)
 
 
 def output_format(settings: Settings) -> str:
@@ -101,7 +108,7 @@ class AzureProvider:
         if not text or not text.strip():
             raise TtsError("nothing to synthesize: empty text", status=400)
         name = voice_for(self._settings, voice, language)
-        locale = language or "-".join(name.split("-")[:2])
+        locale = _locale(language) if language else "-".join(name.split("-")[:2])
         # A synthesizer per call: the SDK's objects are not safe to share between worker threads.
         synthesizer = speechsdk.SpeechSynthesizer(speech_config=self._config, audio_config=None)
         result = synthesizer.speak_ssml_async(ssml(text, name, locale)).get()

@@ -49,7 +49,8 @@ class BrowserProvider:
         """An empty Synthesis whose `extra["speech"]` is the hint {text, lang, voice}."""
         if not text or not text.strip():
             raise TtsError("nothing to synthesize: empty text", status=400)
-        hint = speech_hint(text, language or self._default_language, voice)
+        fallback = "" if self._default_language.lower() == "auto" else self._default_language
+        hint = speech_hint(text, language or fallback, voice)
         return Synthesis(
             audio=b"",
             mime_type=MIME_TYPE,
@@ -59,6 +60,10 @@ class BrowserProvider:
         )
 
 
+# A bare language code ("ru", what detection reports) -> the locale speechSynthesis voices are listed under.
+LOCALES = {"ru": "ru-RU", "en": "en-US", "de": "de-DE", "fr": "fr-FR", "es": "es-ES", "uk": "uk-UA", "it": "it-IT"}
+
+
 def speech_hint(text: str, language: str, voice: str | None) -> dict:
     """What the widget passes to SpeechSynthesisUtterance: text, lang and (optional) voice name."""
-    return {"text": text, "lang": language, "voice": voice or None}
+    return {"text": text, "lang": LOCALES.get(language.lower(), language), "voice": voice or None}

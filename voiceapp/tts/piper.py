@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
+import json
 import os
 import threading
 import wave
@@ -62,6 +64,29 @@ def voice_for(settings: Settings, requested: str | None = None, language: str | 
         return voice_files(settings)[0].name.removesuffix(".onnx")
     except ProviderUnavailable:
         return ""
+
+
+def speaks(settings: Settings, language: str | None) -> bool:
+    """Whether the loaded voice speaks `language` (an English voice reading Russian is noise); unknown: yes."""
+    if not language:
+        return True
+    try:
+        voice_language = _voice_language(voice_files(settings)[1])
+    except ProviderUnavailable:
+        return True  # synthesis reports the missing voice itself
+    code = language.replace("_", "-").split("-")[0].lower()
+    return voice_language is None or voice_language == code
+
+
+@functools.cache
+def _voice_language(config: Path) -> str | None:
+    """The bare language code of a Piper voice from its .onnx.json ("en_US" -> "en"), or None."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    code = (data.get("language") or {}).get("code") or (data.get("espeak") or {}).get("voice") or ""
+    return code.replace("_", "-").split("-")[0].lower() or None
 
 
 def output_format(settings: Settings) -> str:

@@ -17,8 +17,9 @@ from voiceapp.models import Synthesis
 from voiceapp.storage.audio import REPLIES_BUCKET, put_audio
 from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
+from voiceapp.tts.festival import INSTALL_HINT
 from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
-from voiceapp.tts.registry import describe
+from voiceapp.tts.registry import describe, mapped_voice, speaks
 from voiceapp.tts.sentences import split_sentences
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def synthesize_reply(
     sentences = split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
     if not sentences:
         raise TtsError("nothing to synthesize: empty reply", status=400)
-    requested = (provider_name or settings.tts_provider).strip().lower()
+    requested, voice = _for_language(settings, provider_name, voice, language)
     capped = cost.over_budget(db, settings, project)
     if capped:
         log.warning(
@@ -133,7 +134,15 @@ def synthesize_reply(
             project,
             settings.project_daily_budget,
         )
-    reply = _Reply(requested, candidates(settings, requested, free_only=capped))
+    names = [n for n in candidates(settings, requested, free_only=capped) if speaks(settings, n, language)]
+    if requested not in names and not capped and names:
+        # The requested provider has no voice for this language (Piper's English voice, Russian reply):
+        # route to the first one that has, which is a choice of voice, not a failure.
+        log.info("TTS provider %s has no %s voice: %s speaks this reply", requested, language, names[0])
+        requested, voice = names[0], None
+        if requested == BROWSER:
+            _tell_no_local_voice(language)
+    reply = _Reply(requested, names or candidates(settings, requested, free_only=capped))
     chunks: list[ChunkResult] = []
     record = None
     try:
@@ -159,6 +168,33 @@ def synthesize_reply(
         cost_alert=bool(record and record.alert_raised),
         failures=tuple(reply.failures),
     )
+
+
+_told: set[str] = set()
+
+
+def _tell_no_local_voice(language: str | None) -> None:
+    """Say once per language and process that the visitor's browser speaks, and how to get a local voice."""
+    if language in _told:
+        return
+    _told.add(language or "")
+    log.warning(
+        "no local voice for language %s: the visitor's browser speaks these replies (speechSynthesis); "
+        "for a server-side Russian voice: %s",
+        language,
+        INSTALL_HINT,
+    )
+
+
+def _for_language(
+    settings: Settings, provider_name: str | None, voice: str | None, language: str | None
+) -> tuple[str, str | None]:
+    """(provider, voice) for a reply: the session's choice, else TTS_VOICES for its language, else the default."""
+    if not provider_name:
+        mapped = mapped_voice(settings, language)
+        if mapped is not None:
+            return mapped[0], voice or mapped[1]
+    return (provider_name or settings.tts_provider).strip().lower(), voice
 
 
 def _record_cost(db: Database, settings: Settings, reply: _Reply, project: str, session_id: str):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import metrics
+from ..errors import BadRequest
 from ..runtime import Runtime
 from ..storage import projects, sessions
+from ..stt.registry import language_problem
 from .admission import SessionSlots, check_queues
 from .origins import check_origin
 
@@ -16,10 +18,11 @@ def slots(rt: Runtime) -> SessionSlots:
     return SessionSlots(rt.redis, rt.settings)
 
 
-def open_session(rt: Runtime, project: str, key: str | None, language: str, voice: str | None) -> dict[str, Any]:
-    """Authorize the project (key, origin), take a slot, then create the session."""
+def open_session(rt: Runtime, project: str, key: str | None, language: str | None, voice: str | None) -> dict[str, Any]:
+    """Authorize the project (key, origin), check the language, take a slot, then create the session."""
     projects.authorize(rt.db, rt.settings, project, key)
     check_origin(project)
+    language = session_language(rt, project, language)
     session = sessions.create_session(rt.db, rt.settings, project, language, voice)
     try:
         slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp())
@@ -28,6 +31,16 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str, voic
         raise
     metrics.SESSIONS_CREATED.inc()
     return session
+
+
+def session_language(rt: Runtime, project: str, requested: str | None) -> str:
+    """The requested language, else the project's, else VOICE_DEFAULT_LANGUAGE; refused when no model can hear it."""
+    language = requested or projects.project_language(rt.db, rt.settings, project) or rt.settings.default_language
+    problem = language_problem(rt.settings, language)
+    if problem:
+        # Never serve a language with a model that would turn it into English guesses.
+        raise BadRequest(f"language {language!r} is not supported here: {problem}", code="language_unsupported")
+    return language
 
 
 def use_session(rt: Runtime, session_id: str) -> dict[str, Any]:

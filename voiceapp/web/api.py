@@ -20,7 +20,7 @@ from ..pipeline import start_text_turn, start_turn
 from ..runtime import Runtime
 from ..storage import interactions, projects
 from ..storage.audio import REPLIES_BUCKET, get_audio
-from ..storage.projects import PROJECT_RE
+from ..storage.projects import LANGUAGE_RE, PROJECT_RE
 from ..turns import TERMINAL, TurnStatus
 from ..urls import audio_url
 from ..utterances import UtteranceStream
@@ -33,7 +33,6 @@ from .textinput import read_text_body
 
 bp = Blueprint("voice_api", __name__, url_prefix="/api/v1/voice")
 
-LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 LIMIT_RE = re.compile(r"^[0-9]{1,9}$")
 
 
@@ -102,7 +101,7 @@ def create_session():
     project = _string_field(body, "project", PROJECT_RE)
     if project is None:
         raise BadRequest("field 'project' is required", code="invalid_field")
-    language = _string_field(body, "language", LANGUAGE_RE, rt.settings.default_language)
+    language = _string_field(body, "language", LANGUAGE_RE)  # None: the project's, else the default
     voice = _string_field(body, "voice", re.compile(r"^[A-Za-z0-9_.:-]{1,64}$"))
     session = access.open_session(rt, project, bearer(), language, voice)
     rt.events.open(session["session_id"])
