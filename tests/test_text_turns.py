@@ -307,6 +307,6 @@ def test_a_russian_typed_question_is_answered_from_the_russian_knowledge_base_in
         ws.close()
     reply = next(e for e in events if e["type"] == "reply")
     assert reply["language"] == "ru"
-    assert "9 утра" in reply["text"], reply["text"]
+    assert "девять утра" in reply["text"], reply["text"]
     transcript = next(e for e in events if e["type"] == "transcript")
     assert transcript["text"] == "Во сколько вы открываетесь в субботу?"
