@@ -522,3 +522,22 @@ def test_ws_connection_leases_expire_when_a_process_dies(front):
         app.redis.zadd(key, {"dead-socket": time.time() - 1})
     slots.acquire("new-socket", "a" * 32, "demo")
     assert app.redis.ttl("voiceapp:ws:project:demo") <= 2 * WS_LEASE_S  # an idle key disappears too
+
+
+def test_without_an_allow_list_only_the_apis_own_origin_is_allowed(front):
+    """Safe default for origins: no list means this site only; any origin needs an explicit '*'."""
+    app = front(allowed_origins=())
+    own = app.base_url  # the widget page served by the API itself
+    assert _create(app, headers={"Origin": "https://evil.example"}).json()["error"]["code"] == "origin_not_allowed"
+    allowed = _create(app, headers={"Origin": own})
+    assert allowed.status_code == 201 and allowed.headers["Access-Control-Allow-Origin"] == own
+    session = allowed.json()
+    url = f"{app.ws_url}{API}/ws/{session['session_id']}?token={session['token']}"
+    evil = websocket.create_connection(url, timeout=10, origin="https://evil.example")
+    try:
+        assert _first_own_message(evil)["code"] == "origin_not_allowed"
+    finally:
+        evil.close()
+    assert _create(app, headers={}).status_code == 201  # not a browser: keys and tokens still apply
+    anyone = front(allowed_origins=("*",))
+    assert _create(anyone, headers={"Origin": "https://elsewhere.example"}).status_code == 201
