@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import numpy as np
-
 from flask import Blueprint, Flask, current_app, request
 from flask_sock import Sock
 from pymongo.errors import PyMongoError
@@ -23,6 +22,7 @@ from simple_websocket import ConnectionClosed
 
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
+from ..events import clock_seq
 from ..pipeline import start_live_utterance
 from ..runtime import Runtime
 from ..storage import sessions
@@ -304,8 +304,9 @@ def _admit(rt: Runtime, session_id: str) -> tuple[int | None, str]:
     project = sessions.get_session(rt.db, rt.settings, session_id)["project"]
     check_origin(project)
     last_seq = _int_arg("last_seq")
-    if last_seq is not None and last_seq > rt.events.last_seq(session_id):
-        raise BadRequest("'last_seq' is ahead of this session's newest event", code="invalid_field")
+    # Numbering restarts at the clock (microseconds) when Redis lost a counter: no real seq is above both.
+    if last_seq is not None and last_seq > max(rt.events.last_seq(session_id), clock_seq()):
+        raise BadRequest("'last_seq' is ahead of any event this session can have", code="invalid_field")
     return last_seq, project
 
 
