@@ -541,3 +541,38 @@ def test_without_an_allow_list_only_the_apis_own_origin_is_allowed(front):
     assert _create(app, headers={}).status_code == 201  # not a browser: keys and tokens still apply
     anyone = front(allowed_origins=("*",))
     assert _create(anyone, headers={"Origin": "https://elsewhere.example"}).status_code == 201
+
+
+def test_container_access_log_never_holds_tokens(live, tmp_path):
+    """The image's API (deploy/entrypoint.sh api, real gunicorn) logs paths without their query string."""
+    from voiceapp import stack
+
+    port = stack.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "API_", "MONGO", "REDIS"))}
+    env.update(live.settings.to_env(), API_HOST="127.0.0.1", API_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
+    log = tmp_path / "access.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(REPO / "deploy" / "entrypoint.sh"), "api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        secret = "tok-SECRET-0123456789"
+        requests.get(f"http://127.0.0.1:{port}/healthz?token={secret}", timeout=5)
+        requests.get(f"http://127.0.0.1:{port}{API}/sessions/{'a' * 32}/audio/{'0' * 24}?token={secret}", timeout=5)
+        deadline = time.monotonic() + 10
+        while "/audio/" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert f"GET {API}/sessions/{'a' * 32}/audio/{'0' * 24} HTTP/1.1" in text, text[-2000:]
+    assert secret not in text
