@@ -284,18 +284,24 @@ def test_live_utterance_has_a_hard_wall_clock_limit(front):
 
 def test_idle_push_to_talk_sockets_no_longer_starve_another_visitors_turn(live, demo_kb):
     """Row 2 end to end: 4 push-to-talk sockets trickling silence (as many as the STT worker's threads) while
-    another visitor's uploaded turn must complete; before, it stayed `queued` until they closed."""
-    trickling, stop = [], threading.Event()
+    another visitor's uploaded turn must complete. Before, the trickles held every recognition thread until
+    AUDIO_MAX_DURATION (60 s; the issue saw 45 s): now the front ends each after AUDIO_LISTEN_TIMEOUT (8 s)."""
+    trickling, stop, ended = [], threading.Event(), {}
     for _ in range(live.settings.worker_concurrency):
         session = new_session(live.base_url, "demo")
         trickling.append(_ws(live, session, mode="push_to_talk"))
 
     def trickle():
         while not stop.is_set():
-            for sock in trickling:
+            for index, sock in enumerate(trickling):
                 try:
                     sock.send_binary(_frame(False))
-                except (OSError, websocket.WebSocketException):
+                    sock.settimeout(0.05)
+                    while True:  # drain what arrived (session events too) until the socket is quiet
+                        message = json.loads(sock.recv())
+                        if message.get("code") == "utterance_timeout":
+                            ended.setdefault(index, message["message"])
+                except (OSError, ValueError, websocket.WebSocketException):
                     pass
             stop.wait(2.0)  # a frame every 2 s: under the 3 s frame gap, so only the silence limit can end them
 
@@ -316,12 +322,19 @@ def test_idle_push_to_talk_sockets_no_longer_starve_another_visitors_turn(live, 
         )
         assert posted.status_code == 202, posted.text
         url = f"{live.base_url}{API}/sessions/{visitor['session_id']}/turns/{posted.json()['turn_id']}"
-        deadline = time.monotonic() + 120
+        # Not a speed assert: a bound well under AUDIO_MAX_DURATION, the only thing that freed the threads before.
+        deadline = time.monotonic() + live.settings.audio_max_duration - 15
         status = None
         while time.monotonic() < deadline and status not in ("done", "error"):
-            status = requests.get(url, params={"wait": 10}, headers=_auth(visitor), timeout=30).json()["status"]
+            wait = max(1, min(10, deadline - time.monotonic()))
+            status = requests.get(url, params={"wait": wait}, headers=_auth(visitor), timeout=30).json()["status"]
         assert status == "done"
         assert thread.is_alive()  # the sockets were still trickling the whole time
+        settle = time.monotonic() + 10  # the trickle thread reads each socket every 2 s
+        while len(ended) < len(trickling) and time.monotonic() < settle:
+            time.sleep(0.2)
+        assert sorted(ended) == list(range(len(trickling))), ended  # each trickle was cut by the silence limit
+        assert all("AUDIO_LISTEN_TIMEOUT" in why for why in ended.values()), ended
     finally:
         stop.set()
         thread.join(timeout=10)
