@@ -589,3 +589,41 @@ def test_container_access_log_never_holds_tokens(live, tmp_path):
     text = log.read_text(errors="replace")
     assert f"GET {API}/sessions/{'a' * 32}/audio/{'0' * 24} HTTP/1.1" in text, text[-2000:]
     assert secret not in text
+
+
+def test_a_project_can_have_its_own_quota(front, tmp_path):
+    """`voiceapp project quota` gives one project a larger (or smaller) share than VOICE_PROJECT_MAX_*."""
+    from voiceapp.storage.projects import set_quota
+
+    app = front(
+        project_max_sessions=1,
+        project_max_websockets=1,
+        max_concurrent_sessions=10,
+        open_projects=(),
+        session_max_websockets=5,
+    )
+    big, small = create_key(app.db, app.settings, "big"), create_key(app.db, app.settings, "small")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "MONGO", "REDIS", "API_"))}
+    env.update(app.settings.to_env(), VOICEAPP_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "voiceapp.cli", "project", "quota", "--project", "big", "--max-sessions", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'sessions': 3" in done.stdout
+    assert [_create(app, "big", big).status_code for _ in range(4)] == [201, 201, 201, 429]
+    first = _create(app, "small", small)
+    assert first.status_code == 201 and _create(app, "small", small).status_code == 429  # the default: 1
+    set_quota(app.db, app.settings, "small", None, 2)
+    session = first.json()
+    held = [_admitted(_ws(app, session)), _admitted(_ws(app, session))]  # its own WebSocket quota: 2
+    third = _ws(app, session)
+    try:
+        assert _first_own_message(third)["code"] == "too_many_connections"
+    finally:
+        third.close()
+        for sock in held:
+            sock.close()

@@ -150,14 +150,21 @@ def project() -> None:
 @project.command("create")
 @click.option("--project", "name", required=True, help="Project name (letters, digits, . _ -).")
 @click.option("--origin", "origins", multiple=True, help="Allowed browser origin, e.g. https://shop.example (repeat).")
-def project_create(name: str, origins: tuple[str, ...]) -> None:
+@click.option(
+    "--max-sessions", type=int, default=None, help="Its own live-session quota (default VOICE_PROJECT_MAX_SESSIONS)."
+)
+@click.option(
+    "--max-websockets", type=int, default=None, help="Its own WebSocket quota (default VOICE_PROJECT_MAX_WEBSOCKETS)."
+)
+def project_create(name: str, origins: tuple[str, ...], max_sessions: int | None, max_websockets: int | None) -> None:
     """Create PROJECT (or add a key to it) and print the new key on its own line; it is stored only hashed."""
     from .storage.mongo import get_db
-    from .storage.projects import create_key
+    from .storage.projects import create_key, set_quota
 
     settings = _settings()
     try:
         key = create_key(get_db(settings), settings, name, origins)
+        set_quota(get_db(settings), settings, name, max_sessions, max_websockets)
     except VoiceError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
@@ -189,6 +196,24 @@ def retention_sweep() -> None:
 
     settings = _settings()
     click.echo(", ".join(f"{n} {what} deleted" for what, n in sweep(get_db(settings), settings).items()))
+
+
+@project.command("quota")
+@click.option("--project", "name", required=True, help="Project name.")
+@click.option("--max-sessions", type=int, default=None, help="Live sessions it may hold (within the global limit).")
+@click.option("--max-websockets", type=int, default=None, help="WebSockets it may hold across API processes.")
+def project_quota(name: str, max_sessions: int | None, max_websockets: int | None) -> None:
+    """Give PROJECT its own session / WebSocket quota; prints the quota in force."""
+    from .storage.mongo import get_db
+    from .storage.projects import quota, set_quota
+
+    settings = _settings()
+    db = get_db(settings)
+    try:
+        set_quota(db, settings, name, max_sessions, max_websockets)
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"project {name}: quota {quota(db, settings, name) or 'defaults (VOICE_PROJECT_MAX_*)'}")
 
 
 def _api(settings: Settings) -> str:

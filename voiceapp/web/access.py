@@ -22,7 +22,8 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str, voic
     check_origin(project)
     session = sessions.create_session(rt.db, rt.settings, project, language, voice)
     try:
-        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp())
+        own = projects.quota(rt.db, rt.settings, project)
+        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp(), own)
     except Exception:
         sessions.end_session(rt.db, rt.settings, session["session_id"])
         raise

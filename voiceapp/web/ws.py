@@ -25,7 +25,7 @@ from ..bargein import interrupt
 from ..events import clock_seq
 from ..pipeline import start_live_utterance
 from ..runtime import Runtime
-from ..storage import sessions
+from ..storage import projects, sessions
 from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
 from . import access
 from .admission import WebSocketSlots, utterance_rate
@@ -317,7 +317,7 @@ def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
         conn.mode = request.args.get("mode", HANDS_FREE)
         if conn.mode not in MODES:
             raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", code="invalid_field")
-        slots.acquire(socket_id, session_id, project)
+        slots.acquire(socket_id, session_id, project, projects.quota(rt.db, rt.settings, project))
     except VoiceError as err:
         conn.error(err)
         busy = isinstance(err, LimitExceeded)
