@@ -95,7 +95,7 @@ DESCRIPTIONS = {
     "MONGO_VOICE_ANALYTICS": "Analytics collection",
     "MONGO_VOICE_KNOWLEDGE": "Knowledge base passages collection",
     "VOICE_OPEN_PROJECTS": "Comma-separated projects anyone may open sessions for, without a key (opt-in; they get the smaller VOICE_OPEN_PROJECT_* quotas)",
-    "VOICE_ALLOWED_ORIGINS": "Comma-separated browser origins allowed (CORS and WebSocket Origin)",
+    "VOICE_ALLOWED_ORIGINS": "Comma-separated browser origins allowed (CORS and WebSocket Origin) for projects without their own list; empty: the API's own origin only, * = any",
     "VOICE_TOKEN_TTL": "Seconds a session token is valid",
     "VOICE_RATE_LIMIT_IP": "Requests allowed per client IP",
     "VOICE_RATE_LIMIT_PROJECT": "Requests allowed per project, keyed on the verified project (its key or a session token), never on an unauthenticated body",

@@ -12,6 +12,16 @@ from voiceapp import stack
 from voiceapp.config import Settings
 
 
+# Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
+OPEN_DEMO_QUOTAS = dict(
+    open_project_max_sessions=1000,
+    open_project_max_websockets=1000,
+    session_max_websockets=20,
+    rate_limit_open_project="1200/minute",
+    rate_limit_utterances="600/minute",
+)
+
+
 # The test pyramid, marked by what a test needs (its fixture closure), never by hand:
 #   unit        in-process only (models, decoders, parsers); `make check` runs these
 #   integration the MongoDB-wire server and/or Redis, no API or workers
@@ -46,16 +56,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         else:
             item.add_marker(pytest.mark.unit)
-
-
-# Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
-OPEN_DEMO_QUOTAS = dict(
-    open_project_max_sessions=1000,
-    open_project_max_websockets=1000,
-    session_max_websockets=20,
-    rate_limit_open_project="1200/minute",
-    rate_limit_utterances="600/minute",
-)
 
 
 @dataclass(frozen=True)

@@ -284,18 +284,24 @@ def test_live_utterance_has_a_hard_wall_clock_limit(front):
 
 def test_idle_push_to_talk_sockets_no_longer_starve_another_visitors_turn(live, demo_kb):
     """Row 2 end to end: 4 push-to-talk sockets trickling silence (as many as the STT worker's threads) while
-    another visitor's uploaded turn must complete; before, it stayed `queued` until they closed."""
-    trickling, stop = [], threading.Event()
+    another visitor's uploaded turn must complete. Before, the trickles held every recognition thread until
+    AUDIO_MAX_DURATION (60 s; the issue saw 45 s): now the front ends each after AUDIO_LISTEN_TIMEOUT (8 s)."""
+    trickling, stop, ended = [], threading.Event(), {}
     for _ in range(live.settings.worker_concurrency):
         session = new_session(live.base_url, "demo")
         trickling.append(_ws(live, session, mode="push_to_talk"))
 
     def trickle():
         while not stop.is_set():
-            for sock in trickling:
+            for index, sock in enumerate(trickling):
                 try:
                     sock.send_binary(_frame(False))
-                except (OSError, websocket.WebSocketException):
+                    sock.settimeout(0.05)
+                    while True:  # drain what arrived (session events too) until the socket is quiet
+                        message = json.loads(sock.recv())
+                        if message.get("code") == "utterance_timeout":
+                            ended.setdefault(index, message["message"])
+                except (OSError, ValueError, websocket.WebSocketException):
                     pass
             stop.wait(2.0)  # a frame every 2 s: under the 3 s frame gap, so only the silence limit can end them
 
@@ -316,12 +322,19 @@ def test_idle_push_to_talk_sockets_no_longer_starve_another_visitors_turn(live, 
         )
         assert posted.status_code == 202, posted.text
         url = f"{live.base_url}{API}/sessions/{visitor['session_id']}/turns/{posted.json()['turn_id']}"
-        deadline = time.monotonic() + 120
+        # Not a speed assert: a bound well under AUDIO_MAX_DURATION, the only thing that freed the threads before.
+        deadline = time.monotonic() + live.settings.audio_max_duration - 15
         status = None
         while time.monotonic() < deadline and status not in ("done", "error"):
-            status = requests.get(url, params={"wait": 10}, headers=_auth(visitor), timeout=30).json()["status"]
+            wait = max(1, min(10, deadline - time.monotonic()))
+            status = requests.get(url, params={"wait": wait}, headers=_auth(visitor), timeout=30).json()["status"]
         assert status == "done"
         assert thread.is_alive()  # the sockets were still trickling the whole time
+        settle = time.monotonic() + 10  # the trickle thread reads each socket every 2 s
+        while len(ended) < len(trickling) and time.monotonic() < settle:
+            time.sleep(0.2)
+        assert sorted(ended) == list(range(len(trickling))), ended  # each trickle was cut by the silence limit
+        assert all("AUDIO_LISTEN_TIMEOUT" in why for why in ended.values()), ended
     finally:
         stop.set()
         thread.join(timeout=10)
@@ -522,3 +535,95 @@ def test_ws_connection_leases_expire_when_a_process_dies(front):
         app.redis.zadd(key, {"dead-socket": time.time() - 1})
     slots.acquire("new-socket", "a" * 32, "demo")
     assert app.redis.ttl("voiceapp:ws:project:demo") <= 2 * WS_LEASE_S  # an idle key disappears too
+
+
+def test_without_an_allow_list_only_the_apis_own_origin_is_allowed(front):
+    """Safe default for origins: no list means this site only; any origin needs an explicit '*'."""
+    app = front(allowed_origins=())
+    own = app.base_url  # the widget page served by the API itself
+    assert _create(app, headers={"Origin": "https://evil.example"}).json()["error"]["code"] == "origin_not_allowed"
+    allowed = _create(app, headers={"Origin": own})
+    assert allowed.status_code == 201 and allowed.headers["Access-Control-Allow-Origin"] == own
+    session = allowed.json()
+    url = f"{app.ws_url}{API}/ws/{session['session_id']}?token={session['token']}"
+    evil = websocket.create_connection(url, timeout=10, origin="https://evil.example")
+    try:
+        assert _first_own_message(evil)["code"] == "origin_not_allowed"
+    finally:
+        evil.close()
+    assert _create(app, headers={}).status_code == 201  # not a browser: keys and tokens still apply
+    anyone = front(allowed_origins=("*",))
+    assert _create(anyone, headers={"Origin": "https://elsewhere.example"}).status_code == 201
+
+
+def test_container_access_log_never_holds_tokens(live, tmp_path):
+    """The image's API (deploy/entrypoint.sh api, real gunicorn) logs paths without their query string."""
+    from voiceapp import stack
+
+    port = stack.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "API_", "MONGO", "REDIS"))}
+    env.update(live.settings.to_env(), API_HOST="127.0.0.1", API_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
+    log = tmp_path / "access.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(REPO / "deploy" / "entrypoint.sh"), "api"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        secret = "tok-SECRET-0123456789"
+        requests.get(f"http://127.0.0.1:{port}/healthz?token={secret}", timeout=5)
+        requests.get(f"http://127.0.0.1:{port}{API}/sessions/{'a' * 32}/audio/{'0' * 24}?token={secret}", timeout=5)
+        deadline = time.monotonic() + 10
+        while "/audio/" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text(errors="replace")
+    assert f"GET {API}/sessions/{'a' * 32}/audio/{'0' * 24} HTTP/1.1" in text, text[-2000:]
+    assert secret not in text
+
+
+def test_a_project_can_have_its_own_quota(front, tmp_path):
+    """`voiceapp project quota` gives one project a larger (or smaller) share than VOICE_PROJECT_MAX_*."""
+    from voiceapp.storage.projects import set_quota
+
+    app = front(
+        project_max_sessions=1,
+        project_max_websockets=1,
+        max_concurrent_sessions=10,
+        open_projects=(),
+        session_max_websockets=5,
+    )
+    big, small = create_key(app.db, app.settings, "big"), create_key(app.db, app.settings, "small")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "MONGO", "REDIS", "API_"))}
+    env.update(app.settings.to_env(), VOICEAPP_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "voiceapp.cli", "project", "quota", "--project", "big", "--max-sessions", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'sessions': 3" in done.stdout
+    assert [_create(app, "big", big).status_code for _ in range(4)] == [201, 201, 201, 429]
+    first = _create(app, "small", small)
+    assert first.status_code == 201 and _create(app, "small", small).status_code == 429  # the default: 1
+    set_quota(app.db, app.settings, "small", None, 2)
+    session = first.json()
+    held = [_admitted(_ws(app, session)), _admitted(_ws(app, session))]  # its own WebSocket quota: 2
+    third = _ws(app, session)
+    try:
+        assert _first_own_message(third)["code"] == "too_many_connections"
+    finally:
+        third.close()
+        for sock in held:
+            sock.close()

@@ -261,7 +261,9 @@ def test_russian_question_is_answered_in_russian_through_the_stack(live, ru_key)
     errors, total = word_errors(TRANSCRIPTS["hours_saturday.wav"], turn["transcript"])
     assert errors / total <= 0.4, turn["transcript"]
     assert turn["doc"]["stt"]["model"] == "base" and turn["doc"]["stt"]["language"] == "ru"
-    assert "суббот" in turn["reply_text"].lower() and "девять" in turn["reply_text"], turn["reply_text"]  # numbers read in words
+    assert "суббот" in turn["reply_text"].lower() and "девять" in turn["reply_text"], turn[
+        "reply_text"
+    ]  # numbers read in words
     assert turn["sources"], "the answer names the knowledge it came from"
     assert turn["doc"]["tts"]["provider"] == "festival" and turn["audio_url"]
 

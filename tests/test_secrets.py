@@ -64,7 +64,9 @@ def leaks(tmp_path_factory):
         key = projects.create_key(db, settings, PROJECT)
         found = _exercise(settings, stack.api_url(settings), key)
         found["vendor_saw_key"] = [r.headers.get("xi-api-key") for r in vendor.requests]
-        found["flower"] = _flower_text(state["services"]["flower"]["url"], found["turn_ids"])
+        found["flower"] = _flower_text(
+            state["services"]["flower"]["url"], found["turn_ids"], stack.flower_auth(requested)
+        )
         found["logs"] = {p.name: p.read_text(errors="replace") for p in (home / "run").glob("*.log")}
         found["events"] = _events_text(settings)
         found["redis"] = _redis_text(settings)
@@ -139,10 +141,10 @@ def _exercise(settings: Settings, base: str, key: str) -> dict:
     return {"session_id": sid, "tokens": [token, new_token], "turn_ids": [turn.json()["turn_id"], ws_turn]}
 
 
-def _flower_text(url: str, turn_ids: list[str]) -> str:
+def _flower_text(url: str, turn_ids: list[str], auth: tuple[str, str]) -> str:
     deadline = time.monotonic() + 30
     while True:
-        tasks = requests.get(f"{url}/api/tasks", params={"limit": 500}, timeout=10).json()
+        tasks = requests.get(f"{url}/api/tasks", params={"limit": 500}, auth=auth, timeout=10).json()
         mine = [t for t in tasks.values() if any(tid in (t.get("args") or "") for tid in turn_ids)]
         if len(mine) >= 5 or time.monotonic() > deadline:  # 3 stages + live STT + dialog + tts
             return json.dumps(tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -230,12 +232,18 @@ def test_find_mongo_python_prefers_env_and_explains_what_is_missing(tmp_path):
     assert "MONGO_URI" in str(caught.value)
 
 
-def test_flower_starts_on_request_with_its_api_open_locally(settings):
+def test_flower_starts_on_request_with_its_api_behind_basic_auth(settings):
     state = stack.up(settings, workers=(), api=False, flower=True, mongo_engine="memory")
 
     flower = state["services"]["flower"]
     assert flower["url"].startswith("http://127.0.0.1:")
-    with urllib.request.urlopen(flower["url"] + "/api/workers", timeout=10) as response:
+    with pytest.raises(urllib.error.HTTPError) as refused:  # issue 16: it used to run tasks for anyone
+        urllib.request.urlopen(flower["url"] + "/api/workers", timeout=10)
+    assert refused.value.code == 401
+    user, password = stack.flower_auth(settings)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(flower["url"] + "/api/workers", headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         assert json.loads(response.read()) == {}
     assert "flower" in stack.down(settings)

@@ -180,15 +180,24 @@ def project() -> None:
 @click.option(
     "--language", default=None, help="Default session language, e.g. ru or en-US; 'auto' detects it per utterance."
 )
-def project_create(name: str, origins: tuple[str, ...], language: str | None) -> None:
+@click.option(
+    "--max-sessions", type=int, default=None, help="Its own live-session quota (default VOICE_PROJECT_MAX_SESSIONS)."
+)
+@click.option(
+    "--max-websockets", type=int, default=None, help="Its own WebSocket quota (default VOICE_PROJECT_MAX_WEBSOCKETS)."
+)
+def project_create(
+    name: str, origins: tuple[str, ...], language: str | None, max_sessions: int | None, max_websockets: int | None
+) -> None:
     """Create PROJECT (or add a key to it) and print the new key on its own line; it is stored only hashed."""
     from .storage.mongo import get_db
-    from .storage.projects import create_key
+    from .storage.projects import create_key, set_quota
 
     settings = _settings()
     try:
         _check_language(settings, language)
         key = create_key(get_db(settings), settings, name, origins, language)
+        set_quota(get_db(settings), settings, name, max_sessions, max_websockets)
     except VoiceError as err:
         raise click.ClickException(err.message) from None
     click.echo(f"project {name}: new key (shown once, keep it secret)", err=True)
@@ -247,6 +256,24 @@ def _check_language(settings: Settings, language: str | None) -> None:
     problem = language_problem(settings, language) if language else None
     if problem:
         raise BadRequest(f"language {language!r} is not supported here: {problem}", code="language_unsupported")
+
+
+@project.command("quota")
+@click.option("--project", "name", required=True, help="Project name.")
+@click.option("--max-sessions", type=int, default=None, help="Live sessions it may hold (within the global limit).")
+@click.option("--max-websockets", type=int, default=None, help="WebSockets it may hold across API processes.")
+def project_quota(name: str, max_sessions: int | None, max_websockets: int | None) -> None:
+    """Give PROJECT its own session / WebSocket quota; prints the quota in force."""
+    from .storage.mongo import get_db
+    from .storage.projects import quota, set_quota
+
+    settings = _settings()
+    db = get_db(settings)
+    try:
+        set_quota(db, settings, name, max_sessions, max_websockets)
+    except VoiceError as err:
+        raise click.ClickException(err.message) from None
+    click.echo(f"project {name}: quota {quota(db, settings, name) or 'defaults (VOICE_PROJECT_MAX_*)'}")
 
 
 def _api(settings: Settings) -> str:

@@ -75,6 +75,24 @@ def project_language(db: Database, settings: Settings, project: str) -> str | No
     return (doc or {}).get("language") or None
 
 
+def set_quota(db: Database, settings: Settings, project: str, sessions: int | None, websockets: int | None) -> None:
+    """Give the project its own session / WebSocket quota (None keeps the VOICE_PROJECT_* default)."""
+    project = check_project_name(project)
+    for name, value in (("sessions", sessions), ("websockets", websockets)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise BadRequest(f"quota {name} must be a positive integer", code="invalid_field")
+    changes = {f"quota.{n}": v for n, v in (("sessions", sessions), ("websockets", websockets)) if v is not None}
+    if changes:
+        db[settings.projects_collection].update_one({"project": project}, {"$set": changes}, upsert=True)
+
+
+def quota(db: Database, settings: Settings, project: str) -> dict[str, int]:
+    """The project's own quotas ({} when it uses the defaults)."""
+    doc = get_project(db, settings, project) or {}
+    own = doc.get("quota")
+    return {k: v for k, v in own.items() if isinstance(v, int) and v > 0} if isinstance(own, dict) else {}
+
+
 def get_project(db: Database, settings: Settings, project: str) -> dict | None:
     """The project's document without key hashes, or None."""
     project = check_project_name(project)

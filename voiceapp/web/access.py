@@ -25,7 +25,8 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str | Non
     language = session_language(rt, project, language)
     session = sessions.create_session(rt.db, rt.settings, project, language, voice)
     try:
-        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp())
+        own = projects.quota(rt.db, rt.settings, project)
+        slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp(), own)
     except Exception:
         sessions.end_session(rt.db, rt.settings, session["session_id"])
         raise

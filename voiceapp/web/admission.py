@@ -64,15 +64,16 @@ def is_open(settings: Settings, project: str) -> bool:
     return project in settings.open_projects
 
 
-def project_session_quota(settings: Settings, project: str) -> int:
-    """Live sessions one project may hold: its share of VOICE_MAX_CONCURRENT_SESSIONS."""
-    quota = settings.open_project_max_sessions if is_open(settings, project) else settings.project_max_sessions
-    return min(quota, settings.max_concurrent_sessions)
+def project_session_quota(settings: Settings, project: str, own: dict | None = None) -> int:
+    """Live sessions one project may hold: its own quota or the default, within VOICE_MAX_CONCURRENT_SESSIONS."""
+    default = settings.open_project_max_sessions if is_open(settings, project) else settings.project_max_sessions
+    return min((own or {}).get("sessions", default), settings.max_concurrent_sessions)
 
 
-def project_websocket_quota(settings: Settings, project: str) -> int:
-    """WebSockets one project may hold open across every API process."""
-    return settings.open_project_max_websockets if is_open(settings, project) else settings.project_max_websockets
+def project_websocket_quota(settings: Settings, project: str, own: dict | None = None) -> int:
+    """WebSockets one project may hold open across every API process: its own quota or the default."""
+    default = settings.open_project_max_websockets if is_open(settings, project) else settings.project_max_websockets
+    return (own or {}).get("websockets", default)
 
 
 class Busy(VoiceError):
@@ -96,10 +97,10 @@ class SessionSlots:
         self._settings = settings
         self._acquire = client.register_script(_ACQUIRE_LUA)
 
-    def acquire(self, session_id: str, project: str, expires_at: float) -> None:
+    def acquire(self, session_id: str, project: str, expires_at: float, own: dict | None = None) -> None:
         """Take a slot until `expires_at` (epoch seconds); LimitExceeded (429) when the global or project cap is hit."""
         limit = self._settings.max_concurrent_sessions
-        quota = project_session_quota(self._settings, project)
+        quota = project_session_quota(self._settings, project, own)
         keys = [SLOTS_KEY, PROJECT_SLOTS_PREFIX + project]
         taken = int(self._acquire(keys=keys, args=[time.time(), expires_at, session_id, limit, quota]))
         if taken == 0:
@@ -146,11 +147,11 @@ class WebSocketSlots:
     def _keys(session_id: str, project: str) -> list[str]:
         return [WS_SESSION_PREFIX + session_id, WS_PROJECT_PREFIX + project]
 
-    def acquire(self, socket_id: str, session_id: str, project: str) -> None:
+    def acquire(self, socket_id: str, session_id: str, project: str, own: dict | None = None) -> None:
         """Count one socket; LimitExceeded (too_many_connections) when the session or the project is full."""
         now = time.time()
         per_session = self._settings.session_max_websockets
-        quota = project_websocket_quota(self._settings, project)
+        quota = project_websocket_quota(self._settings, project, own)
         args = [now, now + WS_LEASE_S, socket_id, per_session, quota, WS_LEASE_S * 2]
         taken = int(self._acquire(keys=self._keys(session_id, project), args=args))
         if taken < 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Flask, Response, current_app, g, request
 
 from ..errors import ForbiddenError
@@ -19,9 +21,20 @@ def check_origin(project: str) -> None:
         return  # not a browser call: nothing to enforce (keys and tokens still apply)
     rt = current_app.extensions["voiceapp"]
     allowed = allowed_origins(rt.db, rt.settings, project)
-    if allowed and origin not in allowed and "*" not in allowed:
+    # No allow-list means this site only (the widget served by the API itself); '*' must be said explicitly.
+    permitted = origin in allowed or "*" in allowed if allowed else _same_site(origin, rt.settings)
+    if not permitted:
         raise ForbiddenError(f"origin {origin[:100]} is not allowed for this project", code="origin_not_allowed")
     g.cors_origin = origin
+
+
+def _same_site(origin: str, settings) -> bool:
+    """Whether a browser Origin is the API's own address (the Host it called, VOICE_PUBLIC_URL or API_HOST:API_PORT)."""
+    netloc = urlsplit(origin).netloc.lower()
+    own = {request.host.lower(), f"{settings.api_host}:{settings.api_port}".lower()}
+    if settings.public_url:
+        own.add(urlsplit(settings.public_url).netloc.lower())
+    return bool(netloc) and netloc in own
 
 
 def init_app(app: Flask) -> None:

@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import numpy as np
-
 from flask import Blueprint, Flask, current_app, request
 from flask_sock import Sock
 from pymongo.errors import PyMongoError
@@ -23,9 +22,10 @@ from simple_websocket import ConnectionClosed
 
 from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
+from ..events import clock_seq
 from ..pipeline import start_live_utterance, start_text_turn
 from ..runtime import Runtime
-from ..storage import sessions
+from ..storage import projects, sessions
 from ..utterances import HANDS_FREE, MODES, UtteranceLost, UtteranceStream, new_id
 from . import access
 from .admission import WebSocketSlots, utterance_rate
@@ -320,8 +320,9 @@ def _admit(rt: Runtime, session_id: str) -> tuple[int | None, str]:
     project = sessions.get_session(rt.db, rt.settings, session_id)["project"]
     check_origin(project)
     last_seq = _int_arg("last_seq")
-    if last_seq is not None and last_seq > rt.events.last_seq(session_id):
-        raise BadRequest("'last_seq' is ahead of this session's newest event", code="invalid_field")
+    # Numbering restarts at the clock (microseconds) when Redis lost a counter: no real seq is above both.
+    if last_seq is not None and last_seq > max(rt.events.last_seq(session_id), clock_seq()):
+        raise BadRequest("'last_seq' is ahead of any event this session can have", code="invalid_field")
     return last_seq, project
 
 
@@ -332,7 +333,7 @@ def _open(rt: Runtime, conn: Connection, session_id: str) -> None:
         conn.mode = request.args.get("mode", HANDS_FREE)
         if conn.mode not in MODES:
             raise BadRequest(f"'mode' must be one of {', '.join(MODES)}", code="invalid_field")
-        slots.acquire(socket_id, session_id, project)
+        slots.acquire(socket_id, session_id, project, projects.quota(rt.db, rt.settings, project))
     except VoiceError as err:
         conn.error(err)
         busy = isinstance(err, LimitExceeded)
