@@ -14,7 +14,7 @@ import requests
 from tests.support import shared_file
 from voiceapp import stack
 from voiceapp.config import Settings, SettingsError
-from voiceapp.storage import interactions, retention, sessions
+from voiceapp.storage import interactions, retention, sessions, unanswered
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, put_audio
 from voiceapp.storage.projects import create_key
 
@@ -44,6 +44,7 @@ def _visitor(app, project="demo", age_s: float = 0) -> dict:
         metadata={"cache": False, "session_id": sid, "turn_id": turn_id},
     )
     app.app.extensions["voiceapp"].events.publish(sid, "transcript", turn_id, text="my phone number is 555", final=True)
+    unanswered.record(db, settings, project, "can you call me on 555?", sid, turn_id)  # a refused question
     if age_s:
         past = sessions.utcnow() - timedelta(seconds=age_s)
         for bucket in (UPLOADS_BUCKET, REPLIES_BUCKET):
@@ -65,6 +66,7 @@ def _left(app, visitor: dict) -> dict:
         "turns": app.db[app.settings.interactions_collection].count_documents({"session_id": sid}),
         "session": app.db[app.settings.sessions_collection].count_documents({"session_id": sid}),
         "events": len(list(app.redis.scan_iter(match=f"voiceapp:events:{sid}:*"))),
+        "unanswered": app.db[app.settings.unanswered_collection].count_documents({"session_id": sid}),
     }
 
 
@@ -88,10 +90,13 @@ def test_erase_api_deletes_one_visitors_session_turns_audio_and_events(front):
         "replies": 1,
         "turns": 1,
         "sessions": 1,
+        "unanswered": 1,
         "event_keys": event_keys,
     }
-    assert _left(app, target) == {"recording": False, "reply": False, "turns": 0, "session": 0, "events": 0}
-    assert _left(app, bystander) == {"recording": True, "reply": True, "turns": 1, "session": 1, "events": event_keys}
+    gone = {"recording": False, "reply": False, "turns": 0, "session": 0, "events": 0, "unanswered": 0}
+    assert _left(app, target) == gone
+    kept = {"recording": True, "reply": True, "turns": 1, "session": 1, "events": event_keys, "unanswered": 1}
+    assert _left(app, bystander) == kept
 
 
 def test_cli_forget_erases_a_session(front, tmp_path):
@@ -107,8 +112,9 @@ def test_cli_forget_erases_a_session(front, tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "1 recordings" in done.stdout and "1 turns" in done.stdout
-    assert _left(app, target) == {"recording": False, "reply": False, "turns": 0, "session": 0, "events": 0}
+    assert "1 recordings" in done.stdout and "1 turns" in done.stdout and "1 unanswered" in done.stdout
+    gone = {"recording": False, "reply": False, "turns": 0, "session": 0, "events": 0, "unanswered": 0}
+    assert _left(app, target) == gone
     assert _left(app, bystander)["recording"] and _left(app, bystander)["turns"] == 1
 
 

@@ -99,6 +99,8 @@ def erase_session(db: Database, settings: Settings, session_id: str, redis_clien
         "replies": _delete_all(db, REPLIES_BUCKET, replies),
         "turns": db[settings.interactions_collection].delete_many({"session_id": session_id}).deleted_count,
         "sessions": db[settings.sessions_collection].delete_many({"session_id": session_id}).deleted_count,
+        # The owner's unanswered list keeps the visitor's own words: they go too.
+        "unanswered": db[settings.unanswered_collection].delete_many({"session_id": session_id}).deleted_count,
     }
     if redis_client is not None:  # transcripts and replies also live in the session's replay stream
         from voiceapp.events import KEY_PREFIX
