@@ -51,11 +51,14 @@ $(PY):
 	  else echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; fi; }
 
 # Reinstall only when the package metadata changes.
-$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+$(INSTALLED): setup.cfg pyproject.toml Makefile | $(PY)
 	@echo "==> installing voiceapp (editable) with the dev extra into $(VENV)"
 	@# editable installs from setup.cfg need pip >= 21.3 (Python 3.10.0 ships 21.2)
 	$(PY) -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 22)' || $(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# The end-of-turn model (smart-turn v3.2, BSD-2) ships in the pipecat-ai wheel; voiceapp loads only its
+	@# .onnx with onnxruntime (a faster-whisper dependency), so the framework's own dependencies are skipped.
+	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	@touch $@
 
 install: $(INSTALLED) redis-bin
