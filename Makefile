@@ -29,12 +29,13 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget demo up test bench bench-quick down clean distclean
+.PHONY: help install mongo-env redis-bin widget demo up test bench bench-quick soak down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
+	@echo "make soak       20-minute soak (memory growth per session), merged into bench/report.json"
 	@echo "make down       stop every process the local stack started"
 	@echo "make clean      down + remove $(HOME_DIR) (local data, logs, PIDs) and caches"
 	@echo "make distclean  clean + remove $(VENV) and $(MONGO_VENV)"
@@ -140,6 +141,10 @@ bench: install mongo-env
 
 bench-quick: install mongo-env
 	$(PY) -m bench --quick --out bench/out $(BENCH_ARGS)
+
+# 20 minutes of conversing sessions with RSS sampling; merged into bench/report.json (soak_minutes, growth).
+soak: install mongo-env
+	$(PY) -m bench --only soak --soak-seconds 1200 --soak-sessions 3 --merge
 
 down:
 	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi

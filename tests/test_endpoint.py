@@ -86,7 +86,7 @@ def test_model_scores_a_complete_sentence_above_the_same_sentence_cut(settings, 
 
 
 def test_complete_sentence_ends_the_turn_at_a_short_pause(engine, settings, speak):
-    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence)
+    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence, smart_endpoint=True)
     speech = speak(COMPLETE)
     results = feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)]))
     finals = [(at, t) for at, t in results if t.final]
@@ -99,7 +99,7 @@ def test_complete_sentence_ends_the_turn_at_a_short_pause(engine, settings, spea
 
 @pytest.mark.parametrize("pause_s", [0.5, 0.7])
 def test_sentence_paused_mid_way_keeps_listening(engine, settings, speak, pause_s):
-    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence)
+    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence, smart_endpoint=True)
     audio, _ = paused_mid_sentence(speak(SPLIT), pause_s)
     finals = [t for _, t in feed(recognizer, audio) if t.final]
     assert len(finals) == 1, [t.text for t in finals]
@@ -108,7 +108,7 @@ def test_sentence_paused_mid_way_keeps_listening(engine, settings, speak, pause_
 
 def test_silence_mode_waits_the_whole_end_silence(engine, settings, speak):
     quiet = settings.replace(endpoint_mode="silence")
-    recognizer = StreamingRecognizer(engine, quiet, "en", end_silence=quiet.endpoint_silence)
+    recognizer = StreamingRecognizer(engine, quiet, "en", end_silence=quiet.endpoint_silence, smart_endpoint=True)
     speech = speak(COMPLETE)
     finals = [(at, t) for at, t in feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)])) if t.final]
     assert len(finals) == 1
@@ -117,6 +117,7 @@ def test_silence_mode_waits_the_whole_end_silence(engine, settings, speak):
 
 
 def test_push_to_talk_never_asks_the_model(engine, settings, speak):
+    # What the live STT stage builds for push-to-talk: no early end, a pause never ends the utterance.
     recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.audio_max_duration + 1)
     results = feed(recognizer, np.concatenate([silence(0.3), speak(COMPLETE), silence(2.0)]))
     assert [t for _, t in results if t.final] == []
@@ -128,7 +129,7 @@ def test_missing_model_falls_back_to_the_silence_rule(engine, settings, speak, t
     broken = settings.replace(turn_model_path=str(tmp_path / "absent.onnx"))
     assert get_detector(broken) is None
     assert "silence only" in caplog.text
-    recognizer = StreamingRecognizer(engine, broken, "en", end_silence=broken.endpoint_silence)
+    recognizer = StreamingRecognizer(engine, broken, "en", end_silence=broken.endpoint_silence, smart_endpoint=True)
     speech = speak(COMPLETE)
     finals = [(at, t) for at, t in feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)])) if t.final]
     assert len(finals) == 1 and finals[0][0] >= 0.3 + speech.size / RATE + broken.endpoint_silence - 0.3

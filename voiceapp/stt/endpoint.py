@@ -47,6 +47,12 @@ def ends_open(text: str) -> bool:
     return bool(words) and words[-1].lower().strip(_TRAILING + "\"'«“(") in OPEN_WORDS
 
 
+def ends_sentence(text: str) -> bool:
+    """Whether the words read as a finished sentence: end punctuation (Whisper omits it on fragments), no open end."""
+    stripped = text.strip().rstrip(_TRAILING)
+    return stripped.endswith((".", "?", "!")) and not ends_open(text)
+
+
 def model_path(settings: Settings) -> Path:
     """AUDIO_TURN_MODEL_PATH, else the model shipped in the installed pipecat-ai wheel."""
     if settings.turn_model_path:

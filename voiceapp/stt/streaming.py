@@ -20,7 +20,7 @@ from voiceapp.audio import StreamResampler, pcm16_to_float
 from voiceapp.config import Settings
 from voiceapp.models import DecodedAudio, Transcript
 from voiceapp.stt.base import SttEngine
-from voiceapp.stt.endpoint import ends_open, get_detector
+from voiceapp.stt.endpoint import ends_sentence, get_detector
 
 VAD_RATE = 16_000
 WINDOW = 512  # Silero VAD frame at 16 kHz (32 ms)
@@ -52,7 +52,7 @@ class StreamingRecognizer:
         *,
         sample_rate: int | None = None,
         end_silence: float = END_SILENCE,
-        smart_endpoint: bool | None = None,
+        smart_endpoint: bool = False,
     ) -> None:
         self.engine = engine
         self.language = language
@@ -61,10 +61,8 @@ class StreamingRecognizer:
         self.partial_every = int(settings.audio_chunk_duration * VAD_RATE)
         self.max_samples = int(settings.audio_max_duration * VAD_RATE)
         self.end_silence = int(end_silence * VAD_RATE)
-        # Only where a pause may end the utterance (hands-free), unless the caller decides.
-        if smart_endpoint is None:
-            smart_endpoint = settings.endpoint_mode == "smart" and end_silence <= settings.audio_max_duration
-        self._detector = get_detector(settings) if smart_endpoint else None
+        # The caller says whether a pause may end the turn early (hands-free); AUDIO_ENDPOINT_MODE whether it does.
+        self._detector = get_detector(settings) if smart_endpoint and settings.endpoint_mode == "smart" else None
         self.min_silence = int(settings.endpoint_min_silence * VAD_RATE)
         self.complete_threshold = settings.endpoint_complete
         self.turn_checks = 0  # end-of-turn model calls (for measurement)
@@ -184,11 +182,10 @@ class StreamingRecognizer:
         return out + self._end_of_utterance()
 
     def _turn_complete(self) -> bool:
-        """The model judges the turn complete and the words do not stop on a word that needs more."""
+        """The words read as a finished sentence and the model, hearing the prosody, judges the turn complete."""
         if self._voiced < MIN_SPEECH * VAD_RATE or self._speculative is None:
             return False
-        text = self._joined(self._speculative[1].text)
-        if not text or ends_open(text):
+        if not ends_sentence(self._joined(self._speculative[1].text)):
             return False
         self.turn_checks += 1
         probability = self._detector.probability(self._buffer[self._origin : self._vad_pos])
