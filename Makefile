@@ -29,7 +29,7 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget system-packages demo demo-ru up test bench bench-quick eval down clean distclean
+.PHONY: help install mongo-env redis-bin widget system-packages demo demo-ru up test bench bench-quick eval soak down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
@@ -37,6 +37,7 @@ help:
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
 	@echo "make eval       score the dialog stage on tests/data/dialog_eval: answer_accuracy, refusal_accuracy"
+	@echo "make soak       20-minute soak (memory growth per session), merged into bench/report.json"
 	@echo "make down       stop every process the local stack started"
 	@echo "make clean      down + remove $(HOME_DIR) (local data, logs, PIDs) and caches"
 	@echo "make distclean  clean + remove $(VENV) and $(MONGO_VENV)"
@@ -53,11 +54,14 @@ $(PY):
 	  else echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; fi; }
 
 # Reinstall only when the package metadata changes.
-$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+$(INSTALLED): setup.cfg pyproject.toml Makefile | $(PY)
 	@echo "==> installing voiceapp (editable) with the dev extra into $(VENV)"
 	@# editable installs from setup.cfg need pip >= 21.3 (Python 3.10.0 ships 21.2)
 	$(PY) -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 22)' || $(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# The end-of-turn model (smart-turn v3.2, BSD-2) ships in the pipecat-ai wheel; voiceapp loads only its
+	@# .onnx with onnxruntime (a faster-whisper dependency), so the framework's own dependencies are skipped.
+	$(PY) -m pip install --quiet --no-deps 'pipecat-ai==1.14.0'
 	@touch $@
 
 install: $(INSTALLED) redis-bin
@@ -162,6 +166,10 @@ bench-quick: install mongo-env
 # Dialog answer/refusal accuracy on the labelled evaluation set (held-out numbers into bench/report.json)
 eval: install mongo-env
 	$(PY) -m bench.dialog_eval $(EVAL_ARGS)
+
+# 20 minutes of conversing sessions with RSS sampling; merged into bench/report.json (soak_minutes, growth).
+soak: install mongo-env
+	$(PY) -m bench --only soak --soak-seconds 1200 --soak-sessions 3 --merge
 
 down:
 	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi

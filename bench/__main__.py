@@ -7,6 +7,7 @@ Full run (~10 min on 2 cores) writes bench/report.json, bench/report.md and benc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -18,9 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from voiceapp.stt.faster_whisper import decode_budget
+
 from . import harness, plots, report, russian, scenarios, speech
 
-SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak", "russian")
+SCENARIOS = (
+    "stage_breakdown",
+    "latency",
+    "accuracy",
+    "endpointing",
+    "cache",
+    "concurrency",
+    "idle_ws",
+    "soak",
+    "russian",
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,7 @@ class Plan:
     idle: int
     soak_seconds: float
     soak_sessions: int
+    paused: int = len(speech.PAUSED)  # sentences with a pause inside (false endpoints)
 
 
 FULL = Plan(
@@ -62,6 +76,7 @@ QUICK = Plan(
     idle=20,
     soak_seconds=6,
     soak_sessions=1,
+    paused=2,
 )
 
 
@@ -81,6 +96,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
     parser.add_argument("--soak-sessions", type=int, help="sessions looping during the soak (default 3, quick 1)")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other scenarios of an existing report.json in --out (e.g. `make soak` after `make bench`)",
+    )
     return parser.parse_args(argv)
 
 
@@ -152,12 +172,15 @@ def run(args: argparse.Namespace) -> int:
         utts = {u.name: u for u in speech.recordings(settings) + speech.synthesized(settings)}
         pick = lambda names: [utts[n] for n in names]  # noqa: E731
         questions = [u for u in utts.values() if u.kind == "synthesized"]
+        paused = speech.paused(settings, plan.paused) if "endpointing" in only else []
         calibration = scenarios.calibrate(settings, utts["jfk"])
         steps = {
             "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
             "latency": lambda: scenarios.latency_modes(
                 bench, {m: pick(n) for m, n in plan.latency_utterances.items()}, 1
             ),
+            "accuracy": lambda: scenarios.accuracy(settings, utts, (scen.get("latency") or {}).get("runs") or []),
+            "endpointing": lambda: scenarios.endpointing(settings, paused, questions[:2] if args.quick else questions),
             "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
@@ -182,11 +205,17 @@ def run(args: argparse.Namespace) -> int:
         "stack_startup_s": bench.startup_s,
         "plan": plan.__dict__,
         "errors": errors,
-        "stt": f"{settings.stt_engine} {settings.whisper_model} (cpu_threads={settings.whisper_cpu_threads})",
+        "stt": f"{settings.stt_engine} {settings.whisper_model} (threads x decode slots = "
+        f"{'x'.join(map(str, decode_budget(settings)))}, final window {settings.whisper_final_window}, "
+        f"endpoint {settings.endpoint_mode})",
         "tts": settings.tts_provider,
         "calibration": calibration,
         **_machine(),
     }
+    previous = out / "report.json"
+    if args.merge and previous.is_file():
+        # A separate run (the 20-minute soak) updates its scenarios; the others keep their numbers.
+        scen = {**json.loads(previous.read_text()).get("scenarios", {}), **scen}
     values = report.headline(scen)
     values["cpu_count"] = meta["cpu_count"]
     full = {**values, "targets": report.evaluate(values), "meta": meta, "scenarios": scen}

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Callable, Sequence
 
+import numpy as np
 import requests
 import websocket
 
@@ -620,4 +621,110 @@ def _soak_summary(
         "rss_min_mib": {n: round(min(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
         "rss_max_mib": {n: round(max(s[n] for s in samples if s.get(n)) / 1024, 1) for n in pids},
         "samples": samples,
+    }
+
+
+# ---------------------------------------------------------------- 7. hands-free endpointing
+
+
+def _first_final(recognizer, pcm: bytes, frame: int = 640) -> tuple[float | None, str]:
+    """Feed PCM16 in 20 ms frames; (seconds of audio fed when the first final came, its text)."""
+    for start in range(0, len(pcm), frame * 2):
+        for transcript in recognizer.feed(pcm[start : start + frame * 2]):
+            if transcript.final:
+                return (start + frame * 2) / 2 / 16000, transcript.text
+    final = recognizer.finish()
+    return None, final.text if final else ""
+
+
+def endpointing(settings, paused: Sequence[Utterance], questions: Sequence[Utterance]) -> dict:
+    """Scenario 7: the hands-free endpoint on the STT task's own recognizer, fed at audio positions (no clock).
+
+    False endpoint = a sentence with a pause inside whose first final came before its speech ended. The
+    endpoint delay (final position - end of speech) of whole questions is measured in smart and silence mode.
+    """
+    from voiceapp.stt.registry import usable_engine
+    from voiceapp.stt.streaming import StreamingRecognizer
+    from voiceapp.stt.wer import wer
+
+    engine = usable_engine(settings)
+    tail = bytes(int(2.5 * 16000) * 2)
+    cut = []
+    for utt in paused:
+        recognizer = StreamingRecognizer(
+            engine, settings, "en", end_silence=settings.endpoint_silence, smart_endpoint=True
+        )
+        at, text = _first_final(recognizer, utt.pcm + tail)
+        early = at is not None and at < utt.speech_end_s
+        cut.append(
+            {
+                "utterance": utt.name,
+                "pause_s": utt.pause_s,
+                "cut": early,
+                "text": text,
+                "wer": round(wer(utt.text, text), 3),
+                "turn_probabilities": recognizer.turn_probabilities,
+            }
+        )
+    delays: dict[str, list] = {}
+    for mode in ("smart", "silence"):
+        cfg = settings.replace(endpoint_mode=mode)
+        rows = []
+        for utt in questions:
+            recognizer = StreamingRecognizer(engine, cfg, "en", end_silence=cfg.endpoint_silence, smart_endpoint=True)
+            at, _ = _first_final(recognizer, utt.pcm + tail)
+            rows.append(round(at - utt.speech_end_s, 3) if at is not None else None)
+        delays[mode] = rows
+    return {
+        "utterances": len(paused),
+        "false_endpoints": sum(1 for c in cut if c["cut"]),
+        "paused": cut,
+        "endpoint_delay_s": {mode: summary(rows) for mode, rows in delays.items()},
+        "endpoint_delay_raw_s": delays,
+        "settings": {
+            "mode": settings.endpoint_mode,
+            "min_silence_s": settings.endpoint_min_silence,
+            "complete": settings.endpoint_complete,
+            "end_silence_s": settings.endpoint_silence,
+        },
+        "method": "the live STT task's StreamingRecognizer (hands-free settings of the stack) fed 20 ms frames by "
+        "audio position, no clock: false endpoints = Piper sentences with a 0.4-0.7 s pause inside whose first "
+        "final came before their speech ended; endpoint delay = audio position of the final - end of speech "
+        "(Silero VAD), smart vs silence mode, on the Piper questions",
+    }
+
+
+# ---------------------------------------------------------------- 8. accuracy: pipeline vs stock engine
+
+
+def accuracy(settings, utterances: dict[str, Utterance], runs: Sequence[dict]) -> dict:
+    """Scenario 8: WER of the pipeline's final transcripts vs the stock engine (30 s window) on the same audio."""
+    from voiceapp.models import DecodedAudio
+    from voiceapp.stt.wer import word_errors
+
+    stock = get_engine(settings.replace(whisper_final_window="full"))
+    pipe_err = stock_err = words = 0
+    rows = []
+    for run in runs:
+        utt = utterances.get(run.get("utterance"))
+        if utt is None or not utt.text or run.get("status") != "done" or run.get("split"):
+            continue
+        pcm = utt.speech_pcm() if run["mode"] == "ptt" else utt.pcm
+        samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+        engine_text = stock.transcribe(DecodedAudio(samples=samples, sample_rate=16000), "en").text
+        p_err, n = word_errors(utt.text, run.get("transcript") or "")
+        s_err, _ = word_errors(utt.text, engine_text)
+        pipe_err, stock_err, words = pipe_err + p_err, stock_err + s_err, words + n
+        rows.append({"utterance": utt.name, "mode": run["mode"], "pipeline_errors": p_err, "engine_errors": s_err})
+    pipeline_wer = round(pipe_err / words, 4) if words else None
+    engine_wer = round(stock_err / words, 4) if words else None
+    return {
+        "words": words,
+        "pipeline_wer": pipeline_wer,
+        "engine_wer": engine_wer,
+        "pipeline_wer_minus_engine_wer": round(pipeline_wer - engine_wer, 4) if words else None,
+        "runs": rows,
+        "method": "final transcripts of the latency scenario's turns (every mode) against the references; engine = "
+        "the same model in-process with Whisper's stock 30 s window on the same audio (push-to-talk: up to the "
+        "end of speech; hands-free: the whole stream)",
     }

@@ -22,6 +22,29 @@ QUESTIONS = (
     "Are dogs allowed inside?",
 )
 LEAD_SILENCE = 0.3  # seconds before speech: a microphone opens before the visitor speaks
+REFERENCES = {
+    "jfk": "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your "
+    "country.",
+    "librispeech_left": "He began a confused complaint against the wizard, who had vanished behind the curtain on "
+    "the left.",
+    "librispeech_right": "The horizon seems extremely distant.",
+}
+# Sentences spoken with a pause inside (at the comma, stretched to PAUSES): a hands-free endpoint must not cut them.
+PAUSED = (
+    "I was wondering, whether you deliver to my office.",
+    "Could you tell me, what time you open on Saturday?",
+    "My order number is four five six, and it has not arrived yet.",
+    "I would like to know, how much a large cappuccino costs.",
+    "If I come by car, where can I park?",
+    "Before I order, do you have gluten free pastries?",
+    "When I visited last week, the wifi was not working.",
+    "Can you check, whether my parcel has been sent?",
+    "I bought a coffee machine, and it stopped working.",
+    "For a group of six people, do I need to book a table?",
+    "Tell me please, are dogs allowed inside?",
+    "Actually, I wanted to ask about your opening hours.",
+)
+PAUSES = (0.4, 0.5, 0.6, 0.7)
 
 
 @dataclass(frozen=True)
@@ -29,9 +52,11 @@ class Utterance:
     """16 kHz mono PCM16 audio, where its speech ends, and what kind of speech it is."""
 
     name: str
-    kind: str  # "recording" or "synthesized"
+    kind: str  # "recording", "synthesized" or "paused"
     pcm: bytes
     speech_end_s: float
+    text: str = ""  # what was said (for word error rates)
+    pause_s: float = 0.0  # "paused": the silence inside the sentence
 
     @property
     def duration_s(self) -> float:
@@ -56,9 +81,11 @@ def speech_end(samples: np.ndarray) -> float:
     return round(segments[-1]["end"] / RATE, 3)
 
 
-def _utterance(name: str, kind: str, samples: np.ndarray) -> Utterance:
+def _utterance(name: str, kind: str, samples: np.ndarray, text: str = "", pause_s: float = 0.0) -> Utterance:
     samples = np.concatenate([np.zeros(int(LEAD_SILENCE * RATE), np.float32), samples.astype(np.float32)])
-    return Utterance(name=name, kind=kind, pcm=float_to_pcm16(samples), speech_end_s=speech_end(samples))
+    return Utterance(
+        name=name, kind=kind, pcm=float_to_pcm16(samples), speech_end_s=speech_end(samples), text=text, pause_s=pause_s
+    )
 
 
 def _wav_channels(path: Path) -> list[np.ndarray]:
@@ -76,12 +103,12 @@ def recordings(
     """The real recordings of tests/data (the two LibriSpeech readers are one channel each)."""
     out: list[Utterance] = []
     if "jfk" in names:
-        out.append(_utterance("jfk", "recording", decode((SHARED / "jfk.flac").read_bytes(), settings).samples))
+        jfk = decode((SHARED / "jfk.flac").read_bytes(), settings).samples
+        out.append(_utterance("jfk", "recording", jfk, REFERENCES["jfk"]))
     left, right = _wav_channels(SHARED / "librispeech_stereo.wav")
-    if "librispeech_left" in names:
-        out.append(_utterance("librispeech_left", "recording", left))
-    if "librispeech_right" in names:
-        out.append(_utterance("librispeech_right", "recording", right))
+    for name, samples in (("librispeech_left", left), ("librispeech_right", right)):
+        if name in names:
+            out.append(_utterance(name, "recording", samples, REFERENCES[name]))
     return out
 
 
@@ -93,5 +120,33 @@ def synthesized(settings: Settings, count: int = len(QUESTIONS)) -> list[Utteran
     out: list[Utterance] = []
     for i, text in enumerate(QUESTIONS[:count]):
         audio = decode(provider.synthesize(text, None, None).audio, settings).samples
-        out.append(_utterance(f"q{i + 1}", "synthesized", audio))
+        out.append(_utterance(f"q{i + 1}", "synthesized", audio, text))
+    return out
+
+
+def _inner_gap(samples: np.ndarray) -> tuple[int, int]:
+    """The first quiet stretch (20 ms RMS < -40 dBFS, >= 30 ms) in the middle of a sentence, else its quietest point."""
+    energy = np.sqrt(np.convolve(samples**2, np.ones(320) / 320, mode="same"))
+    quiet = np.concatenate([[False], energy < 0.01, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    low, high = 0.15 * samples.size, 0.75 * samples.size
+    gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= 0.03 * RATE and low < a < high]
+    if gaps:
+        return gaps[0]
+    middle = int(low) + int(np.argmin(energy[int(low) : int(high)]))
+    return middle, middle
+
+
+def paused(settings: Settings, count: int = len(PAUSED)) -> list[Utterance]:
+    """Piper sentences with a natural pause inside: the comma's gap stretched to 0.4-0.7 s."""
+    from voiceapp.tts.registry import get_provider
+
+    provider = get_provider(settings, "piper")
+    out: list[Utterance] = []
+    for i, text in enumerate(PAUSED[:count]):
+        audio = decode(provider.synthesize(text, None, None).audio, settings).samples
+        start, end = _inner_gap(audio)
+        pause = PAUSES[i % len(PAUSES)]
+        audio = np.concatenate([audio[:start], np.zeros(int(pause * RATE), np.float32), audio[end:]])
+        out.append(_utterance(f"p{i + 1}", "paused", audio, text, pause))
     return out

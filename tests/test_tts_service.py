@@ -7,6 +7,7 @@ cost tracking (per project/session/day, daily alert, budget cap) and a Piper -> 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -89,11 +90,17 @@ def files(db) -> int:
 # ---- chunking ----
 
 
-def test_first_sentence_is_published_before_the_rest_is_synthesized(db, settings, eleven):
+def test_next_sentence_is_synthesized_while_the_previous_one_is_published(db, settings, eleven):
     seen = []
 
     def on_chunk(chunk: ChunkResult) -> None:
-        seen.append((chunk.index, len(eleven.requests), db[settings.audio_cache_collection].count_documents({})))
+        at_start = len(eleven.requests)
+        if chunk.index == 0:
+            # Hold the first publication until the second sentence reached the provider (or give up).
+            deadline = time.monotonic() + 30
+            while len(eleven.requests) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        seen.append((chunk.index, at_start, len(eleven.requests)))
 
     result = synthesize_reply(
         db,
@@ -105,7 +112,9 @@ def test_first_sentence_is_published_before_the_rest_is_synthesized(db, settings
         session_id="s1",
         on_chunk=on_chunk,
     )
-    assert seen == [(0, 1, 1), (1, 2, 2), (2, 3, 3)]
+    assert [index for index, _, _ in seen] == [0, 1, 2]  # published in order
+    assert seen[0][1] >= 1  # the first chunk is published once it exists...
+    assert seen[0][2] >= 2  # ...while the second sentence is being synthesized
     assert [c.text for c in result.chunks] == [
         "We open at nine on Saturday.",
         "Parking is behind the store.",
@@ -428,3 +437,29 @@ def test_chunks_published_as_audio_events_over_real_redis(db, settings):
     assert [e.data["index"] for e in events] == [0, 1] and events[1].data["last"] is True
     assert events[0].data["audio_url"].endswith(result.chunks[0].audio_id)
     assert events[0].data["provider"] == "elevenlabs" and events[0].data["text"] == "Hello there."
+
+
+def test_a_failing_publication_stops_the_synthesis_and_is_raised(db, settings, eleven):
+    class BargedIn(Exception):
+        pass
+
+    published = []
+
+    def on_chunk(chunk: ChunkResult) -> None:
+        published.append(chunk.index)
+        raise BargedIn
+
+    with pytest.raises(BargedIn):
+        synthesize_reply(
+            db,
+            settings,
+            text=REPLY,
+            language="en-US",
+            provider_name="elevenlabs",
+            project="acme",
+            session_id="s1",
+            on_chunk=on_chunk,
+        )
+    # Nothing after the failure is published, and the third sentence is never synthesized.
+    assert published == [0]
+    assert len(eleven.requests) <= 2

@@ -145,7 +145,13 @@ class Settings:
     # (an English-only ".en" model handles only English) and language detection.
     whisper_models: tuple[str, ...] = _setting("WHISPER_MODELS", ("*:base",), _language_map)
     whisper_device: str = _setting("WHISPER_DEVICE", "auto", _choice("auto", "cpu", "cuda"))
-    whisper_cpu_threads: int = _setting("WHISPER_CPU_THREADS", 2, _positive_int)
+    # Threads per decode and decodes at once in one STT process; 0 = auto: slots = min(worker concurrency,
+    # cores), threads = cores // slots, so threads x slots never oversubscribes the cores.
+    whisper_cpu_threads: int = _setting("WHISPER_CPU_THREADS", 0, _non_negative_int)
+    whisper_decode_slots: int = _setting("WHISPER_DECODE_SLOTS", 0, _non_negative_int)
+    # Encoder window of final transcripts: "short" = the clip's own length + 3 s (several times faster, same
+    # words as the stock window on the repository's recordings), "full" = Whisper's stock 30 s. Partials: short.
+    whisper_final_window: str = _setting("WHISPER_FINAL_WINDOW", "short", _choice("short", "full"))
     vosk_model_path: str = _setting("VOSK_MODEL_PATH", "./models/vosk-model-small-ru-0.22")
     stt_gpu_queue: str = _setting("STT_GPU_QUEUE", "")
 
@@ -199,6 +205,12 @@ class Settings:
     audio_max_duration: float = _setting("AUDIO_MAX_DURATION", 60.0, _positive_float)
     audio_max_bytes: int = _setting("AUDIO_MAX_BYTES", 25 * 1024 * 1024, _positive_int)
     endpoint_silence: float = _setting("AUDIO_ENDPOINT_SILENCE", 1.2, _positive_float)
+    # Hands-free end of turn: "smart" asks the end-of-turn model at a short pause and ends the turn there when
+    # it judges the words complete (else waits AUDIO_ENDPOINT_SILENCE); "silence" waits the silence only.
+    endpoint_mode: str = _setting("AUDIO_ENDPOINT_MODE", "smart", _choice("smart", "silence"))
+    endpoint_min_silence: float = _setting("AUDIO_ENDPOINT_MIN_SILENCE", 0.3, _positive_float)
+    endpoint_complete: float = _setting("AUDIO_ENDPOINT_COMPLETE", 0.5, _fraction)
+    turn_model_path: str = _setting("AUDIO_TURN_MODEL_PATH", "")
     listen_timeout: float = _setting("AUDIO_LISTEN_TIMEOUT", 8.0, _positive_float)
 
     # Dialog

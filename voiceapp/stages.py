@@ -294,8 +294,13 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
     # Push-to-talk: the visitor decides the end, so pauses never cut the utterance.
     push_to_talk = ref.mode == PUSH_TO_TALK
     end_silence = rt.settings.audio_max_duration + 1 if push_to_talk else rt.settings.endpoint_silence
-    engine = usable_engine(rt.settings, language)
-    recognizer = StreamingRecognizer(engine, rt.settings, language, end_silence=end_silence)
+    recognizer = StreamingRecognizer(
+        usable_engine(rt.settings, language),
+        rt.settings,
+        language,
+        end_silence=end_silence,
+        smart_endpoint=not push_to_talk,
+    )
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)

@@ -39,7 +39,34 @@ class ModelSource:
 
 def cache_key(settings: Settings) -> tuple:
     """Settings that change which model is loaded or how."""
-    return (settings.whisper_model, settings.whisper_device, settings.whisper_cpu_threads, settings.home)
+    return (
+        settings.whisper_model,
+        settings.whisper_device,
+        decode_budget(settings),
+        settings.whisper_final_window,
+        settings.home,
+    )
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def decode_budget(settings: Settings, cores: int | None = None) -> tuple[int, int]:
+    """(threads per decode, concurrent decodes) so that their product never exceeds the cores.
+
+    A worker runs VOICE_WORKER_CONCURRENCY utterances in threads; each may decode at once. Without a
+    budget, 4 decodes x 2 threads would fight over 2 cores and every one of them would be slower.
+    WHISPER_CPU_THREADS / WHISPER_DECODE_SLOTS override the automatic choice (0 = auto).
+    """
+    cores = max(1, cores or _cores())
+    slots = settings.whisper_decode_slots or max(1, min(settings.worker_concurrency, cores))
+    threads = settings.whisper_cpu_threads or max(1, cores // slots)
+    return threads, slots
 
 
 def check(settings: Settings) -> str | None:
@@ -197,6 +224,71 @@ def pick_device(setting: str) -> tuple[str, str]:
     return device, ("float16" if device == "cuda" else "int8")
 
 
+FULL_WINDOW_S = 30  # Whisper's training window: faster-whisper pads every input to it
+# Seconds of silence after the clip inside a short encoder window (the clip rounded up to whole seconds + this).
+# Measured on the repository's 23 clips (tests/data + Piper questions, tiny.en): +1 s changed one word of 187
+# against the stock 30 s window, +3 s none; partials take the cheaper one, finals the one that costs no accuracy.
+DRAFT_MARGIN_S = 1
+FINAL_MARGIN_S = 3
+
+
+def window_frames(samples: int, margin_s: int) -> int:
+    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin."""
+    seconds = math.ceil(samples / WHISPER_RATE) + margin_s
+    return min(seconds, FULL_WINDOW_S) * 100
+
+
+MAX_WORDS_PER_SECOND = 5.0  # faster than anyone speaks: the decoder is repeating itself
+
+
+def short_window_failed(segments: list, duration_s: float) -> bool:
+    """Whether a short-window decode looks wrong: no words, a repeated phrase, or more words than time allows."""
+    words = " ".join((getattr(s, "text", "") or "").strip() for s in segments).split()
+    if not words:
+        return True
+    if len(words) > MAX_WORDS_PER_SECOND * max(duration_s, 1.0):
+        return True
+    return _repeats_phrase([w.lower().strip(".,!?;:\"'") for w in words])
+
+
+def _repeats_phrase(words: list[str], min_size: int = 3) -> bool:
+    """A phrase of >= `min_size` words said twice back to back ("where can i ... where can i ...")."""
+    for size in range(min_size, len(words) // 2 + 1):
+        for i in range(len(words) - 2 * size + 1):
+            if words[i : i + size] == words[i + size : i + 2 * size]:
+                return True
+    return False
+
+
+def _windowed_model_class() -> type:
+    """WhisperModel whose encoder sees only the calling thread's window instead of 30 s of padding."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):
+        """faster-whisper pads each segment's features to 3000 frames; encode() cuts them back per call.
+
+        The window lives in a thread-local, so threads sharing one model (and its feature extractor,
+        which `chunk_length` would mutate) never see each other's setting.
+        """
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._window = threading.local()
+
+        def set_window(self, frames: int | None) -> None:
+            """Frames the encoder sees on this thread (None: the stock 30 s window)."""
+            self._window.frames = frames
+
+        def encode(self, features: np.ndarray):
+            frames = getattr(self._window, "frames", None)
+            # Cut only padding: a window never shorter than the features' content, so nothing is truncated.
+            if frames and features.shape[-1] > frames:
+                features = features[..., :frames]
+            return super().encode(features)
+
+    return WindowedWhisperModel
+
+
 class FasterWhisperEngine:
     """Whisper through faster-whisper; greedy decoding (beam 1) for latency."""
 
@@ -204,18 +296,30 @@ class FasterWhisperEngine:
 
     def __init__(self, settings: Settings) -> None:
         try:
-            from faster_whisper import WhisperModel
+            WhisperModel = _windowed_model_class()
         except ImportError as err:
             raise ProviderUnavailable("faster-whisper is not installed: pip install faster-whisper") from err
         source = resolve_model(settings)
         location = source.location if source.is_directory else _download_root_path(source.location)
         self.device, self.compute_type = pick_device(settings.whisper_device)
+        self.final_window = settings.whisper_final_window
+        self.cpu_threads, self.decode_slots = decode_budget(settings)
+        self.window_fallbacks = 0  # short-window decodes redone with the stock window (for measurement)
+        if self.cpu_threads * self.decode_slots > _cores():
+            _LOGGER.warning(
+                "WHISPER_CPU_THREADS=%d x WHISPER_DECODE_SLOTS=%d oversubscribes %d cores: decodes will be slower",
+                self.cpu_threads,
+                self.decode_slots,
+                _cores(),
+            )
         try:
+            # num_workers: CTranslate2 runs that many decodes in parallel and queues the rest.
             self._model = WhisperModel(
                 location,
                 device=self.device,
                 compute_type=self.compute_type,
-                cpu_threads=settings.whisper_cpu_threads,
+                cpu_threads=self.cpu_threads,
+                num_workers=self.decode_slots,
             )
         except (RuntimeError, ValueError, OSError) as err:
             raise ProviderUnavailable(f"could not load Whisper model {source.label!r}: {err}") from err
@@ -223,11 +327,30 @@ class FasterWhisperEngine:
         self.multilingual = bool(self._model.model.is_multilingual)
 
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
-        """Recognise `audio`; English-only models always decode English."""
+        """Recognise `audio` for a final transcript (encoder window per WHISPER_FINAL_WINDOW)."""
+        return self._recognise(audio, language, FINAL_MARGIN_S if self.final_window == "short" else None)
+
+    def transcribe_draft(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
+        """Recognise `audio` for a partial transcript: the shortest window (~10x cheaper than 30 s on 2-3 s)."""
+        return self._recognise(audio, language, DRAFT_MARGIN_S)
+
+    def _recognise(self, audio: DecodedAudio, language: str | None, margin_s: int | None) -> Transcript:
+        """Decode with a short window (`margin_s` past the clip), checked; or, for None, the stock 30 s one."""
         lang = language_code(language) if self.multilingual else "en"
         samples = _whisper_samples(audio)
         if samples.size == 0:
             return Transcript(text="", language=lang, confidence=0.0, engine=self.name, model=self.model)
+        frames = None if margin_s is None else window_frames(samples.size, margin_s)
+        segments, detected = self._decode(samples, lang, frames)
+        if frames is not None and short_window_failed(segments, samples.size / WHISPER_RATE):
+            # A short window sometimes makes Whisper repeat the sentence or drop it: the stock window does not.
+            self.window_fallbacks += 1
+            segments, detected = self._decode(samples, lang, None)
+        return self._transcript(segments, detected or lang)
+
+    def _decode(self, samples: np.ndarray, lang: str | None, frames: int | None) -> tuple[list, str | None]:
+        """Raw segments and detected language, the encoder seeing `frames` (None: 30 s) on this thread."""
+        self._model.set_window(frames)
         try:
             segments, info = self._model.transcribe(
                 samples,
@@ -237,10 +360,11 @@ class FasterWhisperEngine:
                 condition_on_previous_text=False,
                 without_timestamps=True,
             )
-            segments = list(segments)
+            return list(segments), info.language
         except Exception as err:  # CTranslate2 surfaces RuntimeError, ValueError, ...
             raise SttError(f"faster-whisper failed: {err}") from err
-        return self._transcript(segments, info.language or lang)
+        finally:
+            self._model.set_window(None)
 
     def _transcript(self, segments: list, language: str | None) -> Transcript:
         """Join kept segments; confidence is the token-weighted mean of exp(avg_logprob)."""

@@ -1,9 +1,11 @@
 """Live recognition of PCM16 frames: partial transcripts while the visitor speaks, a final one at the pause.
 
-Whisper's encoder always sees a 30 s window, so re-decoding a short utterance costs the same as
-decoding its tail: each partial re-transcribes the whole utterance (better words, same price).
-When the visitor pauses, the utterance is decoded speculatively before the end-of-speech timeout;
-if no speech follows, that result becomes the final transcript with no decode after the stop.
+Each partial re-transcribes the whole utterance with the engine's cheap draft mode (a short encoder
+window for Whisper). When the visitor pauses, the utterance is decoded speculatively before the
+end-of-speech timeout; if no speech follows, that result becomes the final transcript with no decode
+after the stop. Hands-free, the pause also asks the end-of-turn model (voiceapp.stt.endpoint): when it
+judges the turn complete and the words do not stop mid-phrase, the utterance ends at that short pause
+instead of after the whole end silence (which stays the upper bound).
 Utterances longer than COMMIT_AFTER seconds are committed in pieces to keep each decode bounded.
 """
 
@@ -18,6 +20,7 @@ from voiceapp.audio import StreamResampler, pcm16_to_float
 from voiceapp.config import Settings
 from voiceapp.models import DecodedAudio, Transcript
 from voiceapp.stt.base import SttEngine
+from voiceapp.stt.endpoint import ends_sentence, get_detector
 
 VAD_RATE = 16_000
 WINDOW = 512  # Silero VAD frame at 16 kHz (32 ms)
@@ -49,6 +52,7 @@ class StreamingRecognizer:
         *,
         sample_rate: int | None = None,
         end_silence: float = END_SILENCE,
+        smart_endpoint: bool = False,
     ) -> None:
         self.engine = engine
         self.language = language
@@ -57,6 +61,13 @@ class StreamingRecognizer:
         self.partial_every = int(settings.audio_chunk_duration * VAD_RATE)
         self.max_samples = int(settings.audio_max_duration * VAD_RATE)
         self.end_silence = int(end_silence * VAD_RATE)
+        # The caller says whether a pause may end the turn early (hands-free); AUDIO_ENDPOINT_MODE whether it does.
+        self._detector = get_detector(settings) if smart_endpoint and settings.endpoint_mode == "smart" else None
+        self.min_silence = int(settings.endpoint_min_silence * VAD_RATE)
+        self.complete_threshold = settings.endpoint_complete
+        self.turn_checks = 0  # end-of-turn model calls (for measurement)
+        self.early_ends = 0  # utterances ended at a short pause by the model
+        self.turn_probabilities: list[float] = []
         self._vad = _vad_model()
         self.decodes = 0  # how many times the engine ran (for measurement)
         self.decoded_seconds = 0.0
@@ -77,6 +88,7 @@ class StreamingRecognizer:
         self._last_partial_text = ""
         self._speculative: tuple[int, Transcript] | None = None
         self._committed: list[str] = []
+        self._judged_at = -1  # speech end of the pause the end-of-turn model last judged
 
     # -- public API -------------------------------------------------------------------------
 
@@ -147,6 +159,8 @@ class StreamingRecognizer:
             return self._end_of_utterance()
         if self._vad_pos - self._origin > self.max_samples:
             return self._end_of_utterance()
+        if self._detector is not None and silence >= self.min_silence and self._judged_at != self._speech_end:
+            return self._judge_turn()
         if silence >= SPECULATE_AFTER * VAD_RATE:
             return self._speculate()
         if self._vad_pos - self._start > COMMIT_AFTER * VAD_RATE:
@@ -157,6 +171,26 @@ class StreamingRecognizer:
         if self._vad_pos - self._last_partial_at >= interval:
             return self._partial(self._vad_pos)
         return []
+
+    def _judge_turn(self) -> list[Transcript]:
+        """At a short pause: decode what was said, then end the utterance if the turn sounds complete."""
+        out = self._speculate()
+        self._judged_at = self._speech_end
+        if not self._turn_complete():
+            return out
+        self.early_ends += 1
+        return out + self._end_of_utterance()
+
+    def _turn_complete(self) -> bool:
+        """The words read as a finished sentence and the model, hearing the prosody, judges the turn complete."""
+        if self._voiced < MIN_SPEECH * VAD_RATE or self._speculative is None:
+            return False
+        if not ends_sentence(self._joined(self._speculative[1].text)):
+            return False
+        self.turn_checks += 1
+        probability = self._detector.probability(self._buffer[self._origin : self._vad_pos])
+        self.turn_probabilities.append(round(probability, 3))
+        return probability >= self.complete_threshold
 
     def _end_of_utterance(self) -> list[Transcript]:
         """Close the utterance; speech too short to be words gives nothing."""
@@ -197,7 +231,7 @@ class StreamingRecognizer:
     def _partial(self, end: int) -> list[Transcript]:
         """Re-decode the whole utterance so far as a partial transcript."""
         self._last_partial_at = end
-        return self._emit_partial(self._decode(self._start, end))
+        return self._emit_partial(self._decode(self._start, end, draft=True))
 
     def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
         """A partial, only when there is text and it changed."""
@@ -220,16 +254,19 @@ class StreamingRecognizer:
         self._start = cut
         self._speculative = None
 
-    def _decode(self, start: int, end: int) -> Transcript:
-        """Run the engine on buffer[start:end]."""
+    def _decode(self, start: int, end: int, draft: bool = False) -> Transcript:
+        """Run the engine on buffer[start:end]; a draft (partial) may use the engine's cheaper mode."""
         samples = self._buffer[start:end]
         self.decodes += 1
         self.decoded_seconds += len(samples) / VAD_RATE
         began = time.monotonic()
-        transcript = self.engine.transcribe(DecodedAudio(samples=samples, sample_rate=VAD_RATE), self.language)
+        audio = DecodedAudio(samples=samples, sample_rate=VAD_RATE)
+        transcribe = getattr(self.engine, "transcribe_draft", None) if draft else None
+        transcript = (transcribe or self.engine.transcribe)(audio, self.language)
         self._decode_cost = time.monotonic() - began
-        # Remember how far this decode reached so a pause right after it needs no new decode.
-        self._speculative = (end, transcript)
+        # A final-quality decode is remembered so a pause right after it needs no new decode; a draft never
+        # becomes the final transcript.
+        self._speculative = None if transcribe else (end, transcript)
         return transcript
 
     def _joined(self, text: str) -> str:

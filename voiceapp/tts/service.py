@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -122,7 +124,10 @@ def synthesize_reply(
     turn_id: str = "",
     on_chunk: Callable[[ChunkResult], None] | None = None,
 ) -> SpeechResult:
-    """Speak `text` sentence by sentence; `on_chunk` gets each chunk before the next is synthesized."""
+    """Speak `text` sentence by sentence; `on_chunk` gets each chunk, in order, while the next is synthesized.
+
+    An exception raised by `on_chunk` (the visitor barged in, ...) stops the synthesis and is re-raised here.
+    """
     sentences = split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
     if not sentences:
         raise TtsError("nothing to synthesize: empty reply", status=400)
@@ -145,13 +150,22 @@ def synthesize_reply(
     reply = _Reply(requested, names or candidates(settings, requested, free_only=capped))
     chunks: list[ChunkResult] = []
     record = None
+    publisher = _Publisher(on_chunk) if on_chunk is not None and len(sentences) > 1 else None
     try:
         for index, sentence in enumerate(sentences):
+            if publisher is not None:
+                publisher.check()
             chunk = _speak(db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id)
             chunks.append(chunk)
-            if on_chunk is not None:
+            if publisher is not None:
+                publisher.put(chunk)
+            elif on_chunk is not None:
                 on_chunk(chunk)
+        if publisher is not None:
+            publisher.close()
     finally:
+        if publisher is not None:
+            publisher.abandon()
         if reply.usage or reply.cached_characters:
             record = _record_cost(db, settings, reply, project, session_id)
     if reply.usage and chunks:
@@ -195,6 +209,47 @@ def _for_language(
         if mapped is not None:
             return mapped[0], voice or mapped[1]
     return (provider_name or settings.tts_provider).strip().lower(), voice
+
+
+class _Publisher:
+    """Hands chunks to `on_chunk` on one thread, in order, so the next sentence is synthesized meanwhile."""
+
+    def __init__(self, on_chunk: Callable[[ChunkResult], None]) -> None:
+        self._on_chunk = on_chunk
+        self._queue: queue.Queue[ChunkResult | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tts-publish", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # after a failure, later chunks are dropped, never published out of turn
+            try:
+                self._on_chunk(chunk)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the synthesizing thread
+                self._error = err
+
+    def put(self, chunk: ChunkResult) -> None:
+        """Publish `chunk` after the ones before it."""
+        self._queue.put(chunk)
+
+    def check(self) -> None:
+        """Re-raise what `on_chunk` raised so far (stops synthesizing the rest)."""
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait until every chunk is published; re-raise a failure."""
+        self._queue.put(None)
+        self._thread.join()
+        self.check()
+
+    def abandon(self) -> None:
+        """Stop the thread after what is queued (no-op once closed)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _record_cost(db: Database, settings: Settings, reply: _Reply, project: str, session_id: str):

@@ -1,0 +1,135 @@
+"""Hands-free end of turn: a complete sentence ends at a short pause, a sentence cut mid-way keeps listening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voiceapp.audio import decode, float_to_pcm16
+from voiceapp.config import Settings
+from voiceapp.stt import get_engine
+from voiceapp.stt.endpoint import TurnDetector, ends_open, get_detector, model_path
+from voiceapp.stt.streaming import StreamingRecognizer
+from voiceapp.stt.wer import wer
+from voiceapp.tts.registry import get_provider
+
+RATE = 16_000
+FRAME = 1600  # 100 ms
+COMPLETE = "Where can I park my car?"
+SPLIT = "I was wondering, whether you deliver to my office."
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def engine(settings):
+    return get_engine(settings)
+
+
+@pytest.fixture(scope="module")
+def speak(settings):
+    piper = get_provider(settings, "piper")
+    return lambda text: decode(piper.synthesize(text, None, None).audio, settings).samples
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), np.float32)
+
+
+def quiet_gaps(samples: np.ndarray, min_s: float = 0.05) -> list[tuple[int, int]]:
+    """(start, end) of stretches quieter than -40 dBFS (20 ms RMS) lasting at least `min_s`."""
+    energy = np.sqrt(np.convolve(samples**2, np.ones(320) / 320, mode="same"))
+    quiet = np.concatenate([[False], energy < 0.01, [False]])
+    edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_s * RATE]
+
+
+def paused_mid_sentence(samples: np.ndarray, pause_s: float) -> tuple[np.ndarray, float]:
+    """The sentence with its first inner gap (the comma) stretched to `pause_s`; and where the pause starts."""
+    inner = [(a, b) for a, b in quiet_gaps(samples) if 0.15 * samples.size < a < 0.7 * samples.size]
+    start, end = inner[0]
+    audio = np.concatenate([silence(0.3), samples[:start], silence(pause_s), samples[end:], silence(2.0)])
+    return audio, 0.3 + start / RATE
+
+
+def feed(recognizer: StreamingRecognizer, samples: np.ndarray) -> list[tuple[float, object]]:
+    """(seconds of audio fed when it came, transcript) of every result."""
+    pcm, out = float_to_pcm16(samples), []
+    for start in range(0, len(pcm), FRAME * 2):
+        for transcript in recognizer.feed(pcm[start : start + FRAME * 2]):
+            out.append(((start + FRAME * 2) / 2 / RATE, transcript))
+    return out
+
+
+def test_ends_open_flags_words_a_sentence_cannot_end_on():
+    assert ends_open("I would like to book a table for") and ends_open("My order number is,")
+    assert ends_open("Well, um...") and ends_open("Я хотел бы узнать, что")
+    assert not ends_open("Where can I park my car?") and not ends_open("Как мне оплатить заказ?")
+
+
+def test_the_shipped_model_loads_offline(settings):
+    assert model_path(settings).name == "smart-turn-v3.2-cpu.onnx"
+    detector = get_detector(settings)
+    assert isinstance(detector, TurnDetector) and get_detector(settings) is detector
+    assert detector.features(silence(1.0)).shape == (80, 800)
+
+
+def test_model_scores_a_complete_sentence_above_the_same_sentence_cut(settings, speak):
+    detector = get_detector(settings)
+    full = speak(SPLIT)
+    complete = detector.probability(np.concatenate([silence(0.3), full, silence(0.3)]))
+    cut = detector.probability(np.concatenate([silence(0.3), full[: full.size // 2], silence(0.3)]))
+    assert complete >= settings.endpoint_complete > cut
+
+
+def test_complete_sentence_ends_the_turn_at_a_short_pause(engine, settings, speak):
+    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence, smart_endpoint=True)
+    speech = speak(COMPLETE)
+    results = feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)]))
+    finals = [(at, t) for at, t in results if t.final]
+    assert len(finals) == 1 and wer(COMPLETE, finals[0][1].text) <= 0.2
+    pause_at = finals[0][0] - (0.3 + speech.size / RATE)
+    # Well before the 1.2 s end silence (Piper's own trailing silence is part of the pause).
+    assert pause_at < settings.endpoint_silence - 0.3, (pause_at, recognizer.turn_probabilities)
+    assert recognizer.early_ends == 1
+
+
+@pytest.mark.parametrize("pause_s", [0.5, 0.7])
+def test_sentence_paused_mid_way_keeps_listening(engine, settings, speak, pause_s):
+    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.endpoint_silence, smart_endpoint=True)
+    audio, _ = paused_mid_sentence(speak(SPLIT), pause_s)
+    finals = [t for _, t in feed(recognizer, audio) if t.final]
+    assert len(finals) == 1, [t.text for t in finals]
+    assert wer(SPLIT, finals[0].text) <= 0.2, finals[0].text
+
+
+def test_silence_mode_waits_the_whole_end_silence(engine, settings, speak):
+    quiet = settings.replace(endpoint_mode="silence")
+    recognizer = StreamingRecognizer(engine, quiet, "en", end_silence=quiet.endpoint_silence, smart_endpoint=True)
+    speech = speak(COMPLETE)
+    finals = [(at, t) for at, t in feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)])) if t.final]
+    assert len(finals) == 1
+    assert finals[0][0] >= 0.3 + speech.size / RATE + quiet.endpoint_silence - 0.3
+    assert recognizer.turn_checks == 0 and recognizer.early_ends == 0
+
+
+def test_push_to_talk_never_asks_the_model(engine, settings, speak):
+    # What the live STT stage builds for push-to-talk: no early end, a pause never ends the utterance.
+    recognizer = StreamingRecognizer(engine, settings, "en", end_silence=settings.audio_max_duration + 1)
+    results = feed(recognizer, np.concatenate([silence(0.3), speak(COMPLETE), silence(2.0)]))
+    assert [t for _, t in results if t.final] == []
+    assert recognizer.turn_checks == 0
+    assert wer(COMPLETE, recognizer.finish().text) <= 0.2
+
+
+def test_missing_model_falls_back_to_the_silence_rule(engine, settings, speak, tmp_path, caplog):
+    broken = settings.replace(turn_model_path=str(tmp_path / "absent.onnx"))
+    assert get_detector(broken) is None
+    assert "silence only" in caplog.text
+    recognizer = StreamingRecognizer(engine, broken, "en", end_silence=broken.endpoint_silence, smart_endpoint=True)
+    speech = speak(COMPLETE)
+    finals = [(at, t) for at, t in feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)])) if t.final]
+    assert len(finals) == 1 and finals[0][0] >= 0.3 + speech.size / RATE + broken.endpoint_silence - 0.3

@@ -1,0 +1,239 @@
+"""Short encoder windows: same words as Whisper's stock 30 s window, never truncating, safe across threads."""
+
+from __future__ import annotations
+
+import threading
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voiceapp.audio import decode, float_to_pcm16
+from voiceapp.config import Settings
+from voiceapp.models import DecodedAudio
+from voiceapp.stt import get_engine
+from voiceapp.stt.faster_whisper import (
+    DRAFT_MARGIN_S,
+    FINAL_MARGIN_S,
+    decode_budget,
+    short_window_failed,
+    window_frames,
+)
+from voiceapp.stt.streaming import StreamingRecognizer
+from voiceapp.stt.wer import word_errors
+from voiceapp.tts.registry import get_provider
+
+DATA = Path(__file__).resolve().parent / "data"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+LIBRI_TEXT = (
+    "He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",
+    "The horizon seems extremely distant.",
+)
+QUESTIONS = ("Can I pay by card?", "What are your opening hours on Sunday?", "Where can I park my car?")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def engine(settings):
+    return get_engine(settings)
+
+
+@pytest.fixture(scope="module")
+def jfk(settings) -> np.ndarray:
+    return decode((DATA / "jfk.flac").read_bytes(), settings).samples
+
+
+@pytest.fixture(scope="module")
+def clips(settings, jfk) -> list[tuple[str, np.ndarray]]:
+    """(reference, 16 kHz samples): the real recordings and Piper-spoken questions."""
+    with wave.open(str(DATA / "librispeech_stereo.wav")) as reader:
+        pcm = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").reshape(-1, 2)
+    out = [(JFK_TEXT, jfk)] + [(LIBRI_TEXT[ch], (pcm[:, ch] / 32768.0).astype(np.float32)) for ch in (0, 1)]
+    piper = get_provider(settings, "piper")
+    for text in QUESTIONS:
+        out.append((text, decode(piper.synthesize(text, None, None).audio, settings).samples))
+    return out
+
+
+class EncoderSpy:
+    """Stands in for the CTranslate2 model and records how many frames each encode() got."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.frames: list[int] = []
+
+    def encode(self, features, *args, **kwargs):
+        self.frames.append(features.shape[-1])
+        return self._model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@pytest.fixture
+def spy(engine):
+    real = engine._model.model
+    engine._model.model = EncoderSpy(real)
+    try:
+        yield engine._model.model
+    finally:
+        engine._model.model = real
+
+
+def _errors(transcribe, clips) -> tuple[int, int]:
+    errors = words = 0
+    for reference, samples in clips:
+        e, n = word_errors(reference, transcribe(DecodedAudio(samples, 16000), "en").text)
+        errors, words = errors + e, words + n
+    return errors, words
+
+
+def test_window_frames_is_the_clip_rounded_up_plus_a_margin_capped_at_30_s():
+    assert window_frames(16000 * 2 + 1, 1) == 400  # 2.0001 s -> 3 s + 1 s
+    assert window_frames(16000 * 2, 3) == 500
+    assert window_frames(16000 * 29, 3) == 3000
+    assert window_frames(16000 * 45, 1) == 3000
+
+
+def test_final_and_draft_encoders_see_the_short_window(engine, spy, jfk):
+    audio = DecodedAudio(jfk, 16000)
+    fallbacks = engine.window_fallbacks
+    engine.transcribe(audio, "en")
+    engine.transcribe_draft(audio, "en")
+    assert spy.frames == [window_frames(jfk.size, FINAL_MARGIN_S), window_frames(jfk.size, DRAFT_MARGIN_S)]
+    assert spy.frames[0] < 3000 and engine.window_fallbacks == fallbacks
+
+
+def test_a_short_window_that_loops_is_redone_with_the_stock_window(engine, spy, settings):
+    # Measured: this Piper question without leading silence makes tiny.en repeat it in a 5-6 s window.
+    text = "What are your opening hours on Sunday?"
+    samples = decode(get_provider(settings, "piper").synthesize(text, None, None).audio, settings).samples
+    fallbacks = engine.window_fallbacks
+    transcript = engine.transcribe(DecodedAudio(samples, 16000), "en")
+    assert word_errors(text, transcript.text)[0] == 0, transcript.text
+    assert engine.window_fallbacks == fallbacks + 1
+    assert spy.frames == [window_frames(samples.size, FINAL_MARGIN_S), 3000]
+
+
+def test_short_window_failure_checks():
+    segment = lambda text: type("Segment", (), {"text": text})()  # noqa: E731
+    assert short_window_failed([], 2.0) and short_window_failed([segment("  ")], 2.0)
+    assert short_window_failed([segment("Where can I park? Where can I park?")], 3.0)
+    assert short_window_failed([segment("one two three four five six seven eight nine ten eleven")], 2.0)
+    assert not short_window_failed([segment("Where can I park my car?")], 2.0)
+    assert not short_window_failed([segment("no no no, thank you thank you")], 3.0)
+
+
+def test_full_window_setting_keeps_the_stock_30_s_window(settings, clips):
+    full = get_engine(settings.replace(whisper_final_window="full"))
+    real = full._model.model
+    full._model.model = spy = EncoderSpy(real)
+    try:
+        full.transcribe(DecodedAudio(clips[-1][1], 16000), "en")
+    finally:
+        full._model.model = real
+    assert spy.frames == [3000]
+
+
+def test_short_windows_give_the_words_of_the_stock_window(settings, engine, clips):
+    stock = get_engine(settings.replace(whisper_final_window="full"))
+    stock_errors, words = _errors(stock.transcribe, clips)
+    final_errors, _ = _errors(engine.transcribe, clips)
+    draft_errors, _ = _errors(engine.transcribe_draft, clips)
+    assert words > 50
+    # Finals may not buy speed with errors; partials are provisional but must stay close.
+    assert (final_errors - stock_errors) / words <= 0.01, (final_errors, stock_errors, words)
+    assert (draft_errors - stock_errors) / words <= 0.03, (draft_errors, stock_errors, words)
+
+
+@pytest.mark.parametrize("count", [3, 7], ids=["22s", "41s"])
+def test_audio_longer_than_a_short_window_is_never_truncated_or_looped(engine, spy, clips, count):
+    # Different sentences back to back (a repeated one would trigger Whisper's random temperature fallback).
+    gap = np.zeros(8000, np.float32)
+    chosen = (clips + clips)[:count]
+    samples = np.concatenate([part for _, audio in chosen for part in (audio, gap)])
+    text = engine.transcribe(DecodedAudio(samples, 16000), "en").text
+    errors, words = word_errors(" ".join(ref for ref, _ in chosen), text)
+    assert errors / words <= 0.1, text
+    # Every encoder call saw at least the content it decoded (Whisper's 30 s segments beyond 30 s).
+    assert spy.frames and spy.frames[0] >= min(samples.size // 160, 3000)
+    assert all(frames <= 3000 for frames in spy.frames)
+
+
+def test_threads_sharing_the_model_keep_their_own_window(engine, clips):
+    long_ref, long_samples = clips[0]  # jfk, 11 s
+    short_ref, short_samples = clips[-1]
+    results: dict[str, list[str]] = {"long": [], "short": [], "errors": []}
+
+    def run(name: str, samples: np.ndarray, draft: bool) -> None:
+        try:
+            for _ in range(3):
+                call = engine.transcribe_draft if draft else engine.transcribe
+                results[name].append(call(DecodedAudio(samples, 16000), "en").text)
+        except Exception as err:  # noqa: BLE001 - reported below
+            results["errors"].append(repr(err))
+
+    threads = [
+        threading.Thread(target=run, args=("long", long_samples, False)),
+        threading.Thread(target=run, args=("short", short_samples, True)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert results["errors"] == []
+    # A window leaking from the short clip's thread would cut jfk to a few seconds.
+    for text in results["long"]:
+        errors, words = word_errors(long_ref, text)
+        assert errors / words <= 0.1, text
+    for text in results["short"]:
+        assert word_errors(short_ref, text)[0] <= 1, text
+    # The shared feature extractor still pads to Whisper's 30 s for everyone else.
+    assert engine._model.feature_extractor.nb_max_frames == 3000
+
+
+def test_decode_budget_never_oversubscribes_the_cores(settings):
+    for cores in (1, 2, 4, 8):
+        for concurrency in (1, 2, 4, 8):
+            threads, slots = decode_budget(settings.replace(worker_concurrency=concurrency), cores)
+            assert threads >= 1 and slots >= 1
+            assert threads * slots <= cores, (cores, concurrency, threads, slots)
+    assert decode_budget(settings.replace(worker_concurrency=4), 2) == (1, 2)
+    assert decode_budget(settings.replace(worker_concurrency=1), 2) == (2, 1)
+    explicit = settings.replace(whisper_cpu_threads=3, whisper_decode_slots=1)
+    assert decode_budget(explicit, 2) == (3, 1)
+
+
+class CountingEngine:
+    """The real engine, counting which kind of decode the recognizer asked for."""
+
+    name, model = "faster-whisper", "tiny.en"
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.calls: list[str] = []
+
+    def transcribe(self, audio, language=None):
+        self.calls.append("final")
+        return self.engine.transcribe(audio, language)
+
+    def transcribe_draft(self, audio, language=None):
+        self.calls.append("draft")
+        return self.engine.transcribe_draft(audio, language)
+
+
+def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jfk):
+    counting = CountingEngine(engine)
+    recognizer = StreamingRecognizer(counting, settings, "en", smart_endpoint=False)
+    pcm = float_to_pcm16(np.concatenate([jfk, np.zeros(16000 * 2, np.float32)]))
+    finals = []
+    for start in range(0, len(pcm), 3200):
+        finals += [t for t in recognizer.feed(pcm[start : start + 3200]) if t.final]
+    assert len(finals) == 1
+    assert word_errors(JFK_TEXT, finals[0].text)[0] / 20 <= 0.15
+    assert "draft" in counting.calls and counting.calls[-1] == "final"
