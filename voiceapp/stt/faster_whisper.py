@@ -178,10 +178,13 @@ DRAFT_MARGIN_S = 1
 FINAL_MARGIN_S = 3
 
 
-def window_frames(samples: int, margin_s: int) -> int:
-    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin."""
+def window_frames(samples: int, margin_s: int) -> int | None:
+    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin.
+
+    None when that reaches Whisper's 30 s: the clip is decoded exactly as stock faster-whisper does.
+    """
     seconds = math.ceil(samples / WHISPER_RATE) + margin_s
-    return min(seconds, FULL_WINDOW_S) * 100
+    return seconds * 100 if seconds < FULL_WINDOW_S else None
 
 
 MAX_WORDS_PER_SECOND = 5.0  # faster than anyone speaks: the decoder is repeating itself
