@@ -29,7 +29,7 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget demo up test bench bench-quick soak down clean distclean
+.PHONY: help install mongo-env redis-bin widget system-packages demo up test bench bench-quick soak down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
@@ -129,8 +129,13 @@ demo: up
 	$(VOICEAPP) ask --project demo voiceapp/demo/question.wav --out $(HOME_DIR)/reply.wav
 	@echo "==> reply audio: $(HOME_DIR)/reply.wav   logs and PIDs: $(HOME_DIR)/run/   stop: make down"
 
+# Debian packages the tests drive (chromium, prometheus, festival, curl): checked first, so a missing one stops
+# `make test` at once with the command to run (installed directly when root).
+system-packages:
+	@bash tests/system-packages.sh
+
 # Tests start their own services (real Redis, the wire server, shipped models) on free ports.
-test: install mongo-env widget
+test: system-packages install mongo-env widget
 	@if command -v npm >/dev/null 2>&1 && [ -f $(WIDGET)/package.json ]; then \
 	  echo "==> widget unit tests (node --test)"; cd $(WIDGET) && npm test --silent; fi
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)

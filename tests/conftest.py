@@ -12,6 +12,42 @@ from voiceapp import stack
 from voiceapp.config import Settings
 
 
+# The test pyramid, marked by what a test needs (its fixture closure), never by hand:
+#   unit        in-process only (models, decoders, parsers); `make check` runs these
+#   integration the MongoDB-wire server and/or Redis, no API or workers
+#   system      a whole stack (API, workers), faults, the browser, the deployment guide
+SYSTEM_FIXTURES = frozenset({"live", "front", "demo_kb"})
+INTEGRATION_FIXTURES = frozenset({"mongo_uri"})
+# Modules that start their own stacks or services in module fixtures.
+SYSTEM_MODULES = frozenset(
+    {
+        "test_bad_input",
+        "test_bench",
+        "test_deploy",
+        "test_docs_commands",
+        "test_faults",
+        "test_flower",
+        "test_secrets",
+        "test_stack",
+        "test_system_packages",
+        "test_widget",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test unit, integration or system by the services its fixtures start."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if names & SYSTEM_FIXTURES or module in SYSTEM_MODULES:
+            item.add_marker(pytest.mark.system)
+        elif names & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
 @dataclass(frozen=True)
 class Live(stack.Running):
     """The test session's running stack (resolved settings, base URL, ws_url, db)."""
