@@ -76,7 +76,7 @@ QUICK = Plan(
     idle=20,
     soak_seconds=6,
     soak_sessions=1,
-    paused=2,
+    paused=1,
 )
 
 
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                 bench, {m: pick(n) for m, n in plan.latency_utterances.items()}, 1
             ),
             "accuracy": lambda: scenarios.accuracy(settings, utts, (scen.get("latency") or {}).get("runs") or []),
-            "endpointing": lambda: scenarios.endpointing(settings, paused, questions[:2] if args.quick else questions),
+            "endpointing": lambda: scenarios.endpointing(settings, paused, questions[:1] if args.quick else questions),
             "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),

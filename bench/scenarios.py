@@ -32,7 +32,8 @@ QUIET_JFK_STT_S = 0.46  # tiny.en on jfk.flac, beam 1, this machine idle (measur
 
 def calibrate(settings, jfk: Utterance, runs: int = 3) -> dict:
     """How loaded the CPU is now: in-process tiny.en on jfk (median of `runs`) against the idle figure."""
-    engine = get_engine(settings)
+    # The idle figure was measured with Whisper's stock 30 s window: compare like with like.
+    engine = get_engine(settings.replace(whisper_final_window="full"))
     audio = decode(jfk.wav(), settings)
     engine.transcribe(audio, None)
     times = []

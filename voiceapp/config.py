@@ -208,7 +208,7 @@ class Settings:
     # Hands-free end of turn: "smart" asks the end-of-turn model at a short pause and ends the turn there when
     # it judges the words complete (else waits AUDIO_ENDPOINT_SILENCE); "silence" waits the silence only.
     endpoint_mode: str = _setting("AUDIO_ENDPOINT_MODE", "smart", _choice("smart", "silence"))
-    endpoint_min_silence: float = _setting("AUDIO_ENDPOINT_MIN_SILENCE", 0.3, _positive_float)
+    endpoint_min_silence: float = _setting("AUDIO_ENDPOINT_MIN_SILENCE", 0.8, _positive_float)
     endpoint_complete: float = _setting("AUDIO_ENDPOINT_COMPLETE", 0.5, _fraction)
     turn_model_path: str = _setting("AUDIO_TURN_MODEL_PATH", "")
     listen_timeout: float = _setting("AUDIO_LISTEN_TIMEOUT", 8.0, _positive_float)

@@ -232,13 +232,24 @@ DRAFT_MARGIN_S = 1
 FINAL_MARGIN_S = 3
 
 
-def window_frames(samples: int, margin_s: int) -> int:
-    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin."""
+def window_frames(samples: int, margin_s: int) -> int | None:
+    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin.
+
+    None when that reaches Whisper's 30 s: the clip is decoded exactly as stock faster-whisper does.
+    """
     seconds = math.ceil(samples / WHISPER_RATE) + margin_s
-    return min(seconds, FULL_WINDOW_S) * 100
+    return seconds * 100 if seconds < FULL_WINDOW_S else None
 
 
 MAX_WORDS_PER_SECOND = 5.0  # faster than anyone speaks: the decoder is repeating itself
+
+
+TOKENS_PER_SECOND = 8  # speech is ~4 tokens/s; past twice that a decode is looping
+
+
+def _token_budget(samples: int) -> int:
+    """Most tokens a short-window decode may produce for a clip of `samples`."""
+    return int(TOKENS_PER_SECOND * samples / WHISPER_RATE) + 10
 
 
 def short_window_failed(segments: list, duration_s: float) -> bool:
@@ -351,6 +362,9 @@ class FasterWhisperEngine:
     def _decode(self, samples: np.ndarray, lang: str | None, frames: int | None) -> tuple[list, str | None]:
         """Raw segments and detected language, the encoder seeing `frames` (None: 30 s) on this thread."""
         self._model.set_window(frames)
+        # A short window that loops would otherwise run 448 tokens at each of six temperatures (~20 s on
+        # 2 cores): cap it to what the clip can hold and let the check above send it to the stock window.
+        short = {} if frames is None else {"temperature": 0.0, "max_new_tokens": _token_budget(samples.size)}
         try:
             segments, info = self._model.transcribe(
                 samples,
@@ -359,6 +373,7 @@ class FasterWhisperEngine:
                 temperature=0.0,  # no fallback re-decodes: they took 11-17 s on badly heard short commands
                 condition_on_previous_text=False,
                 without_timestamps=True,
+                **short,
             )
             return list(segments), info.language
         except Exception as err:  # CTranslate2 surfaces RuntimeError, ValueError, ...
