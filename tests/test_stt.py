@@ -202,6 +202,9 @@ def test_engine_failure_is_wrapped_as_stt_error(engine):
     audio = DecodedAudio(np.zeros(16000, np.float32), 16000)
 
     class Boom:
+        def set_window(self, frames):
+            """The engine's per-thread encoder window (voiceapp.stt.faster_whisper)."""
+
         def transcribe(self, *args, **kwargs):
             raise RuntimeError("ctranslate2 exploded")
 
