@@ -364,7 +364,7 @@ class FasterWhisperEngine:
         self._model.set_window(frames)
         # A short window that loops would otherwise run 448 tokens at each of six temperatures (~20 s on
         # 2 cores): cap it to what the clip can hold and let the check above send it to the stock window.
-        short = {} if frames is None else {"temperature": 0.0, "max_new_tokens": _token_budget(samples.size)}
+        short = {} if frames is None else {"max_new_tokens": _token_budget(samples.size)}
         try:
             segments, info = self._model.transcribe(
                 samples,
