@@ -29,11 +29,12 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 	  && "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 13))' 2>/dev/null \
 	  && { command -v "$$p"; break; }; done)
 
-.PHONY: help install mongo-env redis-bin widget system-packages demo demo-ru up test bench bench-quick eval soak down clean distclean
+.PHONY: help install mongo-env redis-bin widget system-packages demo demo-ru up check test bench bench-quick eval soak down clean distclean
 
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
 	@echo "make demo-ru    the same in Russian: project demo-ru, voiceapp/demo/kb_ru, voiceapp/demo/question_ru.wav"
+	@echo "make check      lint (ruff, ESLint), format check, types (mypy) and the unit tests: about a minute"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
 	@echo "make eval       score the dialog stage on tests/data/dialog_eval: answer_accuracy, refusal_accuracy"
@@ -144,6 +145,15 @@ demo-ru: up
 	       "browser voice (speechSynthesis, ru-RU). For server-side Russian speech: sudo apt-get install festival festvox-ru"; fi
 	$(VOICEAPP) ask --project demo-ru voiceapp/demo/question_ru.wav --out $(HOME_DIR)/reply-ru.wav
 	@echo "==> Russian demo done (project demo-ru); logs and PIDs: $(HOME_DIR)/run/   stop: make down"
+
+# The one-minute check before a commit (CI runs it first): lint, format, types, then the unit tests.
+check: install widget
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	@if command -v npm >/dev/null 2>&1 && [ -d $(WIDGET)/node_modules/eslint ]; then \
+	  echo "==> widget lint (ESLint)"; cd $(WIDGET) && npm run --silent lint; fi
+	$(PY) -m pytest -q -p no:cacheprovider -m unit
 
 # Debian packages the tests drive (chromium, prometheus, festival, curl): checked first, so a missing one stops
 # `make test` at once with the command to run (installed directly when root).

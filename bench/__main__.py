@@ -15,9 +15,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from voiceapp.stt.faster_whisper import decode_budget
 
@@ -146,7 +146,7 @@ def _run(name: str, fn: Callable[[], dict], errors: list[str]) -> dict:
     print(f"==> {name}", flush=True)
     try:
         result = fn()
-    except Exception as err:  # noqa: BLE001 - one broken scenario must not lose the others' numbers
+    except Exception as err:
         traceback.print_exc()
         errors.append(f"{name}: {err!r}")
         return {"error": repr(err)}
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     report.write_markdown(full, out)
     print(f"==> wrote {out / 'report.json'} and {out / 'report.md'}", flush=True)
     for key, row in full["targets"].items():
-        print(f"    {key:32} {str(row['value']):>10}  target {row['target']:8} met={row['met']}")
+        print(f"    {key:32} {row['value']!s:>10}  target {row['target']:8} met={row['met']}")
     return 1 if errors else 0
 
 

@@ -8,9 +8,9 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import requests
 
@@ -197,4 +197,4 @@ def slope_per_minute(samples: Sequence[tuple[float, float]]) -> float | None:
     den = sum((x - mx) ** 2 for x in xs)
     if den == 0:
         return None
-    return round(60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den, 4)
+    return round(60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den, 4)

@@ -30,7 +30,8 @@ TARGETS = (
     ("ru_eos_to_first_audio_p50_s", "<=", 0.8),
 )
 OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, "==": operator.eq}
-HEADLINE_KEYS = tuple(t[0] for t in TARGETS) + (
+HEADLINE_KEYS = (
+    *tuple(t[0] for t in TARGETS),
     "eos_to_final_handsfree_p50_s",
     "pipeline_wer",
     "engine_wer",

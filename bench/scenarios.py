@@ -6,7 +6,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import requests
@@ -310,7 +310,7 @@ def cache_hit_miss(bench: BenchStack, utt: Utterance, reps: int, e2e_reps: int |
                 provider_name="piper",
                 project=harness.PROJECT,
                 session_id=f"bench-cache-{i}",
-                on_chunk=lambda chunk: first.append(time.perf_counter()) if not first else None,
+                on_chunk=lambda chunk, first=first: first.append(time.perf_counter()) if not first else None,
             )
             service[label].append(round(first[0] - began, 5) if first else None)
     e2e = {"miss": [], "hit": []}
@@ -525,7 +525,7 @@ def _close_all(sockets: list) -> None:
     for ws in sockets:
         try:
             ws.close()
-        except Exception:  # noqa: BLE001 - already gone is fine
+        except Exception:
             pass
 
 

@@ -130,7 +130,7 @@ def _inner_gap(samples: np.ndarray) -> tuple[int, int]:
     quiet = np.concatenate([[False], energy < 0.01, [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
     low, high = 0.15 * samples.size, 0.75 * samples.size
-    gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= 0.03 * RATE and low < a < high]
+    gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=False) if b - a >= 0.03 * RATE and low < a < high]
     if gaps:
         return gaps[0]
     middle = int(low) + int(np.argmin(energy[int(low) : int(high)]))

@@ -11,7 +11,6 @@ import pytest
 from voiceapp import stack
 from voiceapp.config import Settings
 
-
 # Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
 OPEN_DEMO_QUOTAS = dict(
     open_project_max_sessions=1000,
@@ -26,7 +25,7 @@ OPEN_DEMO_QUOTAS = dict(
 #   unit        in-process only (models, decoders, parsers); `make check` runs these
 #   integration the MongoDB-wire server and/or Redis, no API or workers
 #   system      a whole stack (API, workers), faults, the browser, the deployment guide
-SYSTEM_FIXTURES = frozenset({"live", "front", "demo_kb"})
+SYSTEM_FIXTURES = frozenset({"live", "front", "demo_kb", "ops_stack"})
 INTEGRATION_FIXTURES = frozenset({"mongo_uri", "private_redis_url"})
 # Modules that start their own stacks or services in module fixtures.
 SYSTEM_MODULES = frozenset(
@@ -136,9 +135,9 @@ def front(live: Live):
     import threading
     import uuid
 
-    import migrations
     from werkzeug.serving import make_server
 
+    import migrations
     from voiceapp import create_app
 
     servers = []
@@ -182,3 +181,21 @@ def private_redis_url() -> str:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ops_stack(tmp_path_factory: pytest.TempPathFactory):
+    """A stack with Flower and an entrypoint-started stt worker with /metrics (tests/ops.py), once per test run."""
+    from tests.ops import start_ops_stack
+
+    ops, stop = start_ops_stack(tmp_path_factory)
+    yield ops
+    stop()
+
+
+@pytest.fixture(scope="session")
+def ops_turn(ops_stack) -> dict:
+    """One finished spoken turn through the ops stack: its session and result."""
+    from tests.ops import spoken_turn
+
+    return spoken_turn(ops_stack)

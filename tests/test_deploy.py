@@ -18,7 +18,6 @@ import requests
 import yaml
 
 from tests.support import REPO
-from tests.test_flower import ops_stack, ops_turn  # noqa: F401  (session fixtures shared with test_flower)
 from voiceapp import stack
 from voiceapp.config import Settings
 from voiceapp.worker_metrics import WorkerMetricsError, metrics_address

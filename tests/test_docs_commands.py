@@ -23,7 +23,6 @@ from pathlib import Path
 import yaml
 
 from tests.support import REPO
-from tests.test_flower import ops_stack  # noqa: F401  (session fixture shared with test_flower)
 
 DOCS = REPO / "docs" / "deployment.md"
 FENCE = re.compile(

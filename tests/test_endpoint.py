@@ -44,7 +44,7 @@ def quiet_gaps(samples: np.ndarray, min_s: float = 0.05) -> list[tuple[int, int]
     energy = np.sqrt(np.convolve(samples**2, np.ones(320) / 320, mode="same"))
     quiet = np.concatenate([[False], energy < 0.01, [False]])
     edges = np.flatnonzero(np.diff(quiet.astype(np.int8)))
-    return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_s * RATE]
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=False) if b - a >= min_s * RATE]
 
 
 def paused_mid_sentence(samples: np.ndarray, pause_s: float) -> tuple[np.ndarray, float]:

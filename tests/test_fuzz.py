@@ -80,7 +80,7 @@ def _clear(response) -> None:
 
 
 def test_fuzz_json_bodies_get_clear_answers(fuzz_app):
-    app, client, session, key = fuzz_app
+    _app, client, session, key = fuzz_app
     auth = {"Authorization": f"Bearer {session['token']}"}
     sid = session["session_id"]
 
@@ -101,7 +101,7 @@ def test_fuzz_json_bodies_get_clear_answers(fuzz_app):
 
 
 def test_fuzz_query_values_get_clear_answers(fuzz_app):
-    app, client, session, _key = fuzz_app
+    _app, client, session, _key = fuzz_app
     auth = {"Authorization": f"Bearer {session['token']}"}
     sid = session["session_id"]
 
@@ -115,7 +115,7 @@ def test_fuzz_query_values_get_clear_answers(fuzz_app):
 
 
 def test_fuzz_websocket_control_frames_never_drop_the_socket(fuzz_app):
-    app, client, session, _key = fuzz_app
+    app, _client, session, _key = fuzz_app
     sock = websocket.create_connection(
         f"{app.ws_url}{API}/ws/{session['session_id']}?token={session['token']}&mode=push_to_talk", timeout=20
     )

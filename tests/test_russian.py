@@ -97,7 +97,7 @@ def test_language_is_detected_when_the_session_says_auto(settings, russian):
     names = list(russian)
     results = [transcribe_with_fallback(settings, russian[name], "auto") for name in names]
     assert [r.language for r in results] == ["ru"] * len(names), results
-    assert _corpus_wer([(TRANSCRIPTS[n], r.text) for n, r in zip(names, results)]) <= MAX_WER
+    assert _corpus_wer([(TRANSCRIPTS[n], r.text) for n, r in zip(names, results, strict=True)]) <= MAX_WER
     # English speech in the same auto mode is detected as English.
     jfk = decode((DATA / "jfk.flac").read_bytes(), settings)
     assert transcribe_with_fallback(settings, jfk, "auto").language == "en"

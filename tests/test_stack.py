@@ -71,7 +71,7 @@ def own_redis(tmp_path):
 def test_up_starts_redis_and_wire_server_when_nothing_runs(settings):
     state = stack.up(settings, workers=(), api=False, mongo_engine="memory")
 
-    redis_rec, mongo_rec = state["services"]["redis"], state["services"]["mongo"]
+    redis_rec, _mongo_rec = state["services"]["redis"], state["services"]["mongo"]
     assert not redis_rec.get("external") and state["redis_url"] != settings.redis_url
     assert stack.redis_answers(state["redis_url"])
     with pymongo.MongoClient(state["mongo_uri"], serverSelectionTimeoutMS=5000) as client:

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from tests.fakes import azure_speech, elevenlabs as fake_elevenlabs
+from tests.fakes import azure_speech
+from tests.fakes import elevenlabs as fake_elevenlabs
 from voiceapp.audio import wav_info
 from voiceapp.config import Settings
 from voiceapp.errors import ProviderUnavailable, TtsError

@@ -19,7 +19,7 @@ from migrations import migrate
 from tests.fakes import elevenlabs as fake_elevenlabs
 from voiceapp.audio import decode
 from voiceapp.config import Settings
-from voiceapp.errors import TtsError
+from voiceapp.errors import NotFound, TtsError
 from voiceapp.storage.audio import REPLIES_BUCKET, get_audio
 from voiceapp.storage.mongo import get_db
 from voiceapp.stt import get_engine
@@ -203,7 +203,7 @@ def test_expired_entries_are_not_served_and_prune_deletes_them_with_their_files(
     report = cache.prune(db, settings, now=datetime.now(timezone.utc) + cache.ORPHAN_GRACE + timedelta(seconds=1))
     assert report["expired"] + report["orphans"] == 1
     assert entries.count_documents({}) == 1 and files(db) == 1
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         get_audio(db, old.audio_ids[0], REPLIES_BUCKET)
     assert speak(db, settings, text="Old news.").cache_hits == 1
 
@@ -237,7 +237,7 @@ def test_size_cap_evicts_least_recently_used(db, settings, eleven):
     assert speak(db, capped, text="One.").cache_hits == 1  # "Two." is now the least recently used
     speak(db, capped, text="Three.")
     assert cache.stats(db, capped) == {"entries": 2, "bytes": 2 * size} and files(db) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(NotFound):
         get_audio(db, second.audio_ids[0], REPLIES_BUCKET)
     assert get_audio(db, first.audio_ids[0], REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
 

@@ -6,7 +6,7 @@ from flask import Flask
 
 from .config import Settings, SettingsError
 
-__all__ = ["create_app", "Settings"]
+__all__ = ["Settings", "create_app"]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         # Trust X-Forwarded-* only from the configured proxies: else any client could pick its own address.
         hops = settings.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]  # Flask documents wrapping wsgi_app
     runtime = app.extensions["voiceapp"] = Runtime(settings)
     errors.init_app(app)
     health.init_app(app)

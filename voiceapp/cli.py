@@ -110,6 +110,7 @@ def status() -> None:
 def migrate() -> None:
     """Create the voice collections and indexes (idempotent), then verify them."""
     import migrations
+
     from .storage.mongo import get_db
 
     settings = _settings()
@@ -355,6 +356,8 @@ def _post_question(url: str, auth: dict, text: str | None, audio_file: Path | No
     """Start a turn: a typed question as JSON, or the audio file's bytes."""
     if text is not None:
         return requests.post(url, json={"text": text}, headers=auth, timeout=30)
+    if audio_file is None:
+        raise click.UsageError("give an audio file or --text")
     headers = {**auth, "Content-Type": "application/octet-stream"}
     return requests.post(url, data=audio_file.read_bytes(), headers=headers, timeout=30)
 

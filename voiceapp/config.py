@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class SettingsError(ValueError):
@@ -299,7 +300,7 @@ class Settings:
     task_visibility_timeout: int = _setting("VOICE_TASK_VISIBILITY_TIMEOUT", 10, _positive_int)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from `env` (default os.environ); unset or empty variables keep defaults."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -316,7 +317,7 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

@@ -147,7 +147,7 @@ class EventBus:
 
     def replay(self, session_id: str, after_seq: int = 0) -> list[Event]:
         """Events of the session with seq > after_seq that are still kept, in order."""
-        entries = self._redis.xrange(f"{KEY_PREFIX}:{session_id}:stream") or []
+        entries: Any = self._redis.xrange(f"{KEY_PREFIX}:{session_id}:stream") or []  # [(id, {field: value})]
         events = [Event.from_json(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
         return [e for e in events if e.seq > after_seq]
 

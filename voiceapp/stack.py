@@ -22,8 +22,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from voiceapp.config import Settings
@@ -263,7 +264,8 @@ def mongo_answers(uri: str, timeout: float = 2.0) -> bool:
     from pymongo.errors import PyMongoError
 
     try:
-        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000)) as client:
+        client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000))
+        with client:
             return client.admin.command("ping").get("ok") == 1.0
     except (PyMongoError, ValueError):
         return False
@@ -414,9 +416,9 @@ def _ensure_redis(settings: Settings, state: dict, ports: Mapping[str, int]) -> 
     services = state["services"]
     record = services.get("redis")
     ours = bool(record and record.get("pid") and is_alive(record))
-    if ours and settings.redis_url in (record["url"], state.get("requested", {}).get("redis_url")):
-        if redis_answers(record["url"]):
-            return record["url"]
+    requested = (record["url"], state.get("requested", {}).get("redis_url")) if ours else ()
+    if ours and settings.redis_url in requested and redis_answers(record["url"]):
+        return record["url"]
     if redis_answers(settings.redis_url):
         if ours:
             _stop(record)

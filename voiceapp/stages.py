@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -157,11 +157,11 @@ def _renew(rt: Runtime, ref: TurnRef, claim: _Claim) -> threading.Event:
     return stop
 
 
-def _queue_wait(turn: dict[str, Any], started: float) -> float:
+def _queue_wait(turn: Mapping[str, Any], started: float) -> float:
     return round(max(0.0, started - float(turn.get("stage_done_at") or turn.get("accepted_at") or started)), 4)
 
 
-def reply_language(turn: dict[str, Any]) -> str | None:
+def reply_language(turn: Mapping[str, Any]) -> str | None:
     """The session's language, or the one the visitor spoke when the session detects it ("auto")."""
     asked = turn.get("language")
     if language_code(asked) is not None:
@@ -186,19 +186,19 @@ def _replay(rt: Runtime, ref: TurnRef, upto: Stage) -> TurnRef:
     return replace(ref, skip=turn.get("status") in _SKIP)
 
 
-def _replay_stt(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+def _replay_stt(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:
     if "transcript" in turn:
         _publish_transcript(rt, ref, turn["transcript"], turn.get("stt") or {})
     if turn.get("status") == TurnStatus.NO_SPEECH:
         rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
 
 
-def _replay_dialog(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+def _replay_dialog(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:
     if "reply_text" in turn:
         _publish_reply(rt, ref, turn)
 
 
-def _replay_tts(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+def _replay_tts(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:
     for data in (turn.get("tts") or {}).get("events") or []:
         rt.events.publish(ref.session_id, EventType.AUDIO, ref.turn_id, **data)
     if turn.get("status") in (TurnStatus.DONE, TurnStatus.INTERRUPTED):
@@ -222,7 +222,7 @@ def _publish_transcript(rt: Runtime, ref: TurnRef, text: str, stt: dict[str, Any
     )
 
 
-def _publish_reply(rt: Runtime, ref: TurnRef, turn: dict[str, Any]) -> None:
+def _publish_reply(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:
     rt.events.publish(
         ref.session_id,
         EventType.REPLY,
@@ -261,7 +261,7 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         return _replay(rt, ref, STT)
     turn = claim.turn
     with _running(rt, ref, claim) as t:
-        data = _upload(rt, turn["upload_id"])
+        data = _upload(rt, turn.get("upload_id") or "")
         transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
     text = transcript.text.strip()
     stt = {
@@ -330,7 +330,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
         stream.close()
 
 
-def _recorded(rt: Runtime, ref: TurnRef) -> dict[str, Any] | None:
+def _recorded(rt: Runtime, ref: TurnRef) -> Turn | None:
     try:
         return interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
     except NotFound:
@@ -506,15 +506,16 @@ def _finish_interrupted(
     request = interruption(rt, ref.session_id, ref.turn_id, claim.turn.get("accepted_at")) or {}
     played = request.get("played_chunks")
     played = len(published) if played is None else min(played, len(published))
+    audio_ids = [c.audio_id for c in published if c.audio_id]
     tts = {
         "provider": published[0].provider if published else None,
         "chunks": len(published),
-        "audio_ids": [c.audio_id for c in published if c.audio_id],
+        "audio_ids": audio_ids,
         "played_chunks": played,
         "played_text": " ".join(c.text for c in published[:played]),
         "events": events,
     }
-    audio_id = tts["audio_ids"][0] if tts["audio_ids"] else None
+    audio_id = audio_ids[0] if audio_ids else None
     return _finish(rt, ref, claim, TurnStatus.INTERRUPTED, audio_id, tts, None)
 
 

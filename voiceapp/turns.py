@@ -49,7 +49,7 @@ _ORDER = [s for stage in STAGES for s in (stage.ready, stage.running)] + [TurnSt
 def position(status: str | None) -> int:
     """Rank of a status along the stage table (terminal statuses rank last)."""
     try:
-        return _ORDER.index(TurnStatus(status))
+        return _ORDER.index(TurnStatus(status or ""))
     except ValueError:
         return len(_ORDER)
 

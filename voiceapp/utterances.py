@@ -8,8 +8,9 @@ marker; appends after that are refused, and the front starts a new utterance.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
 import redis
 
@@ -131,7 +132,7 @@ class UtteranceStream:
 
     def read(self, after: str = "0-0", block_ms: int = 100, count: int = 500) -> list[Chunk]:
         """Entries after `after`, waiting up to block_ms for new ones."""
-        reply = self._redis.xread({self._audio_key: after}, count=count, block=block_ms)
+        reply: Any = self._redis.xread({self._audio_key: after}, count=count, block=block_ms)  # bytes replies
         chunks: list[Chunk] = []
         for _key, entries in reply or ():
             for entry_id, fields in entries:

@@ -7,10 +7,11 @@ import math
 import re
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import bm25s
 import numpy as np
@@ -18,10 +19,10 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 
 from voiceapp.config import Settings
-from voiceapp.errors import BadRequest
-from voiceapp.models import Passage
 from voiceapp.dialog import embed
 from voiceapp.dialog.text import sentences, tokenize
+from voiceapp.errors import BadRequest
+from voiceapp.models import Passage
 from voiceapp.storage.mongo import knowledge_meta_collection
 
 Format = Literal["markdown", "text", "html"]
@@ -112,8 +113,10 @@ def _split_markdown(text: str, source: str) -> list[tuple[str, str]]:
 class _HtmlToMarkdown(html.parser.HTMLParser):
     """Headings become '#' lines, blocks become paragraphs; scripts, styles and nav are dropped."""
 
-    _SKIP = {"script", "style", "noscript", "template", "head", "nav", "svg"}
-    _BLOCK = {"p", "div", "li", "br", "tr", "section", "article", "ul", "ol", "table", "dd", "dt", "blockquote"}
+    _SKIP = frozenset({"script", "style", "noscript", "template", "head", "nav", "svg"})
+    _BLOCK = frozenset(
+        {"p", "div", "li", "br", "tr", "section", "article", "ul", "ol", "table", "dd", "dt", "blockquote"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -208,7 +211,7 @@ def _attach_embeddings(settings: Settings, rows: list[dict]) -> None:
     per_row = [[embed.passage_text(row["section"].split(" > ")[-1], s) for s in sentences(row["text"])] for row in rows]
     vectors = embed.passages(settings, texts + [text for group in per_row for text in group])
     at = len(rows)
-    for i, (row, group) in enumerate(zip(rows, per_row)):
+    for i, (row, group) in enumerate(zip(rows, per_row, strict=True)):
         row["embedding"] = _stored(vectors[i])
         row["sentence_embeddings"] = [_stored(v) for v in vectors[at : at + len(group)]]
         row["embedding_model"] = embed.MODEL_NAME
@@ -277,12 +280,11 @@ _lock = threading.Lock()
 
 
 def _build(db: Database, settings: Settings, project: str, stamp: str | None) -> ProjectIndex:
-    rows = (
+    rows = list(
         db[settings.knowledge_collection]
         .find({"project": project})
         .sort([("source", ASCENDING), ("position", ASCENDING)])
     )
-    rows = list(rows)
     passages = [Passage(project, row["source"], row["section"], row["text"]) for row in rows]
     tokens = [tokenize(f"{p.section.replace(' > ', ' ')} {p.text}") for p in passages]
     retriever = None
@@ -343,7 +345,7 @@ def rank(index: ProjectIndex, query_tokens: list[str], k: int) -> list[tuple[int
         return []
     k = min(k, len(index.passages))
     docs, scores = index.retriever.retrieve([query_tokens], k=k, show_progress=False)
-    return [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+    return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
 
 
 def search(db: Database, settings: Settings, project: str, query: str, k: int = 3) -> list[Passage]:

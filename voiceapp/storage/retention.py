@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any
 
 from pymongo.database import Database
 
 from voiceapp.config import Settings
+from voiceapp.errors import NotFound
 
 from .audio import REPLIES_BUCKET, UPLOADS_BUCKET, delete_audio, parse_audio_id
 from .sessions import check_session_id, utcnow
@@ -76,7 +78,7 @@ def _sweep_replies(db: Database, settings: Settings, now) -> int:
     old = list(_files(db, REPLIES_BUCKET, {**uncached, "uploadDate": {"$lt": now - timedelta(seconds=ORPHAN_GRACE_S)}}))
     turn_ids = [(f.get("metadata") or {}).get("turn_id") for f in old]
     kept = _existing_turns(db, settings, "turn_id", [t for t in turn_ids if t])
-    orphans = (f["_id"] for f, t in zip(old, turn_ids) if t not in kept)
+    orphans = (f["_id"] for f, t in zip(old, turn_ids, strict=True) if t not in kept)
     return deleted + _delete_all(db, REPLIES_BUCKET, orphans)
 
 
@@ -113,7 +115,7 @@ def erase_session(db: Database, settings: Settings, session_id: str, redis_clien
 def _is_id(value: Any) -> bool:
     try:
         parse_audio_id(value)
-    except Exception:
+    except NotFound:
         return False
     return True
 

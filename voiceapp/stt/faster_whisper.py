@@ -85,7 +85,7 @@ def check(settings: Settings) -> str | None:
     return None
 
 
-def create(settings: Settings) -> "FasterWhisperEngine":
+def create(settings: Settings) -> FasterWhisperEngine:
     """Load the configured model (the registry caches the result)."""
     return FasterWhisperEngine(settings)
 
@@ -197,7 +197,7 @@ def assemble_base_model(target: Path) -> Path:
 def _package_data(package: str) -> Path:
     """The data directory of an installed model package."""
     module = importlib.import_module(package)
-    return Path(module.__file__).parent / "data"
+    return Path(module.__file__ or "").parent / "data"
 
 
 def _download_root_path(name: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 # Phrases from subtitle training data that Whisper emits on silence; never a visitor's question.
 PHANTOM_PHRASES = (
@@ -112,9 +112,7 @@ def keep_segment(segment) -> bool:
     if compression > COMPRESSION_MAX and has_loop(text):
         return False
     weak = " ".join(_words(text)) in WEAK_PHRASES
-    if weak and (no_speech > WEAK_NO_SPEECH_MAX or logprob < WEAK_LOGPROB_MIN):
-        return False
-    return True
+    return not (weak and (no_speech > WEAK_NO_SPEECH_MAX or logprob < WEAK_LOGPROB_MIN))
 
 
 def keep_segments(segments: Iterable) -> list:
@@ -132,7 +130,7 @@ def keep_segments(segments: Iterable) -> list:
 
 def _with_text(segment, text: str):
     """A copy of a segment (dataclass or namedtuple) with other text."""
-    if dataclasses.is_dataclass(segment):
+    if dataclasses.is_dataclass(segment) and not isinstance(segment, type):
         return dataclasses.replace(segment, text=text)
     if hasattr(segment, "_replace"):
         return segment._replace(text=text)

@@ -93,7 +93,7 @@ def transcribe_with_fallback(settings: Settings, audio: DecodedAudio, language: 
             errors.append(err)
     if len(errors) == 1:
         raise errors[0]
-    detail = "; ".join(f"{name}: {err.message}" for name, err in zip(names, errors))
+    detail = "; ".join(f"{name}: {err.message}" for name, err in zip(names, errors, strict=True))
     raise SttError(f"all speech recognition engines failed ({detail})")
 
 

@@ -163,7 +163,7 @@ class StreamingRecognizer:
             return self._judge_turn()
         if silence >= SPECULATE_AFTER * VAD_RATE:
             return self._speculate()
-        if self._vad_pos - self._start > COMMIT_AFTER * VAD_RATE:
+        if self._vad_pos - self._begin > COMMIT_AFTER * VAD_RATE:
             self._commit()
             return []
         # On a busy CPU partials thin out so recognition keeps up with real time.
@@ -183,14 +183,21 @@ class StreamingRecognizer:
 
     def _turn_complete(self) -> bool:
         """The words read as a finished sentence and the model, hearing the prosody, judges the turn complete."""
-        if self._voiced < MIN_SPEECH * VAD_RATE or self._speculative is None:
+        detector = self._detector
+        if self._voiced < MIN_SPEECH * VAD_RATE or self._speculative is None or detector is None:
             return False
         if not ends_sentence(self._joined(self._speculative[1].text)):
             return False
         self.turn_checks += 1
-        probability = self._detector.probability(self._buffer[self._origin : self._vad_pos])
+        probability = detector.probability(self._buffer[self._origin : self._vad_pos])
         self.turn_probabilities.append(round(probability, 3))
         return probability >= self.complete_threshold
+
+    @property
+    def _begin(self) -> int:
+        """Start of the part still to decode; read only while an utterance is under way."""
+        assert self._start is not None, "no utterance under way"
+        return self._start
 
     def _end_of_utterance(self) -> list[Transcript]:
         """Close the utterance; speech too short to be words gives nothing."""
@@ -204,10 +211,8 @@ class StreamingRecognizer:
 
     def _final(self, end: int) -> Transcript | None:
         """The final transcript, reusing the speculative decode when no speech came after it."""
-        if self._covers_speech():
-            current = self._speculative[1]
-        else:
-            current = self._decode(self._start, end)
+        spec = self._speculative
+        current = spec[1] if spec is not None and self._covers_speech() else self._decode(self._begin, end)
         text = self._joined(current.text)
         if not text:
             return None
@@ -219,7 +224,7 @@ class StreamingRecognizer:
             return []
         end = min(self._speech_end + int(END_PAD * VAD_RATE), self._vad_pos)
         self._last_partial_at = self._vad_pos
-        return self._emit_partial(self._decode(self._start, end))
+        return self._emit_partial(self._decode(self._begin, end))
 
     def _covers_speech(self) -> bool:
         """Whether the latest decode already heard every speech frame of the utterance."""
@@ -231,7 +236,7 @@ class StreamingRecognizer:
     def _partial(self, end: int) -> list[Transcript]:
         """Re-decode the whole utterance so far as a partial transcript."""
         self._last_partial_at = end
-        return self._emit_partial(self._decode(self._start, end, draft=True))
+        return self._emit_partial(self._decode(self._begin, end, draft=True))
 
     def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
         """A partial, only when there is text and it changed."""
@@ -246,8 +251,8 @@ class StreamingRecognizer:
         look_back = min(len(self._probs), int(3 * VAD_RATE) // WINDOW)
         recent = self._probs[-look_back:] if look_back else [0.0]
         quietest = len(self._probs) - look_back + int(np.argmin(recent))
-        cut = max(self._vad_pos - (len(self._probs) - quietest) * WINDOW, self._start + WINDOW)
-        text = self._decode(self._start, cut).text.strip()
+        cut = max(self._vad_pos - (len(self._probs) - quietest) * WINDOW, self._begin + WINDOW)
+        text = self._decode(self._begin, cut).text.strip()
         if text:
             self._committed.append(text)
         self.commits += 1

@@ -82,7 +82,7 @@ def speech_config(settings: Settings):
     return config
 
 
-def create(settings: Settings) -> "AzureProvider":
+def create(settings: Settings) -> AzureProvider:
     """A provider for the configured resource (no network call until the first synthesis)."""
     problem = check(settings)
     if problem:

@@ -30,7 +30,7 @@ def output_format(settings: Settings) -> str:
     return "speech-synthesis"
 
 
-def create(settings: Settings) -> "BrowserProvider":
+def create(settings: Settings) -> BrowserProvider:
     """The provider (stateless)."""
     return BrowserProvider(settings.default_language)
 

@@ -94,7 +94,7 @@ def output_format(settings: Settings) -> str:
     return "wav"
 
 
-def create(settings: Settings) -> "PiperProvider":
+def create(settings: Settings) -> PiperProvider:
     """Load and warm the configured voice."""
     problem = check(settings)
     if problem:

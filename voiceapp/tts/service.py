@@ -6,8 +6,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -19,8 +19,8 @@ from voiceapp.models import Synthesis
 from voiceapp.storage.audio import REPLIES_BUCKET, put_audio
 from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
-from voiceapp.tts.festival import INSTALL_HINT
 from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
+from voiceapp.tts.festival import INSTALL_HINT
 from voiceapp.tts.registry import describe, mapped_voice, speaks
 from voiceapp.tts.sentences import split_sentences
 

@@ -23,7 +23,7 @@ def open_session(rt: Runtime, project: str, key: str | None, language: str | Non
     projects.authorize(rt.db, rt.settings, project, key)
     check_origin(project)
     language = session_language(rt, project, language)
-    session = sessions.create_session(rt.db, rt.settings, project, language, voice)
+    session = sessions.create_session(rt.db, rt.settings, project, language, voice or "")
     try:
         own = projects.quota(rt.db, rt.settings, project)
         slots(rt).acquire(session["session_id"], project, session["expires_at"].timestamp(), own)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import redis
 
 from ..config import Settings
 from ..errors import LimitExceeded, VoiceError
 from ..queues import all_queues
+
+if TYPE_CHECKING:  # metrics is imported at call time (it imports this module's neighbours)
+    from ..metrics import DeploymentMetrics
 
 SLOTS_KEY = "voiceapp:sessions:active"
 PROJECT_SLOTS_PREFIX = "voiceapp:sessions:project:"
@@ -152,7 +156,7 @@ class WebSocketSlots:
         now = time.time()
         per_session = self._settings.session_max_websockets
         quota = project_websocket_quota(self._settings, project, own)
-        args = [now, now + WS_LEASE_S, socket_id, per_session, quota, WS_LEASE_S * 2]
+        args: list[str | float | int] = [now, now + WS_LEASE_S, socket_id, per_session, quota, WS_LEASE_S * 2]
         taken = int(self._acquire(keys=self._keys(session_id, project), args=args))
         if taken < 0:
             raise LimitExceeded(
@@ -192,20 +196,20 @@ def queue_depths(client: redis.Redis, names: tuple[str, ...]) -> dict[str, int]:
     pipe = client.pipeline()
     for name in names:
         pipe.llen(name)
-    return dict(zip(names, (int(n) for n in pipe.execute())))
+    return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
 
 
 def check_queues(client: redis.Redis, settings: Settings) -> None:
     """Busy (503 + Retry-After) when any stage's queue is deeper than VOICE_QUEUE_MAX_DEPTH."""
     depths = queue_depths(client, all_queues(settings))
-    worst = max(depths, key=depths.get)
+    worst = max(depths, key=lambda name: depths[name])
     if depths[worst] > settings.queue_max_depth:
         # About one second of work per queued turn on a single worker: a rough but honest hint.
         retry = max(1, math.ceil(depths[worst] - settings.queue_max_depth))
         raise Busy(f"busy: {depths[worst]} turns are waiting for {worst}; retry in {retry} s", retry_after=retry)
 
 
-def deployment_metrics(rt) -> "DeploymentMetrics":
+def deployment_metrics(rt) -> DeploymentMetrics:
     """The scrape-time gauges of this deployment (live sessions, queue depth) read from Redis."""
     from ..metrics import DeploymentMetrics
 

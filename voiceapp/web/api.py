@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 
 from ..audio import decode
@@ -176,7 +176,7 @@ def post_turn(session_id: str):
     ), 202
 
 
-def _turn_view(turn: dict[str, Any]) -> dict[str, Any]:
+def _turn_view(turn: Mapping[str, Any]) -> dict[str, Any]:
     audio_id = turn.get("audio_id")
     return {
         "turn_id": turn["turn_id"],
@@ -227,7 +227,7 @@ def get_turn(session_id: str, turn_id: str):
     return jsonify(_turn_view(turn))
 
 
-def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None = None) -> dict[str, Any]:
+def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None = None) -> Mapping[str, Any]:
     """The turn; a live utterance still being recognised shows as `listening` (no_speech once it ends empty)."""
     try:
         return interactions.get_turn(rt.db, rt.settings, session_id, turn_id)

@@ -20,8 +20,8 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 from simple_websocket import ConnectionClosed
 
-from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..bargein import interrupt
+from ..errors import AudioTooLong, BadRequest, LimitExceeded, StorageUnavailable, VoiceError
 from ..events import clock_seq
 from ..pipeline import start_live_utterance, start_text_turn
 from ..runtime import Runtime
@@ -32,8 +32,8 @@ from .admission import WebSocketSlots, utterance_rate
 from .auth import check_token
 from .hub import Listener, get_hub
 from .origins import check_origin
-from .safejson import loads
 from .ratelimit import hit_turn_limits
+from .safejson import loads
 from .textinput import check_text
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def _end_overdue(conn: Connection) -> None:
     """Close the live utterance when it broke a wall-clock limit, and tell the client why."""
     utterance = conn.utterance
     reason = utterance.overdue(time.monotonic()) if utterance is not None else None
-    if reason is None:
+    if utterance is None or reason is None:
         return
     conn.utterance, conn.turn_id = None, utterance.stream.id
     utterance.finish()

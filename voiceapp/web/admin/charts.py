@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 
 from markupsafe import Markup
@@ -14,7 +15,12 @@ def _fmt(value: float) -> str:
 
 
 def bar_chart(
-    title: str, points: list[tuple[str, float]], *, limit: float | None = None, limit_label: str = "", unit: str = ""
+    title: str,
+    points: Sequence[tuple[str, float]],
+    *,
+    limit: float | None = None,
+    limit_label: str = "",
+    unit: str = "",
 ) -> Markup:
     """An accessible bar chart of (label, value); `limit` draws a horizontal line (threshold, budget)."""
     top = max([v for _, v in points] + [limit or 0.0, 0.0]) or 1.0

@@ -337,7 +337,7 @@ def knowledge_upload(project: str):
         fmt = request.form.get("format") or None
         if fmt not in (None, "markdown", "text", "html"):
             raise BadRequest("format must be markdown, text or html", code="invalid_field")
-        count = knowledge.add_documents(_db(), _settings(), project, [(source, text)], fmt)
+        count = knowledge.add_documents(_db(), _settings(), project, [(source, text)], fmt)  # type: ignore[arg-type]  # checked just above
         return {"source": source, "count": count}
 
     return _form_result(project, action, "Saved {source}: {count} passages.")
@@ -443,7 +443,7 @@ def costs(project: str):
         ),
         "per_hour": bar_chart("Turns per hour" if when.span == "day" else "Turns per day", per_hour),
     }
-    numbers = {
+    numbers: dict[str, Any] = {
         "period": when,
         "days": days,
         "providers": sorted({p for d in days for p in d.providers}),

@@ -30,7 +30,7 @@ async function readError(response) {
   let body = {};
   try {
     body = await response.json();
-  } catch (_) {
+  } catch {
     // not JSON (a proxy's page): the status says enough
   }
   const err = body.error && typeof body.error === 'object' ? body.error : body;
@@ -154,7 +154,7 @@ export class VoiceConnection {
     let message;
     try {
       message = JSON.parse(raw);
-    } catch (_) {
+    } catch {
       return;
     }
     if (message.type === 'pong') {

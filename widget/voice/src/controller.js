@@ -129,7 +129,7 @@ export class VoiceController {
     if (typeof this.microphone.audioContext !== 'function') return;
     try {
       this.microphone.audioContext();
-    } catch (_) {
+    } catch {
       // no Web Audio: the reply is spoken by speechSynthesis instead
     }
   }

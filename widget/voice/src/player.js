@@ -58,7 +58,7 @@ export class ReplyPlayer {
       this.onStart(chunk, 'speech');
       try {
         await this.speech.speak(text, chunk.lang, chunk.voice);
-      } catch (_) {
+      } catch {
         // nothing left to try: the reply text is on screen
       }
     }
@@ -117,7 +117,7 @@ export class WebAudioOutput {
     if (source) {
       try {
         source.stop();
-      } catch (_) {
+      } catch {
         // already ended
       }
     }

@@ -119,7 +119,7 @@ export class WidgetView {
       event.preventDefault();
       button.focus();
       if (button.setPointerCapture && event.pointerId !== undefined) {
-        try { button.setPointerCapture(event.pointerId); } catch (_) { /* synthetic pointer */ }
+        try { button.setPointerCapture(event.pointerId); } catch { /* synthetic pointer */ }
       }
       handlers.press();
     });
