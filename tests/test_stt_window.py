@@ -242,3 +242,15 @@ def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jf
     assert len(finals) == 1
     assert word_errors(JFK_TEXT, finals[0].text)[0] / 20 <= 0.15
     assert "draft" in counting.calls and counting.calls[-1] == "final"
+
+
+@pytest.mark.parametrize("multilingual,margin", [(False, FINAL_MARGIN_S), (True, None)])
+def test_auto_final_window_is_short_for_english_only_models_and_stock_for_multilingual(settings, multilingual, margin):
+    from voiceapp.stt.faster_whisper import FasterWhisperEngine
+
+    engine = FasterWhisperEngine(settings.replace(whisper_final_window="auto"))  # its own instance: not the cached one
+    engine.multilingual = multilingual
+    asked: list = []
+    engine._recognise = lambda audio, language, margin_s: asked.append(margin_s)  # the window it asks for
+    engine.transcribe(DecodedAudio(samples=np.zeros(16000, dtype=np.float32), sample_rate=16000))
+    assert asked == [margin]

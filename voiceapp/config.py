@@ -150,9 +150,11 @@ class Settings:
     # cores), threads = cores // slots, so threads x slots never oversubscribes the cores.
     whisper_cpu_threads: int = _setting("WHISPER_CPU_THREADS", 0, _non_negative_int)
     whisper_decode_slots: int = _setting("WHISPER_DECODE_SLOTS", 0, _non_negative_int)
-    # Encoder window of final transcripts: "short" = the clip's own length + 3 s (several times faster, same
-    # words as the stock window on the repository's recordings), "full" = Whisper's stock 30 s. Partials: short.
-    whisper_final_window: str = _setting("WHISPER_FINAL_WINDOW", "short", _choice("short", "full"))
+    # Encoder window of final transcripts: "short" = the clip's own length + 3 s (several times faster),
+    # "full" = Whisper's stock 30 s, "auto" = short for English-only models (tiny.en: the same 7 errors in 187
+    # words as the stock window) and full for multilingual ones (base: 7 vs 5 errors, and it misheard Russian
+    # "субботу" in the stack test). Partials always use a short window.
+    whisper_final_window: str = _setting("WHISPER_FINAL_WINDOW", "auto", _choice("auto", "short", "full"))
     vosk_model_path: str = _setting("VOSK_MODEL_PATH", "./models/vosk-model-small-ru-0.22")
     stt_gpu_queue: str = _setting("STT_GPU_QUEUE", "")
 

@@ -339,7 +339,8 @@ class FasterWhisperEngine:
 
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         """Recognise `audio` for a final transcript (encoder window per WHISPER_FINAL_WINDOW)."""
-        return self._recognise(audio, language, FINAL_MARGIN_S if self.final_window == "short" else None)
+        short = self.final_window == "short" or (self.final_window == "auto" and not self.multilingual)
+        return self._recognise(audio, language, FINAL_MARGIN_S if short else None)
 
     def transcribe_draft(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         """Recognise `audio` for a partial transcript: the shortest window (~10x cheaper than 30 s on 2-3 s)."""

@@ -55,6 +55,8 @@ export class VoiceConnection {
     this.onStatus = options.onStatus || (() => {});
     this.onSession = options.onSession || (() => {});
     this.pingMs = options.pingMs ?? 20000;
+    // How the server ends an utterance: push_to_talk only on our `end`, hands_free also at a pause it hears.
+    this.serverMode = options.serverMode || 'hands_free';
     this.session = null;
     this.token = null;
     this.lastSeq = 0;
@@ -122,11 +124,19 @@ export class VoiceConnection {
     this.adopt(await response.json());
   }
 
+  /** Switch the server's endpointing mode; an open socket reconnects (resuming its events) to apply it. */
+  setServerMode(mode) {
+    if (mode === this.serverMode) return;
+    this.serverMode = mode;
+    if (this.socket && this.socket.readyState === 1) this.socket.close();
+  }
+
   async connect() {
     if (!this.session) await this.createSession();
     this.onStatus(this.attempt ? 'reconnecting' : 'connecting');
     // Every reconnect of a session resumes after the last event seen (0 included: nothing seen yet).
-    const query = `token=${encodeURIComponent(this.token)}${this.resume ? `&last_seq=${this.lastSeq}` : ''}`;
+    const resume = this.resume ? `&last_seq=${this.lastSeq}` : '';
+    const query = `token=${encodeURIComponent(this.token)}&mode=${this.serverMode}${resume}`;
     const url = wsUrl(this.endpoint, this.session.websocket_url, this.base);
     const socket = new this.WebSocket(`${url}${url.includes('?') ? '&' : '?'}${query}`);
     socket.binaryType = 'arraybuffer';

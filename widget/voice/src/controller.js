@@ -27,6 +27,11 @@ const EVENT_HANDLERS = Object.freeze({
   done: 'onDone', error: 'onError', session_reset: 'onSessionReset',
 });
 
+/** The server's mode for a widget mode: a held button ends utterances itself, so the server must not. */
+function serverMode(mode) {
+  return mode === 'push-to-talk' ? 'push_to_talk' : 'hands_free';
+}
+
 /** Drives one conversation: what to stream, when to end an utterance, what to play, which state. */
 export class VoiceController {
   constructor({ connection, player, microphone, mode = 'push-to-talk', endpointing = 'auto', bargeIn = true,
@@ -34,6 +39,7 @@ export class VoiceController {
     if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}`);
     if (!ENDPOINTING.includes(endpointing)) throw new Error(`endpointing must be one of ${ENDPOINTING.join(', ')}`);
     Object.assign(this, { connection, player, microphone, mode, endpointing, bargeIn, strings, onState, onView });
+    this.connection.setServerMode?.(serverMode(mode));
     this.vad = vad || new EnergyVad({ endSilenceMs: CLIENT_END_MS[endpointing] || 800 });
     this.state = 'idle';
     this.talking = false; // push-to-talk held
@@ -57,6 +63,7 @@ export class VoiceController {
     if (mode === this.mode) return;
     this.stop();
     this.mode = mode;
+    this.connection.setServerMode?.(serverMode(mode));
   }
 
   /** Open the microphone and the session (call from a user gesture: audio needs one). */

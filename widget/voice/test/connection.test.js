@@ -83,7 +83,7 @@ test('open() creates the session, connects with the token and flushes frames que
   await flush();
   assert.deepEqual(calls[0].slice(0, 2), ['POST', 'http://voice.test/api/v1/voice/sessions']);
   const socket = FakeSocket.all[0];
-  assert.equal(socket.url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1');
+  assert.equal(socket.url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&mode=hands_free');
   socket.accept();
   await opened;
   assert.equal(socket.sent.length, 1);
@@ -104,7 +104,7 @@ test('after a drop it reconnects with last_seq and ignores events it already has
   timers.runSoonest();
   await flush();
   const again = FakeSocket.all[1];
-  assert.equal(again.url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&last_seq=2');
+  assert.equal(again.url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&mode=hands_free&last_seq=2');
   again.accept();
   again.message({ seq: 2, type: 'transcript' });
   again.message({ seq: 3, type: 'reply' });
@@ -121,7 +121,7 @@ test('a drop before any event still resumes from last_seq=0 (events during the g
   FakeSocket.all[0].drop();
   timers.runSoonest();
   await flush();
-  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&last_seq=0');
+  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&mode=hands_free&last_seq=0');
 });
 
 test('a refused socket (1008) refreshes the token before reconnecting', async () => {
@@ -152,7 +152,7 @@ test('a session that cannot be refreshed is replaced by a new one', async () => 
   timers.runSoonest();
   for (let i = 0; i < 4; i += 1) await flush();
   assert.deepEqual(events.at(-1), { type: 'session_reset', seq: null, reason: 'session_not_found' });
-  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok3');
+  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok3&mode=hands_free');
 });
 
 test('renew() forgets an expired session: the next open() creates a new one, the old socket is not resumed', async () => {
@@ -167,7 +167,7 @@ test('renew() forgets an expired session: the next open() creates a new one, the
   const again = conn.open();
   await flush();
   assert.equal(calls.length, 2);
-  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok2');
+  assert.equal(FakeSocket.all[1].url, 'ws://voice.test/api/v1/voice/ws/s2?token=tok2&mode=hands_free');
   FakeSocket.all[1].accept();
   await again;
 });
@@ -216,4 +216,21 @@ test('the session view (with the server text cap) is handed on when it is create
   await opened;
   await conn.refreshToken();
   assert.deepEqual(seen, [['tok1', 120], ['tok2', 120]]);
+});
+
+test('the server mode rides on the socket URL, and changing it reconnects to apply it', async () => {
+  const { conn } = setup([[201, SESSION]]);
+  conn.setServerMode('push_to_talk');
+  const opened = conn.open();
+  await flush();
+  const first = FakeSocket.all[0];
+  first.accept();
+  await opened;
+  assert.equal(first.url, 'ws://voice.test/api/v1/voice/ws/s1?token=tok1&mode=push_to_talk');
+  let closed = false;
+  first.readyState = 1;
+  first.close = () => { closed = true; };
+  conn.setServerMode('hands_free');
+  assert.equal(closed, true);
+  assert.equal(conn.serverMode, 'hands_free');
 });
