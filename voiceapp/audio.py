@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import wave
+from pathlib import Path
 
 import av
 import numpy as np
@@ -185,6 +187,16 @@ def to_wav(samples: np.ndarray, sample_rate: int) -> bytes:
         writer.setframerate(int(sample_rate))
         writer.writeframes(float_to_pcm16(samples))
     return buffer.getvalue()
+
+
+def save_as_wav(data: bytes, settings: Settings, path: Path, rate: int = 16_000) -> Path:
+    """Decode any audio file's bytes and write it as a mono PCM16 WAV at `rate`, atomically (demo recordings)."""
+    decoded = decode(data, settings.replace(audio_sample_rate=rate))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(to_wav(decoded.samples, decoded.sample_rate))
+    os.replace(tmp, path)
+    return path
 
 
 def wav_info(data: bytes) -> tuple[int, int, float]:

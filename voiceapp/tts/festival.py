@@ -240,19 +240,14 @@ class FestivalProvider:
 
 def make_demo(settings: Settings, path: Path, text: str) -> Path:
     """Write a spoken Russian question as a 16 kHz mono PCM16 WAV (the Russian demo's recording)."""
-    from voiceapp.audio import decode, to_wav
+    from voiceapp.audio import save_as_wav
 
     provider = create(settings)
     try:
         speech = provider.synthesize(text, None, "ru")
     finally:
         provider.close()
-    decoded = decode(speech.audio, settings.replace(audio_sample_rate=16_000))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(to_wav(decoded.samples, decoded.sample_rate))
-    os.replace(tmp, path)
-    return path
+    return save_as_wav(speech.audio, settings, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,6 @@ import functools
 import importlib.util
 import io
 import json
-import os
 import threading
 import wave
 from pathlib import Path
@@ -152,17 +151,10 @@ class PiperProvider:
 
 def make_demo(settings: Settings, path: Path = DEMO_PATH, text: str = DEMO_TEXT) -> Path:
     """Write the demo question: Piper speech resampled to 16 kHz mono PCM16 WAV."""
-    from voiceapp.audio import decode, to_wav
+    from voiceapp.audio import save_as_wav
     from voiceapp.tts.registry import get_provider
 
-    provider = get_provider(settings, NAME)
-    speech = provider.synthesize(text)
-    decoded = decode(speech.audio, settings.replace(audio_sample_rate=16_000))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(to_wav(decoded.samples, decoded.sample_rate))
-    os.replace(tmp, path)
-    return path
+    return save_as_wav(get_provider(settings, NAME).synthesize(text).audio, settings, path)
 
 
 def main(argv: list[str] | None = None) -> None:
