@@ -79,6 +79,15 @@ def mongo_uri() -> str:
     proc.wait(timeout=10)
 
 
+@pytest.fixture
+def db_settings(mongo_uri: str):
+    """Default settings on a new, migrated, empty database of the session's wire server (dropped afterwards)."""
+    from tests.support import fresh_database
+
+    with fresh_database(mongo_uri) as settings:
+        yield settings
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
     """Start the full stack once for the test session, in a temporary home, on free ports."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
+from voiceapp.config import Settings
 from voiceapp.stt.wer import wer as word_error_rate  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,3 +33,17 @@ def new_session(base_url: str, project: str, key: str | None = None, **fields) -
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+@contextmanager
+def fresh_database(mongo_uri: str, **env: str) -> Iterator[Settings]:
+    """Settings (from `env`) on a new, migrated database of the wire server at `mongo_uri`, dropped afterwards."""
+    from migrations import migrate
+    from voiceapp.storage.mongo import get_client, get_db
+
+    settings = Settings.from_env(env, mongo_uri=mongo_uri, mongo_db=f"t_{uuid.uuid4().hex[:12]}")
+    migrate(get_db(settings), settings)
+    try:
+        yield settings
+    finally:
+        get_client(settings).drop_database(settings.mongo_db)

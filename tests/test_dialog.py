@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from migrations import migrate
 from tests.fakes.openai_chat import FakeChat
+from tests.support import fresh_database
 from voiceapp.config import Settings
 from voiceapp.dialog import knowledge
 from voiceapp.dialog.answer import FALLBACK_TEXT, respond
 from voiceapp.dialog.context import exchanges, resolve
 from voiceapp.dialog.intents import classify
-from voiceapp.storage.mongo import get_client, get_db
-
-
-def _fresh(mongo_uri: str) -> Settings:
-    settings = Settings.from_env({}, mongo_uri=mongo_uri, mongo_db=f"t_{uuid.uuid4().hex[:12]}")
-    migrate(get_db(settings), settings)
-    return settings
-
-
-@pytest.fixture
-def settings(mongo_uri):
-    """Settings on a fresh, migrated, empty database."""
-    settings = _fresh(mongo_uri)
-    yield settings
-    get_client(settings).drop_database(settings.mongo_db)
+from voiceapp.storage.mongo import get_db
 
 
 @pytest.fixture(scope="module")
 def demo(mongo_uri):
     """(db, settings) with the shipped demo knowledge base loaded as project 'demo' (read-only use)."""
-    settings = _fresh(mongo_uri)
-    db = get_db(settings)
-    assert knowledge.load_demo(db, settings) > 10
-    yield db, settings
-    get_client(settings).drop_database(settings.mongo_db)
+    with fresh_database(mongo_uri) as settings:
+        db = get_db(settings)
+        assert knowledge.load_demo(db, settings) > 10
+        yield db, settings
 
 
 # ------------------------------------------------------------------ splitting
@@ -79,15 +62,15 @@ def test_plain_text_is_chunked_by_paragraph():
 # ------------------------------------------------------------------ ingest and search
 
 
-def test_reloading_a_source_replaces_its_passages(settings):
-    db = get_db(settings)
+def test_reloading_a_source_replaces_its_passages(db_settings):
+    db = get_db(db_settings)
     doc = ("faq.md", "# FAQ\n## Dogs\nDogs are welcome.\n## Cats\nCats are welcome too.\n")
-    assert knowledge.add_documents(db, settings, "p1", [doc]) == 2
-    assert knowledge.add_documents(db, settings, "p1", [doc]) == 2
-    assert knowledge.list_sources(db, settings, "p1") == {"faq.md": 2}
-    knowledge.add_documents(db, settings, "p1", [("faq.md", "# FAQ\n## Dogs\nNo dogs.\n")])
-    assert knowledge.list_sources(db, settings, "p1") == {"faq.md": 1}
-    assert db[settings.knowledge_collection].count_documents({"project": "p1"}) == 1
+    assert knowledge.add_documents(db, db_settings, "p1", [doc]) == 2
+    assert knowledge.add_documents(db, db_settings, "p1", [doc]) == 2
+    assert knowledge.list_sources(db, db_settings, "p1") == {"faq.md": 2}
+    knowledge.add_documents(db, db_settings, "p1", [("faq.md", "# FAQ\n## Dogs\nNo dogs.\n")])
+    assert knowledge.list_sources(db, db_settings, "p1") == {"faq.md": 1}
+    assert db[db_settings.knowledge_collection].count_documents({"project": "p1"}) == 1
 
 
 def test_search_finds_the_matching_section_and_nothing_for_unrelated_words(demo):
@@ -98,22 +81,22 @@ def test_search_finds_the_matching_section_and_nothing_for_unrelated_words(demo)
     assert knowledge.search(db, settings, "demo", "quantum chromodynamics") == []
 
 
-def test_projects_are_isolated(settings):
-    db = get_db(settings)
-    knowledge.add_documents(db, settings, "a", [("a.md", "# A\nLlamas live here.\n")])
-    knowledge.add_documents(db, settings, "b", [("b.md", "# B\nPenguins live here.\n")])
-    assert [p.project for p in knowledge.search(db, settings, "a", "llamas")] == ["a"]
-    assert knowledge.search(db, settings, "b", "llamas") == []
+def test_projects_are_isolated(db_settings):
+    db = get_db(db_settings)
+    knowledge.add_documents(db, db_settings, "a", [("a.md", "# A\nLlamas live here.\n")])
+    knowledge.add_documents(db, db_settings, "b", [("b.md", "# B\nPenguins live here.\n")])
+    assert [p.project for p in knowledge.search(db, db_settings, "a", "llamas")] == ["a"]
+    assert knowledge.search(db, db_settings, "b", "llamas") == []
 
 
-def test_cached_index_is_rebuilt_when_the_project_changes(settings):
-    db = get_db(settings)
-    knowledge.add_documents(db, settings, "p", [("a.md", "# A\nWe sell bicycles.\n")])
-    assert knowledge.search(db, settings, "p", "kayaks") == []
-    knowledge.add_documents(db, settings, "p", [("b.md", "# B\nWe rent kayaks by the hour.\n")])
-    assert [p.source for p in knowledge.search(db, settings, "p", "kayaks")] == ["b.md"]
-    knowledge.remove_documents(db, settings, "p", ["b.md"])
-    assert knowledge.search(db, settings, "p", "kayaks") == []
+def test_cached_index_is_rebuilt_when_the_project_changes(db_settings):
+    db = get_db(db_settings)
+    knowledge.add_documents(db, db_settings, "p", [("a.md", "# A\nWe sell bicycles.\n")])
+    assert knowledge.search(db, db_settings, "p", "kayaks") == []
+    knowledge.add_documents(db, db_settings, "p", [("b.md", "# B\nWe rent kayaks by the hour.\n")])
+    assert [p.source for p in knowledge.search(db, db_settings, "p", "kayaks")] == ["b.md"]
+    knowledge.remove_documents(db, db_settings, "p", ["b.md"])
+    assert knowledge.search(db, db_settings, "p", "kayaks") == []
 
 
 # ------------------------------------------------------------------ answers
@@ -166,8 +149,8 @@ def test_out_of_scope_questions_are_refused_not_invented(demo, question):
     assert reply.intent == "fallback" and reply.sources == () and reply.confidence == 0.0
 
 
-def test_a_project_without_knowledge_falls_back(settings):
-    reply = respond(get_db(settings), settings, "empty-project", "What time do you open?", [])
+def test_a_project_without_knowledge_falls_back(db_settings):
+    reply = respond(get_db(db_settings), db_settings, "empty-project", "What time do you open?", [])
     assert reply.intent == "fallback" and reply.text == FALLBACK_TEXT
 
 
@@ -227,10 +210,10 @@ def test_repeat_says_the_last_reply_again(demo):
     assert reply.intent == "repeat" and reply.text == "We open at 8."
 
 
-def test_navigate_opens_a_page_whose_source_is_a_url(settings):
-    db = get_db(settings)
-    knowledge.add_documents(db, settings, "site", [("https://shop.example/menu", "# Menu\nCoffee and cake.\n")])
-    reply = respond(db, settings, "site", "open the menu page", [])
+def test_navigate_opens_a_page_whose_source_is_a_url(db_settings):
+    db = get_db(db_settings)
+    knowledge.add_documents(db, db_settings, "site", [("https://shop.example/menu", "# Menu\nCoffee and cake.\n")])
+    reply = respond(db, db_settings, "site", "open the menu page", [])
     assert reply.intent == "navigate"
     assert reply.suggested_actions == ({"type": "navigate", "url": "https://shop.example/menu"},)
 
@@ -337,15 +320,15 @@ RUSSIAN_KB = """# Часы работы
 """
 
 
-def test_russian_questions_are_answered_and_refused_in_russian(settings):
-    db = get_db(settings)
-    knowledge.add_documents(db, settings, "ru", [("kb.md", RUSSIAN_KB)])
-    saturday = respond(db, settings, "ru", "Во сколько вы открываетесь в субботу?", [])
+def test_russian_questions_are_answered_and_refused_in_russian(db_settings):
+    db = get_db(db_settings)
+    knowledge.add_documents(db, db_settings, "ru", [("kb.md", RUSSIAN_KB)])
+    saturday = respond(db, db_settings, "ru", "Во сколько вы открываетесь в субботу?", [])
     # Times are read as words in a Russian reply (issue 14): a speech engine says "8:00" badly.
     assert saturday.text == "В субботу мы открываемся в восемь часов и закрываемся в восемнадцать часов."
-    follow = respond(db, settings, "ru", "А в воскресенье?", [_turn("Во сколько вы открываетесь в субботу?")])
+    follow = respond(db, db_settings, "ru", "А в воскресенье?", [_turn("Во сколько вы открываетесь в субботу?")])
     assert follow.text == "В воскресенье мы работаем с девяти часов до пятнадцати часов."  # genitive after с/до
-    assert "Лиссабон" in respond(db, settings, "ru", "Где вы находитесь?", []).text
-    refused = respond(db, settings, "ru", "Какая столица Франции?", [])
+    assert "Лиссабон" in respond(db, db_settings, "ru", "Где вы находитесь?", []).text
+    refused = respond(db, db_settings, "ru", "Какая столица Франции?", [])
     assert refused.intent == "fallback" and refused.text.startswith("Извините")
-    assert respond(db, settings, "ru", "Здравствуйте!", []).intent == "greeting"
+    assert respond(db, db_settings, "ru", "Здравствуйте!", []).intent == "greeting"

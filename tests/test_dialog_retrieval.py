@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
 from bench import dialog_eval
-from migrations import migrate
-from voiceapp.config import Settings
+from tests.support import fresh_database
 from voiceapp.dialog import embed, knowledge
 from voiceapp.dialog.answer import respond
 from voiceapp.dialog.text import sentences
-from voiceapp.storage.mongo import get_client, get_db, knowledge_meta_collection
-
-
-def _fresh(mongo_uri: str, **env: str) -> Settings:
-    settings = Settings.from_env(env, mongo_uri=mongo_uri, mongo_db=f"t_{uuid.uuid4().hex[:12]}")
-    migrate(get_db(settings), settings)
-    return settings
-
-
-@pytest.fixture
-def settings(mongo_uri):
-    settings = _fresh(mongo_uri)
-    yield settings
-    get_client(settings).drop_database(settings.mongo_db)
+from voiceapp.storage.mongo import get_db, knowledge_meta_collection
 
 
 @pytest.fixture(scope="module")
 def evaluated(mongo_uri):
     """(db, settings) with both demo knowledge bases loaded as the eval projects."""
-    settings = _fresh(mongo_uri)
-    db = get_db(settings)
-    dialog_eval.load_knowledge(db, settings)
-    yield db, settings
-    get_client(settings).drop_database(settings.mongo_db)
+    with fresh_database(mongo_uri) as settings:
+        db = get_db(settings)
+        dialog_eval.load_knowledge(db, settings)
+        yield db, settings
 
 
-def test_passages_are_stored_with_passage_and_sentence_vectors(settings):
-    db = get_db(settings)
+def test_passages_are_stored_with_passage_and_sentence_vectors(db_settings):
+    db = get_db(db_settings)
     doc = "# Shop\n## Dogs\nDogs are welcome. Cats are not.\n## Hours\nWe open at 8.\n"
-    knowledge.add_documents(db, settings, "p", [("faq.md", doc)])
-    rows = list(db[settings.knowledge_collection].find({"project": "p"}).sort("position", 1))
+    knowledge.add_documents(db, db_settings, "p", [("faq.md", doc)])
+    rows = list(db[db_settings.knowledge_collection].find({"project": "p"}).sort("position", 1))
     assert [row["embedding_model"] for row in rows] == [embed.MODEL_NAME] * 2
     assert all(len(row["embedding"]) == embed.DIM for row in rows)
     assert [len(row["sentence_embeddings"]) for row in rows] == [len(sentences(row["text"])) for row in rows] == [2, 1]
@@ -51,23 +34,22 @@ def test_passages_are_stored_with_passage_and_sentence_vectors(settings):
 
 
 def test_embeddings_off_stores_no_vectors_and_still_answers_exact_words(mongo_uri):
-    settings = _fresh(mongo_uri, DIALOG_EMBEDDINGS="off")
-    db = get_db(settings)
-    knowledge.add_documents(db, settings, "p", [("faq.md", "# Shop\n## Dogs\nDogs are welcome inside.\n")])
-    assert "embedding" not in db[settings.knowledge_collection].find_one({"project": "p"})
-    assert "Dogs are welcome" in respond(db, settings, "p", "Are dogs welcome?", []).text
-    get_client(settings).drop_database(settings.mongo_db)
+    with fresh_database(mongo_uri, DIALOG_EMBEDDINGS="off") as settings:
+        db = get_db(settings)
+        knowledge.add_documents(db, settings, "p", [("faq.md", "# Shop\n## Dogs\nDogs are welcome inside.\n")])
+        assert "embedding" not in db[settings.knowledge_collection].find_one({"project": "p"})
+        assert "Dogs are welcome" in respond(db, settings, "p", "Are dogs welcome?", []).text
 
 
-def test_passages_stored_before_embeddings_are_embedded_once_when_searched(settings):
-    db = get_db(settings)
-    db[settings.knowledge_collection].insert_one(
+def test_passages_stored_before_embeddings_are_embedded_once_when_searched(db_settings):
+    db = get_db(db_settings)
+    db[db_settings.knowledge_collection].insert_one(
         {"project": "old", "source": "a.md", "section": "Parking", "text": "The car park is next door.", "position": 0}
     )
-    db[knowledge_meta_collection(settings)].insert_one({"_id": "old", "stamp": "s1", "version": 1})
-    index = knowledge.project_index(db, settings, "old")
+    db[knowledge_meta_collection(db_settings)].insert_one({"_id": "old", "stamp": "s1", "version": 1})
+    index = knowledge.project_index(db, db_settings, "old")
     assert index.vectors is not None and index.vectors.shape == (1, embed.DIM)
-    stored = db[settings.knowledge_collection].find_one({"project": "old"})
+    stored = db[db_settings.knowledge_collection].find_one({"project": "old"})
     assert stored["embedding_model"] == embed.MODEL_NAME and len(stored["sentence_embeddings"]) == 1
 
 
