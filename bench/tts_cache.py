@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client import REGISTRY  # noqa: E402
 
-from voiceapp import stack  # noqa: E402
+import devstack as stack  # noqa: E402
 from voiceapp.config import Settings  # noqa: E402
 from voiceapp.storage.mongo import get_db  # noqa: E402
 from voiceapp.tts import registry  # noqa: E402
@@ -68,7 +68,7 @@ def start_mongo() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [
             stack.find_mongo_python(),
-            str(ROOT / "voiceapp" / "storage" / "wire_server.py"),
+            str(stack.WIRE_SERVER),
             "--port",
             str(stack.free_port()),
         ],

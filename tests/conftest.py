@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from voiceapp import stack
-from voiceapp.config import Settings
+import devstack as stack
 
 # Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
 OPEN_DEMO_QUOTAS = dict(
@@ -57,26 +56,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
-@dataclass(frozen=True)
-class Live(stack.Running):
-    """The test session's running stack (resolved settings, base URL, ws_url, db)."""
+# The test session's running stack (resolved settings, base_url, ws_url, db, its processes): devstack's helper.
+Live = stack.PrivateStack
 
 
 @pytest.fixture(scope="session")
-def mongo_uri() -> str:
+def mongo_uri() -> Iterator[str]:
     """A MongoDB-wire server (memory engine) of the test session; tests use fresh database names on it."""
-    import subprocess
-
-    proc = subprocess.Popen(
-        [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("ready "), f"wire server did not start: {line!r}"
-    yield line.split()[1]
-    proc.terminate()
-    proc.wait(timeout=10)
+    with stack.private_mongo() as uri:
+        yield uri
 
 
 @pytest.fixture
@@ -89,27 +77,17 @@ def db_settings(mongo_uri: str):
 
 
 @pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Live:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """Start the full stack once for the test session, in a temporary home, on free ports."""
-    home: Path = tmp_path_factory.mktemp("voiceapp-home")
-    settings = Settings.from_env(
-        {},
-        home=str(home),
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+    requested = stack.private_settings(
+        tmp_path_factory.mktemp("voiceapp-home"),
         session_timeout=600,
         open_projects=("demo",),
         # The suite opens many sessions of the open project `demo`: lift its (small) open-project quotas.
         **OPEN_DEMO_QUOTAS,
     )
-    stack.up(settings, mongo_engine="memory")
-    resolved = stack.resolve(settings)
-    import migrations
-    from voiceapp.storage.mongo import get_db
-
-    migrations.migrate(get_db(resolved), resolved)
-    yield Live(settings=resolved, base_url=stack.api_url(resolved))
-    stack.down(settings)
+    with stack.private_stack(requested, mongo_engine="memory") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -174,22 +152,10 @@ def front(live: Live):
 
 
 @pytest.fixture(scope="session")
-def private_redis_url() -> str:
+def private_redis_url() -> Iterator[str]:
     """A redis-server of the test session (no persistence, free port) for tests that need Redis but no stack."""
-    import subprocess
-    import time
-
-    port = stack.free_port()
-    cmd = [stack.find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not stack.redis_answers(url):
-        assert time.monotonic() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with stack.private_redis() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+import devstack as stack
+from devstack.turns import post_turn, wait_turn
 from tests.support import REPO, new_session, shared_file
-from voiceapp import stack
 from voiceapp.config import Settings
 
 ENTRYPOINT = REPO / "deploy" / "entrypoint.sh"
@@ -84,41 +85,28 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-# test_deploy.py and test_docs_commands.py import these fixtures; pytest then holds one definition per
-# module, so the stack and the turn are shared here and the stack stops when its last user is done.
+# The session fixtures ops_stack and ops_turn (conftest.py) call these once per test run.
 def start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack, callable]:
-    """Stack with Flower (dialog and tts workers from voiceapp.stack, stt from the image entry point)."""
+    """Stack with Flower (dialog and tts workers from devstack, stt from the image entry point)."""
     home = tmp_path_factory.mktemp("voiceapp-ops-home")
-    settings = Settings.from_env(
-        {},
-        home=str(home),
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
-        open_projects=("demo",),
-        session_timeout=600,
-    )
+    requested = stack.private_settings(home, open_projects=("demo",), session_timeout=600)
+    running = stack.start_private(requested, flower=True, mongo_engine="memory", workers=("dialog", "tts"))
     proc = None
 
     def stop() -> None:
         if proc is not None:
             _stop(proc)
-        stack.down(settings)
+        running.stop()
 
     try:
-        state = stack.up(settings, flower=True, mongo_engine="memory", workers=("dialog", "tts"))
-        resolved = stack.resolve(settings)
-        import migrations
-        from voiceapp.storage.mongo import get_db
-
-        migrations.migrate(get_db(resolved), resolved)
         metrics_port = stack.free_port()
         ops = OpsStack(
-            resolved,
-            stack.api_url(resolved),
-            state["services"]["flower"]["url"],
+            running.settings,
+            running.base_url,
+            running.state["services"]["flower"]["url"],
             f"http://127.0.0.1:{metrics_port}/metrics",
             home / "entrypoint-worker-stt.log",
-            stack.flower_auth(settings),
+            stack.flower_auth(requested),
         )
         proc = _start_entrypoint_worker(
             ops.env(WORKER_METRICS_PORT=str(metrics_port), WORKER_METRICS_HOST="127.0.0.1"), "stt", ops.worker_log
@@ -141,24 +129,7 @@ def start_ops_stack(tmp_path_factory: pytest.TempPathFactory) -> tuple[OpsStack,
 def spoken_turn(ops_stack: OpsStack) -> dict:
     """Ask jfk.flac through the HTTP API and wait for the finished turn."""
     session = new_session(ops_stack.base_url, "demo")
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    sid = session["session_id"]
-    turn = requests.post(
-        f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns",
-        data=shared_file("jfk.flac").read_bytes(),
-        headers=auth,
-        timeout=30,
-    )
-    assert turn.status_code == 202, turn.text
-    deadline = time.monotonic() + 120
-    while True:
-        result = requests.get(
-            f"{ops_stack.base_url}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
-            params={"wait": 20},
-            headers=auth,
-            timeout=40,
-        ).json()
-        if result["status"] in ("done", "error", "no_speech") or time.monotonic() > deadline:
-            break
+    turn_id = post_turn(ops_stack.base_url, session, shared_file("jfk.flac").read_bytes())
+    result = wait_turn(ops_stack.base_url, session, turn_id, timeout=120)
     assert result["status"] == "done", result
-    return {"session": session, "result": result, "turn_id": turn.json()["turn_id"]}
+    return {"session": session, "result": result, "turn_id": turn_id}

@@ -19,9 +19,9 @@ import requests
 import websocket
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
+import devstack as stack
 from tests.fakes import audio_files
 from tests.support import new_session, shared_file
-from voiceapp import stack
 from voiceapp.audio import decode
 from voiceapp.storage import projects
 from voiceapp.web.auth import _SALT, issue_token
@@ -133,7 +133,7 @@ def ctx(live, demo_kb):
     samples = decode(shared_file("jfk.flac").read_bytes(), live.settings).samples[: 2 * 16000]
     audio = {fmt: audio_files.encode(samples, 16000, fmt) for fmt in ("wav", *audio_files.FORMATS)}
     key = projects.create_key(live.db, live.settings, KB_PROJECT)
-    pid = stack.load_state(live.settings)["services"]["api"]["pid"]
+    pid = live.record("api")["pid"]
     yield Ctx(live, session, other, witness, witness_ws, deleted, key, audio, pid)
     witness_ws.close()
 
@@ -281,8 +281,8 @@ def _read(ws, expect: dict) -> tuple[list[dict], int | str | None]:
 def _assert_unaffected(ctx: Ctx) -> None:
     """The API process is the same and healthy; the witness session's socket and token still work."""
     live = ctx.live
-    assert stack.load_state(live.settings)["services"]["api"]["pid"] == ctx.api_pid
-    assert stack.is_alive(stack.load_state(live.settings)["services"]["api"])
+    assert live.record("api")["pid"] == ctx.api_pid
+    assert stack.is_alive(live.record("api"))
     assert requests.get(f"{live.base_url}/healthz", timeout=10).status_code == 200
     ctx.witness_ws.send(json.dumps({"type": "ping"}))
     while True:

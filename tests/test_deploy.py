@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
+import devstack as stack
 from tests.support import REPO
-from voiceapp import stack
 from voiceapp.config import Settings
 from voiceapp.worker_metrics import WorkerMetricsError, metrics_address
 

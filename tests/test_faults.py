@@ -19,10 +19,11 @@ import redis
 import requests
 import websocket
 
+import devstack as stack
+from devstack.turns import post_turn, wait_turn
 from tests.conftest import OPEN_DEMO_QUOTAS
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import new_session, shared_file
-from voiceapp import stack
 from voiceapp.config import Settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,45 +36,8 @@ VISIBILITY = Settings.from_env({}).task_visibility_timeout
 RECOVERY_TARGET = 15.0  # issue 16: a turn whose STT worker crashed completes within this of the worker's return
 
 
-class Stack:
-    """A stack this module started: its requested settings (for stack.up/down) and the resolved ones."""
-
-    def __init__(self, requested: Settings, mongo_engine: str, workers: tuple[str, ...]) -> None:
-        self.requested, self.mongo_engine, self.workers = requested, mongo_engine, workers
-        self.up()
-
-    def up(self) -> None:
-        """Start whatever is not running; a killed Redis or MongoDB comes back on its old port."""
-        services = stack.load_state(self.requested).get("services", {})
-        ports = {name: services[name]["port"] for name in ("redis", "mongo") if services.get(name, {}).get("port")}
-        stack.up(self.requested, mongo_engine=self.mongo_engine, workers=self.workers, ports=ports)
-        self.settings = stack.resolve(self.requested)
-        self.base_url = stack.api_url(self.settings)
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.base_url[len("http") :]
-
-    def record(self, name: str) -> dict:
-        return stack.load_state(self.requested)["services"][name]
-
-    def signal(self, name: str, sig: int) -> None:
-        """Send `sig` to one process group this stack started."""
-        os.killpg(self.record(name)["pid"], sig)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL a process of the stack and wait until it is gone."""
-        record = self.record(name)
-        os.killpg(record["pid"], signal.SIGKILL)
-        _until(lambda: not stack.is_alive(record), 10, f"{name} did not die")
-
-    def log(self, name: str) -> str:
-        return Path(self.record(name)["log"]).read_text(errors="replace")
-
-    def db(self):
-        from voiceapp.storage.mongo import get_db
-
-        return get_db(self.settings)
+# A private stack this module started (devstack): record/log/signal/kill a service, restart what stopped.
+Stack = stack.PrivateStack
 
 
 def _until(check, timeout: float, message: str, every: float = 0.1):
@@ -86,19 +50,9 @@ def _until(check, timeout: float, message: str, every: float = 0.1):
     raise AssertionError(message)
 
 
-def _migrate(settings: Settings) -> None:
-    import migrations
-    from voiceapp.storage.mongo import get_db
-
-    migrations.migrate(get_db(settings), settings)
-
-
 def _settings(tmp: Path, **overrides) -> Settings:
-    return Settings.from_env(
-        {},
-        home=str(tmp),
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+    return stack.private_settings(
+        tmp,
         session_timeout=600,
         open_projects=("demo",),
         task_visibility_timeout=VISIBILITY,
@@ -127,10 +81,8 @@ def faulty(tmp_path_factory, vendor) -> Stack:
         tts_fallback_chain=("piper",),
         cache_audio=False,
     )
-    running = Stack(requested, "sqlite", ("stt", "dialog", "tts"))
-    _migrate(running.settings)
-    yield running
-    stack.down(requested)
+    with stack.private_stack(requested, mongo_engine="sqlite", workers=("stt", "dialog", "tts")) as running:
+        yield running
 
 
 # ---------------------------------------------------------------- client helpers
@@ -169,24 +121,11 @@ def _ended(turn_id: str):
 
 
 def _post_turn(target: Stack, session: dict, name: str = "jfk.flac") -> str:
-    response = requests.post(
-        f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns",
-        data=shared_file(name).read_bytes(),
-        headers={"Authorization": f"Bearer {session['token']}"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    return response.json()["turn_id"]
+    return post_turn(target.base_url, session, shared_file(name).read_bytes())
 
 
 def _turn(target: Stack, session: dict, turn_id: str) -> dict:
-    response = requests.get(
-        f"{target.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{turn_id}",
-        headers={"Authorization": f"Bearer {session['token']}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()
+    return wait_turn(target.base_url, session, turn_id, timeout=0)  # its state now, no waiting
 
 
 def _assert_once(events: list[dict], turn_id: str) -> None:
@@ -212,9 +151,8 @@ def test_engine_crash_gives_an_error_event_and_the_worker_keeps_serving(tmp_path
     (bad_model / "model.bin").write_bytes(os.urandom(4096))
     (bad_model / "config.json").write_text("{}")
     requested = _settings(tmp_path / "home", whisper_model=str(bad_model))
-    target = Stack(requested, "memory", ("stt",))
+    target = stack.start_private(requested, mongo_engine="memory", workers=("stt",))
     try:
-        _migrate(target.settings)
         pid = target.record("worker-stt")["pid"]
         session = new_session(target.base_url, "demo")
         ws = _connect(target, session)
@@ -233,7 +171,7 @@ def test_engine_crash_gives_an_error_event_and_the_worker_keeps_serving(tmp_path
             ws.close()
         assert target.record("worker-stt")["pid"] == pid and stack.is_alive(target.record("worker-stt"))
     finally:
-        stack.down(requested)
+        target.stop()
 
 
 # ---------------------------------------------------------------- paid TTS vendor faults
@@ -289,16 +227,14 @@ def test_worker_killed_mid_synthesis_the_turn_completes_once(faulty, vendor):
         faulty.kill("worker-tts")
         vendor.reset("ok")
         # The dead worker's claim on the synthesis stage: renewed no more, taken over once its lease runs out.
-        assert (
-            faulty.db()[faulty.settings.interactions_collection].find_one({"_id": turn_id})["status"] == "tts-running"
-        )
-        faulty.up()  # a new TTS worker; the dead one's task comes back after the visibility timeout
+        assert faulty.db[faulty.settings.interactions_collection].find_one({"_id": turn_id})["status"] == "tts-running"
+        faulty.restart()  # a new TTS worker; the dead one's task comes back after the visibility timeout
         after = _events(ws, _ended(turn_id), 90)
     finally:
         ws.close()
     _assert_once(before + after, turn_id)
     assert {e["provider"] for e in after if e["type"] == "audio"} == {"elevenlabs"}
-    turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
+    turns = list(faulty.db[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
     assert len(turns) == 1 and turns[0]["status"] == "done"
     assert "voice.tts.synthesize" in faulty.log("worker-tts")  # the new worker ran the redelivered task
 
@@ -318,9 +254,9 @@ def test_stt_worker_killed_right_after_taking_a_turn_the_turn_completes_soon_aft
         turn_id = _post_turn(faulty, session)
         _until(lambda: _handed_to_a_worker(faulty, turn_id), 30, "no STT worker took the turn", every=0.005)
         faulty.kill("worker-stt")
-        turns = faulty.db()[faulty.settings.interactions_collection]
+        turns = faulty.db[faulty.settings.interactions_collection]
         assert turns.find_one({"_id": turn_id})["status"] in ("queued", "stt-running")  # killed before recognising
-        faulty.up()  # what `voiceapp up` does: a new STT worker, ready when this returns
+        faulty.restart()  # what `voiceapp up` does: a new STT worker, ready when this returns
         back = time.monotonic()
         events = _events(ws, _ended(turn_id), 2 * RECOVERY_TARGET)  # twice the target: slack for a loaded machine
         recovered = time.monotonic() - back
@@ -361,7 +297,7 @@ def test_mongo_stopped_api_503_workers_retry_then_recover(faulty, vendor):
 
         faulty.signal("worker-dialog", signal.SIGCONT)
         _until(lambda: "Retry in" in faulty.log("worker-dialog"), 40, "the dialog task did not retry")
-        faulty.up()  # the wire server again, same port, same SQLite file
+        faulty.restart()  # the wire server again, same port, same SQLite file
         assert faulty.record("mongo")["url"] == old_mongo["url"]
         events += _events(ws, _ended(turn_id), 120)
     finally:
@@ -411,7 +347,7 @@ def test_redis_restarted_turn_in_flight_completes_and_client_resumes(faulty, ven
         old_redis = faulty.record("redis")
         faulty.kill("redis")
         ws.close()  # the client's socket drops with the outage
-        faulty.up()  # a new, empty Redis on the same port: queues, event streams and counters are gone
+        faulty.restart()  # a new, empty Redis on the same port: queues, event streams and counters are gone
         assert faulty.record("redis")["url"] == old_redis["url"]
         faulty.signal("worker-dialog", signal.SIGCONT)
 
@@ -430,7 +366,7 @@ def test_redis_restarted_turn_in_flight_completes_and_client_resumes(faulty, ven
     assert faulty.record("api")["pid"] == api_pid
     for name, record in workers.items():  # every worker reconnected by itself: none died, none was restarted
         assert faulty.record(name)["pid"] == record["pid"] and stack.is_alive(record), name
-    turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
+    turns = list(faulty.db[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
     assert sorted(t["turn_id"] for t in turns) == sorted([in_flight, next_turn])
 
 
@@ -461,7 +397,7 @@ def test_redis_restarted_mid_utterance_the_client_is_told_and_says_it_again(faul
         broker = redis.Redis.from_url(faulty.settings.redis_url)
         _until(lambda: broker.xlen(f"voiceapp:utt:{lost}:audio") == 100, 30, "the frames never reached Redis")
         faulty.kill("redis")
-        faulty.up()
+        faulty.restart()
         ws.send_binary(frames[100])  # the rest of the sentence has nowhere to go: the client is told
         error = _connection_error(ws)
         assert error["code"] == "utterance_lost" and "say it again" in error["message"]
@@ -474,7 +410,7 @@ def test_redis_restarted_mid_utterance_the_client_is_told_and_says_it_again(faul
     again = events[-1]["turn_id"]
     assert events[-1]["status"] == "done" and again != lost
     _assert_once([e for e in events if e["turn_id"] == again], again)
-    turns = list(faulty.db()[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
+    turns = list(faulty.db[faulty.settings.interactions_collection].find({"session_id": session["session_id"]}))
     assert [t["turn_id"] for t in turns] == [again]  # the lost utterance never became a turn
 
 
@@ -565,19 +501,15 @@ def test_attack_run_leaves_another_projects_visitor_unaffected(tmp_path):
 
     from voiceapp.storage.projects import create_key
 
-    requested = Settings.from_env(
-        {},
-        home=str(tmp_path / "home"),
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+    requested = stack.private_settings(
+        tmp_path / "home",
         open_projects=("demo",),  # every quota and rate at its default, but for:
         rate_limit_ip="100000/minute",  # attacker and visitor share 127.0.0.1; the per-IP limit is test_front's
     )
-    target = Stack(requested, "memory", ("stt", "dialog", "tts"))
+    target = stack.start_private(requested, mongo_engine="memory", workers=("stt", "dialog", "tts"))
     stop, counts = threading.Event(), {}
     try:
-        _migrate(target.settings)
-        key = create_key(target.db(), target.settings, "beta")
+        key = create_key(target.db, target.settings, "beta")
         api_pid = target.record("api")["pid"]
         attacker = threading.Thread(target=_attack, args=(target, stop, counts), daemon=True)
         attacker.start()
@@ -606,7 +538,7 @@ def test_attack_run_leaves_another_projects_visitor_unaffected(tmp_path):
         assert requests.get(f"{target.base_url}/healthz", timeout=10).status_code == 200
     finally:
         stop.set()
-        stack.down(requested)
+        target.stop()
     assert counts.get(413, 0) and counts.get(400, 0) and counts.get(401, 0), counts  # bombs refused, keyless refused
     assert counts.get(500, 0) == 0, counts
     assert counts["demo_sessions"] <= target.settings.open_project_max_sessions  # demo's own quota held

@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from voiceapp import stack
+import devstack as stack
 
 STAGE_TASKS = {"voice.stt.transcribe": "stt", "voice.dialog.respond": "dialog", "voice.tts.synthesize": "tts"}
 

@@ -341,7 +341,7 @@ def test_recognition_goes_to_the_gpu_queue_only_while_a_gpu_worker_is_alive(fron
 
 
 def test_ws_port_serves_websockets_from_a_separate_process(live, tmp_path):
-    from voiceapp import stack
+    import devstack as stack
 
     settings = live.settings.replace(home=str(tmp_path), api_port=stack.free_port(), ws_port=stack.free_port())
     stack.up(settings, workers=())

@@ -558,7 +558,7 @@ def test_without_an_allow_list_only_the_apis_own_origin_is_allowed(front):
 
 def test_container_access_log_never_holds_tokens(live, tmp_path):
     """The image's API (deploy/entrypoint.sh api, real gunicorn) logs paths without their query string."""
-    from voiceapp import stack
+    import devstack as stack
 
     port = stack.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICE", "API_", "MONGO", "REDIS"))}

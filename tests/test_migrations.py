@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
+import devstack as stack
 from migrations import MIGRATIONS_COLLECTION, migrate, verify
-from voiceapp import stack
 from voiceapp.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

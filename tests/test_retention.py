@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import requests
 
+import devstack as stack
 from tests.support import shared_file
-from voiceapp import stack
 from voiceapp.config import Settings, SettingsError
 from voiceapp.storage import interactions, retention, sessions, unanswered
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, put_audio

@@ -19,9 +19,10 @@ import requests
 import websocket
 from bson import json_util
 
+import devstack as stack
+from devstack.turns import ask
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import shared_file
-from voiceapp import stack
 from voiceapp.audio import decode
 from voiceapp.config import Settings
 from voiceapp.storage import projects
@@ -42,11 +43,8 @@ def leaks(tmp_path_factory):
     """Run the stack through a keyed session, then collect everything that could hold a secret."""
     vendor, server = fake_elevenlabs.start(SECRETS["elevenlabs_api_key"])
     home = tmp_path_factory.mktemp("secrets-home")
-    requested = Settings.from_env(
-        {},
-        home=str(home),
-        api_port=stack.free_port(),
-        redis_url=f"redis://127.0.0.1:{stack.free_port()}/0",
+    requested = stack.private_settings(
+        home,
         log_level="debug",
         elevenlabs_base_url=vendor.url,
         tts_default_provider="elevenlabs",
@@ -54,28 +52,22 @@ def leaks(tmp_path_factory):
         **SECRETS,
     )
     try:
-        state = stack.up(requested, flower=True, mongo_engine="memory")
-        settings = stack.resolve(requested)
-        import migrations
-        from voiceapp.storage.mongo import get_db
-
-        db = get_db(settings)
-        migrations.migrate(db, settings)
-        key = projects.create_key(db, settings, PROJECT)
-        found = _exercise(settings, stack.api_url(settings), key)
-        found["vendor_saw_key"] = [r.headers.get("xi-api-key") for r in vendor.requests]
-        found["flower"] = _flower_text(
-            state["services"]["flower"]["url"], found["turn_ids"], stack.flower_auth(requested)
-        )
-        found["logs"] = {p.name: p.read_text(errors="replace") for p in (home / "run").glob("*.log")}
-        found["events"] = _events_text(settings)
-        found["redis"] = _redis_text(settings)
-        found["mongo"] = _mongo_text(db)
-        found["project_doc"] = db[settings.projects_collection].find_one({"project": PROJECT})
-        found["key"] = key
-        yield found
+        with stack.private_stack(requested, flower=True, mongo_engine="memory") as running:
+            settings, db = running.settings, running.db
+            key = projects.create_key(db, settings, PROJECT)
+            found = _exercise(settings, running.base_url, key)
+            found["vendor_saw_key"] = [r.headers.get("xi-api-key") for r in vendor.requests]
+            found["flower"] = _flower_text(
+                running.state["services"]["flower"]["url"], found["turn_ids"], stack.flower_auth(requested)
+            )
+            found["logs"] = {p.name: p.read_text(errors="replace") for p in (home / "run").glob("*.log")}
+            found["events"] = _events_text(settings)
+            found["redis"] = _redis_text(settings)
+            found["mongo"] = _mongo_text(db)
+            found["project_doc"] = db[settings.projects_collection].find_one({"project": PROJECT})
+            found["key"] = key
+            yield found
     finally:
-        stack.down(requested)
         server.shutdown()
 
 
@@ -91,16 +83,7 @@ def _exercise(settings: Settings, base: str, key: str) -> dict:
     session = created.json()
     sid, token = session["session_id"], session["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    turn = requests.post(
-        f"{base}/api/v1/voice/sessions/{sid}/turns", data=shared_file("jfk.flac").read_bytes(), headers=auth, timeout=30
-    )
-    assert turn.status_code == 202, turn.text
-    result = requests.get(
-        f"{base}/api/v1/voice/sessions/{sid}/turns/{turn.json()['turn_id']}",
-        params={"wait": 60},
-        headers=auth,
-        timeout=90,
-    ).json()
+    result = ask(base, session, shared_file("jfk.flac").read_bytes(), timeout=90)
     assert result["status"] == "done", result
     refreshed = requests.post(f"{base}/api/v1/voice/sessions/{sid}/token", headers=auth, timeout=30)
     assert refreshed.status_code == 200
@@ -138,7 +121,7 @@ def _exercise(settings: Settings, base: str, key: str) -> dict:
         == 401
     )
     time.sleep(1.0)  # task events reach Flower a moment after the turn
-    return {"session_id": sid, "tokens": [token, new_token], "turn_ids": [turn.json()["turn_id"], ws_turn]}
+    return {"session_id": sid, "tokens": [token, new_token], "turn_ids": [result["turn_id"], ws_turn]}
 
 
 def _flower_text(url: str, turn_ids: list[str], auth: tuple[str, str]) -> str:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from voiceapp import stack
+import devstack as stack
 from voiceapp.config import Settings
 from voiceapp.errors import NotFound, SessionExpired, SessionNotFound, StorageUnavailable
 from voiceapp.storage import audio, interactions, sessions

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import requests
@@ -16,14 +17,32 @@ from .errors import VoiceError
 from .turns import TurnStatus, is_terminal
 
 
-def _settings() -> Settings:
-    """Settings from the environment, completed with the running local stack's addresses."""
-    from . import stack
+def _devstack(required: bool = True) -> Any:
+    """The local stack supervisor (the top-level `devstack` package of a source checkout), imported only here.
 
+    The service never needs it: the container image ships without it, so there the commands that talk to a
+    running stack use the environment's addresses as they are, and up/down/status say what is missing.
+    """
     try:
-        return stack.resolve(Settings.from_env())
+        import devstack
+    except ImportError:
+        if required:
+            raise click.ClickException(
+                "the local stack tool (devstack/) is not installed here: run `voiceapp up/down/status` from a source "
+                "checkout (`make install`); a deployment starts its services itself (docs/deployment.md)"
+            ) from None
+        return None
+    return devstack
+
+
+def _settings() -> Settings:
+    """Settings from the environment, completed with the running local stack's addresses (when there is one)."""
+    try:
+        settings = Settings.from_env()
     except SettingsError as err:
         raise click.ClickException(str(err)) from None
+    stack = _devstack(required=False)
+    return stack.resolve(settings) if stack else settings
 
 
 class _Group(click.Group):
@@ -59,7 +78,7 @@ def main() -> None:
 )
 def up(flower: bool, mongo_engine: str) -> None:
     """Start Redis (unless REDIS_URL answers), MongoDB-wire (unless MONGO_URI), the API and one worker per queue."""
-    from . import stack
+    stack = _devstack()
 
     try:
         settings = Settings.from_env()
@@ -80,7 +99,7 @@ def up(flower: bool, mongo_engine: str) -> None:
 @main.command()
 def down() -> None:
     """Stop what `voiceapp up` started (and nothing else)."""
-    from . import stack
+    stack = _devstack()
 
     stopped = stack.down(Settings.from_env())
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -96,7 +115,7 @@ def _print_status(status: dict) -> None:
 @main.command()
 def status() -> None:
     """Report each process of the local stack; exits 1 when one is down."""
-    from . import stack
+    stack = _devstack()
 
     info = stack.status(Settings.from_env())
     if not info:
@@ -278,9 +297,12 @@ def project_quota(name: str, max_sessions: int | None, max_websockets: int | Non
 
 
 def _api(settings: Settings) -> str:
-    from . import stack
-
-    return stack.api_url(settings)
+    """Base URL of the HTTP API: the running local stack's, else the configured host and port."""
+    stack = _devstack(required=False)
+    if stack:
+        return stack.api_url(settings)
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    return f"http://{host}:{settings.api_port}"
 
 
 def _check(response: requests.Response) -> dict:

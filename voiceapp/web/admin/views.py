@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, send_file, url_for
-from markupsafe import Markup
 from pymongo.database import Database
 from redis.exceptions import RedisError
 
@@ -20,15 +17,13 @@ from voiceapp.errors import AuthError, BadRequest, ForbiddenError, NotFound, Voi
 from voiceapp.events import EventBus
 from voiceapp.storage.audio import REPLIES_BUCKET, UPLOADS_BUCKET, get_audio
 from voiceapp.storage.projects import check_project_name
-from voiceapp.storage.sessions import as_utc
 
 from ..ratelimit import ip_limit, limiter
-from . import auth, data
+from . import auth, data, forms
 from .charts import bar_chart
 
 bp = Blueprint("voice_admin", __name__, url_prefix="/admin", template_folder="templates", static_folder="static")
 AUDIO_KINDS = {"visitor": UPLOADS_BUCKET, "reply": REPLIES_BUCKET}
-MAX_SOURCE_CHARS = 200
 MAX_QUESTION_CHARS = 500
 MAX_EVENT_SESSIONS = 200
 SESSIONS_PER_PAGE = 50  # a busy day is still a page a browser renders at once
@@ -84,37 +79,16 @@ def _denied(project: str):
     try:
         auth.require(_viewer(), project)
     except (AuthError, ForbiddenError) as err:
-        if _wants_json():
+        if forms.wants_json():
             raise
         return _sign_in_page(err.status, err.message if _viewer().signed_in else "", project)
     return None
 
 
-def _wants_json() -> bool:
-    """Scripts ask for the page's data with ?format=json or Accept: application/json."""
-    if request.args.get("format") == "json":
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
-
-
-def _jsonable(value: Any) -> Any:
-    """Dataclasses, datetimes and containers as plain JSON values (Markup charts are left out)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _jsonable(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items() if not isinstance(v, Markup)}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return as_utc(value).isoformat()
-    return value
-
-
 def _page(project: str, template: str, status: int = 200, *, api: dict[str, Any] | None = None, **context: Any):
     """Render a page of an allowed project, or its `api` data as JSON when a script asks for it."""
-    if api is not None and _wants_json():
-        return jsonify({"project": project, **_jsonable(api)}), status
+    if api is not None and forms.wants_json():
+        return jsonify({"project": project, **forms.jsonable(api)}), status
     return render_template(template, viewer=_viewer(), project=project, **context), status
 
 
@@ -195,7 +169,7 @@ def conversations(project: str):
     convs = data.conversations(db, settings, project, when, session_id)
     truncated = sum(len(c.turns) for c in convs) >= data.MAX_TURNS
     pages = max(1, -(-len(convs) // SESSIONS_PER_PAGE))
-    page = _page_number(pages)
+    page = forms.page_number(pages)
     shown = convs[(page - 1) * SESSIONS_PER_PAGE : page * SESSIONS_PER_PAGE]
     turns = [t for c in shown for t in c.turns]
     uploads = _retained(db, UPLOADS_BUCKET, [t["upload_id"] for t in turns if t.get("upload_id")])
@@ -217,14 +191,6 @@ def conversations(project: str):
         max_turns=data.MAX_TURNS,
         api={"period": when, "conversations": shown, "page": page, "pages": pages, "truncated": truncated},
     )
-
-
-def _page_number(pages: int) -> int:
-    """?page= as 1..pages; BadRequest for anything else."""
-    raw = request.args.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= pages:
-        raise BadRequest(f"page must be a number from 1 to {pages}", code="invalid_field")
-    return int(raw)
 
 
 @bp.get("/p/<project>/audio/<kind>/<audio_id>")
@@ -288,32 +254,6 @@ def knowledge_page(project: str):
     return _page(project, "admin/knowledge.html", api=api, **context)
 
 
-def _checked_source(raw: str | None) -> str:
-    source = (raw or "").strip()
-    if not source or len(source) > MAX_SOURCE_CHARS or source.startswith("$"):
-        raise BadRequest(f"the document name must be 1-{MAX_SOURCE_CHARS} characters, e.g. faq.md", "invalid_field")
-    return source
-
-
-def _uploaded_text(max_bytes: int) -> tuple[str | None, str]:
-    """(file name, UTF-8 text) from the file field, else the text field."""
-    upload = request.files.get("file")
-    if upload is not None and upload.filename:
-        raw = upload.read(max_bytes + 1)
-        name = upload.filename
-    else:
-        raw = (request.form.get("text") or "").encode()
-        name = None
-    if len(raw) > max_bytes:
-        raise BadRequest(f"the document is larger than VOICE_KB_MAX_BYTES={max_bytes}", code="payload_too_large")
-    if not raw.strip():
-        raise BadRequest("choose a file or paste the document's text", code="invalid_field")
-    try:
-        return name, raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the document must be UTF-8 text (Markdown, HTML or plain text)", "invalid_field") from None
-
-
 def _form_result(project: str, action, ok_message: str):
     """Run a knowledge form action; errors re-show the page with the message and a 4xx status."""
     try:
@@ -332,8 +272,8 @@ def knowledge_upload(project: str):
     project = _guard(project)
 
     def action() -> dict[str, Any]:
-        name, text = _uploaded_text(_settings().kb_max_bytes)
-        source = _checked_source(request.form.get("source") or name)
+        name, text = forms.uploaded_text(_settings().kb_max_bytes)
+        source = forms.checked_source(request.form.get("source") or name)
         fmt = request.form.get("format") or None
         if fmt not in (None, "markdown", "text", "html"):
             raise BadRequest("format must be markdown, text or html", code="invalid_field")
@@ -349,7 +289,7 @@ def knowledge_delete(project: str):
     project = _guard(project)
 
     def action() -> dict[str, Any]:
-        source = _checked_source(request.form.get("source"))
+        source = forms.checked_source(request.form.get("source"))
         return {"source": source, "count": knowledge.remove_documents(_db(), _settings(), project, [source])}
 
     return _form_result(project, action, "Deleted {source} ({count} passages).")
