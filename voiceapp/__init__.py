@@ -41,7 +41,4 @@ def create_app(settings: Settings | None = None) -> Flask:
         ws.init_app(app)
         widget.init_app(app)
         admin.init_app(app)
-        from .storage.retention import start_sweeper
-
-        start_sweeper(runtime, settings.retention_sweep_interval)
     return app
