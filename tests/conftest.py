@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 import devstack as stack
+from voiceapp.config import Settings
 
 # Quotas of the open project `demo` for stacks shared by many tests (the defaults suit one public demo).
 OPEN_DEMO_QUOTAS = dict(
@@ -58,6 +59,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The test session's running stack (resolved settings, base_url, ws_url, db, its processes): devstack's helper.
 Live = stack.PrivateStack
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The default settings (nothing from the environment) in a temporary home of the test session."""
+    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings):
+    """The default speech-recognition engine (tiny.en), loaded once for the test session."""
+    from voiceapp.stt.registry import get_engine
+
+    return get_engine(settings)
 
 
 @pytest.fixture(scope="session")

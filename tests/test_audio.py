@@ -44,11 +44,6 @@ def encode(
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
-    return Settings.from_env({})
-
-
-@pytest.fixture(scope="module")
 def speech(settings) -> np.ndarray:
     """The JFK recording at 16 kHz mono: the reference every encoded copy is compared with."""
     with open(JFK, "rb") as f:

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from voiceapp.audio import decode, float_to_pcm16
-from voiceapp.config import Settings
-from voiceapp.stt import get_engine
 from voiceapp.stt.endpoint import TurnDetector, ends_open, get_detector, model_path
 from voiceapp.stt.streaming import StreamingRecognizer
 from voiceapp.stt.wer import wer
@@ -17,16 +15,6 @@ RATE = 16_000
 FRAME = 1600  # 100 ms
 COMPLETE = "Where can I park my car?"
 SPLIT = "I was wondering, whether you deliver to my office."
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
-
-
-@pytest.fixture(scope="module")
-def engine(settings):
-    return get_engine(settings)
 
 
 @pytest.fixture(scope="module")

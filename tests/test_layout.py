@@ -90,3 +90,32 @@ def test_no_module_of_the_service_or_the_stack_supervisor_is_over_450_lines():
     modules = _modules("voiceapp", "tasks", "migrations", "devstack")
     long = {p.relative_to(REPO).as_posix(): n for p in modules if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _fixtures(path: Path) -> set[str]:
+    """Names of the functions a test module decorates with @pytest.fixture."""
+    tree = ast.parse(path.read_text())
+    return {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and any("fixture" in ast.unparse(d) for d in node.decorator_list)
+    }
+
+
+def test_each_fixture_name_means_one_thing_and_no_module_imports_another_modules_fixtures():
+    modules = sorted((REPO / "tests").glob("*.py"))
+    defined = {path.stem: _fixtures(path) for path in modules}
+    owners: dict[str, list[str]] = {}
+    for module, names in defined.items():
+        for name in names:
+            owners.setdefault(name, []).append(module)
+    assert {name: where for name, where in owners.items() if len(where) > 1} == {}
+    imported = [
+        f"{path.name} imports {alias.name} from {node.module}"
+        for path in modules
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tests.")
+        for alias in node.names
+        if alias.name in defined.get(node.module.split(".")[-1], set())
+    ]
+    assert imported == []

@@ -34,11 +34,6 @@ CYRILLIC = re.compile(r"[а-яё]", re.IGNORECASE)
 MAX_WER = 0.35  # measured 0.27 with base int8 (typical misses: "во сколько" as one word, one vowel)
 
 
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
-
-
 def _corpus_wer(pairs: list[tuple[str, str]]) -> float:
     errors = total = 0
     for reference, hypothesis in pairs:
@@ -158,7 +153,7 @@ def test_festival_has_no_english_voice_by_default(settings):
 
 
 @pytest.fixture
-def tts_db(mongo_uri, settings):
+def ru_tts_db(mongo_uri, settings):
     cfg = settings.replace(mongo_uri=mongo_uri, mongo_db=f"ru_{uuid.uuid4().hex[:10]}")
     migrate(get_db(cfg), cfg)
     yield cfg, get_db(cfg)
@@ -169,16 +164,16 @@ def _speak(cfg, db, text: str, language: str):
     return synthesize_reply(db, cfg, text=text, language=language, project="ru", session_id=uuid.uuid4().hex)
 
 
-def test_russian_reply_is_spoken_by_festival_and_english_by_piper(tts_db, voice):
-    cfg, db = tts_db
+def test_russian_reply_is_spoken_by_festival_and_english_by_piper(ru_tts_db, voice):
+    cfg, db = ru_tts_db
     ru = _speak(cfg, db, "Капучино стоит двести пятьдесят рублей.", "ru-RU")
     assert ru.provider == "festival" and ru.chunks[0].fallback_from is None and ru.audio_ids
     en = _speak(cfg, db, "We open at nine.", "en-US")
     assert en.provider == "piper"
 
 
-def test_without_a_local_russian_voice_the_browser_speaks_ru_ru(tts_db, caplog):
-    cfg, db = tts_db
+def test_without_a_local_russian_voice_the_browser_speaks_ru_ru(ru_tts_db, caplog):
+    cfg, db = ru_tts_db
     cfg = cfg.replace(festival_bin="/nonexistent/festival")
     with caplog.at_level(logging.WARNING, logger="voiceapp.tts.service"):
         speech = _speak(cfg, db, "Мы открываемся в девять.", "ru")
@@ -186,8 +181,8 @@ def test_without_a_local_russian_voice_the_browser_speaks_ru_ru(tts_db, caplog):
     assert festival.INSTALL_HINT in caplog.text
 
 
-def test_tts_voices_map_chooses_provider_and_voice(tts_db):
-    cfg, db = tts_db
+def test_tts_voices_map_chooses_provider_and_voice(ru_tts_db):
+    cfg, db = ru_tts_db
     cfg = cfg.replace(tts_voices=("ru:browser/Milena",))
     speech = _speak(cfg, db, "Добрый день.", "ru-RU")
     assert speech.provider == "browser" and speech.chunks[0].speech["voice"] == "Milena"
@@ -322,12 +317,12 @@ def test_russian_demo_question_is_russian_speech(settings):
     assert errors / total <= 0.4, heard.text
 
 
-def test_tts_voices_sends_a_russian_reply_to_the_vendor_voice(tts_db):
+def test_tts_voices_sends_a_russian_reply_to_the_vendor_voice(ru_tts_db):
     from tests.fakes import elevenlabs as fake_elevenlabs
 
     state, server = fake_elevenlabs.start("xi-ru-key")
     try:
-        cfg, db = tts_db
+        cfg, db = ru_tts_db
         cfg = cfg.replace(
             elevenlabs_api_key="xi-ru-key",
             elevenlabs_base_url=state.url,

@@ -33,16 +33,6 @@ LIBRI_TEXT = (
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
-
-
-@pytest.fixture(scope="module")
-def engine(settings):
-    return get_engine(settings)
-
-
-@pytest.fixture(scope="module")
 def jfk(settings) -> DecodedAudio:
     return decode((DATA / "jfk.flac").read_bytes(), settings)
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from voiceapp.audio import decode, float_to_pcm16
-from voiceapp.config import Settings
 from voiceapp.models import DecodedAudio
 from voiceapp.stt import get_engine
 from voiceapp.stt.faster_whisper import (
@@ -34,26 +33,17 @@ QUESTIONS = ("Can I pay by card?", "What are your opening hours on Sunday?", "Wh
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
-    return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
-
-
-@pytest.fixture(scope="module")
-def engine(settings):
-    return get_engine(settings)
-
-
-@pytest.fixture(scope="module")
-def jfk(settings) -> np.ndarray:
+def jfk_samples(settings) -> np.ndarray:
+    """The JFK recording as 16 kHz float samples."""
     return decode((DATA / "jfk.flac").read_bytes(), settings).samples
 
 
 @pytest.fixture(scope="module")
-def clips(settings, jfk) -> list[tuple[str, np.ndarray]]:
+def clips(settings, jfk_samples) -> list[tuple[str, np.ndarray]]:
     """(reference, 16 kHz samples): the real recordings and Piper-spoken questions."""
     with wave.open(str(DATA / "librispeech_stereo.wav")) as reader:
         pcm = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").reshape(-1, 2)
-    out = [(JFK_TEXT, jfk)] + [(LIBRI_TEXT[ch], (pcm[:, ch] / 32768.0).astype(np.float32)) for ch in (0, 1)]
+    out = [(JFK_TEXT, jfk_samples)] + [(LIBRI_TEXT[ch], (pcm[:, ch] / 32768.0).astype(np.float32)) for ch in (0, 1)]
     piper = get_provider(settings, "piper")
     for text in QUESTIONS:
         out.append((text, decode(piper.synthesize(text, None, None).audio, settings).samples))
@@ -101,12 +91,15 @@ def test_window_frames_is_the_clip_rounded_up_plus_a_margin_capped_at_30_s():
     assert window_frames(16000 * 45, 1) is None
 
 
-def test_final_and_draft_encoders_see_the_short_window(engine, spy, jfk):
-    audio = DecodedAudio(jfk, 16000)
+def test_final_and_draft_encoders_see_the_short_window(engine, spy, jfk_samples):
+    audio = DecodedAudio(jfk_samples, 16000)
     fallbacks = engine.window_fallbacks
     engine.transcribe(audio, "en")
     engine.transcribe_draft(audio, "en")
-    assert spy.frames == [window_frames(jfk.size, FINAL_MARGIN_S), window_frames(jfk.size, DRAFT_MARGIN_S)]
+    assert spy.frames == [
+        window_frames(jfk_samples.size, FINAL_MARGIN_S),
+        window_frames(jfk_samples.size, DRAFT_MARGIN_S),
+    ]
     assert spy.frames[0] < 3000 and engine.window_fallbacks == fallbacks
 
 
@@ -231,11 +224,11 @@ class CountingEngine:
         return self.engine.transcribe_draft(audio, language)
 
 
-def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jfk):
+def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jfk_samples):
     counting = CountingEngine(engine)
-    # jfk pauses ~1 s after "Americans": a 2 s end silence keeps it one utterance.
+    # jfk_samples pauses ~1 s after "Americans": a 2 s end silence keeps it one utterance.
     recognizer = StreamingRecognizer(counting, settings, "en", end_silence=2.0)
-    pcm = float_to_pcm16(np.concatenate([jfk, np.zeros(16000 * 3, np.float32)]))
+    pcm = float_to_pcm16(np.concatenate([jfk_samples, np.zeros(16000 * 3, np.float32)]))
     finals = []
     for start in range(0, len(pcm), 3200):
         finals += [t for t in recognizer.feed(pcm[start : start + 3200]) if t.final]

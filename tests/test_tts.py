@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from voiceapp.audio import decode, wav_info
-from voiceapp.config import Settings
 from voiceapp.errors import ProviderUnavailable, TtsError
 from voiceapp.stt import get_engine
 from voiceapp.stt.wer import word_errors
@@ -23,11 +22,6 @@ SENTENCES = [
     "Where is the nearest parking garage?",
     "The delivery usually takes three to five business days.",
 ]
-
-
-@pytest.fixture(scope="module")
-def settings() -> Settings:
-    return Settings.from_env({})
 
 
 @pytest.fixture(scope="module")

@@ -33,21 +33,22 @@ PRICE = 0.30 / 1000
 
 
 @pytest.fixture(scope="module")
-def eleven():
+def eleven_vendor():
     state, server = fake_elevenlabs.start(XI_KEY)
     yield state
     server.shutdown()
 
 
 @pytest.fixture
-def settings(mongo_uri, eleven) -> Settings:
-    eleven.reset()
+def tts_settings(mongo_uri, eleven_vendor) -> Settings:
+    """Settings on a fresh, migrated database with the fake ElevenLabs first and piper, then browser, behind it."""
+    eleven_vendor.reset()
     cfg = Settings.from_env(
         {},
         mongo_uri=mongo_uri,
         mongo_db=f"tts_{uuid.uuid4().hex[:10]}",
         elevenlabs_api_key=XI_KEY,
-        elevenlabs_base_url=eleven.url,
+        elevenlabs_base_url=eleven_vendor.url,
         tts_timeout=30.0,
         tts_fallback_chain=("piper", "browser"),
     )
@@ -57,8 +58,9 @@ def settings(mongo_uri, eleven) -> Settings:
 
 
 @pytest.fixture
-def db(settings):
-    return get_db(settings)
+def tts_db(tts_settings):
+    """The database of `tts_settings` (the audio cache and its GridFS buckets)."""
+    return get_db(tts_settings)
 
 
 def speak(db, settings, text=REPLY, provider="elevenlabs", project="acme", session_id="s1", **kw):
@@ -90,21 +92,21 @@ def files(db) -> int:
 # ---- chunking ----
 
 
-def test_next_sentence_is_synthesized_while_the_previous_one_is_published(db, settings, eleven):
+def test_next_sentence_is_synthesized_while_the_previous_one_is_published(tts_db, tts_settings, eleven_vendor):
     seen = []
 
     def on_chunk(chunk: ChunkResult) -> None:
-        at_start = len(eleven.requests)
+        at_start = len(eleven_vendor.requests)
         if chunk.index == 0:
             # Hold the first publication until the second sentence reached the provider (or give up).
             deadline = time.monotonic() + 30
-            while len(eleven.requests) < 2 and time.monotonic() < deadline:
+            while len(eleven_vendor.requests) < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
-        seen.append((chunk.index, at_start, len(eleven.requests)))
+        seen.append((chunk.index, at_start, len(eleven_vendor.requests)))
 
     result = synthesize_reply(
-        db,
-        settings,
+        tts_db,
+        tts_settings,
         text=REPLY,
         language="en-US",
         provider_name="elevenlabs",
@@ -120,7 +122,7 @@ def test_next_sentence_is_synthesized_while_the_previous_one_is_published(db, se
         "Parking is behind the store.",
         "Ask at the desk for a ticket.",
     ]
-    assert [r.body["text"] for r in eleven.requests] == [c.text for c in result.chunks]
+    assert [r.body["text"] for r in eleven_vendor.requests] == [c.text for c in result.chunks]
     first = result.chunks[0]
     assert (first.provider, first.mime_type, first.cached, first.total, first.fallback_from) == (
         "elevenlabs",
@@ -130,30 +132,30 @@ def test_next_sentence_is_synthesized_while_the_previous_one_is_published(db, se
         None,
     )
     assert result.chunks[-1].last and not first.last
-    data, info = get_audio(db, first.audio_id, REPLIES_BUCKET)
+    data, info = get_audio(tts_db, first.audio_id, REPLIES_BUCKET)
     assert data == fake_elevenlabs.FAKE_MP3 and info["content_type"] == "audio/mpeg"
     event = first.to_event()
     assert {"index", "total", "audio_id", "provider", "text", "mime_type", "cached", "last"} <= set(event)
 
 
-def test_empty_reply_is_refused(db, settings):
+def test_empty_reply_is_refused(tts_db, tts_settings):
     with pytest.raises(TtsError):
-        speak(db, settings, text="  ")
+        speak(tts_db, tts_settings, text="  ")
 
 
 # ---- cache ----
 
 
-def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(db, settings, eleven):
+def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(tts_db, tts_settings, eleven_vendor):
     hits, misses = metric("voice_audio_cache_hits_total"), metric("voice_audio_cache_misses_total")
-    first = speak(db, settings)
-    entries = db[settings.audio_cache_collection]
+    first = speak(tts_db, tts_settings)
+    entries = tts_db[tts_settings.audio_cache_collection]
     before = {d["audio_id"]: d["accessed_at"] for d in entries.find()}
-    assert len(eleven.requests) == 3 and first.cache_misses == 3 and first.cache_hits == 0
-    second = speak(db, settings, session_id="s2")
-    assert len(eleven.requests) == 3  # the vendor was not called again
+    assert len(eleven_vendor.requests) == 3 and first.cache_misses == 3 and first.cache_hits == 0
+    second = speak(tts_db, tts_settings, session_id="s2")
+    assert len(eleven_vendor.requests) == 3  # the vendor was not called again
     assert second.cache_hits == 3 and all(c.cached for c in second.chunks)
-    assert second.audio_ids == first.audio_ids and files(db) == 3
+    assert second.audio_ids == first.audio_ids and files(tts_db) == 3
     after = {d["audio_id"]: d["accessed_at"] for d in entries.find()}
     assert all(after[a] > before[a] for a in before)
     assert metric("voice_audio_cache_hits_total") - hits == 3
@@ -169,121 +171,125 @@ def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(db, se
     assert doc["bytes"] == len(fake_elevenlabs.FAKE_MP3) and doc["created_at"] <= doc["accessed_at"]
 
 
-def test_cache_key_separates_voice_language_provider_and_format(db, settings, eleven):
+def test_cache_key_separates_voice_language_provider_and_format(tts_db, tts_settings, eleven_vendor):
     text = "Hello there."
-    speak(db, settings, text=text)
-    assert speak(db, settings, text=text, voice="other-voice").cache_hits == 0
-    assert speak(db, settings, text=text, language="ru-RU").cache_hits == 0
-    assert speak(db, settings.replace(elevenlabs_output_format="wav_22050"), text=text).cache_hits == 0
-    assert speak(db, settings, text=text, provider="piper").cache_hits == 0
-    assert speak(db, settings, text="Hello   there.").cache_hits == 1  # whitespace does not change speech
-    assert len(eleven.requests) == 4
-    assert db[settings.audio_cache_collection].count_documents({}) == 5
+    speak(tts_db, tts_settings, text=text)
+    assert speak(tts_db, tts_settings, text=text, voice="other-voice").cache_hits == 0
+    assert speak(tts_db, tts_settings, text=text, language="ru-RU").cache_hits == 0
+    assert speak(tts_db, tts_settings.replace(elevenlabs_output_format="wav_22050"), text=text).cache_hits == 0
+    assert speak(tts_db, tts_settings, text=text, provider="piper").cache_hits == 0
+    assert speak(tts_db, tts_settings, text="Hello   there.").cache_hits == 1  # whitespace does not change speech
+    assert len(eleven_vendor.requests) == 4
+    assert tts_db[tts_settings.audio_cache_collection].count_documents({}) == 5
 
 
-def test_cache_off_stores_plain_turn_audio(db, settings, eleven):
-    off = settings.replace(cache_audio=False)
-    one = speak(db, off, text="Hi.", turn_id="t1")
-    two = speak(db, off, text="Hi.", turn_id="t2")
-    assert len(eleven.requests) == 2 and one.audio_ids != two.audio_ids
-    assert db[settings.audio_cache_collection].count_documents({}) == 0
-    _data, info = get_audio(db, two.audio_ids[0], REPLIES_BUCKET)
+def test_cache_off_stores_plain_turn_audio(tts_db, tts_settings, eleven_vendor):
+    off = tts_settings.replace(cache_audio=False)
+    one = speak(tts_db, off, text="Hi.", turn_id="t1")
+    two = speak(tts_db, off, text="Hi.", turn_id="t2")
+    assert len(eleven_vendor.requests) == 2 and one.audio_ids != two.audio_ids
+    assert tts_db[tts_settings.audio_cache_collection].count_documents({}) == 0
+    _data, info = get_audio(tts_db, two.audio_ids[0], REPLIES_BUCKET)
     assert info["metadata"]["cache"] is False and info["metadata"]["turn_id"] == "t2"
     assert info["metadata"]["session_id"] == "s1"
 
 
-def test_expired_entries_are_not_served_and_prune_deletes_them_with_their_files(db, settings, eleven):
-    old = speak(db, settings, text="Old news.")
-    entries = db[settings.audio_cache_collection]
-    stale = datetime.now(timezone.utc) - timedelta(seconds=settings.cache_ttl + 5)
+def test_expired_entries_are_not_served_and_prune_deletes_them_with_their_files(tts_db, tts_settings, eleven_vendor):
+    old = speak(tts_db, tts_settings, text="Old news.")
+    entries = tts_db[tts_settings.audio_cache_collection]
+    stale = datetime.now(timezone.utc) - timedelta(seconds=tts_settings.cache_ttl + 5)
     entries.update_many({}, {"$set": {"accessed_at": stale}})
-    fresh = speak(db, settings, text="Old news.")
-    assert fresh.cache_hits == 0 and len(eleven.requests) == 2 and files(db) == 2
+    fresh = speak(tts_db, tts_settings, text="Old news.")
+    assert fresh.cache_hits == 0 and len(eleven_vendor.requests) == 2 and files(tts_db) == 2
     # Whether MongoDB's TTL monitor already took the stale entry (emulator: at once) or prune does, the file goes.
-    report = cache.prune(db, settings, now=datetime.now(timezone.utc) + cache.ORPHAN_GRACE + timedelta(seconds=1))
+    report = cache.prune(
+        tts_db, tts_settings, now=datetime.now(timezone.utc) + cache.ORPHAN_GRACE + timedelta(seconds=1)
+    )
     assert report["expired"] + report["orphans"] == 1
-    assert entries.count_documents({}) == 1 and files(db) == 1
+    assert entries.count_documents({}) == 1 and files(tts_db) == 1
     with pytest.raises(NotFound):
-        get_audio(db, old.audio_ids[0], REPLIES_BUCKET)
-    assert speak(db, settings, text="Old news.").cache_hits == 1
+        get_audio(tts_db, old.audio_ids[0], REPLIES_BUCKET)
+    assert speak(tts_db, tts_settings, text="Old news.").cache_hits == 1
 
 
-def test_prune_removes_orphan_cache_files_and_lookup_drops_entries_without_file(db, settings):
-    result = speak(db, settings, text="Orphan test.")
-    entries = db[settings.audio_cache_collection]
+def test_prune_removes_orphan_cache_files_and_lookup_drops_entries_without_file(tts_db, tts_settings):
+    result = speak(tts_db, tts_settings, text="Orphan test.")
+    entries = tts_db[tts_settings.audio_cache_collection]
     entries.delete_many({})  # as MongoDB's TTL monitor would
-    assert files(db) == 1
+    assert files(tts_db) == 1
     later = datetime.now(timezone.utc) + cache.ORPHAN_GRACE + timedelta(seconds=1)
-    assert cache.prune(db, settings, now=later)["orphans"] == 1 and files(db) == 0
-    again = speak(db, settings, text="Orphan test.")
-    db[f"{REPLIES_BUCKET}.files"].delete_one({"_id": ObjectId(again.audio_ids[0])})
-    assert speak(db, settings, text="Orphan test.").cache_hits == 0  # entry without file is a miss
+    assert cache.prune(tts_db, tts_settings, now=later)["orphans"] == 1 and files(tts_db) == 0
+    again = speak(tts_db, tts_settings, text="Orphan test.")
+    tts_db[f"{REPLIES_BUCKET}.files"].delete_one({"_id": ObjectId(again.audio_ids[0])})
+    assert speak(tts_db, tts_settings, text="Orphan test.").cache_hits == 0  # entry without file is a miss
     assert entries.count_documents({}) == 1
     assert result.audio_ids != again.audio_ids
 
 
-def test_remove_deletes_entries_and_files_together(db, settings):
-    speak(db, settings)
-    assert files(db) == 3
-    assert cache.remove(db, settings, {"provider": "elevenlabs"}) == 3
-    assert files(db) == 0 and cache.stats(db, settings) == {"entries": 0, "bytes": 0}
+def test_remove_deletes_entries_and_files_together(tts_db, tts_settings):
+    speak(tts_db, tts_settings)
+    assert files(tts_db) == 3
+    assert cache.remove(tts_db, tts_settings, {"provider": "elevenlabs"}) == 3
+    assert files(tts_db) == 0 and cache.stats(tts_db, tts_settings) == {"entries": 0, "bytes": 0}
 
 
-def test_size_cap_evicts_least_recently_used(db, settings, eleven):
+def test_size_cap_evicts_least_recently_used(tts_db, tts_settings, eleven_vendor):
     size = len(fake_elevenlabs.FAKE_MP3)
-    capped = settings.replace(cache_max_bytes=2 * size + 10)
-    first = speak(db, capped, text="One.")
-    second = speak(db, capped, text="Two.")
-    assert speak(db, capped, text="One.").cache_hits == 1  # "Two." is now the least recently used
-    speak(db, capped, text="Three.")
-    assert cache.stats(db, capped) == {"entries": 2, "bytes": 2 * size} and files(db) == 2
+    capped = tts_settings.replace(cache_max_bytes=2 * size + 10)
+    first = speak(tts_db, capped, text="One.")
+    second = speak(tts_db, capped, text="Two.")
+    assert speak(tts_db, capped, text="One.").cache_hits == 1  # "Two." is now the least recently used
+    speak(tts_db, capped, text="Three.")
+    assert cache.stats(tts_db, capped) == {"entries": 2, "bytes": 2 * size} and files(tts_db) == 2
     with pytest.raises(NotFound):
-        get_audio(db, second.audio_ids[0], REPLIES_BUCKET)
-    assert get_audio(db, first.audio_ids[0], REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
+        get_audio(tts_db, second.audio_ids[0], REPLIES_BUCKET)
+    assert get_audio(tts_db, first.audio_ids[0], REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
 
 
 # ---- fallback ----
 
 
-def test_provider_error_falls_back_and_says_who_answered(db, settings, eleven, caplog):
-    eleven.reset("error")
+def test_provider_error_falls_back_and_says_who_answered(tts_db, tts_settings, eleven_vendor, caplog):
+    eleven_vendor.reset("error")
     before = metric("voice_tts_fallbacks_total", **{"from": "elevenlabs", "to": "piper"})
     with caplog.at_level(logging.WARNING, logger="voiceapp.tts"):
-        result = speak(db, settings)
+        result = speak(tts_db, tts_settings)
     assert [c.provider for c in result.chunks] == ["piper"] * 3
     assert all(c.fallback_from == "elevenlabs" and c.mime_type == "audio/wav" for c in result.chunks)
-    assert len(eleven.requests) == 1  # a failed provider is not retried for the rest of the reply
+    assert len(eleven_vendor.requests) == 1  # a failed provider is not retried for the rest of the reply
     assert [f.provider for f in result.failures] == ["elevenlabs"] and "HTTP 500" in result.failures[0].message
     assert metric("voice_tts_fallbacks_total", **{"from": "elevenlabs", "to": "piper"}) - before == 1
     assert "fell back from elevenlabs to piper" in caplog.text
     assert result.to_doc()["provider"] == "piper" and result.to_doc()["requested_provider"] == "elevenlabs"
 
 
-def test_timeout_falls_back(db, settings, eleven):
-    eleven.reset("slow", delay=3.0)
+def test_timeout_falls_back(tts_db, tts_settings, eleven_vendor):
+    eleven_vendor.reset("slow", delay=3.0)
     # The browser voice answers at once: the test does not depend on how fast this machine runs Piper.
-    result = speak(db, settings.replace(tts_timeout=0.5, tts_fallback_chain=("browser",)), text="Are you there?")
+    result = speak(
+        tts_db, tts_settings.replace(tts_timeout=0.5, tts_fallback_chain=("browser",)), text="Are you there?"
+    )
     assert result.chunks[0].provider == "browser" and result.chunks[0].fallback_from == "elevenlabs"
     assert [(f.provider, f.code) for f in result.failures] == [("elevenlabs", "tts_timeout")]
 
 
-def test_unavailable_provider_falls_back(db, settings):
-    result = speak(db, settings, text="Hello.", provider="azure")
+def test_unavailable_provider_falls_back(tts_db, tts_settings):
+    result = speak(tts_db, tts_settings, text="Hello.", provider="azure")
     assert result.chunks[0].provider == "piper"
     assert result.failures[0].code == "provider_unavailable" and "AZURE_SPEECH_KEY" in result.failures[0].message
 
 
-def test_every_provider_failing_is_one_typed_error(db, settings, eleven):
-    eleven.reset("error")
+def test_every_provider_failing_is_one_typed_error(tts_db, tts_settings, eleven_vendor):
+    eleven_vendor.reset("error")
     with pytest.raises(TtsError) as info:
-        speak(db, settings.replace(tts_fallback_chain=("azure",)), text="Hello.")
+        speak(tts_db, tts_settings.replace(tts_fallback_chain=("azure",)), text="Hello.")
     assert info.value.code == "tts_unavailable"
     assert "elevenlabs: " in info.value.message and "azure: " in info.value.message
 
 
-def test_browser_chunks_carry_hints_and_no_audio(db, settings):
-    result = speak(db, settings, text="Hello. Goodbye.", provider="browser", language="ru-RU", voice="Milena")
-    assert [c.audio_id for c in result.chunks] == [None, None] and files(db) == 0
+def test_browser_chunks_carry_hints_and_no_audio(tts_db, tts_settings):
+    result = speak(tts_db, tts_settings, text="Hello. Goodbye.", provider="browser", language="ru-RU", voice="Milena")
+    assert [c.audio_id for c in result.chunks] == [None, None] and files(tts_db) == 0
     assert result.chunks[0].speech == {"text": "Hello.", "lang": "ru-RU", "voice": "Milena"}
     assert result.chunks[0].mime_type is None and result.cost_usd == 0.0
 
@@ -295,23 +301,23 @@ def _analytics(db, settings, **query):
     return list(db[settings.analytics_collection].find(query))
 
 
-def test_cost_is_recorded_per_project_session_and_day_and_hits_are_free(db, settings):
-    first = speak(db, settings, session_id="s1")
+def test_cost_is_recorded_per_project_session_and_day_and_hits_are_free(tts_db, tts_settings):
+    first = speak(tts_db, tts_settings, session_id="s1")
     chars = len(REPLY.replace(" We", "We").replace(" Parking", "Parking").replace(" Ask", "Ask"))
     assert first.characters_synthesized == chars
     assert first.cost_usd == pytest.approx(chars * PRICE)
-    speak(db, settings, session_id="s2")  # all cache hits
+    speak(tts_db, tts_settings, session_id="s2")  # all cache hits
     day = cost.today()
-    [s1] = _analytics(db, settings, kind="tts_cost", session_id="s1")
-    [s2] = _analytics(db, settings, kind="tts_cost", session_id="s2")
+    [s1] = _analytics(tts_db, tts_settings, kind="tts_cost", session_id="s1")
+    [s2] = _analytics(tts_db, tts_settings, kind="tts_cost", session_id="s2")
     assert (s1["project"], s1["day"], s1["characters"]) == ("acme", day, chars)
     assert s1["cost_usd"] == pytest.approx(chars * PRICE)
     assert s1["providers"]["elevenlabs"]["characters"] == chars
     assert s2["cost_usd"] == 0 and s2["cached_characters"] == chars
-    assert cost.project_cost_today(db, settings, "acme") == pytest.approx(chars * PRICE)
+    assert cost.project_cost_today(tts_db, tts_settings, "acme") == pytest.approx(chars * PRICE)
     assert metric("voice_tts_cost_usd_today", project="acme") == pytest.approx(chars * PRICE)
-    speak(db, settings, text="Free words.", provider="piper")
-    assert cost.project_cost_today(db, settings, "acme") == pytest.approx(chars * PRICE)
+    speak(tts_db, tts_settings, text="Free words.", provider="piper")
+    assert cost.project_cost_today(tts_db, tts_settings, "acme") == pytest.approx(chars * PRICE)
 
 
 def test_prices_are_configurable():
@@ -323,72 +329,72 @@ def test_prices_are_configurable():
     assert cost.cost_of(flash, "elevenlabs", 2000) == pytest.approx(0.18)  # half a credit per character
 
 
-def test_daily_alert_is_logged_and_emitted_once(db, settings, caplog):
-    cheap = settings.replace(cost_alert_threshold=0.005)
+def test_daily_alert_is_logged_and_emitted_once(tts_db, tts_settings, caplog):
+    cheap = tts_settings.replace(cost_alert_threshold=0.005)
     with caplog.at_level(logging.WARNING, logger="voiceapp.tts.cost"):
-        first = speak(db, cheap, text="This sentence costs a little money, about one cent in total.")
-        second = speak(db, cheap, text="And this one costs a little more money on the same day.")
+        first = speak(tts_db, cheap, text="This sentence costs a little money, about one cent in total.")
+        second = speak(tts_db, cheap, text="And this one costs a little more money on the same day.")
     assert first.cost_alert and not second.cost_alert
     assert caplog.text.count("TTS cost alert") == 1
-    [alert] = _analytics(db, settings, kind="cost_alert")
+    [alert] = _analytics(tts_db, tts_settings, kind="cost_alert")
     assert alert["day"] == cost.today() and alert["threshold"] == 0.005
     assert metric("voice_cost_alert_active") == 1.0
-    assert not cost.refresh_alert_gauge(db, cheap, now=datetime.now(timezone.utc) + timedelta(days=1))
+    assert not cost.refresh_alert_gauge(tts_db, cheap, now=datetime.now(timezone.utc) + timedelta(days=1))
     assert metric("voice_cost_alert_active") == 0.0
 
 
-def test_cost_tracking_off_records_nothing(db, settings):
-    off = settings.replace(enable_cost_tracking=False, cost_alert_threshold=0.0, project_daily_budget=0.0001)
-    speak(db, off)
-    result = speak(db, off, text="Still the paid voice.")
+def test_cost_tracking_off_records_nothing(tts_db, tts_settings):
+    off = tts_settings.replace(enable_cost_tracking=False, cost_alert_threshold=0.0, project_daily_budget=0.0001)
+    speak(tts_db, off)
+    result = speak(tts_db, off, text="Still the paid voice.")
     assert result.chunks[0].provider == "elevenlabs" and not result.budget_capped
-    assert _analytics(db, settings) == []
+    assert _analytics(tts_db, tts_settings) == []
 
 
-def test_daily_budget_switches_the_project_to_a_free_provider(db, settings, eleven):
-    budget = settings.replace(project_daily_budget=0.01)
-    speak(db, budget, text="A reply long enough to use up the whole daily budget of this small project.")
-    assert cost.over_budget(db, budget, "acme")
-    calls = len(eleven.requests)
-    capped = speak(db, budget, text="Now the free voice speaks.")
-    assert capped.budget_capped and capped.chunks[0].provider == "piper" and len(eleven.requests) == calls
-    other = speak(db, budget, text="Now the free voice speaks.", project="other")
+def test_daily_budget_switches_the_project_to_a_free_provider(tts_db, tts_settings, eleven_vendor):
+    budget = tts_settings.replace(project_daily_budget=0.01)
+    speak(tts_db, budget, text="A reply long enough to use up the whole daily budget of this small project.")
+    assert cost.over_budget(tts_db, budget, "acme")
+    calls = len(eleven_vendor.requests)
+    capped = speak(tts_db, budget, text="Now the free voice speaks.")
+    assert capped.budget_capped and capped.chunks[0].provider == "piper" and len(eleven_vendor.requests) == calls
+    other = speak(tts_db, budget, text="Now the free voice speaks.", project="other")
     assert not other.budget_capped and other.chunks[0].provider == "elevenlabs"
 
 
 # ---- Piper for real, checked by ear ----
 
 
-def test_round_trip_piper_reply_is_understood(db, settings):
-    settings = settings.replace(elevenlabs_api_key="")
+def test_round_trip_piper_reply_is_understood(tts_db, tts_settings):
+    tts_settings = tts_settings.replace(elevenlabs_api_key="")
     count = metric("voice_synthesis_duration_seconds_count", provider="piper")
     text = (
         "Our store is open from nine in the morning until six in the evening. "
         "You can find the pricing page at the top of the website. "
         "The delivery usually takes three to five business days."
     )
-    result = speak(db, settings, text=text, provider=None)
+    result = speak(tts_db, tts_settings, text=text, provider=None)
     assert [c.provider for c in result.chunks] == ["piper"] * 3 and result.cost_usd == 0.0
-    stt = get_engine(settings)
+    stt = get_engine(tts_settings)
     heard = []
     for chunk in result.chunks:
-        data, info = get_audio(db, chunk.audio_id, REPLIES_BUCKET)
+        data, info = get_audio(tts_db, chunk.audio_id, REPLIES_BUCKET)
         assert info["content_type"] == "audio/wav" and chunk.duration > 1.0
-        heard.append(stt.transcribe(decode(data, settings), "en-US").text)
+        heard.append(stt.transcribe(decode(data, tts_settings), "en-US").text)
     errors, words = word_errors(text, " ".join(heard))
     assert errors / words <= 0.2, heard
     assert metric("voice_synthesis_duration_seconds_count", provider="piper") - count == 1  # once per reply
-    assert speak(db, settings, text=text, provider=None).cache_hits == 3
+    assert speak(tts_db, tts_settings, text=text, provider=None).cache_hits == 3
     assert metric("voice_synthesis_duration_seconds_count", provider="piper") - count == 1  # cache hits: not observed
 
 
-def test_cache_housekeeping_command(db, settings):
+def test_cache_housekeeping_command(tts_db, tts_settings):
     import json
     import subprocess
     import sys
 
-    speak(db, settings, text="Kept for the command.")
-    env = {**settings.to_env(), "PATH": "/usr/bin:/bin"}
+    speak(tts_db, tts_settings, text="Kept for the command.")
+    env = {**tts_settings.to_env(), "PATH": "/usr/bin:/bin"}
 
     def run(action: str) -> dict:
         done = subprocess.run(
@@ -403,16 +409,16 @@ def test_cache_housekeeping_command(db, settings):
 
     assert run("stats") == {"entries": 1, "bytes": len(fake_elevenlabs.FAKE_MP3)}
     assert run("prune") == {"expired": 0, "orphans": 0, "evicted": 0}
-    assert run("clear") == {"removed": 1} and files(db) == 0
+    assert run("clear") == {"removed": 1} and files(tts_db) == 0
 
 
-def test_chunks_published_as_audio_events_over_real_redis(db, settings):
+def test_chunks_published_as_audio_events_over_real_redis(tts_db, tts_settings):
     """How the TTS stage uses on_chunk: one `audio` event per sentence, in order, replayable."""
     import redis
 
     from voiceapp.events import EventBus, EventType
 
-    bus = EventBus(redis.Redis.from_url(settings.redis_url), retention_s=60)
+    bus = EventBus(redis.Redis.from_url(tts_settings.redis_url), retention_s=60)
     session_id = f"tts-{uuid.uuid4().hex}"
 
     def publish(chunk: ChunkResult) -> None:
@@ -422,8 +428,8 @@ def test_chunks_published_as_audio_events_over_real_redis(db, settings):
         bus.publish(session_id, EventType.AUDIO, "turn-1", **data)
 
     result = synthesize_reply(
-        db,
-        settings,
+        tts_db,
+        tts_settings,
         text="Hello there. Welcome back.",
         language="en-US",
         provider_name="elevenlabs",
@@ -439,7 +445,7 @@ def test_chunks_published_as_audio_events_over_real_redis(db, settings):
     assert events[0].data["provider"] == "elevenlabs" and events[0].data["text"] == "Hello there."
 
 
-def test_a_failing_publication_stops_the_synthesis_and_is_raised(db, settings, eleven):
+def test_a_failing_publication_stops_the_synthesis_and_is_raised(tts_db, tts_settings, eleven_vendor):
     class BargedIn(Exception):
         pass
 
@@ -451,8 +457,8 @@ def test_a_failing_publication_stops_the_synthesis_and_is_raised(db, settings, e
 
     with pytest.raises(BargedIn):
         synthesize_reply(
-            db,
-            settings,
+            tts_db,
+            tts_settings,
             text=REPLY,
             language="en-US",
             provider_name="elevenlabs",
@@ -462,4 +468,4 @@ def test_a_failing_publication_stops_the_synthesis_and_is_raised(db, settings, e
         )
     # Nothing after the failure is published, and the third sentence is never synthesized.
     assert published == [0]
-    assert len(eleven.requests) <= 2
+    assert len(eleven_vendor.requests) <= 2
