@@ -11,6 +11,7 @@ import time
 import requests
 import websocket
 
+from devstack.turns import ask
 from tests.support import new_session, shared_file
 from voiceapp.storage.projects import create_key
 from voiceapp.web import ws as ws_module
@@ -100,10 +101,7 @@ def test_a_token_never_opens_another_sessions_turns_audio_or_history(live, demo_
     owner = new_session(live.base_url, "demo")
     stranger = new_session(live.base_url, "demo")
     base = f"{live.base_url}/api/v1/voice/sessions/{owner['session_id']}"
-    posted = requests.post(f"{base}/turns", data=shared_file("jfk.flac").read_bytes(), headers=_auth(owner), timeout=30)
-    turn = requests.get(
-        f"{base}/turns/{posted.json()['turn_id']}", params={"wait": 60}, headers=_auth(owner), timeout=70
-    ).json()
+    turn = ask(live.base_url, owner, shared_file("jfk.flac").read_bytes())
     assert turn["status"] == "done"
     for url in (f"{base}/turns/{turn['turn_id']}", f"{live.base_url}{turn['audio_url']}", f"{base}/history", base):
         response = requests.get(url, headers=_auth(stranger), timeout=10)

@@ -10,6 +10,7 @@ import pytest
 import requests
 import websocket
 
+from devstack.turns import ask
 from tests.support import new_session, shared_file, word_error_rate
 from voiceapp.audio import decode
 from voiceapp.tts.registry import get_provider
@@ -47,10 +48,7 @@ def _connect(base, session, **params):
 def test_real_time_stream_gives_partials_then_the_offline_transcript(live):
     audio = shared_file("jfk.flac").read_bytes()
     session = new_session(live.base_url, "demo")
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns"
-    offline_id = requests.post(url, data=audio, headers=auth, timeout=30).json()["turn_id"]
-    offline = requests.get(f"{url}/{offline_id}", params={"wait": 60}, headers=auth, timeout=70).json()["transcript"]
+    offline = ask(live.base_url, session, audio)["transcript"]
 
     ws = _connect(live.ws_url, session, mode="push_to_talk")
     try:

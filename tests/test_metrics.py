@@ -5,6 +5,7 @@ import re
 import pytest
 import requests
 
+from devstack.turns import ask
 from tests.support import new_session, shared_file
 
 pytestmark = pytest.mark.usefixtures("demo_kb")
@@ -28,10 +29,8 @@ def _value(text: str, name: str, **labels) -> float:
 def test_metrics_count_a_turn_in_the_api_and_the_workers(live):
     before = requests.get(f"{live.base_url}/metrics", timeout=10).text
     session = new_session(live.base_url, "demo")
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns"
-    turn_id = requests.post(url, data=shared_file("jfk.flac").read_bytes(), headers=auth, timeout=30).json()["turn_id"]
-    assert requests.get(f"{url}/{turn_id}", params={"wait": 60}, headers=auth, timeout=70).json()["status"] == "done"
+    turn = ask(live.base_url, session, shared_file("jfk.flac").read_bytes())
+    assert turn["status"] == "done"
     after = requests.get(f"{live.base_url}/metrics", timeout=10).text
 
     def grew(name, **labels):
@@ -42,7 +41,7 @@ def test_metrics_count_a_turn_in_the_api_and_the_workers(live):
     assert grew("voice_interactions_total") >= 1
     assert grew("voice_recognition_duration_seconds_count", engine="faster-whisper") >= 1
     # Once per reply, provider time only: a reply spoken wholly from the cache (earlier tests asked the same) is not.
-    tts = live.db[live.settings.interactions_collection].find_one({"_id": turn_id})["tts"]
+    tts = live.db[live.settings.interactions_collection].find_one({"_id": turn["turn_id"]})["tts"]
     assert grew("voice_synthesis_duration_seconds_count") == (1 if tts["characters_synthesized"] else 0)
     assert _value(after, "voice_sessions_active") >= 1
     for queue in ("stt", "dialog", "tts"):

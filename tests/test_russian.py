@@ -14,6 +14,7 @@ import uuid
 import pytest
 import requests
 
+from devstack.turns import ask
 from migrations import migrate
 from tests.support import DATA, new_session
 from voiceapp.audio import decode
@@ -236,15 +237,8 @@ def ru_key(live) -> str:
 
 
 def _ask(live, session: dict, audio: bytes, wait: float = 120) -> dict:
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}"
-    posted = requests.post(f"{url}/turns", data=audio, headers=auth, timeout=30)
-    assert posted.status_code == 202, posted.text
-    turn_id = posted.json()["turn_id"]
-    result = requests.get(f"{url}/turns/{turn_id}", params={"wait": wait}, headers=auth, timeout=wait + 10)
-    assert result.status_code == 200, result.text
-    turn = result.json()
-    turn["doc"] = live.db[live.settings.interactions_collection].find_one({"turn_id": turn_id})
+    turn = ask(live.base_url, session, audio, timeout=wait)
+    turn["doc"] = live.db[live.settings.interactions_collection].find_one({"turn_id": turn["turn_id"]})
     return turn
 
 

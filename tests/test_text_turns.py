@@ -12,6 +12,7 @@ import pytest
 import requests
 import websocket
 
+from devstack.turns import wait_turn
 from tests.support import new_session
 
 QUESTION = "What time do you open on Saturday?"
@@ -73,9 +74,7 @@ def test_typed_question_over_http_gets_the_events_the_answer_and_a_turn_record(l
     assert settled[1]["final"] is True and settled[1]["text"] == QUESTION  # as typed, trimmed
     assert "8:00" in settled[2]["text"] and settled[2]["language"] == "en-US"
     assert settled[-1]["status"] == "done"
-    turn = requests.get(
-        f"{_turns_url(live.base_url, session)}/{turn_id}", params={"wait": 60}, headers=_auth(session), timeout=70
-    ).json()
+    turn = wait_turn(live.base_url, session, turn_id)
     assert turn["status"] == "done" and turn["transcript"] == QUESTION and turn["sources"]
     assert turn["source"] == "text"
     audio = requests.get(f"{live.base_url}{turn['audio_url']}", headers=_auth(session), timeout=30)

@@ -6,6 +6,7 @@ import wave
 import pytest
 import requests
 
+from devstack import turns as turn_client
 from tests.support import JFK_TEXT, new_session, shared_file, word_error_rate
 from voiceapp.web.auth import issue_token
 
@@ -14,14 +15,7 @@ pytestmark = pytest.mark.usefixtures("demo_kb")
 
 def _ask(live, audio: bytes, session=None, wait=60):
     session = session or new_session(live.base_url, "demo")
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}"
-    posted = requests.post(f"{url}/turns", data=audio, headers=auth, timeout=30)
-    assert posted.status_code == 202, posted.text
-    turn_id = posted.json()["turn_id"]
-    result = requests.get(f"{url}/turns/{turn_id}", params={"wait": wait}, headers=auth, timeout=wait + 10)
-    assert result.status_code == 200, result.text
-    return session, auth, result.json()
+    return session, turn_client.auth(session), turn_client.ask(live.base_url, session, audio, timeout=wait)
 
 
 def test_real_recording_is_transcribed_answered_and_spoken(live):

@@ -7,6 +7,7 @@ import pytest
 import requests
 import websocket
 
+from devstack.turns import wait_turn
 from tests.support import JFK_TEXT, new_session, shared_file, word_error_rate
 from voiceapp.audio import decode
 
@@ -106,9 +107,7 @@ def test_reconnect_with_last_seq_replays_missed_events(live):
     while first["type"] != "accepted":
         first = json.loads(ws.recv())
     ws.close()  # drop before the turn's events arrive
-    auth = {"Authorization": f"Bearer {session['token']}"}
-    turn_url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/turns/{first['turn_id']}"
-    assert requests.get(turn_url, params={"wait": 60}, headers=auth, timeout=70).json()["status"] == "done"
+    assert wait_turn(live.base_url, session, first["turn_id"])["status"] == "done"
     again = _connect(live, session, last_seq=0)
     try:
         events = _events_until_done(again, first["turn_id"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack.turns import ask
 from migrations import migrate
 from tests.support import new_session, shared_file
 from voiceapp.config import Settings
@@ -125,12 +126,8 @@ def test_the_report_command_prints_groups(filled, tmp_path: Path):
 
 def test_a_refused_spoken_question_is_recorded_with_its_session(live, demo_kb):
     session = new_session(live.base_url, "demo")
-    url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}"
-    auth = {"Authorization": f"Bearer {session['token']}"}
     audio = shared_file("jfk.flac").read_bytes()  # "ask not what your country can do for you": not in the demo KB
-    posted = requests.post(f"{url}/turns", data=audio, headers=auth, timeout=60)
-    assert posted.status_code == 202, posted.text
-    turn = requests.get(f"{url}/turns/{posted.json()['turn_id']}", params={"wait": 60}, headers=auth, timeout=70).json()
+    turn = ask(live.base_url, session, audio)
     assert turn["status"] == "done" and turn["intent"] == "fallback", turn
     rows = list(live.db[live.settings.unanswered_collection].find({"session_id": session["session_id"]}))
     assert len(rows) == 1
