@@ -67,9 +67,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings.from_env({}, home=str(tmp_path_factory.mktemp("home")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def engine(settings: Settings):
-    """The default speech-recognition engine (tiny.en), loaded once for the test session."""
+    """The default speech-recognition engine (tiny.en) as get_engine gives it: loaded once, unless a test cleared the
+    engine cache (then it is loaded again, so `get_engine(settings) is engine` holds in every test)."""
     from voiceapp.stt.registry import get_engine
 
     return get_engine(settings)
