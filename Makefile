@@ -34,7 +34,7 @@ MONGO_PYTHON ?= $(shell for p in "$$VOICEAPP_MONGO_PYTHON" python3.14 python3.13
 help:
 	@echo "make demo       install, start the local stack, load the demo knowledge base, answer voiceapp/demo/question.wav"
 	@echo "make demo-ru    the same in Russian: project demo-ru, voiceapp/demo/kb_ru, voiceapp/demo/question_ru.wav"
-	@echo "make check      lint (ruff, ESLint), format check, types (mypy) and the unit tests: about a minute"
+	@echo "make check      lint (ruff, ESLint), format check, types (mypy) and the unit tests (CI runs it first)"
 	@echo "make test       install and run the whole test suite against real services (what CI runs)"
 	@echo "make bench      run the benchmarks on a private stack (~10 min): bench/report.md, bench/report.json"
 	@echo "make eval       score the dialog stage on tests/data/dialog_eval: answer_accuracy, refusal_accuracy"
