@@ -169,6 +169,7 @@ test: system-packages install mongo-env widget
 # Benchmarks on a private stack (temp home, free ports): bench/report.json, bench/report.md, bench/plots/
 bench: install mongo-env
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.readme
 
 bench-quick: install mongo-env
 	$(PY) -m bench --quick --out bench/out $(BENCH_ARGS)
@@ -176,10 +177,12 @@ bench-quick: install mongo-env
 # Dialog answer/refusal accuracy on the labelled evaluation set (held-out numbers into bench/report.json)
 eval: install mongo-env
 	$(PY) -m bench.dialog_eval $(EVAL_ARGS)
+	$(PY) -m bench.readme
 
 # 20 minutes of conversing sessions with RSS sampling; merged into bench/report.json (soak_minutes, growth).
 soak: install mongo-env
 	$(PY) -m bench --only soak --soak-seconds 1200 --soak-sessions 3 --merge
+	$(PY) -m bench.readme
 
 down:
 	@if [ -x $(VOICEAPP) ]; then $(VOICEAPP) down; else echo "nothing to stop ($(VOICEAPP) is not installed)"; fi
