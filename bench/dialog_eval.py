@@ -132,7 +132,9 @@ def score(results: list[dict]) -> dict:
 
 
 def evaluate(db: Database, settings: Settings, rows: list[dict]) -> dict:
-    """Ask every row (knowledge already loaded) and score the results."""
+    """Ask every row (knowledge already loaded) and score the results; question vectors are computed afresh
+    (a question asked before would cost nothing, as it does for a visitor who repeats it)."""
+    embed.forget_queries()
     return score([ask(db, settings, row) for row in rows])
 
 
@@ -196,32 +198,35 @@ def _fit(prepared: list[tuple[dict, object, list]], cw: float, tw: float, lw: fl
     return retrieval.Params(cw, tw, lw, tuple(round(float(v), 4) for v in w), round(b, 4))
 
 
-def _pick_accuracy(prepared: list[tuple[dict, object, list]], params: retrieval.Params) -> float:
-    """Share of answerable rows whose top-ranked passage is the labelled one (ranking only, no refusal)."""
-    answerable = [(row, index, variants) for row, index, variants in prepared if row["expect"] != REFUSE]
-    right = 0
-    for row, index, variants in answerable:
-        choice = retrieval.pick(variants[0][1], params)
-        right += choice is not None and _source(index, choice.candidate.index) == row["expect"]
-    return right / max(1, len(answerable))
+def _decisions(prepared: list[tuple[dict, object, list]], params: retrieval.Params) -> tuple[float, float]:
+    """(answer accuracy, refusal accuracy) of `params` on prepared rows, as `score` counts them."""
+    answered_right = answerable = decided_right = 0
+    for row, index, variants in prepared:
+        grounding = answer.hybrid_grounding(index, variants, params)
+        got = REFUSE if grounding is None else grounding.source
+        if row["expect"] != REFUSE:
+            answerable += 1
+            answered_right += got == row["expect"]
+        decided_right += (got == REFUSE) == (row["expect"] == REFUSE)
+    return answered_right / max(1, answerable), decided_right / max(1, len(prepared))
 
 
 def calibrate(db: Database, settings: Settings, rows: list[dict]) -> tuple[retrieval.Params, float]:
-    """Two stages on `rows` (the tuning half): the ranking weights that put the right passage first most often
-    (grid search), then the refusal decision by logistic regression; ties go to the better overall decision."""
+    """On `rows` (the tuning part only): for each pick rule of a small grid, the refusal decision by logistic
+    regression with its boundary shifted both ways; kept: the best answer + refusal accuracy (the targets'
+    two numbers), ties to fewer wrong answers."""
     prepared = _features(db, settings, rows)
     best: tuple[tuple[float, float], retrieval.Params] | None = None
-    grid = itertools.product([0.0, 0.5, 1.0, 2.0, 3.0], [0.0, 0.25, 0.5, 1.0], [0.0, 0.5, 1.0, 2.0])
+    grid = itertools.product([0.0, 0.5, 1.0, 2.0], [0.0, 0.25, 0.5], [0.0, 1.0, 2.0])
     for cw, tw, lw in grid:
         fitted = _fit(prepared, cw, tw, lw)
-        # The logistic fit sets the boundary at p = 0.5; shift it to where wrong answers cost what they should.
-        for shift in (0.0, -0.5, -1.0, -1.5, -2.0):
+        for shift in (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0):
             params = dataclasses.replace(fitted, bias=round(fitted.bias + shift, 4))
-            value = (_pick_accuracy(prepared, params), _objective(prepared, params))
+            value = (sum(_decisions(prepared, params)), _objective(prepared, params))
             if best is None or value > best[0]:
                 best = (value, params)
     assert best is not None
-    return best[1], best[0][1]
+    return best[1], best[0][0]
 
 
 # ---------------------------------------------------------------- running
