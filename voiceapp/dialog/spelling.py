@@ -12,6 +12,8 @@ from voiceapp.dialog.text import STOPWORDS, stem, words
 MIN_LENGTH = 5
 # Two edits only for long words, where a second real word that close is rare.
 TWO_EDITS_FROM = 8
+# Longer "words" are not typos of a word (and their deletion neighbourhood grows with the square of the length).
+MAX_LENGTH = 24
 
 
 def _deletes(word: str, depth: int) -> set[str]:
@@ -55,7 +57,7 @@ class Speller:
                     counts[word] = counts.get(word, 0) + 1
         speller = cls(counts, frozenset(stem(word) for word in counts))
         for word in counts:
-            if len(word) >= MIN_LENGTH - 1:
+            if MIN_LENGTH - 1 <= len(word) <= MAX_LENGTH + 2:
                 for key in _deletes(word, 2 if len(word) >= TWO_EDITS_FROM - 1 else 1):
                     speller._by_delete.setdefault(key, set()).add(word)
         return speller
@@ -66,7 +68,7 @@ class Speller:
 
     def correct(self, word: str) -> str | None:
         """The knowledge base's word `word` is a typo of, or None (known, too short, no single closest word)."""
-        if len(word) < MIN_LENGTH or self.known(word):
+        if not MIN_LENGTH <= len(word) <= MAX_LENGTH or self.known(word):
             return None
         limit = 2 if len(word) >= TWO_EDITS_FROM else 1
         near = {w for key in _deletes(word, limit) for w in self._by_delete.get(key, ())}
