@@ -124,7 +124,7 @@ def test_a_question_about_the_day_is_still_answered_from_the_hours(loaded):
 
 
 def test_a_repeated_question_is_embedded_once(loaded):
-    db, settings = loaded
+    _, settings = loaded
     embed.forget_queries()
     first = embed.queries(settings, ["Do you take credit cards?"])[0]
     assert "Do you take credit cards?" in embed._query_cache
@@ -152,3 +152,17 @@ def test_the_report_carries_both_paths_under_their_own_keys(tmp_path):
     data = json.loads(path.read_text())
     assert data["other"] == 1 and data["answer_accuracy"] == 0.9 and data["llm_answer_accuracy"] == 0.8
     assert data["llm_refusal_accuracy"] == 0.85 and "v2" in data["scenarios"]["dialog_eval"]["split"]
+
+
+def test_word_matching_alone_also_reads_through_typos(mongo_uri):
+    settings = Settings.from_env(
+        {"DIALOG_EMBEDDINGS": "off"}, mongo_uri=mongo_uri, mongo_db=f"t_{uuid.uuid4().hex[:12]}"
+    )
+    db = get_db(settings)
+    migrate(db, settings)
+    dialog_eval.load_knowledge(db, settings, ("en",))
+    try:
+        reply = respond(db, settings, "eval-en", "how much is the hot chocolat", [])
+    finally:
+        get_client(settings).drop_database(settings.mongo_db)
+    assert reply.sources == ("menu-and-prices.md#Tea and other drinks",)

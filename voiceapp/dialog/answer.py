@@ -342,6 +342,7 @@ def _respond(db: Database, settings: Settings, project: str, text: str, history:
     if _hybrid(settings, index):
         grounding = hybrid_grounding(index, question_variants(settings, index, question, text), retrieval.CALIBRATED)
     else:
+        question, text = (spelling.normalize(index.speller, wording) for wording in (question, text))
         grounding = _better(ground(index, question), ground(index, text) if question != text else None)
     if grounding is None:
         return fallback_reply(language)
