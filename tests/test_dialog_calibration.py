@@ -146,7 +146,7 @@ def test_the_v2_held_out_part_is_new_and_the_old_one_moved_to_tune():
 def test_the_report_carries_both_paths_under_their_own_keys(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"other": 1}))
-    heldout = {"answer_accuracy": 0.9, "refusal_accuracy": 0.95, "dialog_p50_ms": 20.0}
+    heldout = {"answer_accuracy": 0.9, "refusal_accuracy": 0.95, "dialog_p50_ms": 20.0, "dialog_cpu_p50_ms": 18.0}
     llm = {"heldout": {"answer_accuracy": 0.8, "refusal_accuracy": 0.85, "dialog_p50_ms": 40.0}}
     dialog_eval.write_report(heldout, {}, llm, path)
     data = json.loads(path.read_text())
