@@ -13,7 +13,7 @@ MIN_LENGTH = 5
 # Two edits only for long words, where a second real word that close is rare.
 TWO_EDITS_FROM = 8
 # Longer "words" are not typos of a word (and their deletion neighbourhood grows with the square of the length).
-MAX_LENGTH = 24
+MAX_LENGTH = 16
 
 
 def _deletes(word: str, depth: int) -> set[str]:
@@ -58,7 +58,9 @@ class Speller:
         speller = cls(counts, frozenset(stem(word) for word in counts))
         for word in counts:
             if MIN_LENGTH - 1 <= len(word) <= MAX_LENGTH + 2:
-                for key in _deletes(word, 2 if len(word) >= TWO_EDITS_FROM - 1 else 1):
+                # One deletion per knowledge-base word (a 10,000-word base: about 100,000 keys); a long question
+                # word's two deletions against these still find most two-edit typos.
+                for key in _deletes(word, 1):
                     speller._by_delete.setdefault(key, set()).add(word)
         return speller
 
