@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pymongo.database import Database
 
 from voiceapp.config import Settings
-from voiceapp.dialog import embed, llm, numbers_ru, retrieval
+from voiceapp.dialog import embed, llm, numbers_ru, retrieval, spelling
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
@@ -342,6 +342,7 @@ def _respond(db: Database, settings: Settings, project: str, text: str, history:
     if _hybrid(settings, index):
         grounding = hybrid_grounding(index, question_variants(settings, index, question, text), retrieval.CALIBRATED)
     else:
+        question, text = (spelling.normalize(index.speller, wording) for wording in (question, text))
         grounding = _better(ground(index, question), ground(index, text) if question != text else None)
     if grounding is None:
         return fallback_reply(language)
@@ -355,12 +356,21 @@ def _hybrid(settings: Settings, index: ProjectIndex) -> bool:
 def question_variants(
     settings: Settings, index: ProjectIndex, question: str, said: str
 ) -> list[tuple[str, list[retrieval.Candidate]]]:
-    """Candidates for the question as rewritten from context and, when different, as said."""
+    """Candidates for the question as rewritten from context and, when different, as said (typos corrected)."""
     out = []
-    for wording in dict.fromkeys([question, said]):
+    for wording in _wordings(index, question, said):
         qvec = embed.query(settings, wording)
         out.append((wording, retrieval.candidates(index, tokenize(wording), expansion_tokens(wording), qvec)))
     return out
+
+
+def _wordings(index: ProjectIndex, question: str, said: str) -> list[str]:
+    """The question as rewritten and as said, typos corrected, each also in its other (US/UK) spelling."""
+    out = []
+    for text in (question, said):
+        fixed = spelling.normalize(index.speller, text)
+        out += [fixed, spelling.other_spelling(index.speller, fixed) or fixed]
+    return list(dict.fromkeys(out))
 
 
 def prepare(db: Database, settings: Settings, project: str, text: str, history: list[dict]):

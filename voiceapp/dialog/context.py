@@ -59,6 +59,8 @@ _CATEGORIES: tuple[frozenset[str], ...] = (
         ]
     ),
 )
+# Day and time words: they say when, never what a question is about.
+WHEN_WORDS = _CATEGORIES[0]
 _SMALL_TALK = {"greeting", "goodbye", "thanks", "help", "repeat", "stop", "human"}
 
 

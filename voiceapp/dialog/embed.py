@@ -19,6 +19,7 @@ MAX_EMBED_CHARS = 800
 
 _model = None
 _passage_cache: dict[str, np.ndarray] = {}
+_query_cache: dict[str, np.ndarray] = {}
 _lock = threading.RLock()
 
 
@@ -76,7 +77,25 @@ def passages(settings: Settings, texts: list[str]) -> np.ndarray:
 
 def query(settings: Settings, text: str) -> np.ndarray:
     """The unit vector (384,) of a visitor's question ('query: ' prefix)."""
-    return _encode(settings, [text], is_query=True)[0]
+    return queries(settings, [text])[0]
+
+
+def queries(settings: Settings, texts: list[str]) -> list[np.ndarray]:
+    """Unit vectors of questions, remembered: visitors ask the same things in the same words."""
+    with _lock:
+        todo = [text for text in dict.fromkeys(texts) if text not in _query_cache]
+        if todo:
+            for text, vector in zip(todo, _encode(settings, todo, is_query=True), strict=True):
+                if len(_query_cache) >= CACHE_SIZE:
+                    _query_cache.pop(next(iter(_query_cache)))
+                _query_cache[text] = vector
+        return [_query_cache[text] for text in texts]
+
+
+def forget_queries() -> None:
+    """Drop the remembered question vectors (the evaluation times each question's embedding cold)."""
+    with _lock:
+        _query_cache.clear()
 
 
 def passage_text(section: str, text: str) -> str:

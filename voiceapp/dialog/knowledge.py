@@ -20,6 +20,7 @@ from pymongo.database import Database
 
 from voiceapp.config import Settings
 from voiceapp.dialog import embed
+from voiceapp.dialog.spelling import Speller
 from voiceapp.dialog.text import sentences, tokenize
 from voiceapp.errors import BadRequest
 from voiceapp.models import Passage
@@ -269,6 +270,7 @@ class ProjectIndex:
     vectors: np.ndarray | None = None  # (passages, 384) unit vectors; None when embeddings are off
     sentence_vectors: np.ndarray | None = None  # (sentences, 384), passage by passage
     sentence_owner: np.ndarray | None = None  # passage number of each sentence vector
+    speller: Speller | None = None  # the knowledge base's words, to correct a question's typos
 
     def token_set(self, i: int) -> set[str]:
         """Tokens of passage i (section title included)."""
@@ -297,7 +299,8 @@ def _build(db: Database, settings: Settings, project: str, stamp: str | None) ->
             df[token] = df.get(token, 0) + 1
     n = len(passages)
     idf = {token: math.log(1 + (n - count + 0.5) / (count + 0.5)) for token, count in df.items()}
-    index = ProjectIndex(stamp, passages, tokens, retriever, idf)
+    speller = Speller.of(f"{p.section.replace(' > ', ' ')} {p.text}" for p in passages)
+    index = ProjectIndex(stamp, passages, tokens, retriever, idf, speller=speller)
     _load_vectors(db, settings, rows, index)
     return index
 

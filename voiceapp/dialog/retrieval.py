@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voiceapp.dialog.context import WHEN_WORDS
 from voiceapp.dialog.knowledge import ProjectIndex, rank
 from voiceapp.dialog.text import related, tokenize
 
@@ -36,11 +37,11 @@ class Params:
     score, coverage, word matching agrees, z below the densest passage's); answer when its logit is >= 0.
     """
 
-    coverage_weight: float = 1.0
-    title_weight: float = 0.5
+    coverage_weight: float = 0.5
+    title_weight: float = 0.25
     lexical_weight: float = 2.0
-    weights: tuple[float, ...] = (14.9655, 0.4746, 0.2445, 1.3702, 0.6, -0.6733)
-    bias: float = -14.1489
+    weights: tuple[float, ...] = (13.281, 0.5698, 0.2714, 1.4837, 0.7113, -0.8249)
+    bias: float = -12.6544
 
 
 CALIBRATED = Params()
@@ -57,6 +58,7 @@ class Candidate:
     bm25: float
     hits: int  # question words in the passage's own heading
     lexical: bool = False  # word matching alone (coverage >= LEXICAL_COVERAGE, best of those) picks it too
+    when_only: bool = False  # shares only day/time words with a question about something the KB never names
 
     def pick_score(self, params: Params = CALIBRATED) -> float:
         """What ranks the candidates of one question."""
@@ -146,6 +148,7 @@ def candidates(
                 coverage=coverage(scored_query, index.token_set(i), index.idf, generic_weight=1.0),
                 bm25=bm25.get(i, 0.0),
                 hits=title_hits(index, i, query + soft),
+                when_only=when_only(query, index.token_set(i), index.idf),
             )
         )
     return _mark_lexical(out)
@@ -175,4 +178,15 @@ def pick(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
 def choose(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
     """The pick when the decision says answer, else None (refuse)."""
     choice = pick(found, params)
-    return choice if choice is not None and choice.logit >= 0 else None
+    # "Do you sell pizza on Saturday?" is about pizza: the Saturday hours would answer a question not asked.
+    if choice is None or choice.logit < 0 or choice.candidate.when_only:
+        return None
+    return choice
+
+
+def when_only(query: list[str], tokens: set[str], idf: dict[str, float]) -> bool:
+    """Whether a passage shares only day/time words with `query` while the query names a thing the knowledge
+    base never mentions (a non-generic word absent from every passage)."""
+    shared = {token for token in query if related(token) & tokens}
+    unnamed = any(token not in idf and token not in GENERIC for token in query)
+    return bool(shared) and shared <= WHEN_WORDS and unnamed
