@@ -49,6 +49,9 @@ ALSO = (
     "ru_wer",
     "cache_miss_first_audio_p50_s",
     "duplicated_events_50_sessions",
+    "dialog_cpu_p50_ms",
+    "llm_answer_accuracy",
+    "llm_refusal_accuracy",
 )
 
 
