@@ -93,6 +93,31 @@ def test_russian_recordings_through_the_base_engine(settings, russian):
     assert _corpus_wer(pairs) <= MAX_WER, pairs
 
 
+def test_russian_finals_take_a_short_window_and_no_more_errors_than_the_stock_window(settings, russian):
+    # WHISPER_FINAL_WINDOW=auto: beam 5 in the clip + 3 s window for multilingual models (bench/stt_windows.py).
+    engine = get_engine(settings, language="ru")
+    stock = get_engine(settings.replace(whisper_final_window="full"), language="ru")
+    frames: list[int] = []
+    real = engine._model.model
+
+    class EncoderSpy:
+        def encode(self, features, *args, **kwargs):
+            frames.append(features.shape[-1])
+            return real.encode(features, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    engine._model.model = EncoderSpy()
+    try:
+        short = [(TRANSCRIPTS[name], engine.transcribe(audio, "ru").text) for name, audio in russian.items()]
+    finally:
+        engine._model.model = real
+    full = [(TRANSCRIPTS[name], stock.transcribe(audio, "ru").text) for name, audio in russian.items()]
+    assert frames and max(frames) < 1000, frames  # 2-4 s questions: never Whisper's 3000-frame window
+    assert _corpus_wer(short) <= _corpus_wer(full), (short, full)
+
+
 def test_language_is_detected_when_the_session_says_auto(settings, russian):
     names = list(russian)
     results = [transcribe_with_fallback(settings, russian[name], "auto") for name in names]
