@@ -194,7 +194,9 @@ def stages(result) -> dict[str, float | None]:
     marks = (result.t_final, result.t_reply, result.t_audio_event, result.t_first_byte)
     if not result.t_eos or any(m is None for m in marks):
         return dict.fromkeys(STAGES)
-    partials = [float(e["ts"]) for e in result.events if e.get("type") == "transcript" and not e.get("final") and e.get("ts")]
+    partials = [
+        float(e["ts"]) for e in result.events if e.get("type") == "transcript" and not e.get("final") and e.get("ts")
+    ]
     in_flight = min(max([p - result.t_eos for p in partials] + [0.0]), result.t_final - result.t_eos)
     final, reply, audio, first = marks
     values = (in_flight, final - result.t_eos - in_flight, reply - final, audio - reply, first - audio)

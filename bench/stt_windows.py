@@ -185,8 +185,7 @@ def english_corpus(settings: Settings) -> list[Clip]:
 
     utterances = speech.recordings(settings) + speech.synthesized(settings)
     return [
-        Clip(u.name, u.text, pipeline_cut(np.frombuffer(u.pcm, "<i2").astype(np.float32) / 32768.0))
-        for u in utterances
+        Clip(u.name, u.text, pipeline_cut(np.frombuffer(u.pcm, "<i2").astype(np.float32) / 32768.0)) for u in utterances
     ]
 
 
@@ -228,7 +227,9 @@ class Measure:
 
         self.model = model
         self.language = language if model.model.is_multilingual else "en"
-        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language)
+        self.tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=self.language
+        )
         self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
         self.prompt_tokens = self.tokenizer.encode(" " + prompt.strip())
 
@@ -239,7 +240,11 @@ class Measure:
             for pad in pads:
                 features = window_features(self.model, clip.samples, frames, pad)
                 encoded, encode_s = _timed(lambda f=features: self.model.encode(f))
-                detected = self.model.model.detect_language(encoded)[0][0][0][2:-2] if self.model.model.is_multilingual else "en"
+                detected = (
+                    self.model.model.detect_language(encoded)[0][0][0][2:-2]
+                    if self.model.model.is_multilingual
+                    else "en"
+                )
                 for decoder in decoders:
                     text, decode_s = _timed(lambda d=decoder, e=encoded, fr=frames: self.decode(e, d, fr, clip))
                     cell = cells.setdefault((window.label, pad, decoder), Cell())
@@ -251,7 +256,11 @@ class Measure:
         previous = self.prompt_tokens if decoder.prompt else []
         prompt = self.model.get_prompt(self.tokenizer, previous, without_timestamps=not decoder.timestamps)
         short = frames < FULL_WINDOW_S * 100
-        max_length = min(len(prompt) + _token_budget(clip.samples.size), self.model.max_length) if short else self.model.max_length
+        max_length = (
+            min(len(prompt) + _token_budget(clip.samples.size), self.model.max_length)
+            if short
+            else self.model.max_length
+        )
         result = self.model.model.generate(
             encoded,
             [prompt],
@@ -284,10 +293,15 @@ def rows(clips: list[Clip], cells: dict, language: str) -> list[dict]:
     out = []
     for (label, pad, decoder), cell in cells.items():
         full = cells.get(("30 s (stock)", "zeros", decoder))
-        fell = [c.name for c in clips if label != "30 s (stock)" and short_window_failed([_Seg(cell.texts[c.name])], c.seconds)]
+        fell = [
+            c.name
+            for c in clips
+            if label != "30 s (stock)" and short_window_failed([_Seg(cell.texts[c.name])], c.seconds)
+        ]
         with_fallback = {c.name: (full.texts[c.name] if c.name in fell and full else cell.texts[c.name]) for c in clips}
         total_s = [
-            cell.encode_s[c.name] + cell.decode_s[c.name]
+            cell.encode_s[c.name]
+            + cell.decode_s[c.name]
             + ((full.encode_s[c.name] + full.decode_s[c.name]) if c.name in fell and full else 0.0)
             for c in clips
         ]
@@ -351,7 +365,9 @@ def run(settings: Settings, language: str, threads: int, quick: bool = False, pa
     for clip in clips:
         measure.clip(clip, WINDOWS, pads, decoders, cells)
     table = rows(clips, cells, language)
-    stock = next(r for r in table if r["window"] == "30 s (stock)" and r["pad"] == "zeros" and r["decoder"] == PRODUCTION.label)
+    stock = next(
+        r for r in table if r["window"] == "30 s (stock)" and r["pad"] == "zeros" and r["decoder"] == PRODUCTION.label
+    )
     return {
         "language": language,
         "model": model_name,

@@ -128,6 +128,28 @@ def test_language_is_detected_when_the_session_says_auto(settings, russian):
     assert transcribe_with_fallback(settings, jfk, "auto").language == "en"
 
 
+def test_a_pause_after_can_i_ask_does_not_end_a_russian_hands_free_turn(settings):
+    # Measured by bench/russian.endpointing: "Можно узнать," + a 0.7 s pause; Whisper wrote "Можно узнать." and
+    # the end-of-turn model, hearing festival's falling tone, judged it complete (0.90): the question was cut.
+    from bench.russian import PAUSED_RU, paused
+    from voiceapp.stt.streaming import StreamingRecognizer
+
+    index = next(i for i, text in enumerate(PAUSED_RU) if text.startswith("Можно узнать"))
+    utterance = paused(settings, index + 1)[index]
+    assert utterance.pause_s >= 0.6
+    engine = get_engine(settings, language="ru")
+    recognizer = StreamingRecognizer(engine, settings, "ru", end_silence=settings.endpoint_silence, smart_endpoint=True)
+    pcm = utterance.pcm + bytes(2 * 16000 * 2)
+    first = None
+    for start in range(0, len(pcm), 1280):  # 40 ms frames, by audio position
+        finals = [t for t in recognizer.feed(pcm[start : start + 1280]) if t.final]
+        if finals:
+            first = ((start + 1280) / 2 / 16000, finals[0].text)
+            break
+    assert first is not None and first[0] >= utterance.speech_end_s, (first, utterance.speech_end_s)
+    assert "сколько стоит" in first[1].lower(), first
+
+
 def test_english_sessions_still_use_tiny_en(settings):
     assert get_engine(settings, language="en-US").model == "tiny.en"
     assert get_engine(settings).model == "tiny.en"
