@@ -41,6 +41,7 @@ HEADLINE_KEYS = (
     "lost_events_sessions",
     "cpu_count",
     "ru_wer",
+    "ru_handsfree_false_endpoints",
 )
 
 
@@ -76,6 +77,7 @@ def headline(scen: dict) -> dict:
         "soak_mib_per_min_per_session": _get(scen, "soak", "mib_per_min_per_session"),
         "ru_wer": _get(scen, "russian", "ru_wer"),
         "ru_eos_to_first_audio_p50_s": _get(scen, "russian", "eos_to_first_audio_s", "p50"),
+        "ru_handsfree_false_endpoints": _get(scen, "russian", "endpointing", "false_endpoints"),
         "soak_minutes": round(scen["soak"]["seconds"] / 60, 2) if _get(scen, "soak", "seconds") else None,
         "handsfree_false_endpoints": _get(scen, "endpointing", "false_endpoints"),
         "handsfree_endpoint_delay_p50_s": _get(scen, "endpointing", "endpoint_delay_s", "smart", "p50"),

@@ -15,6 +15,8 @@ from voiceapp.stt import get_engine
 from voiceapp.stt.faster_whisper import (
     DRAFT_MARGIN_S,
     FINAL_MARGIN_S,
+    MULTILINGUAL_FINAL_BEAM,
+    MULTILINGUAL_FINAL_MARGIN_S,
     decode_budget,
     short_window_failed,
     window_frames,
@@ -237,13 +239,23 @@ def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jf
     assert "draft" in counting.calls and counting.calls[-1] == "final"
 
 
-@pytest.mark.parametrize("multilingual,margin", [(False, FINAL_MARGIN_S), (True, None)])
-def test_auto_final_window_is_short_for_english_only_models_and_stock_for_multilingual(settings, multilingual, margin):
+@pytest.mark.parametrize(
+    "window,multilingual,decode",
+    [
+        ("auto", False, (FINAL_MARGIN_S, 1)),
+        ("auto", True, (MULTILINGUAL_FINAL_MARGIN_S, MULTILINGUAL_FINAL_BEAM)),
+        ("short", True, (FINAL_MARGIN_S, 1)),
+        ("full", True, (None, 1)),
+        ("full", False, (None, 1)),
+    ],
+)
+def test_final_window_and_beam_follow_the_setting_and_the_model(settings, window, multilingual, decode):
     from voiceapp.stt.faster_whisper import FasterWhisperEngine
 
-    engine = FasterWhisperEngine(settings.replace(whisper_final_window="auto"))  # its own instance: not the cached one
+    engine = FasterWhisperEngine(settings.replace(whisper_final_window=window))  # its own instance: not the cached one
     engine.multilingual = multilingual
     asked: list = []
-    engine._recognise = lambda audio, language, margin_s: asked.append(margin_s)  # the window it asks for
+    engine._recognise = lambda audio, language, margin_s, beam=1: asked.append((margin_s, beam))  # what it asks for
     engine.transcribe(DecodedAudio(samples=np.zeros(16000, dtype=np.float32), sample_rate=16000))
-    assert asked == [margin]
+    engine.transcribe_draft(DecodedAudio(samples=np.zeros(16000, dtype=np.float32), sample_rate=16000))
+    assert asked == [decode, (DRAFT_MARGIN_S, 1)]  # partials stay greedy in the shortest window

@@ -230,6 +230,11 @@ FULL_WINDOW_S = 30  # Whisper's training window: faster-whisper pads every input
 # against the stock 30 s window, +3 s none; partials take the cheaper one, finals the one that costs no accuracy.
 DRAFT_MARGIN_S = 1
 FINAL_MARGIN_S = 3
+# Multilingual finals (WHISPER_FINAL_WINDOW=auto), measured by bench/stt_windows.py on 21 Russian clips (base):
+# greedy in a short window misheard words the stock 30 s window got right ("субботу"), but beam 5 in the
+# clip + 3 s window makes fewer errors than the stock greedy decode at a fraction of its encoder time.
+MULTILINGUAL_FINAL_MARGIN_S = 3
+MULTILINGUAL_FINAL_BEAM = 5
 
 
 def window_frames(samples: int, margin_s: int) -> int | None:
@@ -301,7 +306,7 @@ def _windowed_model_class() -> type:
 
 
 class FasterWhisperEngine:
-    """Whisper through faster-whisper; greedy decoding (beam 1) for latency."""
+    """Whisper through faster-whisper; greedy decoding (beam 1) for latency, beam 5 for multilingual finals."""
 
     name = NAME
 
@@ -337,30 +342,40 @@ class FasterWhisperEngine:
         self.model = source.label
         self.multilingual = bool(self._model.model.is_multilingual)
 
+    def final_decode(self) -> tuple[int | None, int]:
+        """(window margin in seconds, None: the stock 30 s; beam size) of final transcripts."""
+        if self.final_window == "full":
+            return None, 1
+        if self.final_window == "auto" and self.multilingual:
+            return MULTILINGUAL_FINAL_MARGIN_S, MULTILINGUAL_FINAL_BEAM
+        return FINAL_MARGIN_S, 1
+
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
-        """Recognise `audio` for a final transcript (encoder window per WHISPER_FINAL_WINDOW)."""
-        short = self.final_window == "short" or (self.final_window == "auto" and not self.multilingual)
-        return self._recognise(audio, language, FINAL_MARGIN_S if short else None)
+        """Recognise `audio` for a final transcript (encoder window and beam per WHISPER_FINAL_WINDOW)."""
+        margin_s, beam = self.final_decode()
+        return self._recognise(audio, language, margin_s, beam)
 
     def transcribe_draft(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         """Recognise `audio` for a partial transcript: the shortest window (~10x cheaper than 30 s on 2-3 s)."""
         return self._recognise(audio, language, DRAFT_MARGIN_S)
 
-    def _recognise(self, audio: DecodedAudio, language: str | None, margin_s: int | None) -> Transcript:
+    def _recognise(self, audio: DecodedAudio, language: str | None, margin_s: int | None, beam: int = 1) -> Transcript:
         """Decode with a short window (`margin_s` past the clip), checked; or, for None, the stock 30 s one."""
         lang = language_code(language) if self.multilingual else "en"
         samples = _whisper_samples(audio)
         if samples.size == 0:
             return Transcript(text="", language=lang, confidence=0.0, engine=self.name, model=self.model)
         frames = None if margin_s is None else window_frames(samples.size, margin_s)
-        segments, detected = self._decode(samples, lang, frames)
+        segments, detected = self._decode(samples, lang, frames, beam)
         if frames is not None and short_window_failed(segments, samples.size / WHISPER_RATE):
             # A short window sometimes makes Whisper repeat the sentence or drop it: the stock window does not.
             self.window_fallbacks += 1
-            segments, detected = self._decode(samples, lang, None)
+            segments, detected = self._decode(samples, lang, None, beam)
         return self._transcript(segments, detected or lang)
 
-    def _decode(self, samples: np.ndarray, lang: str | None, frames: int | None) -> tuple[list, str | None]:
+    def _decode(
+        self, samples: np.ndarray, lang: str | None, frames: int | None, beam: int = 1
+    ) -> tuple[list, str | None]:
         """Raw segments and detected language, the encoder seeing `frames` (None: 30 s) on this thread."""
         self._model.set_window(frames)
         # A short window that loops would otherwise run 448 tokens at each of six temperatures (~20 s on
@@ -370,7 +385,7 @@ class FasterWhisperEngine:
             segments, info = self._model.transcribe(
                 samples,
                 language=lang,
-                beam_size=1,
+                beam_size=beam,
                 temperature=0.0,  # no fallback re-decodes: they took 11-17 s on badly heard short commands
                 condition_on_previous_text=False,
                 without_timestamps=True,
