@@ -23,10 +23,13 @@ OPEN_DEMO_QUOTAS = dict(
 
 # The test pyramid, marked by what a test needs (its fixture closure), never by hand:
 #   unit        in-process only (models, decoders, parsers); `make check` runs these
+#   accuracy    in-process, but a speech model over a whole recording corpus (WER bounds): a minute of CPU
 #   integration the MongoDB-wire server and/or Redis, no API or workers
 #   system      a whole stack (API, workers), faults, the browser, the deployment guide
 SYSTEM_FIXTURES = frozenset({"live", "front", "demo_kb", "ops_stack"})
 INTEGRATION_FIXTURES = frozenset({"mongo_uri", "private_redis_url"})
+# Corpus fixtures: every recording of a set decoded by a speech model (kept out of `make check`'s minute budget).
+ACCURACY_FIXTURES = frozenset({"russian", "clips"})
 # Modules that start their own stacks or services in module fixtures.
 SYSTEM_MODULES = frozenset(
     {
@@ -45,7 +48,7 @@ SYSTEM_MODULES = frozenset(
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test unit, integration or system by the services its fixtures start."""
+    """Mark each test unit, accuracy, integration or system by the services (or corpora) its fixtures need."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
@@ -53,6 +56,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.system)
         elif names & INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
+        elif names & ACCURACY_FIXTURES:
+            item.add_marker(pytest.mark.accuracy)
         else:
             item.add_marker(pytest.mark.unit)
 
