@@ -214,8 +214,13 @@ def run(args: argparse.Namespace) -> int:
     }
     previous = out / "report.json"
     if args.merge and previous.is_file():
-        # A separate run (the 20-minute soak) updates its scenarios; the others keep their numbers.
-        scen = {**json.loads(previous.read_text()).get("scenarios", {}), **scen}
+        # A separate run (the 20-minute soak) updates its scenarios; the others keep their numbers, and the
+        # main run's meta stays the report's meta, with this run's recorded beside it.
+        old = json.loads(previous.read_text())
+        scen = {**old.get("scenarios", {}), **scen}
+        if old.get("meta"):
+            merged = {**old["meta"].get("merged", {}), ",".join(sorted(only)): meta}
+            meta = {**old["meta"], "merged": merged}
     values = report.headline(scen)
     values["cpu_count"] = meta["cpu_count"]
     full = {**values, "targets": report.evaluate(values), "meta": meta, "scenarios": scen}

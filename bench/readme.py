@@ -89,6 +89,12 @@ def _meta_lines(report: dict) -> list[str]:
             f"{soak.get('turns_done')} turns done, {soak.get('turns_failed')} failed "
             f"(`make soak` merges its own run into the same report)."
         )
+    for names, run in (meta.get("merged") or {}).items():
+        slowdown = (run.get("calibration") or {}).get("slowdown")
+        lines.append(
+            f"Merged run ({names}): `{run.get('command')}`, {run.get('started_at')} UTC, {run.get('duration_s')} s, "
+            f"calibration slowdown x{slowdown}."
+        )
     return lines
 
 
