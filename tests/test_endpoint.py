@@ -1,6 +1,9 @@
-"""Hands-free end of turn: a complete sentence ends at a short pause, a sentence cut mid-way keeps listening."""
+"""Hands-free end of turn (a complete sentence ends at a short pause, one cut mid-way keeps listening), the
+speculative final decoded at a pause, and partials that give way under load."""
 
 from __future__ import annotations
+
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from voiceapp.audio import decode, float_to_pcm16
 from voiceapp.config import Settings
 from voiceapp.stt import get_engine
 from voiceapp.stt.endpoint import TurnDetector, ends_open, get_detector, model_path
-from voiceapp.stt.streaming import StreamingRecognizer
+from voiceapp.stt.streaming import DecodeLoad, StreamingRecognizer
 from voiceapp.stt.wer import wer
 from voiceapp.tts.registry import get_provider
 
@@ -17,6 +20,7 @@ RATE = 16_000
 FRAME = 1600  # 100 ms
 COMPLETE = "Where can I park my car?"
 SPLIT = "I was wondering, whether you deliver to my office."
+LONG = "How much does a large cappuccino with oat milk cost in your shop on a Saturday morning?"
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +137,71 @@ def test_missing_model_falls_back_to_the_silence_rule(engine, settings, speak, t
     speech = speak(COMPLETE)
     finals = [(at, t) for at, t in feed(recognizer, np.concatenate([silence(0.3), speech, silence(2.0)])) if t.final]
     assert len(finals) == 1 and finals[0][0] >= 0.3 + speech.size / RATE + broken.endpoint_silence - 0.3
+
+
+# ---------------------------------------------------------------- speculative final, partials under load
+
+
+def push_to_talk(engine, settings, **kwargs) -> StreamingRecognizer:
+    """The recognizer the live STT stage builds for a held button: a pause never ends the utterance."""
+    return StreamingRecognizer(engine, settings, "en", end_silence=settings.audio_max_duration + 1, **kwargs)
+
+
+def test_speculative_final_is_reused_when_no_speech_came_after_it(engine, settings, speak):
+    recognizer = push_to_talk(engine, settings)
+    # The button is still held 0.6 s after the words: the pause is decoded before `end` comes.
+    results = feed(recognizer, np.concatenate([silence(0.3), speak(COMPLETE), silence(0.6)]))
+    decodes = recognizer.decodes
+    final = recognizer.finish()
+    assert recognizer.decodes == decodes, "end decoded again although nothing was said after the pause"
+    assert final is not None and final.final and wer(COMPLETE, final.text) <= 0.2, final
+    assert [t for _, t in results if t.final] == [], "a held button is never ended by a pause"
+
+
+def test_speech_after_the_speculation_is_decoded_again(engine, settings, speak):
+    recognizer = push_to_talk(engine, settings)
+    audio, _ = paused_mid_sentence(speak(SPLIT), 0.7)
+    last_word = int(np.flatnonzero(np.abs(audio) > 0.01)[-1])
+    spoken = audio[: last_word + int(0.1 * RATE)]  # `end` 0.1 s after the last word: too soon to speculate
+    results = feed(recognizer, spoken)
+    partial_texts = [t.text for _, t in results]
+    decodes = recognizer.decodes
+    final = recognizer.finish()
+    assert recognizer.decodes == decodes + 1, "the second half was never decoded"
+    assert final is not None and wer(SPLIT, final.text) <= 0.2, (final.text, partial_texts)
+    # The speculation at the inner pause heard only the first half: it must not be what `end` returns.
+    assert "office" in final.text.lower()
+
+
+def test_partials_give_way_to_other_decodes_but_the_final_does_not(engine, settings, speak):
+    load = DecodeLoad()
+    recognizer = push_to_talk(engine, settings, load=load)
+    speech = np.concatenate([silence(0.3), speak(LONG)])
+    # Another visitor's decodes hold every slot of this process while this one speaks.
+    with ExitStack() as stack:
+        for _ in range(getattr(engine, "decode_slots", 1)):
+            stack.enter_context(load.decoding())
+        results = feed(recognizer, speech)
+        assert [t for _, t in results] == [] and recognizer.skipped_partials >= 1
+        final = recognizer.finish()
+    assert final is not None and wer(LONG, final.text) <= 0.2, final
+    assert load.running == 0
+
+
+def test_audio_that_waited_gets_no_partial_but_still_its_final(engine, settings, speak):
+    recognizer = push_to_talk(engine, settings)
+    pcm = float_to_pcm16(np.concatenate([silence(0.3), speak(LONG)]))
+    partials = []
+    for start in range(0, len(pcm), FRAME * 2):
+        # The worker is 2 s behind this utterance (it waited in the queue): partials would describe the past.
+        partials += recognizer.feed(pcm[start : start + FRAME * 2], lag=2.0)
+    assert partials == [] and recognizer.skipped_partials >= 1
+    final = recognizer.finish()
+    assert final is not None and wer(LONG, final.text) <= 0.2, final
+
+
+def test_partials_come_when_the_worker_keeps_up(engine, settings, speak):
+    recognizer = push_to_talk(engine, settings, load=DecodeLoad())
+    results = feed(recognizer, np.concatenate([silence(0.3), speak(SPLIT)]))
+    assert [t for _, t in results if not t.final], "no partial while idle"
+    assert recognizer.skipped_partials == 0

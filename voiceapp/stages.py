@@ -288,6 +288,11 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     return replace(ref, skip=not text)
 
 
+def _waited(entry_id: str) -> float:
+    """Seconds since the front appended a stream entry (its id starts with Redis's clock in ms)."""
+    return max(0.0, time.time() - int(entry_id.split("-", 1)[0]) / 1000)
+
+
 def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytearray) -> Transcript | None:
     """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
     stream = UtteranceStream(rt.redis, ref.turn_id)
@@ -314,7 +319,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
             pcm.extend(chunk.pcm)
             if len(pcm) > silent_limit and not recognizer.in_speech and not push_to_talk:
                 return None
-            for transcript in recognizer.feed(chunk.pcm):
+            for transcript in recognizer.feed(chunk.pcm, lag=_waited(chunk.entry_id)):
                 if transcript.final:
                     return transcript
                 rt.events.publish(
