@@ -112,6 +112,7 @@ class StreamingRecognizer:
         self._slots = int(getattr(engine, "decode_slots", 1) or 1)
         self._lag = 0.0  # seconds the audio of the latest feed waited before it came
         self.skipped_partials = 0  # partials given up under load (for measurement)
+        self.drafts = 0  # partial (draft) decodes run
         self._reset(np.zeros(0, dtype=np.float32))
 
     def _reset(self, keep: np.ndarray) -> None:
@@ -281,6 +282,7 @@ class StreamingRecognizer:
     def _partial(self, end: int) -> list[Transcript]:
         """Re-decode the whole utterance so far as a partial transcript."""
         self._last_partial_at = end
+        self.drafts += 1
         return self._emit_partial(self._decode(self._begin, end, draft=True))
 
     def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
