@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--out DIR]`: start a private stack, run every scenario, write the report.
 
-Full run (~10 min on 2 cores) writes bench/report.json, bench/report.md and bench/plots/*.png;
---quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
+Full run (~12 min on 2 cores, up to ~5 of them the talking ramp) writes bench/report.json, bench/report.md
+and bench/plots/*.png; --quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
 """
 
 from __future__ import annotations

@@ -201,9 +201,7 @@ OVERHEAD_FIXES = {
 
 def _overhead_note(per: dict) -> dict:
     """The overhead parts of this run, largest first (median over utterances), and what would cut the largest."""
-    parts = {
-        key: median([(u.get("overhead_s") or {}).get(key) for u in per.values()]) for key in OVERHEAD_FIXES
-    }
+    parts = {key: median([(u.get("overhead_s") or {}).get(key) for u in per.values()]) for key in OVERHEAD_FIXES}
     ranked = sorted((k for k in parts if parts[k] is not None), key=lambda k: -(parts[k] or 0.0))
     fixed = median([u.get("fixed_overhead_s") for u in per.values()])
     ratios = {name: u.get("overhead_ratio") for name, u in per.items()}
@@ -415,7 +413,7 @@ def _scenario_sections(scen: dict) -> list[str]:
 
 def _talking_lines(data: dict) -> list[str]:
     """The conversing ramp: one row per number of sessions, then the computed diagnosis."""
-    segments = ("recognition", "dialog_queue", "dialog", "tts_queue", "first_sentence", "fetch")
+    segments = ("recognition", "dialog_queue", "dialog", "handoff", "tts_queue", "first_sentence", "fetch")
     lines = [
         data["method"],
         "",
@@ -427,9 +425,7 @@ def _talking_lines(data: dict) -> list[str]:
         "|---|---|---|---|" + "---|" * len(segments) + "---|---|",
     ]
     for n, step in data["by_sessions"].items():
-        cells = [
-            f"{_fmt(step['segments_p50_s'].get(k))} / {_fmt(step['segments_p95_s'].get(k))}" for k in segments
-        ]
+        cells = [f"{_fmt(step['segments_p50_s'].get(k))} / {_fmt(step['segments_p95_s'].get(k))}" for k in segments]
         lines.append(
             f"| {n} | {step['turns_done']}/{step['turns']} | {_fmt(step['eos_to_first_audio_s']['p50'])} / "
             f"{_fmt(step['eos_to_first_audio_s']['p95'])} | {_fmt(step['eos_to_final_s']['p50'])} / "

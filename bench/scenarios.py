@@ -736,7 +736,7 @@ def accuracy(settings, utterances: dict[str, Utterance], runs: Sequence[dict]) -
 TALK_FRAME_S = 0.04  # frames of 40 ms: the widget's size order, and cheap enough for 12 paced senders
 TALK_THINK_S = 2.0  # the visitor waits this long after the reply ends before asking again
 TALK_P95_S = 1.5  # end of speech -> first audio p95 for a number of sessions to "hold"
-TALK_SEGMENTS = ("recognition", "dialog_queue", "dialog", "tts_queue", "first_sentence", "fetch")
+TALK_SEGMENTS = ("recognition", "dialog_queue", "dialog", "handoff", "tts_queue", "first_sentence", "fetch")
 
 
 def _converse(
@@ -782,13 +782,14 @@ def _segments(row: dict, timings: dict) -> dict[str, float | None]:
         return round(row[b] - row[a], 4) if row.get(a) is not None and row.get(b) is not None else None
 
     dialog_queue, dialog, tts_queue = (timings.get(k) for k in ("dialog_queue_s", "dialog_s", "tts_queue_s"))
-    handoff = gap("eos_to_final_s", "eos_to_reply_s")
+    reply = gap("eos_to_final_s", "eos_to_reply_s")
     synthesis = gap("eos_to_reply_s", "eos_to_audio_event_s")
     return {
         "recognition": row.get("eos_to_final_s"),
         "dialog_queue": dialog_queue,
-        # The rest of final -> reply (recording the turn, enqueueing, events) is plumbing counted with dialog.
-        "dialog": round(handoff - (dialog_queue or 0.0), 4) if handoff is not None else None,
+        "dialog": dialog,
+        # The rest of final -> reply: recording the turn, events, the reply's publish (plumbing).
+        "handoff": round(reply - (dialog_queue or 0.0) - (dialog or 0.0), 4) if reply is not None else None,
         "tts_queue": tts_queue,
         "first_sentence": round(synthesis - (tts_queue or 0.0), 4) if synthesis is not None else None,
         "fetch": gap("eos_to_audio_event_s", "eos_to_first_audio_s"),
@@ -881,7 +882,7 @@ def talking(bench: BenchStack, utterances: Sequence[Utterance], ramp: Sequence[i
         f"(starts spread over the first seconds); N ramps until p95 end of speech -> first audio byte exceeds "
         f"{TALK_P95_S:g} s or a turn fails; talking_sessions = the largest N that held. Segments: recognition = "
         "end of speech -> final transcript (client); dialog queue / tts queue = the stages' recorded queue waits; "
-        "dialog = final -> reply minus its queue wait; first sentence = reply -> first audio event minus the tts "
+        "dialog = the dialog stage's recorded time; handoff = the rest of final -> reply; first sentence = reply -> first audio event minus the tts "
         "queue wait; fetch = audio event -> first byte",
     }
 
@@ -902,7 +903,8 @@ def talking_diagnosis(steps: dict[str, dict]) -> dict:
         "recognition": "the STT worker (final decode behind partials and other utterances' decodes)",
         "dialog_queue": "queue wait (the dialog worker's threads are busy)",
         "tts_queue": "queue wait (the synthesis worker's threads are busy)",
-        "dialog": "the dialog engine and the hand-off plumbing (turn record, enqueue, events)",
+        "dialog": "the dialog engine",
+        "handoff": "plumbing (recording the turn, events between the stages)",
         "first_sentence": "the synthesis engine (first sentence) and its storage",
         "fetch": "plumbing (the API serving reply audio from GridFS)",
     }
@@ -911,10 +913,20 @@ def talking_diagnosis(steps: dict[str, dict]) -> dict:
     parts = ", ".join(f"{k} {_fmt_s(last['segments_p95_s'].get(k))}" for k in TALK_SEGMENTS)
     text = (
         f"At {last['sessions']} session(s) first audio p95 was {_fmt_s(p95)} ({verdict}); segment p95s: {parts}. "
-        f"The largest is {holder}: {kind[holder]}. From {first['sessions']} to {last['sessions']} session(s) "
-        f"{grew} grew most (+{growth[grew]:.3f} s p95): {kind[grew]}."
+        f"The largest is {holder}: {kind[holder]}."
     )
-    return {"at_sessions": last["sessions"], "holds_the_time": holder, "grew_most": grew, "growth_p95_s": growth, "text": text}
+    if last is not first:
+        text += (
+            f" From {first['sessions']} to {last['sessions']} session(s) {grew} grew most "
+            f"(+{growth[grew]:.3f} s p95): {kind[grew]}."
+        )
+    return {
+        "at_sessions": last["sessions"],
+        "holds_the_time": holder,
+        "grew_most": grew,
+        "growth_p95_s": growth,
+        "text": text,
+    }
 
 
 def _fmt_s(value: float | None) -> str:

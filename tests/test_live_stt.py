@@ -1,6 +1,7 @@
 """Live recognition over the WebSocket: real-time frames, partials, endpointing, silence, limits."""
 
 import io
+import itertools
 import json
 import time
 import wave
@@ -142,7 +143,7 @@ def _paused_sentence(settings, pause_s: float) -> tuple[np.ndarray, str]:
     speech = decode(get_provider(settings, "piper").synthesize(text).audio, settings).samples
     energy = np.sqrt(np.convolve(speech**2, np.ones(320) / 320, mode="same"))
     loud = np.flatnonzero(energy >= 0.01)
-    gaps = [(a, b) for a, b in zip(loud[:-1], loud[1:], strict=True) if b - a > 320 and a > 0.15 * speech.size]
+    gaps = [(a, b) for a, b in itertools.pairwise(loud) if b - a > 320 and a > 0.15 * speech.size]
     start, end = gaps[0]
     audio = np.concatenate([np.zeros(8000, np.float32), speech[:start], np.zeros(int(pause_s * 16000), np.float32)])
     return np.concatenate([audio, speech[end : loud[-1] + 1600]]), text
