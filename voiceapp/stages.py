@@ -375,9 +375,12 @@ def run_live_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef | None:
         final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, seconds
     )
     _publish_transcript(rt, ref, text, stt)
-    # Dialog starts now; the recording is stored while it runs (the turn already names its id).
-    continue_turn(rt, ref)
-    _store_live_audio(rt, ref, upload_id, pcm)
+    # Dialog starts now; the recording is stored while it runs (the turn already names its id). Stored even
+    # when the hand-off fails: the retried task then finds the turn recorded and only hands it on.
+    try:
+        continue_turn(rt, ref)
+    finally:
+        _store_live_audio(rt, ref, upload_id, pcm)
     UtteranceStream(rt.redis, ref.turn_id).delete()
     return ref
 
