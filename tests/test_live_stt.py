@@ -168,3 +168,31 @@ def test_a_speculation_dropped_at_an_inner_pause_reaches_the_client_as_nothing_f
     assert word_error_rate(text, finals[0]["text"]) <= 0.2 and "office" in finals[0]["text"].lower(), finals
     assert len([e for e in events if e["type"] == "reply"]) == 1
     assert events[-1]["type"] == "done" and events[-1]["status"] == "done"
+
+
+def test_a_live_turn_keeps_its_recording(live):
+    # The recording is stored after the turn is handed to dialog: it must still end up under the id the turn names.
+    from voiceapp.errors import NotFound
+    from voiceapp.storage.audio import UPLOADS_BUCKET, get_audio
+
+    audio, _ = _paused_sentence(live.settings, 0.3)
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session, mode="push_to_talk")
+    try:
+        _stream(ws, _pcm(audio), real_time=False)
+        ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    assert events[-1]["status"] == "done"
+    turn = live.db[live.settings.interactions_collection].find_one({"turn_id": events[-1]["turn_id"]})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            data = get_audio(live.db, turn["upload_id"], bucket=UPLOADS_BUCKET)[0]
+            break
+        except NotFound:
+            assert time.monotonic() < deadline, "the recording was never stored"
+            time.sleep(0.05)
+    stored = decode(data, live.settings).samples
+    assert abs(stored.size - audio.size) <= 1600 and turn["audio_seconds"] == round(audio.size / 16000, 3)
