@@ -1,7 +1,7 @@
 """`python -m bench [--quick] [--out DIR]`: start a private stack, run every scenario, write the report.
 
-Full run (~10 min on 2 cores) writes bench/report.json, bench/report.md and bench/plots/*.png;
---quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
+Full run (~12 min on 2 cores, up to ~5 of them the talking ramp) writes bench/report.json, bench/report.md
+and bench/plots/*.png; --quick (CI, ~1.5 min) runs each scenario at a tiny size to check the harness, never asserting timings.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ SCENARIOS = (
     "endpointing",
     "cache",
     "concurrency",
+    "talking",
     "idle_ws",
     "soak",
     "russian",
@@ -50,6 +51,8 @@ class Plan:
     soak_seconds: float
     soak_sessions: int
     paused: int = len(speech.PAUSED)  # sentences with a pause inside (false endpoints)
+    talk_ramp: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12)  # conversing sessions, until p95 first audio > 1.5 s
+    talk_seconds: float = 30.0  # per step
 
 
 FULL = Plan(
@@ -77,6 +80,8 @@ QUICK = Plan(
     soak_seconds=6,
     soak_sessions=1,
     paused=1,
+    talk_ramp=(1, 2),
+    talk_seconds=8.0,
 )
 
 
@@ -93,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reps", type=int, help="repetitions of the stage breakdown and cache runs (default 5, quick 1)"
     )
     parser.add_argument("--sessions", help="concurrency plan, e.g. 1,5,20,50 (one turn each beyond 5)")
+    parser.add_argument("--talk-ramp", help="conversing sessions to try, e.g. 1,2,4,6,8,10,12 (stops at a miss)")
+    parser.add_argument("--talk-seconds", type=float, help="seconds each talking step lasts (default 30, quick 8)")
     parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
     parser.add_argument("--soak-sessions", type=int, help="sessions looping during the soak (default 3, quick 1)")
@@ -113,6 +120,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.sessions:
         ns = [int(n) for n in args.sessions.split(",") if n.strip()]
         changes["concurrency"] = tuple((n, 2 if n == 1 else 1) for n in ns)
+    if args.talk_ramp:
+        changes["talk_ramp"] = tuple(int(n) for n in args.talk_ramp.split(",") if n.strip())
+    if args.talk_seconds:
+        changes["talk_seconds"] = args.talk_seconds
     if args.idle:
         changes["idle"] = args.idle
     if args.soak_seconds:
@@ -183,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             "endpointing": lambda: scenarios.endpointing(settings, paused, questions[:1] if args.quick else questions),
             "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
+            "talking": lambda: scenarios.talking(bench, questions, plan.talk_ramp, plan.talk_seconds),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
             "soak": lambda: scenarios.soak(bench, questions, plan.soak_seconds, plan.soak_sessions),
             "russian": lambda: russian.run(bench, 1 if args.quick else None),  # bench/russian.py (issue 14)

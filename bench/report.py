@@ -84,24 +84,9 @@ def headline(scen: dict) -> dict:
         "pipeline_wer": _get(scen, "accuracy", "pipeline_wer"),
         "engine_wer": _get(scen, "accuracy", "engine_wer"),
         "pipeline_wer_minus_engine_wer": _get(scen, "accuracy", "pipeline_wer_minus_engine_wer"),
-        "talking_sessions": talking_sessions(conc),
+        # The conversing loop of scenario "talking" (never the one-shot concurrency burst).
+        "talking_sessions": _get(scen, "talking", "talking_sessions"),
     }
-
-
-TALKING_P95_S = 1.5  # end of speech -> first audio, p95, for a number of sessions to count as "talking"
-
-
-def talking_sessions(conc: dict) -> int | None:
-    """The most concurrent sessions whose every turn was answered with p95 end of speech -> first audio <= 1.5 s."""
-    good = [
-        int(n)
-        for n, c in conc.items()
-        if c.get("turns_done") == c.get("turns_expected")
-        and (_get(c, "eos_to_first_audio_s", "p95") or float("inf")) <= TALKING_P95_S
-    ]
-    if not conc:
-        return None
-    return max(good, default=0)
 
 
 def evaluate(values: dict) -> dict:
@@ -138,18 +123,7 @@ def diagnose(report: dict) -> dict:
     """For each missed target: which stage holds the time, and what would close it."""
     scen, targets, notes = report["scenarios"], report["targets"], {}
     if targets["overhead_ratio"]["met"] is False:
-        per = _get(scen, "stage_breakdown", "utterances") or {}
-        worst = {name: (u["largest_overhead"], u["overhead_s"][u["largest_overhead"]]) for name, u in per.items()}
-        notes["overhead_ratio"] = {
-            "holds_the_time": worst,
-            "fixed_overhead_s": {name: u.get("fixed_overhead_s") for name, u in per.items()},
-            "proposal": "The pipeline adds a roughly fixed cost per turn (upload: decode + GridFS store + enqueue; "
-            "three queue hops, each re-reading the turn document; the reply's GridFS store), so the "
-            "ratio gets worse as the engines get faster. Close it by passing the transcript and reply "
-            "text in the task payload instead of re-reading MongoDB at each hop, storing the upload "
-            "after enqueueing (or handing PCM over Redis as the live path does), and running dialog "
-            "and TTS in one task.",
-        }
+        notes["overhead_ratio"] = _overhead_note(_get(scen, "stage_breakdown", "utterances") or {})
     lat = scen.get("latency") or {}
     for key, mode in (
         ("eos_to_final_p50_s", "ptt"),
@@ -178,9 +152,8 @@ def diagnose(report: dict) -> dict:
             "holds_the_time": "see scenarios.concurrency.<N>.errors and timeouts",
             "proposal": "Turns that timed out or failed count their 5 events as lost; check the STT queue depth.",
         }
-    conc = _get(scen, "concurrency", "by_sessions") or {}
-    if targets["talking_sessions"]["met"] is False and conc:
-        notes["talking_sessions"] = _concurrency_note(conc)
+    if targets["talking_sessions"]["met"] is False and _get(scen, "talking", "diagnosis"):
+        notes["talking_sessions"] = _talking_note(scen["talking"])
     if targets["handsfree_false_endpoints"]["met"] is False:
         cut = [c for c in _get(scen, "endpointing", "paused") or [] if c["cut"]]
         notes["handsfree_false_endpoints"] = {
@@ -216,6 +189,35 @@ def diagnose(report: dict) -> dict:
     return notes
 
 
+# What would cut each part of the pipeline's overhead (bench/scenarios._overheads names them).
+OVERHEAD_FIXES = {
+    "upload_and_enqueue": "the API's upload path (decode, turn insert, enqueue before the GridFS store)",
+    "queue_waits": "queue hops between stages (a worker busy, or Celery's delivery latency)",
+    "stt_stage_minus_engine": "the STT stage around its engine (claim, GridFS read of the upload, record)",
+    "dialog_stage_minus_engine": "the dialog stage around its engine (claim, history read, record)",
+    "tts_stage_minus_engine": "the TTS stage around its engine (cache lookups, GridFS store, one update per chunk)",
+    "pubsub_delivery": "event delivery (Redis pub/sub -> hub -> socket)",
+    "unaccounted": "time outside the stages' own clocks (event relay, chain hand-offs, the done event)",
+}
+
+
+def _overhead_note(per: dict) -> dict:
+    """The overhead parts of this run, largest first (median over utterances), and what would cut the largest."""
+    parts = {key: median([(u.get("overhead_s") or {}).get(key) for u in per.values()]) for key in OVERHEAD_FIXES}
+    ranked = sorted((k for k in parts if parts[k] is not None), key=lambda k: -(parts[k] or 0.0))
+    fixed = median([u.get("fixed_overhead_s") for u in per.values()])
+    ratios = {name: u.get("overhead_ratio") for name, u in per.items()}
+    if not ranked:
+        return {"holds_the_time": None, "proposal": "no stage breakdown ran"}
+    top = ranked[0]
+    listing = "; ".join(f"{k} {parts[k]:.3f} s" for k in ranked[:4])
+    text = (
+        f"Pipeline / engine ratios {ratios}; the pipeline adds {fixed} s per turn (median). Largest parts: "
+        f"{listing}. The largest is {OVERHEAD_FIXES[top]}."
+    )
+    return {"holds_the_time": top, "overhead_s": parts, "fixed_overhead_s": fixed, "proposal": text}
+
+
 def _latency_note(scen: dict, lat: dict, mode: str, meta: dict) -> dict:
     """Which stage holds a latency target's time, in this run's numbers."""
     stages = _latency_stages(lat, mode)
@@ -241,26 +243,17 @@ def _latency_note(scen: dict, lat: dict, mode: str, meta: dict) -> dict:
     return {"holds_the_time": holder, "stages_p50_s": stages, "in_process_stt_s": engine_stt, "proposal": text}
 
 
-def _concurrency_note(conc: dict) -> dict:
-    """Where concurrent sessions wait: recognition (end of speech -> final) or the reply (final -> first audio)."""
-    rows = {}
-    for n, c in sorted(conc.items(), key=lambda kv: int(kv[0])):
-        final, audio = _get(c, "eos_to_final_s", "p95"), _get(c, "eos_to_first_audio_s", "p95")
-        rows[n] = {
-            "eos_to_final_p95_s": final,
-            "eos_to_first_audio_p95_s": audio,
-            "turns_done": f"{c.get('turns_done')}/{c.get('turns_expected')}",
+def _talking_note(talk: dict) -> dict:
+    """The talking scenario's own diagnosis (computed from its steps), with the p95 of each step."""
+    rows = {
+        n: {
+            "eos_to_first_audio_p95_s": _get(step, "eos_to_first_audio_s", "p95"),
+            "turns_done": f"{step.get('turns_done')}/{step.get('turns')}",
         }
-    largest = rows[max(rows, key=int)]
-    final, audio = largest["eos_to_final_p95_s"] or 0, largest["eos_to_first_audio_p95_s"] or 0
-    holder = "stt (end of speech -> final)" if final >= audio - final else "dialog + tts (final -> first audio)"
-    return {
-        "holds_the_time": holder,
-        "by_sessions": rows,
-        "proposal": f"At {max(rows, key=int)} sessions p95 end of speech -> final is {final:.2f} s of {audio:.2f} s to "
-        f"first audio; {holder} holds most of it. More STT/TTS replicas (or cores) scale it; on one 2-core machine "
-        "every decode shares the same cores.",
+        for n, step in talk.get("by_sessions", {}).items()
     }
+    diagnosis = talk["diagnosis"]
+    return {"holds_the_time": diagnosis.get("holds_the_time"), "by_sessions": rows, "proposal": diagnosis["text"]}
 
 
 # ---------------------------------------------------------------- writing
@@ -403,6 +396,8 @@ def _scenario_sections(scen: dict) -> list[str]:
                     f"{_fmt(c['eos_to_first_audio_s']['p95'])} | {_fmt(c['turns_per_minute'])} | "
                     f"{c['lost_events']} | {c['duplicated_events']} | {c['timeouts']} |"
                 )
+        elif name == "talking":
+            lines += _talking_lines(data)
         elif name == "idle_ws":
             lines.append(", ".join(f"{k}: {_fmt(v)}" for k, v in data.items()))
         elif name == "soak":
@@ -416,3 +411,27 @@ def _scenario_sections(scen: dict) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def _talking_lines(data: dict) -> list[str]:
+    """The conversing ramp: one row per number of sessions, then the computed diagnosis."""
+    segments = ("recognition", "dialog_queue", "dialog", "handoff", "tts_queue", "first_sentence", "fetch")
+    lines = [
+        data["method"],
+        "",
+        f"**talking_sessions = {data['talking_sessions']}**",
+        "",
+        "| sessions | turns done | first audio p50 / p95 (s) | final p50 / p95 (s) | "
+        + " | ".join(f"{k} p50/p95" for k in segments)
+        + " | cache hits | held |",
+        "|---|---|---|---|" + "---|" * len(segments) + "---|---|",
+    ]
+    for n, step in data["by_sessions"].items():
+        cells = [f"{_fmt(step['segments_p50_s'].get(k))} / {_fmt(step['segments_p95_s'].get(k))}" for k in segments]
+        lines.append(
+            f"| {n} | {step['turns_done']}/{step['turns']} | {_fmt(step['eos_to_first_audio_s']['p50'])} / "
+            f"{_fmt(step['eos_to_first_audio_s']['p95'])} | {_fmt(step['eos_to_final_s']['p50'])} / "
+            f"{_fmt(step['eos_to_final_s']['p95'])} | " + " | ".join(cells) + f" | {_fmt(step['cache_hit_share'])} | "
+            f"{'yes' if step['holds'] else '**no**'} |"
+        )
+    return [*lines, "", f"Diagnosis: {data['diagnosis']['text']}"]

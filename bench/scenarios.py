@@ -729,3 +729,205 @@ def accuracy(settings, utterances: dict[str, Utterance], runs: Sequence[dict]) -
         "the same model in-process with Whisper's stock 30 s window on the same audio (push-to-talk: up to the "
         "end of speech; hands-free: the whole stream)",
     }
+
+
+# ---------------------------------------------------------------- 9. conversing sessions (talking_sessions)
+
+TALK_FRAME_S = 0.04  # frames of 40 ms: the widget's size order, and cheap enough for 12 paced senders
+TALK_THINK_S = 2.0  # the visitor waits this long after the reply ends before asking again
+TALK_P95_S = 1.5  # end of speech -> first audio p95 for a number of sessions to "hold"
+TALK_SEGMENTS = ("recognition", "dialog_queue", "dialog", "handoff", "tts_queue", "first_sentence", "fetch")
+
+
+def _converse(
+    client: LiveClient,
+    utterances: Sequence[Utterance],
+    index: int,
+    deadline: float,
+    results: list,
+    start_gate: threading.Event,
+    jitter: float,
+) -> None:
+    """One visitor: ask, listen to the whole reply, wait TALK_THINK_S, ask again, until `deadline`."""
+    start_gate.wait()
+    time.sleep(jitter)
+    turn = 0
+    while time.monotonic() < deadline:
+        utt = utterances[(index + turn) % len(utterances)]
+        try:
+            result = client.turn(utt, "ptt", frame_s=TALK_FRAME_S, timeout=120)
+        except (websocket.WebSocketException, OSError) as err:
+            results.append({"error": repr(err), "session": index})
+            return
+        audio = [e for e in result.events if e["type"] == "audio"]
+        reply_s = sum(float(e.get("duration") or 0.0) for e in audio)
+        results.append(
+            {
+                **result.to_dict(),
+                "session": index,
+                "reply_audio_s": round(reply_s, 3),
+                "cached": bool(audio and audio[0].get("cached")),
+            }
+        )
+        # Playback starts at the first byte and lasts the reply's audio; then the visitor thinks.
+        heard_from = result.t_first_byte or result.t_done or time.time()
+        time.sleep(max(0.0, heard_from + reply_s - time.time()) + TALK_THINK_S)
+        turn += 1
+
+
+def _segments(row: dict, timings: dict) -> dict[str, float | None]:
+    """Where one turn's end of speech -> first audio went: recognition, queue waits, engines, fetch."""
+
+    def gap(a: str, b: str) -> float | None:
+        return round(row[b] - row[a], 4) if row.get(a) is not None and row.get(b) is not None else None
+
+    dialog_queue, dialog, tts_queue = (timings.get(k) for k in ("dialog_queue_s", "dialog_s", "tts_queue_s"))
+    reply = gap("eos_to_final_s", "eos_to_reply_s")
+    synthesis = gap("eos_to_reply_s", "eos_to_audio_event_s")
+    return {
+        "recognition": row.get("eos_to_final_s"),
+        "dialog_queue": dialog_queue,
+        "dialog": dialog,
+        # The rest of final -> reply: recording the turn, events, the reply's publish (plumbing).
+        "handoff": round(reply - (dialog_queue or 0.0) - (dialog or 0.0), 4) if reply is not None else None,
+        "tts_queue": tts_queue,
+        "first_sentence": round(synthesis - (tts_queue or 0.0), 4) if synthesis is not None else None,
+        "fetch": gap("eos_to_audio_event_s", "eos_to_first_audio_s"),
+    }
+
+
+def _talking_step(bench: BenchStack, utterances: Sequence[Utterance], n: int, seconds: float) -> dict:
+    """N sessions conversing for `seconds`; latency per turn and where it went."""
+    clients = [LiveClient(bench.base_url, harness.new_session(bench.base_url)) for _ in range(n)]
+    results: list[dict] = []
+    gate = threading.Event()
+    deadline = time.monotonic() + seconds
+    cycle = 6.0  # about one question + reply + pause: starts spread over it, as visitors arrive at random
+    threads = [
+        threading.Thread(
+            target=_converse,
+            daemon=True,
+            args=(c, utterances, i, deadline, results, gate, random.uniform(0, min(cycle, seconds / 2))),
+        )
+        for i, c in enumerate(clients)
+    ]
+    load = harness.load_average()
+    for thread in threads:
+        thread.start()
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=seconds + 300)
+    streams = [check_stream(c.inbox) for c in clients]
+    for c in clients:
+        c.close()
+    return _talking_summary(bench, n, seconds, results, streams, load)
+
+
+def _server_timings(bench: BenchStack, turn_ids: list[str]) -> dict[str, dict]:
+    """turn_id -> the stage timings the pipeline recorded on the turn."""
+    docs = bench.db[bench.settings.interactions_collection].find(
+        {"turn_id": {"$in": turn_ids}}, {"turn_id": 1, "timings": 1}
+    )
+    return {d["turn_id"]: d.get("timings") or {} for d in docs}
+
+
+def _talking_summary(
+    bench: BenchStack, n: int, seconds: float, results: list[dict], streams: list[dict], load: list[float]
+) -> dict:
+    ok = [r for r in results if "error" not in r and r.get("status") == "done"]
+    timings = _server_timings(bench, [r["turn_id"] for r in ok if r.get("turn_id")])
+    segments = [_segments(r, timings.get(r["turn_id"], {})) for r in ok]
+    first_audio = summary([r["eos_to_first_audio_s"] for r in ok])
+    failed = len(results) - len(ok)
+    return {
+        "sessions": n,
+        "seconds": seconds,
+        "turns": len(results),
+        "turns_done": len(ok),
+        "turns_failed": failed,
+        "eos_to_first_audio_s": first_audio,
+        "eos_to_final_s": summary([r["eos_to_final_s"] for r in ok]),
+        "segments_p50_s": {k: median([s[k] for s in segments]) for k in TALK_SEGMENTS},
+        "segments_p95_s": {k: pct([s[k] for s in segments], 95) for k in TALK_SEGMENTS},
+        "cache_hit_share": round(sum(1 for r in ok if r["cached"]) / len(ok), 2) if ok else None,
+        "reply_audio_s_p50": median([r["reply_audio_s"] for r in ok]),
+        "lost_events": sum(s["lost"] for s in streams),
+        "duplicated_events": sum(s["duplicated"] for s in streams),
+        "errors": [e for r in results for e in (r.get("errors") or [])][:10] + [r for r in results if "error" in r][:5],
+        "load_average_start": load,
+        "holds": bool(ok) and failed == 0 and (first_audio["p95"] or float("inf")) <= TALK_P95_S,
+    }
+
+
+def talking(bench: BenchStack, utterances: Sequence[Utterance], ramp: Sequence[int], seconds: float) -> dict:
+    """Scenario 9: N sessions conversing (ask, hear the whole reply, wait 2 s, ask again); ramp N until p95 > 1.5 s."""
+    steps: dict[str, dict] = {}
+    for n in ramp:
+        clear_tts_cache(bench)  # each step starts cold; within it the questions repeat, as real ones do
+        steps[str(n)] = _talking_step(bench, utterances, n, seconds)
+        if not steps[str(n)]["holds"]:
+            break
+        time.sleep(1.0)
+    held = [int(n) for n, s in steps.items() if s["holds"]]
+    return {
+        "talking_sessions": max(held, default=0),
+        "by_sessions": steps,
+        "frame_s": TALK_FRAME_S,
+        "think_s": TALK_THINK_S,
+        "p95_limit_s": TALK_P95_S,
+        "diagnosis": talking_diagnosis(steps),
+        "method": f"N sessions on their own WebSockets each speak a Piper question at real-time pace in "
+        f"{TALK_FRAME_S * 1000:.0f} ms frames (push-to-talk, `end` at end of speech), fetch the reply audio, "
+        f"listen to all of it (its duration), wait {TALK_THINK_S:g} s and ask again, for {seconds:g} s per step "
+        f"(starts spread over the first seconds); N ramps until p95 end of speech -> first audio byte exceeds "
+        f"{TALK_P95_S:g} s or a turn fails; talking_sessions = the largest N that held. Segments: recognition = "
+        "end of speech -> final transcript (client); dialog queue / tts queue = the stages' recorded queue waits; "
+        "dialog = the dialog stage's recorded time; handoff = the rest of final -> reply; first sentence = reply -> first audio event minus the tts "
+        "queue wait; fetch = audio event -> first byte",
+    }
+
+
+def talking_diagnosis(steps: dict[str, dict]) -> dict:
+    """Which segment grew with the number of sessions, and whether it is queue wait, engine or plumbing."""
+    if not steps:
+        return {"text": "no step ran"}
+    ordered = sorted(steps.values(), key=lambda s: s["sessions"])
+    first, last = ordered[0], next((s for s in ordered if not s["holds"]), ordered[-1])
+    growth = {
+        k: round((last["segments_p95_s"].get(k) or 0.0) - (first["segments_p95_s"].get(k) or 0.0), 4)
+        for k in TALK_SEGMENTS
+    }
+    holder = max(TALK_SEGMENTS, key=lambda k: last["segments_p95_s"].get(k) or 0.0)
+    grew = max(TALK_SEGMENTS, key=lambda k: growth[k])
+    kind = {
+        "recognition": "the STT worker (final decode behind partials and other utterances' decodes)",
+        "dialog_queue": "queue wait (the dialog worker's threads are busy)",
+        "tts_queue": "queue wait (the synthesis worker's threads are busy)",
+        "dialog": "the dialog engine",
+        "handoff": "plumbing (recording the turn, events between the stages)",
+        "first_sentence": "the synthesis engine (first sentence) and its storage",
+        "fetch": "plumbing (the API serving reply audio from GridFS)",
+    }
+    p95 = last["eos_to_first_audio_s"]["p95"]
+    verdict = "held" if last["holds"] else f"missed the {TALK_P95_S:g} s p95 limit"
+    parts = ", ".join(f"{k} {_fmt_s(last['segments_p95_s'].get(k))}" for k in TALK_SEGMENTS)
+    text = (
+        f"At {last['sessions']} session(s) first audio p95 was {_fmt_s(p95)} ({verdict}); segment p95s: {parts}. "
+        f"The largest is {holder}: {kind[holder]}."
+    )
+    if last is not first:
+        text += (
+            f" From {first['sessions']} to {last['sessions']} session(s) {grew} grew most "
+            f"(+{growth[grew]:.3f} s p95): {kind[grew]}."
+        )
+    return {
+        "at_sessions": last["sessions"],
+        "holds_the_time": holder,
+        "grew_most": grew,
+        "growth_p95_s": growth,
+        "text": text,
+    }
+
+
+def _fmt_s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "idle_ws", "soak", "russian")
+SCENARIOS = ("stage_breakdown", "latency", "cache", "concurrency", "talking", "idle_ws", "soak", "russian")
 TARGET_KEYS = (
     "overhead_ratio",
     "eos_to_final_p50_s",
@@ -19,6 +19,7 @@ TARGET_KEYS = (
     "idle_ws_kib_each",
     "lost_events_50_sessions",
     "soak_mib_per_min_per_session",
+    "talking_sessions",
 )
 
 
@@ -91,3 +92,22 @@ def test_russian_scenario_scores_a_russian_turn(quick_report):
     assert "ru_eos_to_first_audio_p50_s" in report["targets"]
     run = russian["runs"][0]
     assert run["words"] > 0 and run["reference"] and run["transcript"], run
+
+
+def test_talking_sessions_comes_from_the_conversing_ramp(quick_report):
+    out, report = quick_report
+    talk = report["scenarios"]["talking"]
+    steps = talk["by_sessions"]
+    assert next(iter(steps)) == "1" and all(s["turns"] >= 1 for s in steps.values()), steps
+    # The headline is the largest N of the ramp that held, and the ramp stops at the first N that did not.
+    held = [int(n) for n, s in steps.items() if s["holds"]]
+    assert report["talking_sessions"] == talk["talking_sessions"] == max(held, default=0)
+    assert all(s["holds"] for s in list(steps.values())[:-1])
+    for step in steps.values():
+        assert step["holds"] == (step["turns_failed"] == 0 and step["eos_to_first_audio_s"]["p95"] <= 1.5)
+        assert step["turns_done"] >= 1 and step["segments_p50_s"]["recognition"] is not None, step
+        assert step["lost_events"] == 0 and step["duplicated_events"] == 0, step
+    # The diagnosis is computed from this run: it quotes the measured p95 of the step it describes.
+    last = steps[str(talk["diagnosis"]["at_sessions"])]
+    assert f"{last['eos_to_first_audio_s']['p95']:.2f} s" in talk["diagnosis"]["text"]
+    assert f"talking_sessions = {talk['talking_sessions']}" in (out / "report.md").read_text()

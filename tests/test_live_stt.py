@@ -1,6 +1,7 @@
 """Live recognition over the WebSocket: real-time frames, partials, endpointing, silence, limits."""
 
 import io
+import itertools
 import json
 import time
 import wave
@@ -132,3 +133,64 @@ def test_a_silent_open_microphone_stops_being_listened_to(live):
         ws.close()
     assert events[-1]["type"] == "done" and events[-1]["status"] == "no_speech"
     assert not [e for e in events if e["type"] in ("transcript", "reply")]
+
+
+def _paused_sentence(settings, pause_s: float) -> tuple[np.ndarray, str]:
+    """A Piper sentence whose comma is stretched into a `pause_s` pause, ending 0.1 s after its last word."""
+    text = "I was wondering, whether you deliver to my office."
+    speech = decode(get_provider(settings, "piper").synthesize(text).audio, settings).samples
+    energy = np.sqrt(np.convolve(speech**2, np.ones(320) / 320, mode="same"))
+    loud = np.flatnonzero(energy >= 0.01)
+    gaps = [(a, b) for a, b in itertools.pairwise(loud) if b - a > 320 and a > 0.15 * speech.size]
+    start, end = gaps[0]
+    audio = np.concatenate([np.zeros(8000, np.float32), speech[:start], np.zeros(int(pause_s * 16000), np.float32)])
+    return np.concatenate([audio, speech[end : loud[-1] + 1600]]), text
+
+
+@pytest.mark.parametrize("mode", ["push_to_talk", "hands_free"])
+def test_a_speculation_dropped_at_an_inner_pause_reaches_the_client_as_nothing_final(live, mode):
+    # The pause is long enough for a speculative decode of the first half; speech goes on after it.
+    audio, text = _paused_sentence(live.settings, 0.7)
+    tail = np.zeros(16000 * (0 if mode == "push_to_talk" else 3), np.float32)
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session, mode=mode)
+    try:
+        _stream(ws, _pcm(np.concatenate([audio, tail])), real_time=True)
+        if mode == "push_to_talk":
+            ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    finals = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert len(finals) == 1, [e.get("text") for e in finals]
+    assert word_error_rate(text, finals[0]["text"]) <= 0.2 and "office" in finals[0]["text"].lower(), finals
+    assert len([e for e in events if e["type"] == "reply"]) == 1
+    assert events[-1]["type"] == "done" and events[-1]["status"] == "done"
+
+
+def test_a_live_turn_keeps_its_recording(live):
+    # The recording is stored after the turn is handed to dialog: it must still end up under the id the turn names.
+    from voiceapp.errors import NotFound
+    from voiceapp.storage.audio import UPLOADS_BUCKET, get_audio
+
+    audio, _ = _paused_sentence(live.settings, 0.3)
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session, mode="push_to_talk")
+    try:
+        _stream(ws, _pcm(audio), real_time=False)
+        ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    assert events[-1]["status"] == "done"
+    turn = live.db[live.settings.interactions_collection].find_one({"turn_id": events[-1]["turn_id"]})
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            data = get_audio(live.db, turn["upload_id"], bucket=UPLOADS_BUCKET)[0]
+            break
+        except NotFound:
+            assert time.monotonic() < deadline, "the recording was never stored"
+            time.sleep(0.05)
+    stored = decode(data, live.settings).samples
+    assert abs(stored.size - audio.size) <= 1600 and turn["audio_seconds"] == round(audio.size / 16000, 3)

@@ -32,9 +32,10 @@ from .dialog.answer import respond
 from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
+from .pipeline import continue_turn
 from .runtime import Runtime
 from .storage import interactions, retention, sessions, unanswered
-from .storage.audio import UPLOADS_BUCKET, get_audio, put_audio
+from .storage.audio import UPLOADS_BUCKET, get_audio, new_audio_id, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
 from .tts.service import ChunkResult, synthesize_reply
@@ -100,6 +101,11 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     return replace(ref, skip=not text)
 
 
+def _waited(entry_id: str) -> float:
+    """Seconds since the front appended a stream entry (its id starts with Redis's clock in ms)."""
+    return max(0.0, time.time() - int(entry_id.split("-", 1)[0]) / 1000)
+
+
 def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytearray) -> Transcript | None:
     """Feed the utterance's frames to a streaming recognizer, publishing partials, until its end."""
     stream = UtteranceStream(rt.redis, ref.turn_id)
@@ -126,7 +132,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
             pcm.extend(chunk.pcm)
             if len(pcm) > silent_limit and not recognizer.in_speech and not push_to_talk:
                 return None
-            for transcript in recognizer.feed(chunk.pcm):
+            for transcript in recognizer.feed(chunk.pcm, lag=_waited(chunk.entry_id)):
                 if transcript.final:
                     return transcript
                 rt.events.publish(
@@ -174,31 +180,29 @@ def run_live_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef | None:
         return None
     stt = {"engine": final.engine, "model": final.model, "language": final.language, "confidence": final.confidence}
     try:
-        _record_live(rt, ref, session, pcm, text, stt, seconds)
+        upload_id = _record_live(rt, ref, session, pcm, text, stt, seconds)
     except DuplicateKeyError:
         return replay(rt, ref, STT)  # another copy recorded it first: it publishes and hands on
     metrics.observe_recognition(
         final.engine or rt.settings.stt_engine, final.model or rt.settings.whisper_model, seconds
     )
     publish_transcript(rt, ref, text, stt)
+    # Dialog starts now; the recording is stored while it runs (the turn already names its id). Stored even
+    # when the hand-off fails: the retried task then finds the turn recorded and only hands it on.
+    try:
+        continue_turn(rt, ref)
+    finally:
+        _store_live_audio(rt, ref, upload_id, pcm)
     UtteranceStream(rt.redis, ref.turn_id).delete()
     return ref
 
 
 def _record_live(
     rt: Runtime, ref: TurnRef, session: dict[str, Any], pcm: bytearray, text: str, stt: dict[str, Any], seconds: float
-) -> None:
-    """Store the utterance's audio and insert its turn, already recognised (DuplicateKeyError when it exists)."""
+) -> str:
+    """Insert the turn, already recognised, naming its recording's reserved id (DuplicateKeyError when it exists)."""
     accepted_at = time.time()
-    samples = pcm16_to_float(bytes(pcm))
-    upload_id = put_audio(
-        rt.db,
-        to_wav(samples, rt.settings.audio_sample_rate),
-        bucket=UPLOADS_BUCKET,
-        filename="utterance.wav",
-        content_type="audio/wav",
-        metadata={"session_id": ref.session_id, "source": "ws-live"},
-    )
+    upload_id = new_audio_id()
     interactions.create_turn(
         rt.db,
         rt.settings,
@@ -211,9 +215,23 @@ def _record_live(
         accepted_at=accepted_at,
         stage_done_at=accepted_at,
         tts_provider=session.get("tts_provider"),
-        audio_seconds=round(len(samples) / rt.settings.audio_sample_rate, 3),
+        audio_seconds=round(len(pcm) / 2 / rt.settings.audio_sample_rate, 3),
         stt=stt,
         timings={"stt_s": seconds},
+    )
+    return upload_id
+
+
+def _store_live_audio(rt: Runtime, ref: TurnRef, upload_id: str, pcm: bytearray) -> None:
+    """Store the utterance's recording under the id its turn names, then apply the retention policy."""
+    put_audio(
+        rt.db,
+        to_wav(pcm16_to_float(bytes(pcm)), rt.settings.audio_sample_rate),
+        bucket=UPLOADS_BUCKET,
+        filename="utterance.wav",
+        content_type="audio/wav",
+        metadata={"session_id": ref.session_id, "source": "ws-live"},
+        audio_id=upload_id,
     )
     retention.after_recognition(rt.db, rt.settings, upload_id)  # VOICE_RECORDING_RETENTION=0
 

@@ -7,12 +7,19 @@ after the stop. Hands-free, the pause also asks the end-of-turn model (voiceapp.
 judges the turn complete and the words do not stop mid-phrase, the utterance ends at that short pause
 instead of after the whole end silence (which stays the upper bound).
 Utterances longer than COMMIT_AFTER seconds are committed in pieces to keep each decode bounded.
+
+Under load partials give way, never finals: a partial is skipped while every decode slot of this process is
+busy (it would queue behind other visitors' decodes) or while the audio being fed waited longer than
+PARTIAL_MAX_LAG (the worker is behind real time, so the partial would describe the past and delay the end).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -32,6 +39,33 @@ END_SILENCE = 1.2  # seconds of pause that end the utterance (speakers pause ~1 
 MIN_SPEECH = 0.25  # seconds of speech below which a "voice" is a click or a cough
 COMMIT_AFTER = 20.0  # seconds of utterance after which a prefix is committed
 BACKLOG_FACTOR = 2.0  # partials wait at least this many times the last decode's wall time
+PARTIAL_MAX_LAG = 0.5  # seconds audio may wait before being fed; older audio gets no partial
+
+
+class DecodeLoad:
+    """Decodes running now in this process (every utterance's recognizer shares one count)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Count one decode for the duration of the block."""
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def busy(self, slots: int) -> bool:
+        """Whether `slots` decodes already run: one more would wait for a slot."""
+        return self.running >= max(1, slots)
+
+
+DECODES = DecodeLoad()
 
 
 def _vad_model():
@@ -53,6 +87,7 @@ class StreamingRecognizer:
         sample_rate: int | None = None,
         end_silence: float = END_SILENCE,
         smart_endpoint: bool = False,
+        load: DecodeLoad | None = None,
     ) -> None:
         self.engine = engine
         self.language = language
@@ -73,6 +108,11 @@ class StreamingRecognizer:
         self.decoded_seconds = 0.0
         self.commits = 0  # prefixes of long utterances fixed early
         self._decode_cost = 0.0  # wall seconds of the last decode
+        self._load = load or DECODES
+        self._slots = int(getattr(engine, "decode_slots", 1) or 1)
+        self._lag = 0.0  # seconds the audio of the latest feed waited before it came
+        self.skipped_partials = 0  # partials given up under load (for measurement)
+        self.drafts = 0  # partial (draft) decodes run
         self._reset(np.zeros(0, dtype=np.float32))
 
     def _reset(self, keep: np.ndarray) -> None:
@@ -92,8 +132,9 @@ class StreamingRecognizer:
 
     # -- public API -------------------------------------------------------------------------
 
-    def feed(self, pcm: bytes) -> list[Transcript]:
-        """Add PCM16 frames; returns new partials (final=False) and at most one final transcript."""
+    def feed(self, pcm: bytes, lag: float = 0.0) -> list[Transcript]:
+        """Add PCM16 frames that waited `lag` seconds; returns new partials and at most one final transcript."""
+        self._lag = lag
         samples = pcm16_to_float(pcm)
         if self._resampler is not None:
             samples = self._resampler.push(samples)
@@ -168,9 +209,14 @@ class StreamingRecognizer:
             return []
         # On a busy CPU partials thin out so recognition keeps up with real time.
         interval = max(self.partial_every, int(BACKLOG_FACTOR * self._decode_cost * VAD_RATE))
-        if self._vad_pos - self._last_partial_at >= interval:
-            return self._partial(self._vad_pos)
-        return []
+        if self._vad_pos - self._last_partial_at < interval:
+            return []
+        if self._lag > PARTIAL_MAX_LAG or self._load.busy(self._slots):
+            # Behind real time, or every decode slot taken: a partial now would only delay someone's final.
+            self.skipped_partials += 1
+            self._last_partial_at = self._vad_pos
+            return []
+        return self._partial(self._vad_pos)
 
     def _judge_turn(self) -> list[Transcript]:
         """At a short pause: decode what was said, then end the utterance if the turn sounds complete."""
@@ -236,6 +282,7 @@ class StreamingRecognizer:
     def _partial(self, end: int) -> list[Transcript]:
         """Re-decode the whole utterance so far as a partial transcript."""
         self._last_partial_at = end
+        self.drafts += 1
         return self._emit_partial(self._decode(self._begin, end, draft=True))
 
     def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
@@ -267,7 +314,8 @@ class StreamingRecognizer:
         began = time.monotonic()
         audio = DecodedAudio(samples=samples, sample_rate=VAD_RATE)
         transcribe = getattr(self.engine, "transcribe_draft", None) if draft else None
-        transcript = (transcribe or self.engine.transcribe)(audio, self.language)
+        with self._load.decoding():
+            transcript = (transcribe or self.engine.transcribe)(audio, self.language)
         self._decode_cost = time.monotonic() - began
         # A final-quality decode is remembered so a pause right after it needs no new decode; a draft never
         # becomes the final transcript.
