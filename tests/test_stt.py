@@ -257,6 +257,12 @@ def test_wer_normalisation():
     assert wer("", "") == 0.0 and wer("", "extra") == 1.0
 
 
+def test_wer_reads_digits_in_a_russian_sentence_in_russian():
+    """Whisper writes "6 человек" for "шесть человек": the same words, not "six"."""
+    assert normalize("Столик на 6 человек") == ["столик", "на", "шесть", "человек"]
+    assert wer("Столик на шесть человек, в 21 час", "столик на 6 человек в двадцать один час") == 0.0
+
+
 @dataclass
 class Seg:
     text: str

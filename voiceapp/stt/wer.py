@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+from voiceapp.dialog import numbers_ru
+
+_CYRILLIC = re.compile(r"[а-яё]")
+
 # Whisper writes contractions the speaker did not say (or the reverse); score them the same.
 _CONTRACTIONS = {
     "what's": "what is",
@@ -78,17 +82,24 @@ def number_words(value: int) -> str:
 
 
 def normalize(text: str) -> list[str]:
-    """Lower-case words with punctuation dropped and contractions expanded."""
-    text = text.lower().replace("\u2019", "'").replace("ё", "е")  # Russian writes ё as е more often than not
-    text = re.sub(r"[^\w\s']", " ", text)
+    """Lower-case words with punctuation dropped, contractions expanded, digits as words of the text's language."""
+    text = text.lower().replace("\u2019", "'")
+    # Digits in a Russian sentence are read in Russian ("6 человек" is "шесть человек", not "six").
+    spell = _russian_words if _CYRILLIC.search(text) else number_words
+    text = re.sub(r"[^\w\s']", " ", text.replace("ё", "е"))  # Russian writes ё as е more often than not
     words: list[str] = []
     for word in text.split():
         word = word.strip("'")
         if word.isdigit() and len(word) <= 6:
-            words.extend(number_words(int(word)).split())
+            words.extend(spell(int(word)).split())
         elif word:
             words.extend(_CONTRACTIONS.get(word, word).split())
     return words
+
+
+def _russian_words(value: int) -> str:
+    """A number in nominative Russian words, ё written as е like the rest of the normalised text."""
+    return numbers_ru.number_words(value).replace("ё", "е")
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
