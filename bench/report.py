@@ -173,6 +173,8 @@ def diagnose(report: dict) -> dict:
             + (", ".join(f"{r['utterance']} ({r['mode']})" for r in worse) or "none")
             + ". Set WHISPER_FINAL_WINDOW=full to rule out the short window.",
         }
+    if targets["ru_eos_to_first_audio_p50_s"]["met"] is False and _get(scen, "russian", "stages_p50_s"):
+        notes["ru_eos_to_first_audio_p50_s"] = _russian_note(scen["russian"])
     if targets["soak_minutes"]["met"] is False:
         notes["soak_minutes"] = {
             "holds_the_time": f"the soak ran {report.get('soak_minutes')} min",
@@ -435,3 +437,25 @@ def _talking_lines(data: dict) -> list[str]:
             f"{'yes' if step['holds'] else '**no**'} |"
         )
     return [*lines, "", f"Diagnosis: {data['diagnosis']['text']}"]
+
+
+# What each part of a Russian turn's end of speech -> first audio is (bench/russian.py names them).
+RUSSIAN_PARTS = {
+    "draft_in_flight": "a partial (draft) decode still running when the visitor released: the final waits for it",
+    "final_decode": "the final decode of multilingual Whisper base (beam 5 in the clip + 3 s window)",
+    "dialog": "the dialog stage (queue hop, retrieval, reply)",
+    "tts_first_sentence": "festival's first sentence (queue hop, synthesis, store)",
+    "fetch": "the client's fetch of the first audio",
+}
+
+
+def _russian_note(ru: dict) -> dict:
+    """The Russian turn's largest part, from the run's per-stage medians."""
+    parts = {k: v for k, v in (ru.get("stages_p50_s") or {}).items() if v is not None}
+    held = max(parts, key=lambda k: parts[k])
+    order = "; ".join(f"{k} {parts[k]:.3f} s" for k in sorted(parts, key=lambda k: -parts[k]))
+    return {
+        "holds_the_time": held,
+        "proposal": f"Russian end of speech -> first audio p50 {_get(ru, 'eos_to_first_audio_s', 'p50')} s over "
+        f"{ru.get('turns')} turns; medians by part: {order}. The largest is {RUSSIAN_PARTS.get(held, held)}.",
+    }
