@@ -239,6 +239,40 @@ def test_streaming_partials_are_drafts_and_the_final_is_not(engine, settings, jf
     assert "draft" in counting.calls and counting.calls[-1] == "final"
 
 
+class HeldDraftEngine(CountingEngine):
+    """The real engine whose drafts wait until the test lets them go (a draft still in flight at the end)."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def transcribe_draft(self, audio, language=None):
+        self.started.set()
+        self.release.wait(30)
+        return super().transcribe_draft(audio, language)
+
+
+def test_background_drafts_never_hold_up_the_final(engine, settings, jfk_samples):
+    """Live turns decode drafts on their own thread: `finish` decodes the final while a draft is still running,
+    and that late draft never comes out as a partial of the next utterance."""
+    held = HeldDraftEngine(engine)
+    recognizer = StreamingRecognizer(held, settings, "en", end_silence=30.0, background_drafts=True)
+    pcm = float_to_pcm16(jfk_samples)
+    fed = 0
+    while not held.started.is_set() and fed < len(pcm):
+        assert not recognizer.feed(pcm[fed : fed + 3200]), "no partial before the first draft is even done"
+        fed += 3200
+    assert held.started.wait(10), "a draft started while the visitor spoke"
+    for start in range(fed, len(pcm), 3200):  # the rest of the speech, while that draft is still blocked
+        assert all(not t.final for t in recognizer.feed(pcm[start : start + 3200]))
+    final = recognizer.finish()  # the draft is still blocked: the final must not wait for it
+    assert final is not None and final.final and "ask not" in final.text.lower()
+    assert held.calls[-1] == "final" and not held.release.is_set()
+    held.release.set()
+    recognizer._draft_thread.join(30)
+    assert recognizer.feed(float_to_pcm16(np.zeros(3200, np.float32))) == []  # the old utterance's draft is dropped
+
+
 @pytest.mark.parametrize(
     "window,multilingual,decode",
     [

@@ -118,6 +118,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
         language,
         end_silence=end_silence,
         smart_endpoint=not push_to_talk,
+        background_drafts=True,
     )
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.

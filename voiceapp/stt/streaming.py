@@ -88,6 +88,7 @@ class StreamingRecognizer:
         end_silence: float = END_SILENCE,
         smart_endpoint: bool = False,
         load: DecodeLoad | None = None,
+        background_drafts: bool = False,
     ) -> None:
         self.engine = engine
         self.language = language
@@ -113,10 +114,17 @@ class StreamingRecognizer:
         self._lag = 0.0  # seconds the audio of the latest feed waited before it came
         self.skipped_partials = 0  # partials given up under load (for measurement)
         self.drafts = 0  # partial (draft) decodes run
+        # Live turns decode drafts on a thread of their own, so the final never waits for a draft in flight.
+        self._background = background_drafts
+        self._draft_lock = threading.Lock()
+        self._draft_thread: threading.Thread | None = None
+        self._draft_done: tuple[int, int, Transcript] | None = None  # (utterance, end, draft) not yet emitted
+        self._utterance = 0  # bumped at every reset: a late draft of an ended utterance is dropped
         self._reset(np.zeros(0, dtype=np.float32))
 
     def _reset(self, keep: np.ndarray) -> None:
         """Start a new utterance with `keep` as the already-buffered audio."""
+        self._utterance = getattr(self, "_utterance", 0) + 1
         self._buffer = keep
         self._vad_pos = 0  # samples of _buffer already scored by the VAD
         self._start: int | None = None  # start of the part still to decode (with pre-roll)
@@ -143,7 +151,8 @@ class StreamingRecognizer:
         if self._start is None:
             self._drop_leading_silence()
             return []
-        return self._advance()
+        ready = self._finished_draft()
+        return ready + self._advance()
 
     def finish(self) -> Transcript | None:
         """End the utterance now (visitor pressed stop): the final transcript, or None if no speech."""
@@ -282,8 +291,48 @@ class StreamingRecognizer:
     def _partial(self, end: int) -> list[Transcript]:
         """Re-decode the whole utterance so far as a partial transcript."""
         self._last_partial_at = end
+        if self._background:
+            self._start_draft(self._begin, end)
+            return []
         self.drafts += 1
         return self._emit_partial(self._decode(self._begin, end, draft=True))
+
+    def _start_draft(self, start: int, end: int) -> None:
+        """Decode a draft on its own thread; one at a time per utterance (a newer one waits for the next chance)."""
+        if self._draft_thread is not None and self._draft_thread.is_alive():
+            self.skipped_partials += 1
+            return
+        self.drafts += 1
+        samples, utterance = self._buffer[start:end].copy(), self._utterance
+        self._draft_thread = threading.Thread(
+            target=self._run_draft, args=(samples, utterance, end), name="stt-draft", daemon=True
+        )
+        self._draft_thread.start()
+
+    def _run_draft(self, samples: np.ndarray, utterance: int, end: int) -> None:
+        """The draft thread: decode, then leave the result for the next feed to emit."""
+        began = time.monotonic()
+        audio = DecodedAudio(samples=samples, sample_rate=VAD_RATE)
+        transcribe = getattr(self.engine, "transcribe_draft", None) or self.engine.transcribe
+        try:
+            with self._load.decoding():
+                transcript = transcribe(audio, self.language)
+        except Exception:  # noqa: BLE001 - a failed draft costs one partial; the final decodes on its own
+            return
+        self._decode_cost = time.monotonic() - began
+        with self._draft_lock:
+            self._draft_done = (utterance, end, transcript)
+
+    def _finished_draft(self) -> list[Transcript]:
+        """A draft finished since the last feed, as a partial, unless a newer decode already said more."""
+        with self._draft_lock:
+            done, self._draft_done = self._draft_done, None
+        if done is None or done[0] != self._utterance:
+            return []
+        spec = self._speculative
+        if spec is not None and spec[0] >= done[1]:
+            return []  # a final-quality decode of at least this much audio came first
+        return self._emit_partial(done[2])
 
     def _emit_partial(self, transcript: Transcript) -> list[Transcript]:
         """A partial, only when there is text and it changed."""
