@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -243,16 +242,11 @@ def private_mongo() -> Iterator[str]:
         return
     import devstack as stack
 
-    cmd = [stack.find_mongo_python(), str(stack.WIRE_SERVER), "--port", str(stack.free_port())]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line.startswith("ready "):
-            raise SystemExit(f"MongoDB-wire server did not start: {line!r}")
-        yield line.split()[1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        with stack.private_mongo() as uri:
+            yield uri
+    except stack.StackError as err:
+        raise SystemExit(str(err)) from err
 
 
 def _print(title: str, result: dict) -> None:

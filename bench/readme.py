@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .report import OPS
+
 ROOT = Path(__file__).resolve().parent.parent
 START = "<!-- bench-figures:start (written by `python -m bench.readme` from bench/report.json; do not edit) -->"
 END = "<!-- bench-figures:end -->"
@@ -116,7 +118,7 @@ def _eval_met(key: str, value: Any) -> bool | None:
     if value is None:
         return None
     op, target = EVAL_TARGETS[key].split()
-    return value >= float(target) if op == ">=" else value <= float(target)
+    return bool(OPS[op](value, float(target)))
 
 
 def _diagnosis(report: dict) -> list[str]:

@@ -124,7 +124,7 @@ class StreamingRecognizer:
 
     def _reset(self, keep: np.ndarray) -> None:
         """Start a new utterance with `keep` as the already-buffered audio."""
-        self._utterance = getattr(self, "_utterance", 0) + 1
+        self._utterance += 1
         self._buffer = keep
         self._vad_pos = 0  # samples of _buffer already scored by the VAD
         self._start: int | None = None  # start of the part still to decode (with pre-roll)
@@ -311,15 +311,10 @@ class StreamingRecognizer:
 
     def _run_draft(self, samples: np.ndarray, utterance: int, end: int) -> None:
         """The draft thread: decode, then leave the result for the next feed to emit."""
-        began = time.monotonic()
-        audio = DecodedAudio(samples=samples, sample_rate=VAD_RATE)
-        transcribe = getattr(self.engine, "transcribe_draft", None) or self.engine.transcribe
         try:
-            with self._load.decoding():
-                transcript = transcribe(audio, self.language)
+            transcript = self._transcribe(samples, draft=True)
         except Exception:  # noqa: BLE001 - a failed draft costs one partial; the final decodes on its own
             return
-        self._decode_cost = time.monotonic() - began
         with self._draft_lock:
             self._draft_done = (utterance, end, transcript)
 
@@ -360,15 +355,21 @@ class StreamingRecognizer:
         samples = self._buffer[start:end]
         self.decodes += 1
         self.decoded_seconds += len(samples) / VAD_RATE
+        transcript = self._transcribe(samples, draft)
+        # A final-quality decode is remembered so a pause right after it needs no new decode; a draft never
+        # becomes the final transcript.
+        drafted = draft and getattr(self.engine, "transcribe_draft", None) is not None
+        self._speculative = None if drafted else (end, transcript)
+        return transcript
+
+    def _transcribe(self, samples: np.ndarray, draft: bool) -> Transcript:
+        """One engine call (its cheaper draft mode when asked and offered), counted in the decode load and timed."""
         began = time.monotonic()
         audio = DecodedAudio(samples=samples, sample_rate=VAD_RATE)
         transcribe = getattr(self.engine, "transcribe_draft", None) if draft else None
         with self._load.decoding():
             transcript = (transcribe or self.engine.transcribe)(audio, self.language)
         self._decode_cost = time.monotonic() - began
-        # A final-quality decode is remembered so a pause right after it needs no new decode; a draft never
-        # becomes the final transcript.
-        self._speculative = None if transcribe else (end, transcript)
         return transcript
 
     def _joined(self, text: str) -> str:
