@@ -37,8 +37,8 @@ KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
 TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
 REFUSE = "refuse"
 SPLIT_NOTE = (
-    "split v2: held-out = en101-en157 + ru101-ru133, written before the v2 retrieval changes and never tuned on; "
-    "the v1 held-out rows were seen while tuning and are now part of tune"
+    "split v3: held-out = en201-en260 + ru201-ru235, written before the v3 retrieval changes and never tuned on; "
+    "the v1 and v2 held-out rows were seen while tuning and are now part of tune"
 )
 
 

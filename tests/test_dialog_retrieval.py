@@ -97,13 +97,13 @@ def test_the_eval_set_has_the_required_size_categories_and_a_held_out_half():
 
 
 def test_held_out_accuracy(evaluated):
-    """The held-out part (split v2, never tuned on) through `respond`. Issue 13's targets are answer accuracy
-    >= 0.90 and refusal accuracy >= 0.95; this asserts the level reached (0.82 / 0.84 on v2; 0.76 / 0.81 before
-    typo correction and the refit), so it fails if retrieval regresses. Raise it as retrieval improves."""
+    """The held-out part (split v3, never tuned on) through `respond`. Issue 13's targets are answer accuracy
+    >= 0.90 and refusal accuracy >= 0.95; this asserts the level reached (0.716 / 0.758 on v3 before any v3
+    change; v2 gave 0.82 / 0.84, but had been looked at), so it fails if retrieval regresses."""
     db, settings = evaluated
     result = dialog_eval.evaluate(db, settings, dialog_eval.load_rows(split="heldout"))
-    assert result["answer_accuracy"] >= 0.80, result["failures"]
-    assert result["refusal_accuracy"] >= 0.83, result["failures"]
+    assert result["answer_accuracy"] >= 0.70, result["failures"]
+    assert result["refusal_accuracy"] >= 0.74, result["failures"]
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
 
 
