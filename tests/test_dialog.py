@@ -228,7 +228,7 @@ def test_follow_up_is_rewritten_against_the_previous_question():
 
 
 def test_a_follow_up_about_the_other_end_of_the_day_keeps_the_day():
-    """"And when do you close?" after a Sunday question swaps open for close, never Sunday for close."""
+    """After a Sunday question, "and when do you close?" swaps open for close, never Sunday for close."""
     idf = {"open": 1.0, "close": 1.0, "sunday": 3.0, "saturday": 3.0, "time": 0.5}
     history = exchanges([_turn("What time do you open on Sunday?")], 10)
     assert resolve("And when do you close?", history, idf) == "What time do you close on Sunday?"
