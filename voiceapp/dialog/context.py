@@ -168,7 +168,7 @@ def resolve(text: str, history: list[Exchange], idf: dict[str, float] | None = N
     old_stems = [stem(w) for w in _content(previous)]
     drop = _slot(old_stems, new_stems)
     if not drop and _MARKER.match(text) and idf and all(_category(n) is None for n in new_stems):
-        # ... else after "and"/"what about", the previous question's rarest word is the one swapped; never its
+        # Else after "and"/"what about", the previous question's rarest word is the one swapped; never its
         # day or time ("and when do you close?" after a Sunday question still asks about Sunday).
         known = [s for s in old_stems if s in idf and _category(s) is None]
         if known:
