@@ -37,8 +37,8 @@ KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
 TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
 REFUSE = "refuse"
 SPLIT_NOTE = (
-    "split v2: held-out = en101-en157 + ru101-ru133, written before the v2 retrieval changes and never tuned on; "
-    "the v1 held-out rows were seen while tuning and are now part of tune"
+    "split v3: held-out = en201-en260 + ru201-ru235, written before the v3 retrieval changes and never tuned on; "
+    "the v1 and v2 held-out rows were seen while tuning and are now part of tune"
 )
 
 
@@ -130,6 +130,13 @@ def score(results: list[dict]) -> dict:
         for name in sorted({r[field] for r in results}):
             group = [r for r in results if r[field] == name]
             out[key][name] = {"n": len(group), "accuracy": _share(sum(r["ok"] for r in group), len(group))}
+    for name, group in out["by_language"].items():
+        # The targets' two numbers per language: one language must not hide behind the other.
+        rows = [r for r in results if r["lang"] == name]
+        answerable = [r for r in rows if r["expect"] != REFUSE]
+        group["answer_accuracy"] = _share(sum(r["ok"] for r in answerable), len(answerable))
+        decided = sum((r["got"] == REFUSE) == (r["expect"] == REFUSE) for r in rows)
+        group["refusal_accuracy"] = _share(decided, len(rows))
     out["failures"] = [{k: r[k] for k in ("id", "question", "expect", "got")} for r in results if not r["ok"]]
     return out
 
@@ -254,7 +261,10 @@ def _print(title: str, result: dict) -> None:
     for name, group in result["by_category"].items():
         print(f"  {name:16} n={group['n']:3}  accuracy {group['accuracy']}")
     for name, group in result["by_language"].items():
-        print(f"  language {name:7} n={group['n']:3}  accuracy {group['accuracy']}")
+        print(
+            f"  language {name:7} n={group['n']:3}  accuracy {group['accuracy']}  answer_accuracy"
+            f" {group.get('answer_accuracy')}  refusal_accuracy {group.get('refusal_accuracy')}"
+        )
     for key in ("answer_accuracy", "refusal_accuracy", "refusal_precision", "refusal_recall"):
         target = TARGETS.get(key)
         print(f"  {key:18} {result[key]}" + (f"  (target >= {target})" if target else ""))

@@ -227,6 +227,27 @@ def test_follow_up_is_rewritten_against_the_previous_question():
     assert resolve("Do you deliver?", history) == "Do you deliver?"
 
 
+def test_a_follow_up_about_the_other_end_of_the_day_keeps_the_day():
+    """After a Sunday question, "and when do you close?" swaps open for close, never Sunday for close."""
+    idf = {"open": 1.0, "close": 1.0, "sunday": 3.0, "saturday": 3.0, "time": 0.5}
+    history = exchanges([_turn("What time do you open on Sunday?")], 10)
+    assert resolve("And when do you close?", history, idf) == "What time do you close on Sunday?"
+    assert resolve("And on Saturday?", history, idf).lower() == "what time do you open on saturday?"
+
+
+def test_a_russian_follow_up_swaps_the_verb_not_the_day():
+    """No synonym links the Russian verbs: the rarest word that is not a day is swapped, the day stays."""
+    idf = {"открыва": 1.0, "воскресен": 3.0}
+    history = exchanges([_turn("Во сколько вы открываетесь в воскресенье?")], 10)
+    assert resolve("А закрываетесь во сколько?", history, idf) == "Во сколько вы закрываетесь в воскресенье?"
+
+
+def test_the_sunday_closing_time_is_answered_after_a_sunday_question(demo):
+    db, settings = demo
+    reply = respond(db, settings, "demo", "And when do you close?", [_turn("What time do you open on Sunday?")])
+    assert reply.sources == ("hours.md#Sunday",) and "3:00 pm" in reply.text
+
+
 def test_follow_up_with_a_pronoun_uses_the_previous_subject(demo):
     db, settings = demo
     alone = respond(db, settings, "demo", "How much does it cost?", [])

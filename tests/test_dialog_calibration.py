@@ -1,5 +1,5 @@
 """Typo correction against the knowledge base's words, US/UK spellings, the day-word rule, the query cache and
-the evaluation's v2 split, on the demo knowledge bases in a MongoDB-wire server."""
+the evaluation's v3 split, on the demo knowledge bases in a MongoDB-wire server."""
 
 from __future__ import annotations
 
@@ -132,11 +132,11 @@ def test_a_repeated_question_is_embedded_once(loaded):
     assert again[0] is first and len(embed._query_cache) == 2
 
 
-def test_the_v2_held_out_part_is_new_and_the_old_one_moved_to_tune():
+def test_the_v3_held_out_part_is_new_and_the_old_ones_moved_to_tune():
     rows = dialog_eval.load_rows()
     heldout = [r for r in rows if r["split"] == "heldout"]
-    assert sum(r["lang"] == "en" for r in heldout) >= 40 and sum(r["lang"] == "ru" for r in heldout) >= 25
-    assert all(int(r["id"][2:]) >= 101 for r in heldout)
+    assert sum(r["lang"] == "en" for r in heldout) >= 50 and sum(r["lang"] == "ru" for r in heldout) >= 30
+    assert all(int(r["id"][2:]) >= 201 for r in heldout)
     moved = [r for r in rows if r.get("note")]
     assert moved and all(r["split"] == "tune" for r in moved)
     wanted = {"exact", "paraphrase", "synonym", "spelling", "follow_up", "off_topic", "partial_overlap"}
@@ -151,7 +151,7 @@ def test_the_report_carries_both_paths_under_their_own_keys(tmp_path):
     dialog_eval.write_report(heldout, {}, llm, path)
     data = json.loads(path.read_text())
     assert data["other"] == 1 and data["answer_accuracy"] == 0.9 and data["llm_answer_accuracy"] == 0.8
-    assert data["llm_refusal_accuracy"] == 0.85 and "v2" in data["scenarios"]["dialog_eval"]["split"]
+    assert data["llm_refusal_accuracy"] == 0.85 and "v3" in data["scenarios"]["dialog_eval"]["split"]
 
 
 def test_word_matching_alone_also_reads_through_typos(mongo_uri):

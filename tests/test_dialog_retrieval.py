@@ -7,9 +7,10 @@ import pytest
 
 from bench import dialog_eval
 from tests.support import fresh_database
-from voiceapp.dialog import embed, knowledge
+from voiceapp.dialog import embed, knowledge, retrieval
 from voiceapp.dialog.answer import respond
 from voiceapp.dialog.text import sentences
+from voiceapp.models import Passage
 from voiceapp.storage.mongo import get_db, knowledge_meta_collection
 
 
@@ -78,6 +79,37 @@ def test_a_cheque_question_is_never_answered_from_another_passage(evaluated):
     assert reply.sources in {("delivery.md#Payment",), ()}
 
 
+def _index(vectors: list[list[float]], hub: list[float] | None = None) -> knowledge.ProjectIndex:
+    """A bare index of unit passage vectors (no sentences), for the dense scores alone."""
+    rows = np.asarray(vectors, dtype=np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    passages = [Passage("p", "a.md", f"S{i}", "text") for i in range(len(rows))]
+    index = knowledge.ProjectIndex(None, passages, [[] for _ in passages], None, {}, rows)
+    index.hub = None if hub is None else np.asarray(hub, dtype=np.float32)
+    return index
+
+
+def test_the_passage_nearest_to_questions_that_say_nothing_is_the_hub():
+    index = _index([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    neutral = [np.asarray([0.9, 0.1, 0.0], dtype=np.float32)]
+    hub = retrieval.hub_of(index, neutral)
+    assert int(np.argmax(hub)) == 0 and abs(float(hub.mean())) < 1e-6
+
+
+def test_a_hub_pull_is_taken_off_its_cosine():
+    index = _index([[1, 0], [0, 1]], hub=[0.2, -0.2])
+    qvec = np.asarray([1.0, 0.0], dtype=np.float32)
+    got = retrieval.dense_scores(index, qvec)
+    assert np.allclose(got, [1.0 - retrieval.HUB_WEIGHT * 0.2, retrieval.HUB_WEIGHT * 0.2])
+    assert np.allclose(retrieval.raw_dense_scores(index, qvec), [1.0, 0.0])
+
+
+def test_a_short_question_is_not_drawn_to_the_hub_passage(evaluated):
+    # Without the hub correction the Wi-Fi passage (near every short question) answered this one.
+    db, settings = evaluated
+    assert respond(db, settings, "eval-en", "what is your adress", []).sources == ("location.md#Address",)
+
+
 def test_russian_questions_in_other_words_find_their_passage(evaluated):
     db, settings = evaluated
     assert respond(db, settings, "eval-ru", "Вы принимаете кредитки?", []).sources == ("delivery.md#Оплата",)
@@ -97,13 +129,14 @@ def test_the_eval_set_has_the_required_size_categories_and_a_held_out_half():
 
 
 def test_held_out_accuracy(evaluated):
-    """The held-out part (split v2, never tuned on) through `respond`. Issue 13's targets are answer accuracy
-    >= 0.90 and refusal accuracy >= 0.95; this asserts the level reached (0.82 / 0.84 on v2; 0.76 / 0.81 before
-    typo correction and the refit), so it fails if retrieval regresses. Raise it as retrieval improves."""
+    """The held-out part (split v3, never tuned on) through `respond`. Issue 13's targets are answer accuracy
+    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached (0.77 / 0.779 on v3 with the hub
+    correction and the follow-up slot fix, 0.716 / 0.758 before; v2 gave 0.82 / 0.84, but had been looked at), so
+    it fails if retrieval regresses."""
     db, settings = evaluated
     result = dialog_eval.evaluate(db, settings, dialog_eval.load_rows(split="heldout"))
-    assert result["answer_accuracy"] >= 0.80, result["failures"]
-    assert result["refusal_accuracy"] >= 0.83, result["failures"]
+    assert result["answer_accuracy"] >= 0.75, result["failures"]
+    assert result["refusal_accuracy"] >= 0.76, result["failures"]
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
 
 
@@ -137,7 +170,8 @@ def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eva
     assert prompt.count("\n[") == 3
     answered = [r for r in rows if r["expect"] != "refuse"]
     assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
-    assert result["answer_accuracy"] >= 0.80 and result["refusal_accuracy"] >= 0.83, result["failures"]
+    # The v3 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
+    assert result["answer_accuracy"] >= 0.75 and result["refusal_accuracy"] >= 0.76, result["failures"]
 
 
 GEVENT_PROBE = """

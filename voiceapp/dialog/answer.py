@@ -357,6 +357,8 @@ def question_variants(
     settings: Settings, index: ProjectIndex, question: str, said: str
 ) -> list[tuple[str, list[retrieval.Candidate]]]:
     """Candidates for the question as rewritten from context and, when different, as said (typos corrected)."""
+    if index.hub is None:  # once per index version: the neutral questions' vectors are then remembered
+        index.hub = retrieval.hub_of(index, embed.queries(settings, list(retrieval.NEUTRAL_QUESTIONS)))
     out = []
     for wording in _wordings(index, question, said):
         qvec = embed.query(settings, wording)

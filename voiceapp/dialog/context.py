@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from voiceapp.dialog.text import STOPWORDS, stem, words
+from voiceapp.dialog.text import STOPWORDS, related, stem, words
 
 _MARKER = re.compile(
     r"^\s*(and also|and what about|and how about|what about|how about|and|also|same for|what if|а если|а|и)\b[\s,]*",
@@ -148,6 +148,13 @@ def _replace(previous: str, drop: set[str], phrase: str) -> str:
     return re.sub(r"\s{2,}", " ", re.sub(r"\w+", swap, previous)).strip()
 
 
+def _slot(old_stems: list[str], new_stems: set[str]) -> set[str]:
+    """The previous question's words a follow-up's words replace: the same kind (a weekday for a weekday), or
+    words answering for each other ("close" for "open")."""
+    drop = {s for s in old_stems for n in new_stems if _category(n) is not None and _category(s) is _category(n)}
+    return drop or {s for s in old_stems for n in new_stems if s != n and s in related(n)}
+
+
 def resolve(text: str, history: list[Exchange], idf: dict[str, float] | None = None) -> str:
     """The question `text` stands for: a follow-up becomes the previous question with the new detail."""
     previous = last_question(history)
@@ -159,11 +166,11 @@ def resolve(text: str, history: list[Exchange], idf: dict[str, float] | None = N
     phrase = " ".join(new_words)
     new_stems = {stem(w) for w in new_words}
     old_stems = [stem(w) for w in _content(previous)]
-    # Same kind of word (a weekday for a weekday) is replaced ...
-    drop = {s for s in old_stems for n in new_stems if _category(n) is not None and _category(s) is _category(n)}
+    drop = _slot(old_stems, new_stems)
     if not drop and _MARKER.match(text) and idf and all(_category(n) is None for n in new_stems):
-        # ... else after "and"/"what about", the previous question's rarest word is the one swapped.
-        known = [s for s in old_stems if s in idf]
+        # Else after "and"/"what about", the previous question's rarest word is the one swapped; never its
+        # day or time ("and when do you close?" after a Sunday question still asks about Sunday).
+        known = [s for s in old_stems if s in idf and _category(s) is None]
         if known:
             drop = {max(known, key=lambda s: idf[s])}
     if drop:

@@ -271,6 +271,7 @@ class ProjectIndex:
     sentence_vectors: np.ndarray | None = None  # (sentences, 384), passage by passage
     sentence_owner: np.ndarray | None = None  # passage number of each sentence vector
     speller: Speller | None = None  # the knowledge base's words, to correct a question's typos
+    hub: np.ndarray | None = None  # per passage, its pull on questions that say nothing (retrieval.hub_of)
 
     def token_set(self, i: int) -> set[str]:
         """Tokens of passage i (section title included)."""

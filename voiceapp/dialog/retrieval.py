@@ -25,6 +25,11 @@ GENERIC_WEIGHT = 0.15
 STD_FLOOR = 0.015
 # Word matching's own bar (the BM25-only path's MIN_COVERAGE): its pick is one more vote for a passage.
 LEXICAL_COVERAGE = 0.55
+# Some passages are near every short question (hubs: "Free Wi-Fi ... printed on your receipt" draws "what is
+# your address?" and "do you sell phones?"). A passage's similarity to questions that name nothing measures that
+# pull; HUB_WEIGHT of it is taken off each cosine (cross-domain similarity local scaling with a neutral prior).
+NEUTRAL_QUESTIONS = ("What is it?", "Tell me about it.", "Что это?", "Расскажите.")
+HUB_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,8 @@ class Params:
     coverage_weight: float = 0.5
     title_weight: float = 0.25
     lexical_weight: float = 2.0
-    weights: tuple[float, ...] = (13.281, 0.5698, 0.2714, 1.4837, 0.7113, -0.8249)
-    bias: float = -12.6544
+    weights: tuple[float, ...] = (15.2993, 0.6548, 0.2585, 1.0543, 0.6996, -0.4782)
+    bias: float = -14.4028
 
 
 CALIBRATED = Params()
@@ -113,7 +118,19 @@ def title_hits(index: ProjectIndex, i: int, terms: list[str]) -> int:
     return sum(1 for term in set(terms) if term in title)
 
 
+def hub_of(index: ProjectIndex, neutral: list[np.ndarray]) -> np.ndarray:
+    """Per passage, how much more than the average passage it resembles questions that name nothing."""
+    pull = np.mean([raw_dense_scores(index, vector.astype(np.float32)) for vector in neutral], axis=0)
+    return (pull - pull.mean()).astype(np.float32)
+
+
 def dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
+    """Per passage, the higher cosine of the whole passage and of its best sentence, less its hub pull."""
+    sims = raw_dense_scores(index, qvec)
+    return sims if index.hub is None else sims - HUB_WEIGHT * index.hub
+
+
+def raw_dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
     """Per passage, the higher cosine of the whole passage and of its best sentence."""
     assert index.vectors is not None
     sims = index.vectors @ qvec
