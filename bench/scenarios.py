@@ -295,11 +295,13 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
 def _tts_records(bench: BenchStack, turn_ids: list[str]) -> dict[str, dict]:
     """turn_id -> its TTS stage as the server timed it, and "used"/"dropped" when a reply was prepared at a pause."""
     docs = bench.db[bench.settings.interactions_collection].find(
-        {"turn_id": {"$in": turn_ids}}, {"turn_id": 1, "tts.prepared": 1, "timings": 1}
+        {"turn_id": {"$in": turn_ids}}, {"turn_id": 1, "tts.prepared": 1, "tts.prepared_wait_s": 1, "timings": 1}
     )
     return {
         d["turn_id"]: {
             "prepared": (d.get("tts") or {}).get("prepared"),
+            # How long the TTS stage waited for a preparation still under way (it started too late to be done).
+            "server_prepared_wait_s": (d.get("tts") or {}).get("prepared_wait_s"),
             **{f"server_{k}": v for k, v in (d.get("timings") or {}).items() if k.startswith("tts")},
         }
         for d in docs
