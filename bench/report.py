@@ -235,6 +235,12 @@ def _latency_note(scen: dict, lat: dict, mode: str, meta: dict) -> dict:
         text += (
             f" The CPU was loaded during the run (calibration slowdown x{slowdown}): CPU-bound stages scale with it."
         )
+    prepared = _get(lat, "by_mode", mode, "prepared")
+    if prepared:
+        text += (
+            f" Replies prepared at a pause (SPECULATIVE_REPLY): {prepared.get('used', 0)} turns spoke the first "
+            f"sentence from them, {prepared.get('dropped', 0)} dropped them."
+        )
     if mode == "handsfree":
         delay = _get(scen, "endpointing", "endpoint_delay_s")
         if delay:

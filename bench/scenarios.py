@@ -269,6 +269,9 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
         "connections": {r["mode"]: r["connection"] for r in runs if "connection" in r},
     }
     out["runs"] = runs = [r for r in runs if "connection" not in r]
+    recorded = _tts_records(bench, [r["turn_id"] for r in runs if r.get("turn_id")])
+    for r in runs:
+        r.update(recorded.get(r.get("turn_id") or "", {"prepared": None}))
     for mode in plan:
         # A split utterance has no end of speech to measure from (the server ended it at an inner pause).
         mine = [r for r in runs if r["mode"] == mode and not r["split"]]
@@ -277,6 +280,8 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
             for key in ("eos_to_partial_s", "eos_to_final_s", "eos_to_reply_s", "eos_to_first_audio_s", "eos_to_done_s")
         }
         out["by_mode"][mode]["split"] = [r["utterance"] for r in runs if r["mode"] == mode and r["split"]]
+        # Speculative reply (issue 15): turns whose first audio came from the reply prepared at a pause.
+        out["by_mode"][mode]["prepared"] = {o: sum(1 for r in mine if r["prepared"] == o) for o in ("used", "dropped")}
         out["by_mode"][mode]["by_kind"] = {
             kind: {
                 key: summary([r[key] for r in mine if r["kind"] == kind])
@@ -285,6 +290,22 @@ def latency_modes(bench: BenchStack, plan: dict[str, Sequence[Utterance]], reps:
             for kind in sorted({r["kind"] for r in mine})
         }
     return out
+
+
+def _tts_records(bench: BenchStack, turn_ids: list[str]) -> dict[str, dict]:
+    """turn_id -> its TTS stage as the server timed it, and "used"/"dropped" when a reply was prepared at a pause."""
+    docs = bench.db[bench.settings.interactions_collection].find(
+        {"turn_id": {"$in": turn_ids}}, {"turn_id": 1, "tts.prepared": 1, "tts.prepared_wait_s": 1, "timings": 1}
+    )
+    return {
+        d["turn_id"]: {
+            "prepared": (d.get("tts") or {}).get("prepared"),
+            # How long the TTS stage waited for a preparation still under way (it started too late to be done).
+            "server_prepared_wait_s": (d.get("tts") or {}).get("prepared_wait_s"),
+            **{f"server_{k}": v for k, v in (d.get("timings") or {}).items() if k.startswith("tts")},
+        }
+        for d in docs
+    }
 
 
 # ---------------------------------------------------------------- 3. cache hit vs miss

@@ -85,6 +85,7 @@ DESCRIPTIONS = {
     "VOICE_WORKER_CONCURRENCY": "Tasks one worker process runs at once (live utterances mostly wait for audio)",
     "DIALOG_MAX_CONTEXT_LENGTH": "Previous turns kept as dialog context",
     "DIALOG_INTENT_CONFIDENCE_THRESHOLD": "Below this confidence an intent falls back to a knowledge query",
+    "SPECULATIVE_REPLY": "Prepare the reply at a short pause, before the turn ends: the live recognizer's speculative transcript, when it reads as a finished sentence, is answered (tasks voice.dialog.prepare, voice.tts.prepare) and the reply's first sentence synthesized into the audio cache, publishing and recording nothing; a turn that ends with the same words speaks it from the cache (turn field tts.prepared, counter voice_prepared_replies_total). auto: only when it costs nothing (extractive dialog, a provider without a price per character such as Piper); on: also with DIALOG_BACKEND=llm and paid voices (a preparation the visitor talks over is paid for); off",
     "DIALOG_BACKEND": "extractive (answers with the knowledge base's sentences) or llm (rephrased, falls back to extractive)",
     "DIALOG_LLM_BASE_URL": "OpenAI-compatible chat-completions server for DIALOG_BACKEND=llm",
     "DIALOG_LLM_MODEL": "Model name sent to that server",

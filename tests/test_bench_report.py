@@ -14,3 +14,17 @@ def test_russian_miss_is_held_by_its_largest_part():
     assert note["holds_the_time"] == "final_decode"
     assert "final_decode 0.700 s; draft_in_flight 0.200 s; dialog 0.050 s" in note["proposal"]
     assert "fetch" not in note["proposal"]
+
+
+def test_a_hands_free_miss_tells_how_many_turns_used_a_prepared_reply():
+    """The hands-free note counts the turns whose first sentence came from the reply prepared at the pause."""
+    runs = [
+        {"mode": "handsfree", "status": "done", "split": False, "eos_to_final_s": 0.7, "eos_to_reply_s": 0.75}
+        | {"eos_to_audio_event_s": 0.8, "eos_to_first_audio_s": 0.85, "prepared": prepared}
+        for prepared in ("used", "used", "dropped")
+    ]
+    lat = {"runs": runs, "by_mode": {"handsfree": {"prepared": {"used": 2, "dropped": 1}}}}
+    note = report._latency_note({}, lat, "handsfree", {})
+    assert note["holds_the_time"] == "stt (end of speech -> final transcript)"
+    assert "2 turns spoke the first sentence from them, 1 dropped them" in note["proposal"]
+    assert "prepared" not in report._latency_note({}, {"runs": runs}, "handsfree", {})["proposal"]

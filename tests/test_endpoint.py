@@ -151,6 +151,30 @@ def test_speculative_final_is_reused_when_no_speech_came_after_it(engine, settin
     assert [t for _, t in results if t.final] == [], "a held button is never ended by a pause"
 
 
+def test_the_speculation_offered_at_a_pause_is_the_final_when_no_speech_follows(engine, settings, speak):
+    # What the live STT task offers for a prepared reply: never mid-speech, and the very words of the final.
+    recognizer = push_to_talk(engine, settings)
+    speech = speak(COMPLETE)
+    feed(recognizer, np.concatenate([silence(0.3), speech[: speech.size // 2]]))
+    assert recognizer.speculation is None, "no speculation while the visitor speaks"
+    feed(recognizer, np.concatenate([speech[speech.size // 2 :], silence(0.6)]))
+    offered = recognizer.speculation
+    final = recognizer.finish()
+    assert offered is not None and final is not None and not offered.final
+    assert offered.text == final.text and wer(COMPLETE, final.text) <= 0.2
+    assert recognizer.speculation is None, "an ended utterance offers nothing"
+
+
+def test_speech_after_a_speculation_withdraws_it(engine, settings, speak):
+    recognizer = push_to_talk(engine, settings)
+    audio, pause_at = paused_mid_sentence(speak(SPLIT), 0.7)
+    resume = int((pause_at + 0.7) * RATE)
+    feed(recognizer, audio[:resume])
+    assert recognizer.speculation is not None, "the inner pause was decoded speculatively"
+    feed(recognizer, audio[resume : resume + int(0.2 * RATE)])
+    assert recognizer.speculation is None, "speech after the pause: the speculation no longer holds every word"
+
+
 def test_speech_after_the_speculation_is_decoded_again(engine, settings, speak):
     recognizer = push_to_talk(engine, settings)
     audio, _ = paused_mid_sentence(speak(SPLIT), 0.7)

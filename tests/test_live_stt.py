@@ -194,3 +194,83 @@ def test_a_live_turn_keeps_its_recording(live):
             time.sleep(0.05)
     stored = decode(data, live.settings).samples
     assert abs(stored.size - audio.size) <= 1600 and turn["audio_seconds"] == round(audio.size / 16000, 3)
+
+
+# ---------------------------------------------------------------- speculative reply (issue 15)
+
+
+def _listening_turn(ws) -> str:
+    """The id of the utterance under way, from its `listening` status event."""
+    while True:
+        event = json.loads(ws.recv())
+        if event["type"] == "status" and event.get("status") == "listening":
+            return event["turn_id"]
+
+
+def _prepared(client, turn_id: str, ws, push_to_talk: bool) -> dict:
+    """The utterance's preparations (speculative words -> state), once one is ready (or time is up).
+
+    Push-to-talk may wait as long as it takes (a held button, kept alive by a silent frame now and then); hands-free
+    stops sending for less than AUDIO_FRAME_GAP_TIMEOUT (the utterance must not end) and then goes on regardless.
+    """
+    deadline = time.monotonic() + (30.0 if push_to_talk else 2.5)
+    while True:
+        found = {k.decode(): json.loads(v) for k, v in client.hgetall(f"voice:prepared:{turn_id}").items()}
+        if any(e["state"] == "ready" for e in found.values()) or time.monotonic() > deadline:
+            return found
+        if push_to_talk:
+            ws.send_binary(bytes(FRAME * 2))
+        time.sleep(0.5 if push_to_talk else 0.05)
+
+
+def _spoken_with_a_pause(live, first: str, then: str | None, mode: str) -> tuple[list[dict], dict, dict]:
+    """Say `first`, pause (0.6 s: a speculation, before the endpoint) until its reply is prepared, then say `then`
+    (or nothing) until the turn ends; the client's events, the preparations and the turn."""
+    import redis
+
+    from voiceapp.tts import cache
+
+    cache.remove(live.db, live.settings, {})  # earlier tests may have spoken these replies
+    piper = get_provider(live.settings, "piper")
+    speech = decode(piper.synthesize(first).audio, live.settings).samples
+    rest = decode(piper.synthesize(then).audio, live.settings).samples if then else np.zeros(0, np.float32)
+    client = redis.Redis.from_url(live.settings.redis_url)
+    session = new_session(live.base_url, "demo")
+    ws = _connect(live.ws_url, session, mode=mode)
+    try:
+        _stream(ws, _pcm(np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(9600, np.float32)])), True)
+        turn_id = _listening_turn(ws)
+        prepared = _prepared(client, turn_id, ws, push_to_talk=mode == "push_to_talk")
+        tail = np.zeros(16000 * (0 if mode == "push_to_talk" else 3), np.float32)
+        _stream(ws, _pcm(np.concatenate([rest, tail])), real_time=True)
+        if mode == "push_to_talk":
+            ws.send(json.dumps({"type": "end"}))
+        events = _until(ws)
+    finally:
+        ws.close()
+    turn = live.db[live.settings.interactions_collection].find_one({"turn_id": turn_id})
+    return events, prepared, turn
+
+
+def test_a_hands_free_turn_speaks_the_reply_prepared_at_its_pause(live):
+    events, prepared, turn = _spoken_with_a_pause(live, "What time do you open on Saturday?", None, "hands_free")
+    final = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert len(final) == 1 and list(prepared) == [final[0]["text"]], (prepared, final)
+    audio = [e for e in events if e["type"] == "audio"]
+    assert audio[0]["cached"], "the first sentence was in the cache before the turn's TTS stage"
+    assert turn["tts"]["prepared"] == "used" and events[-1]["status"] == "done"
+
+
+def test_words_after_the_pause_get_only_their_own_reply(live):
+    # Held button: the pause lasts until the first words' reply is surely prepared (hands-free ends it at 0.8 s).
+    first, then = "Do you sell helicopters?", "What time do you open on Saturday?"
+    events, prepared, turn = _spoken_with_a_pause(live, first, then, "push_to_talk")
+    assert [e["state"] for e in prepared.values()] == ["ready"], prepared
+    final = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert len(final) == 1 and "saturday" in final[0]["text"].lower() and final[0]["text"] not in prepared
+    replies = [e for e in events if e["type"] == "reply"]
+    assert [r["text"] for r in replies] == [turn["reply_text"]]
+    spoken = [e["text"] for e in events if e["type"] == "audio"]
+    assert spoken == [c["text"] for c in turn["tts"]["events"]]
+    assert next(iter(prepared.values()))["first"] not in spoken, "the prepared reply stayed unsaid"
+    assert turn["tts"]["prepared"] == "dropped" and events[-1]["status"] == "done"

@@ -300,6 +300,9 @@ class Settings:
     # dead worker can be taken over. Running tasks renew their lease every third of it (measured at most
     # 0.13 s late at load 11 on 2 cores), so it bounds how long a crash stalls a turn, not how long a task runs.
     task_visibility_timeout: int = _setting("VOICE_TASK_VISIBILITY_TIMEOUT", 10, _positive_int)
+    # Reply prepared at a pause before the end of the turn (its first sentence synthesized into the audio cache):
+    # "auto" = only when nothing is paid for it (extractive dialog, a free TTS provider), "on" = always, "off".
+    speculative_reply: str = _setting("SPECULATIVE_REPLY", "auto", _choice("auto", "on", "off"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

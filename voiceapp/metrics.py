@@ -33,6 +33,10 @@ COST_ALERT_ACTIVE = Gauge(
     multiprocess_mode="mostrecent",
 )
 TTS_FALLBACKS = Counter("voice_tts_fallbacks_total", "Syntheses answered by a fallback provider", ["from", "to"])
+# Speculative reply (issue 15): whether a turn's first audio came from the reply prepared before its end.
+PREPARED_REPLIES = Counter(
+    "voice_prepared_replies_total", "Turns with a reply prepared at a pause, by outcome (used, dropped)", ["outcome"]
+)
 RECOGNITION_SECONDS = Histogram(
     "voice_recognition_duration_seconds", "STT processing time", ["engine", "model"], buckets=_LATENCY_BUCKETS
 )
@@ -58,6 +62,7 @@ PROCESS_METRICS = (
     TTS_COST_TODAY,
     COST_ALERT_ACTIVE,
     TTS_FALLBACKS,
+    PREPARED_REPLIES,
 )
 
 

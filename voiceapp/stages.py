@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from . import metrics
+from . import metrics, speculative
 from .audio import decode, pcm16_to_float, to_wav
 from .bargein import interruption
 from .claims import (
@@ -120,6 +120,7 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
         smart_endpoint=not push_to_talk,
         background_drafts=True,
     )
+    speculation = speculative.Speculation(rt, ref, language)
     idle = rt.settings.audio_max_duration  # a client that vanished mid-utterance: finish with what came
     # An open microphone in a quiet room must not hold a recognition slot: give it back without a turn.
     listen = min(rt.settings.listen_timeout, rt.settings.audio_max_duration)
@@ -144,6 +145,8 @@ def _recognize_live(rt: Runtime, ref: TurnRef, language: str | None, pcm: bytear
                     final=False,
                     engine=transcript.engine,
                 )
+            # At a pause the words may be the whole turn: its reply is prepared while the endpoint waits.
+            speculation.offer(recognizer.speculation)
         return recognizer.finish()
     finally:
         stream.close()
@@ -311,6 +314,7 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
 
     try:
         with running(rt, ref, claim) as t:
+            waited = speculative.await_prepared(rt, ref.turn_id, turn.get("transcript") or "", turn["reply_text"])
             speech = synthesize_reply(
                 rt.db,
                 rt.settings,
@@ -326,7 +330,7 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     except Interrupted:
         return _finish_interrupted(rt, ref, claim, published, events)
     audio_id = speech.audio_ids[0] if speech.audio_ids else None
-    tts = {**speech.to_doc(), "events": events}
+    tts = {**speech.to_doc(), "events": events, "prepared_wait_s": waited}
     return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"])
 
 
@@ -359,6 +363,8 @@ def _finish(
     tts: dict[str, Any],
     tts_seconds: float | None,
 ) -> TurnRef:
+    first = (tts.get("events") or [None])[0]
+    tts = {**tts, **speculative.settle(rt, ref.turn_id, first)}
     done_at = time.time()
     timings = {
         "timings.tts_queue_s": queue_wait(claim.turn, done_at - (tts_seconds or 0.0)),

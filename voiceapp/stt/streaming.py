@@ -169,6 +169,16 @@ class StreamingRecognizer:
         """Whether an utterance has started and not ended yet."""
         return self._start is not None
 
+    @property
+    def speculation(self) -> Transcript | None:
+        """At a pause, the final-quality decode of every word so far: the final transcript if no speech follows."""
+        spec = self._speculative
+        paused = self._vad_pos - self._speech_end >= SPECULATE_AFTER * VAD_RATE
+        if self._start is None or spec is None or not paused or not self._covers_speech():
+            return None
+        text = self._joined(spec[1].text)
+        return dataclasses.replace(spec[1], text=text, final=False) if text else None
+
     # -- internals --------------------------------------------------------------------------
 
     def _score_new_windows(self) -> None:

@@ -90,16 +90,21 @@ def _fresh_after(settings: Settings, now: datetime) -> datetime:
     return now - timedelta(seconds=settings.cache_ttl)
 
 
-def lookup(db: Database, settings: Settings, key: CacheKey) -> CacheEntry | None:
-    """The live entry for `key`, its `accessed_at` touched; None on a miss (or when caching is off)."""
+def lookup(db: Database, settings: Settings, key: CacheKey, *, touch: bool = True) -> CacheEntry | None:
+    """The live entry for `key`, its `accessed_at` touched (a hit); None on a miss (or when caching is off).
+
+    `touch` False only looks (a reply prepared ahead of its turn is not a hit).
+    """
     if not settings.cache_audio:
         return None
     now = _now()
-    doc = _entries(db, settings).find_one_and_update(
-        {**key.query(), "accessed_at": {"$gt": _fresh_after(settings, now)}},
-        {"$set": {"accessed_at": now}, "$inc": {"hits": 1}},
-        return_document=ReturnDocument.AFTER,
-    )
+    live = {**key.query(), "accessed_at": {"$gt": _fresh_after(settings, now)}}
+    if touch:
+        doc = _entries(db, settings).find_one_and_update(
+            live, {"$set": {"accessed_at": now}, "$inc": {"hits": 1}}, return_document=ReturnDocument.AFTER
+        )
+    else:
+        doc = _entries(db, settings).find_one(live)
     if doc is None:
         return None
     if db[f"{REPLIES_BUCKET}.files"].find_one({"_id": ObjectId(doc["audio_id"])}, {"_id": 1}) is None:

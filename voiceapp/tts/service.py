@@ -109,6 +109,7 @@ class _Reply:
     misses: int = 0
     cached_characters: int = 0
     provider_seconds: float = 0.0  # time spent in providers (cache hits cost none)
+    capped: bool = False  # the project is over its daily budget: free providers only
 
 
 def synthesize_reply(
@@ -128,26 +129,17 @@ def synthesize_reply(
 
     An exception raised by `on_chunk` (the visitor barged in, ...) stops the synthesis and is re-raised here.
     """
-    sentences = split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
+    sentences = reply_sentences(settings, text)
     if not sentences:
         raise TtsError("nothing to synthesize: empty reply", status=400)
-    requested, voice = _for_language(settings, provider_name, voice, language)
-    capped = cost.over_budget(db, settings, project)
+    reply, voice = plan_reply(db, settings, provider_name, voice, language, project)
+    capped = reply.capped
     if capped:
         log.warning(
             "project %s reached VOICE_PROJECT_DAILY_BUDGET=%.2f USD: using a free TTS provider",
             project,
             settings.project_daily_budget,
         )
-    names = [n for n in candidates(settings, requested, free_only=capped) if speaks(settings, n, language)]
-    if requested not in names and not capped and names:
-        # The requested provider has no voice for this language (Piper's English voice, Russian reply):
-        # route to the first one that has, which is a choice of voice, not a failure.
-        log.info("TTS provider %s has no %s voice: %s speaks this reply", requested, language, names[0])
-        requested, voice = names[0], None
-        if requested == BROWSER:
-            _tell_no_local_voice(language)
-    reply = _Reply(requested, names or candidates(settings, requested, free_only=capped))
     chunks: list[ChunkResult] = []
     record = None
     publisher = _Publisher(on_chunk) if on_chunk is not None and len(sentences) > 1 else None
@@ -173,7 +165,7 @@ def synthesize_reply(
         metrics.observe_synthesis(chunks[0].provider, reply.provider_seconds)
     return SpeechResult(
         chunks=tuple(chunks),
-        requested_provider=requested,
+        requested_provider=reply.requested,
         cache_hits=reply.hits,
         cache_misses=reply.misses,
         characters_synthesized=sum(reply.usage.values()),
@@ -182,6 +174,28 @@ def synthesize_reply(
         cost_alert=bool(record and record.alert_raised),
         failures=tuple(reply.failures),
     )
+
+
+def reply_sentences(settings: Settings, text: str) -> list[str]:
+    """The pieces a reply is spoken in, in order (the first one short, so the first audio comes soon)."""
+    return split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
+
+
+def plan_reply(
+    db: Database, settings: Settings, provider_name: str | None, voice: str | None, language: str | None, project: str
+) -> tuple[_Reply, str | None]:
+    """The providers a reply tries, in order, and the voice of the first (the language and the budget decide)."""
+    requested, voice = _for_language(settings, provider_name, voice, language)
+    capped = cost.over_budget(db, settings, project)
+    names = [n for n in candidates(settings, requested, free_only=capped) if speaks(settings, n, language)]
+    if requested not in names and not capped and names:
+        # The requested provider has no voice for this language (Piper's English voice, Russian reply):
+        # route to the first one that has, which is a choice of voice, not a failure.
+        log.info("TTS provider %s has no %s voice: %s speaks this reply", requested, language, names[0])
+        requested, voice = names[0], None
+        if requested == BROWSER:
+            _tell_no_local_voice(language)
+    return _Reply(requested, names or candidates(settings, requested, free_only=capped), capped=capped), voice
 
 
 _told: set[str] = set()
