@@ -185,17 +185,21 @@ class LiveClient:
         self, utt: Utterance, frame_s: float, began: float, tail_s: float, mark: int, result: TurnResult
     ) -> None:
         eos_frame = int(utt.speech_end_s / frame_s + 0.999)
+        final = lambda m: m.get("type") == "transcript" and m.get("final") is True  # noqa: E731
 
         def on_frame(count: int) -> bool:
             if count == eos_frame:
                 result.t_eos = time.time()
-            return False
+            # Past the speech, once the server has ended the utterance, the clip's own trailing silence is just
+            # what the tail below would send: stop here so the reply is followed (and fetched) as it comes; a
+            # widget plays it while its microphone streams on. (Streaming librispeech_right's 2.4 s of trailing
+            # silence first put 2.44 s on its first audio, whenever the reply came.)
+            return count >= eos_frame and self.wait(mark, final, 0) is not None
 
         sent = self._send_paced(utt.pcm, frame_s, began, 0, on_frame)
         if not result.t_eos:
             result.t_eos = time.time()
         silence = bytes(int(frame_s * RATE) * 2)
-        final = lambda m: m.get("type") == "transcript" and m.get("final") is True  # noqa: E731
         frames = int(tail_s / frame_s)
         result.endpointed = False
         for k in range(frames):
