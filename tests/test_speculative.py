@@ -146,6 +146,12 @@ def test_nothing_is_offered_when_switched_off_unfinished_or_behind(spec_rt):
     assert not spec_rt.redis.exists(f"voice:prepared:{behind.turn_id}")
 
 
+def test_an_unpunctuated_question_is_offered(spec_rt):
+    """Whisper often writes a short question without its question mark: the words, not the mark, decide."""
+    bare = _offer(spec_rt, "is there free wifi in the shop")
+    assert spec_rt.redis.hkeys(f"voice:prepared:{bare.turn_id}") == [b"is there free wifi in the shop"]
+
+
 def test_a_paid_voice_is_prepared_only_when_switched_on(spec_rt):
     state, server = fake_elevenlabs.start(VENDOR_KEY)
     try:
