@@ -153,7 +153,8 @@ check: install widget
 	$(PY) -m mypy
 	@if command -v npm >/dev/null 2>&1 && [ -d $(WIDGET)/node_modules/eslint ]; then \
 	  echo "==> widget lint (ESLint)"; cd $(WIDGET) && npm run --silent lint; fi
-	$(PY) -m pytest -q -p no:cacheprovider -m unit
+	@# One worker per core: the unit tier is mostly speech models on one thread each (118 s serial, 86 s on 2 cores).
+	$(PY) -m pytest -q -p no:cacheprovider -m unit -n auto
 
 # Debian packages the tests drive (chromium, prometheus, festival, curl): checked first, so a missing one stops
 # `make test` at once with the command to run (installed directly when root).
