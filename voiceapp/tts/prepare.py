@@ -17,8 +17,7 @@ from voiceapp.config import Settings
 from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
 from voiceapp.tts.chain import try_provider
-from voiceapp.tts.registry import describe
-from voiceapp.tts.service import plan_reply, reply_sentences
+from voiceapp.tts.service import plan_reply, reply_sentences, sentence_key
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,7 @@ def prepare_first_sentence(
     if name is None or name == BROWSER or not (paid or cost.is_free(settings, name)):
         return None  # the browser speaks in the page (nothing to cache); a paid vendor only when allowed
     wanted = voice if name == reply.requested else None  # as the TTS stage does: voices are provider-specific
-    key_voice, fmt = describe(settings, name, wanted, language)
-    key = cache.make_key(sentence, voice=key_voice, language=language, provider=name, fmt=fmt)
+    key = sentence_key(settings, name, sentence, wanted, language)
     if cache.lookup(db, settings, key, touch=False) is not None:
         return Prepared(sentence, name, synthesized=False)
     synthesis = try_provider(settings, name, sentence, wanted, language)

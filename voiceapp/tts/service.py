@@ -181,6 +181,14 @@ def reply_sentences(settings: Settings, text: str) -> list[str]:
     return split_sentences(text, settings.tts_max_chunk_chars, settings.tts_first_chunk_chars or None)
 
 
+def sentence_key(
+    settings: Settings, name: str, sentence: str, voice: str | None, language: str | None
+) -> cache.CacheKey:
+    """The cache key of `sentence` spoken by provider `name` (the TTS stage's and a prepared reply's, alike)."""
+    key_voice, fmt = describe(settings, name, voice, language)
+    return cache.make_key(sentence, voice=key_voice, language=language, provider=name, fmt=fmt)
+
+
 def plan_reply(
     db: Database, settings: Settings, provider_name: str | None, voice: str | None, language: str | None, project: str
 ) -> tuple[_Reply, str | None]:
@@ -330,8 +338,7 @@ def _from_cache_or_provider(
     turn_id: str,
 ) -> dict:
     """Chunk fields for `sentence` spoken by provider `name`; ProviderUnavailable/TtsError when it cannot."""
-    key_voice, fmt = describe(settings, name, voice, language)
-    key = cache.make_key(sentence, voice=key_voice, language=language, provider=name, fmt=fmt)
+    key = sentence_key(settings, name, sentence, voice, language)
     cacheable = settings.cache_audio and name != BROWSER
     if cacheable:
         entry = cache.lookup(db, settings, key)
