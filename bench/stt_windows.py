@@ -28,14 +28,8 @@ import numpy as np
 
 from voiceapp.audio import decode
 from voiceapp.config import Settings
-from voiceapp.stt.faster_whisper import (
-    FULL_WINDOW_S,
-    WHISPER_RATE,
-    _token_budget,
-    decode_budget,
-    resolve_model,
-    short_window_failed,
-)
+from voiceapp.stt.faster_whisper import decode_budget, resolve_model
+from voiceapp.stt.short_window import FULL_WINDOW_S, WHISPER_RATE, short_window_failed, token_budget
 from voiceapp.stt.wer import word_errors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,7 +251,7 @@ class Measure:
         prompt = self.model.get_prompt(self.tokenizer, previous, without_timestamps=not decoder.timestamps)
         short = frames < FULL_WINDOW_S * 100
         max_length = (
-            min(len(prompt) + _token_budget(clip.samples.size), self.model.max_length)
+            min(len(prompt) + token_budget(clip.samples.size), self.model.max_length)
             if short
             else self.model.max_length
         )

@@ -24,7 +24,8 @@ from voiceapp.storage.audio import REPLIES_BUCKET, get_audio
 from voiceapp.storage.mongo import get_db
 from voiceapp.stt import get_engine
 from voiceapp.stt.wer import word_errors
-from voiceapp.tts import cache, cost
+from voiceapp.tts import cache, cost, urgency
+from voiceapp.tts.registry import get_provider
 from voiceapp.tts.service import ChunkResult, synthesize_reply
 
 XI_KEY = "xi-service-key"
@@ -469,3 +470,16 @@ def test_a_failing_publication_stops_the_synthesis_and_is_raised(tts_db, tts_set
     # Nothing after the failure is published, and the third sentence is never synthesized.
     assert published == [0]
     assert len(eleven_vendor.requests) <= 2
+
+
+def test_only_the_first_sentence_of_a_reply_waits_for_the_voice_as_urgent(tts_db, tts_settings, monkeypatch):
+    piper = get_provider(tts_settings, "piper")
+    real, asked = piper.synthesize, []
+
+    def spy(text, voice=None, language=None):
+        asked.append((text, urgency._URGENT.get()))
+        return real(text, voice, language)
+
+    monkeypatch.setattr(piper, "synthesize", spy)
+    speak(tts_db, tts_settings, text="Hello there. We open at nine. Welcome back.", provider="piper")
+    assert asked == [("Hello there.", True), ("We open at nine.", False), ("Welcome back.", False)]

@@ -18,9 +18,19 @@ from voiceapp.config import Settings, language_map
 from voiceapp.errors import ProviderUnavailable, SttError
 from voiceapp.models import DecodedAudio, Transcript
 from voiceapp.stt.base import language_code
+from voiceapp.stt.short_window import (
+    DRAFT_MARGIN_S,
+    FINAL_MARGIN_S,
+    MULTILINGUAL_FINAL_BEAM,
+    MULTILINGUAL_FINAL_MARGIN_S,
+    WHISPER_RATE,
+    restart_cut,
+    short_window_failed,
+    token_budget,
+    window_frames,
+)
 
 NAME = "faster-whisper"
-WHISPER_RATE = 16_000
 _LOGGER = logging.getLogger(__name__)
 _assemble_lock = threading.Lock()
 
@@ -224,58 +234,6 @@ def pick_device(setting: str) -> tuple[str, str]:
     return device, ("float16" if device == "cuda" else "int8")
 
 
-FULL_WINDOW_S = 30  # Whisper's training window: faster-whisper pads every input to it
-# Seconds of silence after the clip inside a short encoder window (the clip rounded up to whole seconds + this).
-# Measured on the repository's 23 clips (tests/data + Piper questions, tiny.en): +1 s changed one word of 187
-# against the stock 30 s window, +3 s none; partials take the cheaper one, finals the one that costs no accuracy.
-DRAFT_MARGIN_S = 1
-FINAL_MARGIN_S = 3
-# Multilingual finals (WHISPER_FINAL_WINDOW=auto), measured by bench/stt_windows.py on 21 Russian clips (base):
-# greedy in a short window misheard words the stock 30 s window got right ("субботу"), but beam 5 in the
-# clip + 3 s window makes fewer errors than the stock greedy decode at a fraction of its encoder time.
-MULTILINGUAL_FINAL_MARGIN_S = 3
-MULTILINGUAL_FINAL_BEAM = 5
-
-
-def window_frames(samples: int, margin_s: int) -> int | None:
-    """Encoder frames (100 per second) of a short window: the clip rounded up to whole seconds + a margin.
-
-    None when that reaches Whisper's 30 s: the clip is decoded exactly as stock faster-whisper does.
-    """
-    seconds = math.ceil(samples / WHISPER_RATE) + margin_s
-    return seconds * 100 if seconds < FULL_WINDOW_S else None
-
-
-MAX_WORDS_PER_SECOND = 5.0  # faster than anyone speaks: the decoder is repeating itself
-
-
-TOKENS_PER_SECOND = 8  # speech is ~4 tokens/s; past twice that a decode is looping
-
-
-def _token_budget(samples: int) -> int:
-    """Most tokens a short-window decode may produce for a clip of `samples`."""
-    return int(TOKENS_PER_SECOND * samples / WHISPER_RATE) + 10
-
-
-def short_window_failed(segments: list, duration_s: float) -> bool:
-    """Whether a short-window decode looks wrong: no words, a repeated phrase, or more words than time allows."""
-    words = " ".join((getattr(s, "text", "") or "").strip() for s in segments).split()
-    if not words:
-        return True
-    if len(words) > MAX_WORDS_PER_SECOND * max(duration_s, 1.0):
-        return True
-    return _repeats_phrase([w.lower().strip(".,!?;:\"'") for w in words])
-
-
-def _repeats_phrase(words: list[str], min_size: int = 3) -> bool:
-    """A phrase of >= `min_size` words said twice back to back ("where can i ... where can i ...")."""
-    for size in range(min_size, len(words) // 2 + 1):
-        for i in range(len(words) - 2 * size + 1):
-            if words[i : i + size] == words[i + size : i + 2 * size]:
-                return True
-    return False
-
-
 def _windowed_model_class() -> type:
     """WhisperModel whose encoder sees only the calling thread's window instead of 30 s of padding."""
     from faster_whisper import WhisperModel
@@ -321,6 +279,7 @@ class FasterWhisperEngine:
         self.final_window = settings.whisper_final_window
         self.cpu_threads, self.decode_slots = decode_budget(settings)
         self.window_fallbacks = 0  # short-window decodes redone with the stock window (for measurement)
+        self.window_cuts = 0  # short-window decodes cut where they restarted the sentence (for measurement)
         if self.cpu_threads * self.decode_slots > _cores():
             _LOGGER.warning(
                 "WHISPER_CPU_THREADS=%d x WHISPER_DECODE_SLOTS=%d oversubscribes %d cores: decodes will be slower",
@@ -367,8 +326,13 @@ class FasterWhisperEngine:
             return Transcript(text="", language=lang, confidence=0.0, engine=self.name, model=self.model)
         frames = None if margin_s is None else window_frames(samples.size, margin_s)
         segments, detected = self._decode(samples, lang, frames, beam)
-        if frames is not None and short_window_failed(segments, samples.size / WHISPER_RATE):
-            # A short window sometimes makes Whisper repeat the sentence or drop it: the stock window does not.
+        duration_s = samples.size / WHISPER_RATE
+        if frames is not None and short_window_failed(segments, duration_s):
+            cut = restart_cut(segments)
+            if cut is not None and not short_window_failed(cut, duration_s):
+                self.window_cuts += 1
+                return self._transcript(cut, detected or lang)
+            # A short window sometimes makes Whisper loop or drop the sentence: the stock window does not.
             self.window_fallbacks += 1
             segments, detected = self._decode(samples, lang, None, beam)
         return self._transcript(segments, detected or lang)
@@ -380,7 +344,7 @@ class FasterWhisperEngine:
         self._model.set_window(frames)
         # A short window that loops would otherwise run 448 tokens at each of six temperatures (~20 s on
         # 2 cores): cap it to what the clip can hold and let the check above send it to the stock window.
-        short = {} if frames is None else {"max_new_tokens": _token_budget(samples.size)}
+        short = {} if frames is None else {"max_new_tokens": token_budget(samples.size)}
         try:
             segments, info = self._model.transcribe(
                 samples,

@@ -123,12 +123,12 @@ def keep_segments(segments: Iterable) -> list:
             continue
         text = getattr(segment, "text", "")
         if has_loop(text):
-            segment = _with_text(segment, collapse_loops(text))
+            segment = with_text(segment, collapse_loops(text))
         kept.append(segment)
     return kept
 
 
-def _with_text(segment, text: str):
+def with_text(segment, text: str):
     """A copy of a segment (dataclass or namedtuple) with other text."""
     if dataclasses.is_dataclass(segment) and not isinstance(segment, type):
         return dataclasses.replace(segment, text=text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -57,7 +58,9 @@ def call_with_timeout(func: Callable[..., T], timeout: float, *args) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="tts-call", daemon=True).start()
+    # The caller's context goes with the call (whether this is a reply's first sentence: tts.urgency).
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(run,), name="tts-call", daemon=True).start()
     if not done.wait(timeout):
         raise TtsError(f"no answer within TTS_TIMEOUT={timeout:g} s", code="tts_timeout", status=504)
     if "error" in box:

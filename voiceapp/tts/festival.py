@@ -15,7 +15,6 @@ import select
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 import wave
@@ -24,6 +23,7 @@ from pathlib import Path
 from voiceapp.config import Settings, language_map
 from voiceapp.errors import ProviderUnavailable, TtsError
 from voiceapp.models import Synthesis
+from voiceapp.tts.urgency import VoiceLock
 
 NAME = "festival"
 INSTALL_HINT = "apt-get install festival festvox-ru"
@@ -124,7 +124,7 @@ class FestivalProvider:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
+        self._lock = VoiceLock()
         self._proc: subprocess.Popen | None = None
         self._loaded = ""
         self._buffer = b""
@@ -137,7 +137,7 @@ class FestivalProvider:
         said = speakable(text or "")
         if not re.search(r"\w", said):
             raise TtsError("nothing to synthesize: no speakable text", status=400)
-        with self._lock:
+        with self._lock.hold():
             audio = self._speak(said, name)
         with wave.open(io.BytesIO(audio)) as wav:
             rate, frames = wav.getframerate(), wav.getnframes()
@@ -159,7 +159,7 @@ class FestivalProvider:
 
     def close(self) -> None:
         """Stop the festival process."""
-        with self._lock:
+        with self._lock.hold():
             self._stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -7,13 +7,13 @@ import functools
 import importlib.util
 import io
 import json
-import threading
 import wave
 from pathlib import Path
 
 from voiceapp.config import Settings
 from voiceapp.errors import ProviderUnavailable, TtsError
 from voiceapp.models import Synthesis
+from voiceapp.tts.urgency import VoiceLock
 
 NAME = "piper"
 DEMO_TEXT = "What time do you open on Saturday?"
@@ -117,7 +117,7 @@ class PiperProvider:
             raise ProviderUnavailable(f"could not load Piper voice {model_path.name}: {err}") from err
         self.voice = model_path.name.removesuffix(".onnx")
         self.sample_rate = int(self._voice.config.sample_rate)
-        self._lock = threading.Lock()
+        self._lock = VoiceLock()
 
     def synthesize(self, text: str, voice: str | None = None, language: str | None = None) -> Synthesis:
         """A mono PCM16 WAV of `text` in the loaded voice (`voice`/`language` cannot switch it)."""
@@ -125,7 +125,7 @@ class PiperProvider:
             raise TtsError("nothing to synthesize: empty text", status=400)
         buffer = io.BytesIO()
         try:
-            with self._lock, wave.open(buffer, "wb") as writer:
+            with self._lock.hold(), wave.open(buffer, "wb") as writer:
                 self._voice.synthesize_wav(text, writer)
         except Exception as err:
             raise TtsError(f"piper failed: {err}") from err

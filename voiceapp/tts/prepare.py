@@ -18,6 +18,7 @@ from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
 from voiceapp.tts.chain import try_provider
 from voiceapp.tts.service import plan_reply, reply_sentences, sentence_key
+from voiceapp.tts.urgency import urgent
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def prepare_first_sentence(
     key = sentence_key(settings, name, sentence, wanted, language)
     if cache.lookup(db, settings, key, touch=False) is not None:
         return Prepared(sentence, name, synthesized=False)
-    synthesis = try_provider(settings, name, sentence, wanted, language)
+    with urgent():  # the first sentence of a reply about to be asked for: ahead of other replies' later ones
+        synthesis = try_provider(settings, name, sentence, wanted, language)
     cache.store(db, settings, key, synthesis, session_id=session_id)
     if not cost.is_free(settings, name):
         cost.record(db, settings, project=project, session_id=session_id, usage={name: len(sentence)})

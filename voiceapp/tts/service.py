@@ -23,6 +23,7 @@ from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_fa
 from voiceapp.tts.festival import INSTALL_HINT
 from voiceapp.tts.registry import describe, mapped_voice, speaks
 from voiceapp.tts.sentences import split_sentences
+from voiceapp.tts.urgency import urgent
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,10 @@ def synthesize_reply(
         for index, sentence in enumerate(sentences):
             if publisher is not None:
                 publisher.check()
-            chunk = _speak(db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id)
+            with urgent(index == 0):  # a local voice serves waiting first sentences before later ones
+                chunk = _speak(
+                    db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id
+                )
             chunks.append(chunk)
             if publisher is not None:
                 publisher.put(chunk)
