@@ -106,6 +106,14 @@ def test_a_russian_closing_question_is_answered_from_the_day_it_names(loaded):
     assert reply.sources == ("hours.md#Воскресенье",)
 
 
+def test_a_follow_up_is_answered_as_rewritten_not_from_its_bare_words(loaded):
+    db, settings = loaded
+    history = dialog_eval._history(db, settings, "eval-ru", ["Во сколько вы открываетесь в воскресенье?"])
+    # Said alone, "А закрываетесь во сколько?" is nearest Saturday's "закрываемся"; it asks about Sunday.
+    reply = respond(db, settings, "eval-ru", "А закрываетесь во сколько?", history)
+    assert reply.sources == ("hours.md#Воскресенье",)
+
+
 def test_a_long_unknown_word_is_left_alone_at_once():
     # A pasted blob is one "word" of a thousand letters: no typo of anything, and no quadratic neighbourhood.
     blob = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1000))
