@@ -44,3 +44,9 @@ def lemmas(word: str) -> tuple[str, ...]:
     if not _CYRILLIC.search(word):
         return ()
     return tuple(dict.fromkeys(parse.normal_form for parse in _morph().parse(word)))
+
+
+def warm() -> None:
+    """Load both word lists (about 0.2 s), so the first question with an unknown word is not the slow one."""
+    is_word("warm")
+    is_word("тепло")
