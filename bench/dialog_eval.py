@@ -37,8 +37,8 @@ KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
 TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
 REFUSE = "refuse"
 SPLIT_NOTE = (
-    "split v3: held-out = en201-en260 + ru201-ru235, written before the v3 retrieval changes and never tuned on; "
-    "the v1 and v2 held-out rows were seen while tuning and are now part of tune"
+    "split v4: held-out = en301-en360 + ru301-ru340, written before the v4 retrieval changes and never tuned on; "
+    "the v1, v2 and v3 held-out rows were seen while tuning and are now part of tune"
 )
 
 

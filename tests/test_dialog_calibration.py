@@ -1,5 +1,5 @@
 """Typo correction against the knowledge base's words, US/UK spellings, the day-word rule, the query cache and
-the evaluation's v3 split, on the demo knowledge bases in a MongoDB-wire server."""
+the evaluation's v4 split, on the demo knowledge bases in a MongoDB-wire server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bench import dialog_eval
 from migrations import migrate
 from voiceapp.config import Settings
 from voiceapp.demo import KB_DIR, KB_RU_DIR
-from voiceapp.dialog import embed
+from voiceapp.dialog import embed, lexicon
 from voiceapp.dialog.answer import respond
 from voiceapp.dialog.spelling import Speller, distance, normalize, other_spelling
 from voiceapp.storage.mongo import get_client, get_db
@@ -74,6 +74,46 @@ def test_real_words_are_not_corrected_into_knowledge_base_words(text):
     assert normalize(_speller(KB_DIR), text) == text
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who should I write to about a party?",  # "write" is a word, not a typo of the knowledge base's "white"
+        "how much is a late",  # "late" is a word: whatever the visitor meant, it is not rewritten
+    ],
+)
+def test_dictionary_words_are_never_rewritten_into_other_words(text):
+    assert normalize(_speller(KB_DIR), text) == text
+
+
+def test_a_russian_dictionary_word_becomes_only_its_own_form_in_the_knowledge_base():
+    speller = _speller(KB_RU_DIR)
+    # "смеси" is a form of "смесь", the word the knowledge base uses ("Наша фирменная смесь").
+    assert normalize(speller, "пачка фирменной смеси") == "пачка фирменной смесь"
+    # A real word of another lexeme stays as said, one letter from a knowledge-base word or not ("метро").
+    assert normalize(speller, "вы любите ретро") == "вы любите ретро"
+
+
+def test_the_word_lists_know_real_words_and_not_typos():
+    assert lexicon.is_word("write") and lexicon.is_word("закрываетесь")
+    assert not lexicon.is_word("expresso") and not lexicon.is_word("суботу")
+    assert "смесь" in lexicon.lemmas("смеси") and lexicon.lemmas("coffee") == ()
+
+
+def test_a_russian_closing_question_is_answered_from_the_day_it_names(loaded):
+    db, settings = loaded
+    # "закрываетесь" is answered by "работаем с 10 утра до 6 вечера" as "close" is by "open" in English.
+    reply = respond(db, settings, "eval-ru", "Во сколько вы закрываетесь в воскресенье?", [])
+    assert reply.sources == ("hours.md#Воскресенье",)
+
+
+def test_a_follow_up_is_answered_as_rewritten_not_from_its_bare_words(loaded):
+    db, settings = loaded
+    history = dialog_eval._history(db, settings, "eval-ru", ["Во сколько вы открываетесь в воскресенье?"])
+    # Said alone, "А закрываетесь во сколько?" is nearest Saturday's "закрываемся"; it asks about Sunday.
+    reply = respond(db, settings, "eval-ru", "А закрываетесь во сколько?", history)
+    assert reply.sources == ("hours.md#Воскресенье",)
+
+
 def test_a_long_unknown_word_is_left_alone_at_once():
     # A pasted blob is one "word" of a thousand letters: no typo of anything, and no quadratic neighbourhood.
     blob = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1000))
@@ -132,11 +172,12 @@ def test_a_repeated_question_is_embedded_once(loaded):
     assert again[0] is first and len(embed._query_cache) == 2
 
 
-def test_the_v3_held_out_part_is_new_and_the_old_ones_moved_to_tune():
+def test_the_v4_held_out_part_is_new_and_the_old_ones_moved_to_tune():
     rows = dialog_eval.load_rows()
     heldout = [r for r in rows if r["split"] == "heldout"]
-    assert sum(r["lang"] == "en" for r in heldout) >= 50 and sum(r["lang"] == "ru" for r in heldout) >= 30
-    assert all(int(r["id"][2:]) >= 201 for r in heldout)
+    assert sum(r["lang"] == "en" for r in heldout) >= 60 and sum(r["lang"] == "ru" for r in heldout) >= 40
+    assert all(int(r["id"][2:]) >= 301 for r in heldout)
+    assert all(r["split"] == "tune" and r.get("note") for r in rows if 201 <= int(r["id"][2:]) < 300)
     moved = [r for r in rows if r.get("note")]
     assert moved and all(r["split"] == "tune" for r in moved)
     wanted = {"exact", "paraphrase", "synonym", "spelling", "follow_up", "off_topic", "partial_overlap"}
@@ -151,7 +192,7 @@ def test_the_report_carries_both_paths_under_their_own_keys(tmp_path):
     dialog_eval.write_report(heldout, {}, llm, path)
     data = json.loads(path.read_text())
     assert data["other"] == 1 and data["answer_accuracy"] == 0.9 and data["llm_answer_accuracy"] == 0.8
-    assert data["llm_refusal_accuracy"] == 0.85 and "v3" in data["scenarios"]["dialog_eval"]["split"]
+    assert data["llm_refusal_accuracy"] == 0.85 and "v4" in data["scenarios"]["dialog_eval"]["split"]
 
 
 def test_word_matching_alone_also_reads_through_typos(mongo_uri):

