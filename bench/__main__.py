@@ -51,7 +51,7 @@ class Plan:
     soak_seconds: float
     soak_sessions: int
     paused: int = len(speech.PAUSED)  # sentences with a pause inside (false endpoints)
-    talk_ramp: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12)  # conversing sessions, until p95 first audio > 1.5 s
+    talk_ramp: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12, 16, 20)  # conversing sessions, until p95 first audio > 1.5 s
     talk_seconds: float = 30.0  # per step
 
 
