@@ -69,10 +69,10 @@ def restart_cut(segments: list) -> list | None:
         return None
     words = (getattr(segments[0], "text", "") or "").split()
     keys = [w.lower().strip(".,!?;:\"'…") for w in words]
-    for cut in range(1, len(words)):
-        tail = keys[cut:]
-        # The restart follows a sentence end and repeats the opening words (at least 2, the whole tail).
-        if words[cut - 1].endswith(SENTENCE_END) and 2 <= len(tail) <= cut and keys[: len(tail)] == tail:
+    for cut in range(1, len(words) - 1):
+        # The restart follows a sentence end, and everything after it repeats the sentence (once or more, the
+        # last copy cut short by the token budget): at least 2 words of it.
+        if words[cut - 1].endswith(SENTENCE_END) and all(keys[i] == keys[i - cut] for i in range(cut, len(keys))):
             return [with_text(segments[0], " " + " ".join(words[:cut]))]
     return None
 
