@@ -68,7 +68,7 @@ def _min_repeats(size: int) -> int:
     return 4 if size <= 2 else 3
 
 
-def _key(word: str) -> str:
+def word_key(word: str) -> str:
     """A word compared without case or trailing punctuation."""
     return word.lower().strip(".,!?;:\"'")
 
@@ -85,9 +85,12 @@ def collapse_loops(text: str) -> str:
         out: list[str] = []
         i = 0
         while i < len(words):
-            gram = [_key(w) for w in words[i : i + size]]
+            gram = [word_key(w) for w in words[i : i + size]]
             repeats = 1
-            while len(gram) == size and [_key(w) for w in words[i + repeats * size : i + (repeats + 1) * size]] == gram:
+            while (
+                len(gram) == size
+                and [word_key(w) for w in words[i + repeats * size : i + (repeats + 1) * size]] == gram
+            ):
                 repeats += 1
             if len(gram) == size and repeats >= _min_repeats(size):
                 out.extend(words[i : i + size])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from voiceapp.stt.filters import with_text
+from voiceapp.stt.filters import with_text, word_key
 
 WHISPER_RATE = 16_000
 
@@ -52,7 +52,7 @@ def short_window_failed(segments: list, duration_s: float) -> bool:
         return True
     if len(words) > MAX_WORDS_PER_SECOND * max(duration_s, 1.0):
         return True
-    return _repeats_phrase([w.lower().strip(".,!?;:\"'") for w in words])
+    return _repeats_phrase([word_key(w) for w in words])
 
 
 SENTENCE_END = (".", "?", "!", "…")
