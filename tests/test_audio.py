@@ -232,6 +232,33 @@ def test_long_input_stops_decoding_at_the_limit(monkeypatch):
     assert 10 * 16000 < sum(decoded) < 12 * 16000
 
 
+def _ffmpeg_decode(data: bytes, rate: int = 16000) -> np.ndarray:
+    """The general decoder on the same bytes (what a plain WAV took before it had its own path)."""
+    with av.open(io.BytesIO(data)) as container:
+        return audio_mod._decode_container(container, rate, rate * 60, 60.0)
+
+
+def test_plain_wav_decodes_to_the_same_samples_as_ffmpeg(settings, speech):
+    for data in (to_wav(speech, 16000), Path(LIBRI).read_bytes()):  # mono, and stereo (downmixed)
+        np.testing.assert_array_equal(decode(data, settings).samples, _ffmpeg_decode(data))
+
+
+def test_plain_wav_is_read_without_ffmpeg(settings, speech, monkeypatch):
+    monkeypatch.setattr(audio_mod.av, "open", lambda *a, **k: pytest.fail("a plain WAV went through FFmpeg"))
+    assert decode(to_wav(speech, 16000), settings).duration == pytest.approx(11.0, abs=0.01)
+
+
+def test_plain_wav_longer_than_the_limit_is_refused(speech):
+    with pytest.raises(AudioTooLong):
+        decode(to_wav(speech, 16000), Settings.from_env({}, audio_max_duration=5.0))
+
+
+def test_plain_wav_whose_header_claims_more_frames_keeps_what_is_there(settings, speech):
+    data = to_wav(speech[:32000], 16000)
+    cut = data[: 44 + 16001 * 2 + 1]  # one second and a half frame of the two the header announces
+    assert decode(cut, settings).duration == pytest.approx(16001 / 16000)
+
+
 def test_pcm16_to_float_values():
     data = struct.pack("<4h", 0, 16384, -32768, 32767)
     assert pcm16_to_float(data).tolist() == pytest.approx([0.0, 0.5, -1.0, 32767 / 32768])

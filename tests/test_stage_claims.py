@@ -17,7 +17,7 @@ import redis
 import migrations
 from tests.fakes import elevenlabs as fake_elevenlabs
 from tests.support import shared_file
-from voiceapp import metrics, pipeline, stages
+from voiceapp import handover, metrics, pipeline, stages
 from voiceapp.audio import decode, to_wav
 from voiceapp.config import Settings
 from voiceapp.errors import VoiceError
@@ -251,6 +251,21 @@ def test_recognition_waits_for_an_upload_stored_after_its_turn_was_enqueued(clai
     worker.join(60)
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
     assert "country" in _events(rt, ref, EventType.TRANSCRIPT)[0].data["text"].lower()
+
+
+def test_recognition_reads_the_upload_handed_over_through_redis_before_its_gridfs_record(claims_rt):
+    """start_turn puts the WAV in Redis before it enqueues: the stage needs no GridFS copy, and takes it once."""
+    rt = claims_rt
+    audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
+    upload_id = new_audio_id()
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    turn_id = interactions.create_turn(rt.db, rt.settings, session, upload_id, accepted_at=time.time())
+    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    assert handover.hand_over(rt.redis, upload_id, to_wav(audio.samples, audio.sample_rate))
+    stages.run_stt(rt, ref.to_payload())  # nothing in GridFS: it would wait UPLOAD_WAIT_S, then fail the turn
+    assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
+    assert "country" in _events(rt, ref, EventType.TRANSCRIPT)[0].data["text"].lower()
+    assert handover.take(rt.redis, upload_id) is None  # read once: a retry goes to the GridFS record
 
 
 def test_an_upload_that_never_arrives_fails_the_turn_clearly(claims_rt, monkeypatch):

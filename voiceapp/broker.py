@@ -43,6 +43,9 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=settings.session_timeout,
+        # One result backend per process: by default Celery builds one per thread, and under the API's gevent
+        # workers every request is a greenlet, so each enqueue built a backend (and a Redis pool) anew.
+        result_backend_thread_safe=True,
         task_track_started=True,
         task_send_sent_event=True,
         worker_send_task_events=True,

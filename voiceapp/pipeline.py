@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import chain
 
+from . import handover
 from .audio import to_wav
 from .events import EventType
 from .heartbeats import workers_per_queue
@@ -32,8 +33,8 @@ __all__ = [
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
     """Accept one utterance of a session; returns the turn id. Audio travels by GridFS id only.
 
-    The turn names its upload by an id reserved up front and is enqueued before the audio is stored, so
-    the queue hop overlaps the store; the recognition stage waits the few milliseconds it may take.
+    The turn names its upload by an id reserved up front. Recognition reads the audio from a Redis hand-over
+    put before the enqueue; the GridFS record is stored after it, overlapping the queue hop and recognition.
     """
     accepted_at = time.time()
     upload_id = new_audio_id()
@@ -49,11 +50,13 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
         tts_provider=session.get("tts_provider"),
     )
     ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    wav = to_wav(audio.samples, audio.sample_rate)
+    handover.hand_over(rt.redis, upload_id, wav)
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     enqueue_stages(rt, STAGES, ref)
     put_audio(
         rt.db,
-        to_wav(audio.samples, audio.sample_rate),
+        wav,
         bucket=UPLOADS_BUCKET,
         filename="utterance.wav",
         content_type="audio/wav",

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from . import metrics, speculative
+from . import handover, metrics, speculative
 from .audio import decode, pcm16_to_float, to_wav
 from .bargein import interruption
 from .claims import (
@@ -55,7 +55,10 @@ UPLOAD_WAIT_S = 10.0  # the API stores an upload right after enqueueing its turn
 
 
 def _upload(rt: Runtime, upload_id: str) -> bytes:
-    """The turn's uploaded audio, waiting briefly for the API to finish storing it."""
+    """The turn's uploaded audio: the API's Redis hand-over, else its GridFS record (waiting briefly for it)."""
+    handed = handover.take(rt.redis, upload_id)
+    if handed is not None:
+        return handed
     deadline = time.monotonic() + UPLOAD_WAIT_S
     while True:
         try:
