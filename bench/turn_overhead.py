@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.turn_overhead --turns 10
 
-For each turn (one session, HTTP upload of a short question, events over the WebSocket): `post_s` is the
+For each turn (one session, HTTP upload of jfk.flac as the 16 kHz PCM16 WAV the bench scenarios send, events over
+the WebSocket): `post_s` is the
 POST until its 202 (decode, store, enqueue), `turn_s` the POST until the `done` event, `engines_s` the
 stt + dialog + tts seconds the stages recorded, `overhead_s = turn_s - engines_s` (queue hops, MongoDB,
 event relay), `server_overhead_s` the same from the workers' own clock (accepted -> done) and `queue_wait_s`
@@ -21,6 +22,7 @@ import requests
 import websocket
 
 from bench import harness
+from voiceapp.audio import decode, to_wav
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "jfk.flac"
 
@@ -30,7 +32,7 @@ def one_turn(bench: harness.BenchStack, session: dict, ws: websocket.WebSocket, 
     auth = {"Authorization": f"Bearer {session['token']}"}
     url = f"{bench.base_url}/api/v1/voice/sessions/{session['session_id']}/turns"
     started = time.perf_counter()
-    response = requests.post(url, data=audio, headers=auth, timeout=60)
+    response = requests.post(url, data=audio, headers={**auth, "Content-Type": "audio/wav"}, timeout=60)
     posted = time.perf_counter() - started
     response.raise_for_status()
     turn_id = response.json()["turn_id"]
@@ -63,7 +65,8 @@ def measure(turns: int) -> dict:
         ws = websocket.create_connection(
             f"{ws_url}/api/v1/voice/ws/{session['session_id']}?token={session['token']}", timeout=60
         )
-        audio = CLIP.read_bytes()
+        decoded = decode(CLIP.read_bytes(), bench.settings)
+        audio = to_wav(decoded.samples, decoded.sample_rate)
         results = [one_turn(bench, session, ws, audio) for _ in range(turns + 1)][1:]
         ws.close()
     finally:
