@@ -234,19 +234,27 @@ def test_a_recognised_live_turn_is_handed_on_once(claims_rt):
     assert len(_events(rt, ref, EventType.TRANSCRIPT)) == 1  # the recorded transcript, re-published once
 
 
-def test_recognition_waits_for_an_upload_stored_after_its_turn_was_enqueued(claims_rt):
-    """start_turn enqueues before storing the audio: the stage finds it once the API has written it."""
-    rt = claims_rt
+def _uploaded_turn(rt: Runtime) -> tuple[TurnRef, str, bytes]:
+    """A queued turn naming an upload id that nothing has stored yet, and the WAV (jfk) it stands for."""
     audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
     upload_id = new_audio_id()
     session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
     turn_id = interactions.create_turn(rt.db, rt.settings, session, upload_id, accepted_at=time.time())
-    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    return (
+        TurnRef(session_id=session["session_id"], turn_id=turn_id),
+        upload_id,
+        to_wav(audio.samples, audio.sample_rate),
+    )
+
+
+def test_recognition_waits_for_an_upload_stored_after_its_turn_was_enqueued(claims_rt):
+    """start_turn enqueues before storing the audio: the stage finds it once the API has written it."""
+    rt = claims_rt
+    ref, upload_id, wav = _uploaded_turn(rt)
     worker = threading.Thread(target=stages.run_stt, args=(rt, ref.to_payload()))
     worker.start()
     time.sleep(0.3)  # the stage has claimed the turn and is waiting for its audio
     assert _doc(rt, ref)["status"] == TurnStatus.STT_RUNNING
-    wav = to_wav(audio.samples, audio.sample_rate)
     put_audio(rt.db, wav, bucket=UPLOADS_BUCKET, filename="u.wav", content_type="audio/wav", audio_id=upload_id)
     worker.join(60)
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
@@ -256,12 +264,8 @@ def test_recognition_waits_for_an_upload_stored_after_its_turn_was_enqueued(clai
 def test_recognition_reads_the_upload_handed_over_through_redis_before_its_gridfs_record(claims_rt):
     """start_turn puts the WAV in Redis before it enqueues: the stage needs no GridFS copy, and takes it once."""
     rt = claims_rt
-    audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
-    upload_id = new_audio_id()
-    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
-    turn_id = interactions.create_turn(rt.db, rt.settings, session, upload_id, accepted_at=time.time())
-    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
-    assert handover.hand_over(rt.redis, upload_id, to_wav(audio.samples, audio.sample_rate))
+    ref, upload_id, wav = _uploaded_turn(rt)
+    assert handover.hand_over(rt.redis, upload_id, wav)
     stages.run_stt(rt, ref.to_payload())  # nothing in GridFS: it would wait UPLOAD_WAIT_S, then fail the turn
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
     assert "country" in _events(rt, ref, EventType.TRANSCRIPT)[0].data["text"].lower()

@@ -46,7 +46,10 @@ def create_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
         # One result backend per process: by default Celery builds one per thread, and under the API's gevent
         # workers every request is a greenlet, so each enqueue built a backend (and a Redis pool) anew.
         result_backend_thread_safe=True,
-        task_track_started=True,
+        # Nothing reads a stage's result from the backend: a chain hands it to the next task in the message,
+        # the turn document is the record and Flower learns states from the task events. Storing it (and a
+        # STARTED state) cost four Redis writes per stage on the turn's path and kept three keys per turn.
+        task_ignore_result=True,
         task_send_sent_event=True,
         worker_send_task_events=True,
         worker_prefetch_multiplier=1,
