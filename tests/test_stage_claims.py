@@ -20,11 +20,11 @@ from tests.support import shared_file
 from voiceapp import handover, metrics, pipeline, stages
 from voiceapp.audio import decode, to_wav
 from voiceapp.config import Settings
-from voiceapp.errors import VoiceError
+from voiceapp.errors import NotFound, VoiceError
 from voiceapp.events import EventType
 from voiceapp.runtime import Runtime
 from voiceapp.storage import interactions, sessions
-from voiceapp.storage.audio import UPLOADS_BUCKET, new_audio_id, put_audio
+from voiceapp.storage.audio import UPLOADS_BUCKET, get_audio, new_audio_id, put_audio
 from voiceapp.storage.mongo import get_client, get_db
 from voiceapp.turns import TURN_FIELDS, TurnRef, TurnStatus
 
@@ -270,6 +270,23 @@ def test_recognition_reads_the_upload_handed_over_through_redis_before_its_gridf
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
     assert "country" in _events(rt, ref, EventType.TRANSCRIPT)[0].data["text"].lower()
     assert handover.take(rt.redis, upload_id) is None  # read once: a retry goes to the GridFS record
+
+
+def test_with_retention_zero_a_recording_stored_after_its_recognition_is_still_deleted(claims_rt):
+    """Recognition may finish from the hand-over before the API's GridFS store lands: it waits for it to delete it."""
+    rt = Runtime(claims_rt.settings.replace(recording_retention="0"))
+    ref, upload_id, wav = _uploaded_turn(rt)
+    handover.hand_over(rt.redis, upload_id, wav)
+    worker = threading.Thread(target=stages.run_stt, args=(rt, ref.to_payload()))
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not _events(rt, ref, EventType.TRANSCRIPT) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED  # recognised before the recording was stored
+    put_audio(rt.db, wav, bucket=UPLOADS_BUCKET, filename="u.wav", content_type="audio/wav", audio_id=upload_id)
+    worker.join(30)
+    with pytest.raises(NotFound):
+        get_audio(rt.db, upload_id, bucket=UPLOADS_BUCKET)
 
 
 def test_an_upload_that_never_arrives_fails_the_turn_clearly(claims_rt, monkeypatch):

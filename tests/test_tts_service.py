@@ -247,6 +247,16 @@ def test_size_cap_evicts_least_recently_used(tts_db, tts_settings, eleven_vendor
     assert get_audio(tts_db, first.audio_ids[0], REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
 
 
+def test_the_cache_size_is_counted_once_per_interval_not_before_every_store(tts_db, tts_settings, monkeypatch):
+    counts = []
+    real_total = cache.total_bytes
+    monkeypatch.setattr(cache, "total_bytes", lambda db, settings: counts.append(1) or real_total(db, settings))
+    roomy = tts_settings.replace(cache_max_bytes=10**9)
+    for n in range(4):
+        assert speak(tts_db, roomy, text=f"Sentence number {n}.").cache_misses == 1
+    assert len(counts) == 1  # the first store counted; the next three added their own bytes
+
+
 # ---- fallback ----
 
 

@@ -99,12 +99,25 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         stage_done_at=time.time(),
     ):
         return replay(rt, ref, STT)
-    retention.after_recognition(rt.db, rt.settings, turn["upload_id"])  # VOICE_RECORDING_RETENTION=0
     metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
     publish_transcript(rt, ref, text, stt)
     if not text:
         rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
+    _forget_upload(rt, turn["upload_id"])
     return replace(ref, skip=not text)
+
+
+def _forget_upload(rt: Runtime, upload_id: str | None) -> None:
+    """VOICE_RECORDING_RETENTION=0: delete the recording, waiting for it if the API has not stored it yet.
+
+    Recognition reads the Redis hand-over, so it may finish before the API's GridFS store (made after the
+    enqueue) lands; deleting then would find nothing and leave the recording to the hourly sweep.
+    """
+    if rt.settings.retention_seconds != 0 or not upload_id:
+        return
+    deadline = time.monotonic() + UPLOAD_WAIT_S
+    while not retention.after_recognition(rt.db, rt.settings, upload_id) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _waited(entry_id: str) -> float:

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 ORPHAN_GRACE = timedelta(minutes=5)
 PRUNE_INTERVAL = 600.0
 _last_prune = time.monotonic()
+# Counting the cache's bytes is an aggregate over every entry: run before each new sentence's audio was sent, it
+# grew with the cache. Each process counts at most this often per database and adds what it stores meanwhile,
+# so the cap holds within what other processes store in that time.
+CAP_RECOUNT_S = 10.0
+_sizes: dict[str, tuple[float, int]] = {}  # database name -> (when counted, bytes)
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,24 @@ def store(db: Database, settings: Settings, key: CacheKey, synthesis: Synthesis,
         "accessed_at": now,
     }
     _entries(db, settings).insert_one(doc)
-    if not _maybe_prune(db, settings):
+    if not _maybe_prune(db, settings) and _over_cap(db, settings, len(synthesis.audio)):
         enforce_cap(db, settings)
+        _sizes.pop(db.name, None)  # recount after evicting
     return _entry(doc)
+
+
+def _over_cap(db: Database, settings: Settings, added: int) -> bool:
+    """Whether the cache may be over VOICE_CACHE_MAX_BYTES now that `added` bytes came in (see CAP_RECOUNT_S)."""
+    if not settings.cache_max_bytes:
+        return False
+    now = time.monotonic()
+    counted_at, size = _sizes.get(db.name, (-CAP_RECOUNT_S, 0))
+    if now - counted_at >= CAP_RECOUNT_S:
+        counted_at, size = now, total_bytes(db, settings)
+    else:
+        size += added
+    _sizes[db.name] = (counted_at, size)
+    return size > settings.cache_max_bytes
 
 
 def _maybe_prune(db: Database, settings: Settings) -> bool:
