@@ -21,6 +21,7 @@ MAX_EMBED_CHARS = 800
 _model = None
 _passage_cache: dict[str, np.ndarray] = {}
 _query_cache: dict[str, np.ndarray] = {}
+_word_cache: dict[str, np.ndarray] = {}
 _lock = threading.RLock()
 
 
@@ -91,6 +92,19 @@ def queries(settings: Settings, texts: list[str]) -> list[np.ndarray]:
                     _query_cache.pop(next(iter(_query_cache)))
                 _query_cache[text] = vector
         return [_query_cache[text] for text in texts]
+
+
+def words(settings: Settings, texts: list[str]) -> dict[str, np.ndarray]:
+    """Unit vectors of single knowledge-base words as questions, remembered for the process: a knowledge base has
+    few words, so each costs one embedding once (forget_queries keeps them, as it keeps passages)."""
+    with _lock:
+        todo = [text for text in dict.fromkeys(texts) if text not in _word_cache]
+        if todo:
+            for text, vector in zip(todo, _encode(settings, todo, is_query=True), strict=True):
+                if len(_word_cache) >= CACHE_SIZE:
+                    _word_cache.pop(next(iter(_word_cache)))
+                _word_cache[text] = vector
+        return {text: _word_cache[text] for text in texts}
 
 
 def forget_queries() -> None:
