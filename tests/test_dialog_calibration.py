@@ -62,6 +62,15 @@ def test_russian_typos_become_the_knowledge_base_words(said, meant):
     assert normalize(_speller(KB_RU_DIR), said) == meant
 
 
+def test_russian_unstressed_vowels_spell_the_knowledge_base_word_they_sound_like():
+    speller = _speller(KB_RU_DIR)
+    # Two edits in a 7-letter word are past the edit-distance limit, but only vowels that sound alike differ.
+    assert normalize(speller, "какой у вас тилифон") == "какой у вас телефон"
+    assert normalize(speller, "вы принемаете карты") == "вы принимаете карты"
+    # A respelling the knowledge base never uses ("скока" -> the dictionary's "скака") leaves the word alone.
+    assert normalize(speller, "скока стоит латте") == "скока стоит латте"
+
+
 @pytest.mark.parametrize(
     "text",
     [

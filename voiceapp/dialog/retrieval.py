@@ -167,12 +167,13 @@ class Meaning:
     word_vectors: Mapping[str, np.ndarray] | None = None
 
 
-def _z(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
-    sims = dense_scores(index, qvec)
+def _z(sims: np.ndarray) -> np.ndarray:
     return (sims - float(sims.mean())) / max(float(sims.std()), STD_FLOOR)
 
 
-def residual_z(index: ProjectIndex, qvec: np.ndarray, i: int, meaning: Meaning, z: np.ndarray) -> float:
+def residual_z(
+    index: ProjectIndex, qvec: np.ndarray, i: int, meaning: Meaning, z: np.ndarray, memo: dict | None = None
+) -> float:
     """Passage i's z for the question with the words it shares with the passage projected out of its vector, when
     the question also names something the knowledge base never does: "Do you sell coffee machines?" less
     "coffee" is far from the coffee beans; "Сколько стоит бутерброд?" less "стоит" is still near the food."""
@@ -182,11 +183,15 @@ def residual_z(index: ProjectIndex, qvec: np.ndarray, i: int, meaning: Meaning, 
     unknown = any(stem(w) not in index.idf and stem(w) not in GENERIC for w in meaning.said)
     if not shared or not unknown:
         return float(z[i])
-    rest = qvec.astype(np.float32).copy()
-    for word in shared:
-        rest -= float(rest @ vectors[word]) * vectors[word]
-    norm = float(np.linalg.norm(rest))
-    return float(z[i]) if norm < 1e-6 else float(_z(index, rest / norm)[i])
+    memo = {} if memo is None else memo  # one question's candidates share few word sets: score each set once
+    if tuple(shared) not in memo:
+        rest = qvec.astype(np.float32).copy()
+        for word in shared:
+            rest -= float(rest @ vectors[word]) * vectors[word]
+        norm = float(np.linalg.norm(rest))
+        memo[tuple(shared)] = None if norm < 1e-6 else _z(dense_scores(index, rest / norm))
+    scores = memo[tuple(shared)]
+    return float(z[i]) if scores is None else float(scores[i])
 
 
 def candidates(
@@ -196,9 +201,11 @@ def candidates(
     if index.vectors is None or not len(index.passages):
         return []
     qvec = qvec.astype(np.float32)
-    sims = dense_scores(index, qvec)
-    z = _z(index, qvec)
-    above = background.margin(raw_dense_scores(index, qvec), qvec, meaning.background)
+    raw = raw_dense_scores(index, qvec)
+    sims = raw if index.hub is None else raw - HUB_WEIGHT * index.hub  # dense_scores, the raw cosines kept
+    z = _z(sims)
+    above = background.margin(raw, qvec, meaning.background)
+    memo: dict = {}
     bm25 = dict(rank(index, query + soft, k))
     dense_top = [int(i) for i in np.argsort(-sims)[:k]]
     scored_query = query or soft
@@ -215,7 +222,7 @@ def candidates(
                 hits=title_hits(index, i, query + soft),
                 when_only=when_only(query, index.token_set(i), index.idf),
                 background=float(above[i]),
-                residual_z=residual_z(index, qvec, i, meaning, z),
+                residual_z=residual_z(index, qvec, i, meaning, z, memo),
             )
         )
     return _mark_lexical(out)
