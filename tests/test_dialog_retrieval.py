@@ -112,6 +112,12 @@ def test_the_background_margin_is_the_cosine_above_the_nearest_background_line()
     assert np.allclose(background.margin(np.asarray([0.9]), qvec, None), [0.0])
 
 
+def test_warming_the_dialog_stage_embeds_the_background_lines(evaluated):
+    _, settings = evaluated
+    embed.warm(settings)
+    assert all(text in embed._passage_cache for text in background.TOPICS)
+
+
 def test_a_shared_word_taken_out_leaves_what_the_passage_lacks():
     # "sell coffee machines": without "coffee" the question points at nothing the coffee beans passage says.
     rows = np.eye(4, dtype=np.float32)[:3]

@@ -123,3 +123,6 @@ def warm(settings: Settings) -> None:
     lexicon.warm()  # the spelling corrector's word lists, loaded on first use otherwise
     if enabled(settings):
         query(settings, "warm up")
+        from voiceapp.dialog import background  # it imports this module: not at the top
+
+        background.vectors(settings)  # the decision's background lines (about a second), once per process
