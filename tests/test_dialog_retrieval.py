@@ -7,7 +7,7 @@ import pytest
 
 from bench import dialog_eval
 from tests.support import fresh_database
-from voiceapp.dialog import embed, knowledge, retrieval
+from voiceapp.dialog import background, embed, knowledge, retrieval
 from voiceapp.dialog.answer import respond
 from voiceapp.dialog.text import sentences
 from voiceapp.models import Passage
@@ -104,6 +104,45 @@ def test_a_hub_pull_is_taken_off_its_cosine():
     assert np.allclose(retrieval.raw_dense_scores(index, qvec), [1.0, 0.0])
 
 
+def test_the_background_margin_is_the_cosine_above_the_nearest_background_line():
+    qvec = np.asarray([1.0, 0.0], dtype=np.float32)
+    topics = np.asarray([[0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    got = background.margin(np.asarray([0.9, 0.5], dtype=np.float32), qvec, topics)
+    assert np.allclose(got, [0.3, -0.1])
+    assert np.allclose(background.margin(np.asarray([0.9]), qvec, None), [0.0])
+
+
+def test_warming_the_dialog_stage_embeds_the_background_lines(evaluated):
+    _, settings = evaluated
+    embed.warm(settings)
+    assert all(text in embed._passage_cache for text in background.TOPICS)
+
+
+def test_a_shared_word_taken_out_leaves_what_the_passage_lacks():
+    # "sell coffee machines": without "coffee" the question points at nothing the coffee beans passage says.
+    rows = np.eye(4, dtype=np.float32)[:3]
+    passages = [Passage("p", "a.md", name, "text") for name in ("Coffee beans", "Delivery", "Tea")]
+    idf = {"coffe": 1.0, "bean": 1.0, "deliv": 1.0, "tea": 1.0}
+    index = knowledge.ProjectIndex(None, passages, [["coffe", "bean"], ["deliv"], ["tea"]], None, idf, rows)
+    qvec = np.asarray([1.0, 0.0, 0.0, 1.0], dtype=np.float32) / np.sqrt(2)
+    z = (rows @ qvec - (rows @ qvec).mean()) / max(float((rows @ qvec).std()), retrieval.STD_FLOOR)
+    meaning = retrieval.Meaning(None, ("sell", "coffee", "machines"), {"coffee": rows[0]})
+    assert retrieval.residual_z(index, qvec, 0, meaning, z) < z[0] - 1.0
+    named = retrieval.Meaning(None, ("sell", "coffee"), {"coffee": rows[0]})  # nothing unnamed: z unchanged
+    assert retrieval.residual_z(index, qvec, 0, named, z) == pytest.approx(z[0])
+
+
+@pytest.mark.parametrize(
+    "question", ["Do you deliver groceries?", "Вы доставляете пиццу?", "Можно у вас зарядить телефон?"]
+)
+def test_a_question_about_something_the_site_never_names_is_refused(evaluated, question):
+    # Tuning rows the decision answered from the passage sharing the verb or the noun before the background margin
+    # and the residual z; the issue's table stays answered (test_issue_table_rows_answer_by_meaning).
+    db, settings = evaluated
+    project = "eval-ru" if any("а" <= c <= "я" for c in question.lower()) else "eval-en"
+    assert respond(db, settings, project, question, []).intent == "fallback"
+
+
 def test_a_short_question_is_not_drawn_to_the_hub_passage(evaluated):
     # Without the hub correction the Wi-Fi passage (near every short question) answered this one.
     db, settings = evaluated
@@ -129,14 +168,14 @@ def test_the_eval_set_has_the_required_size_categories_and_a_held_out_half():
 
 
 def test_held_out_accuracy(evaluated):
-    """The held-out part (split v4, never tuned on) through `respond`. Issue 13's targets are answer accuracy
-    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached (0.795 / 0.77 on v4 with the
-    dictionary-guarded spelling corrector, the Russian opening words and the follow-up rewrite first; 0.731 / 0.77
-    on unchanged code), so it fails if retrieval regresses."""
+    """The held-out part (split v5, never tuned on) through `respond`. Issue 13's targets are answer accuracy
+    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached (0.794 / 0.753 on v5 with the
+    background margin and the residual z in the decision and Russian vowel respelling; 0.779 / 0.72 with the code v4
+    ended with), so it fails if retrieval regresses."""
     db, settings = evaluated
     result = dialog_eval.evaluate(db, settings, dialog_eval.load_rows(split="heldout"))
     assert result["answer_accuracy"] >= 0.78, result["failures"]
-    assert result["refusal_accuracy"] >= 0.76, result["failures"]
+    assert result["refusal_accuracy"] >= 0.74, result["failures"]
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
 
 
@@ -170,8 +209,8 @@ def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eva
     assert prompt.count("\n[") == 3
     answered = [r for r in rows if r["expect"] != "refuse"]
     assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
-    # The v4 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
-    assert result["answer_accuracy"] >= 0.78 and result["refusal_accuracy"] >= 0.76, result["failures"]
+    # The v5 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
+    assert result["answer_accuracy"] >= 0.78 and result["refusal_accuracy"] >= 0.74, result["failures"]
 
 
 GEVENT_PROBE = """

@@ -8,14 +8,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from pymongo.database import Database
 
 from voiceapp.config import Settings
-from voiceapp.dialog import embed, llm, numbers_ru, retrieval, spelling
+from voiceapp.dialog import background, embed, llm, numbers_ru, retrieval, spelling
 from voiceapp.dialog.context import Exchange, exchanges, last_reply, resolve
 from voiceapp.dialog.intents import QUESTION, Intent, classify
 from voiceapp.dialog.knowledge import ProjectIndex, project_index, rank
-from voiceapp.dialog.text import expansion_tokens, for_speech, language_of, sentences, tokenize
+from voiceapp.dialog.text import STOPWORDS, expansion_tokens, for_speech, language_of, sentences, stem, tokenize, words
 from voiceapp.errors import VoiceError
 from voiceapp.models import Passage, Reply
 
@@ -356,11 +357,25 @@ def question_variants(
     """Candidates for the question as rewritten from context and, when different, as said (typos corrected)."""
     if index.hub is None:  # once per index version: the neutral questions' vectors are then remembered
         index.hub = retrieval.hub_of(index, embed.queries(settings, list(retrieval.NEUTRAL_QUESTIONS)))
+    topics = background.vectors(settings)
     out = []
     for wording in _wordings(index, question, said):
         qvec = embed.query(settings, wording)
-        out.append((wording, retrieval.candidates(index, tokenize(wording), expansion_tokens(wording), qvec)))
+        meaning = _meaning(settings, index, wording, topics)
+        out.append(
+            (wording, retrieval.candidates(index, tokenize(wording), expansion_tokens(wording), qvec, 10, meaning))
+        )
     return out
+
+
+def _meaning(settings: Settings, index: ProjectIndex, wording: str, topics: np.ndarray) -> retrieval.Meaning:
+    """The background and, when the question names a word the knowledge base lacks, its known words' vectors."""
+    said = tuple(w for w in words(wording) if w not in STOPWORDS)
+    stems = {w: stem(w) for w in said}
+    if all(stems[w] in index.idf or stems[w] in retrieval.GENERIC for w in said):
+        return retrieval.Meaning(topics, said)  # nothing unnamed: the residual would be the question itself
+    known = [w for w in said if stems[w] in index.idf]
+    return retrieval.Meaning(topics, said, embed.words(settings, known) if known else {})
 
 
 def _wordings(index: ProjectIndex, question: str, said: str) -> list[str]:

@@ -21,6 +21,7 @@ MAX_EMBED_CHARS = 800
 _model = None
 _passage_cache: dict[str, np.ndarray] = {}
 _query_cache: dict[str, np.ndarray] = {}
+_word_cache: dict[str, np.ndarray] = {}
 _lock = threading.RLock()
 
 
@@ -93,6 +94,19 @@ def queries(settings: Settings, texts: list[str]) -> list[np.ndarray]:
         return [_query_cache[text] for text in texts]
 
 
+def words(settings: Settings, texts: list[str]) -> dict[str, np.ndarray]:
+    """Unit vectors of single knowledge-base words as questions, remembered for the process: a knowledge base has
+    few words, so each costs one embedding once (forget_queries keeps them, as it keeps passages)."""
+    with _lock:
+        todo = [text for text in dict.fromkeys(texts) if text not in _word_cache]
+        if todo:
+            for text, vector in zip(todo, _encode(settings, todo, is_query=True), strict=True):
+                if len(_word_cache) >= CACHE_SIZE:
+                    _word_cache.pop(next(iter(_word_cache)))
+                _word_cache[text] = vector
+        return {text: _word_cache[text] for text in texts}
+
+
 def forget_queries() -> None:
     """Drop the remembered question vectors (the evaluation times each question's embedding cold)."""
     with _lock:
@@ -109,3 +123,6 @@ def warm(settings: Settings) -> None:
     lexicon.warm()  # the spelling corrector's word lists, loaded on first use otherwise
     if enabled(settings):
         query(settings, "warm up")
+        from voiceapp.dialog import background  # it imports this module: not at the top
+
+        background.vectors(settings)  # the decision's background lines (about a second), once per process

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from voiceapp.dialog import background
 from voiceapp.dialog.context import WHEN_WORDS
 from voiceapp.dialog.knowledge import ProjectIndex, rank
-from voiceapp.dialog.text import related, tokenize
+from voiceapp.dialog.text import related, stem, tokenize
 
 # Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
 GENERIC = frozenset(
@@ -39,14 +41,15 @@ class Params:
 
     The pick: the highest z + coverage_weight * coverage + title_weight * title hits + lexical_weight when word
     matching picks the same passage. The decision: a logistic model over (cosine, z, gap to the runner-up's pick
-    score, coverage, word matching agrees, z below the densest passage's); answer when its logit is >= 0.
+    score, coverage, word matching agrees, z below the densest passage's, cosine above the nearest background
+    line, z once the shared words are taken out of the question); answer when its logit is >= 0.
     """
 
-    coverage_weight: float = 1.0
-    title_weight: float = 0.5
-    lexical_weight: float = 2.0
-    weights: tuple[float, ...] = (17.0137, 0.5957, 0.2039, 0.9102, 0.5148, -0.3163)
-    bias: float = -15.5938
+    coverage_weight: float = 2.0
+    title_weight: float = 0.25
+    lexical_weight: float = 1.0
+    weights: tuple[float, ...] = (12.5159, 0.354, 0.2106, 0.9797, 0.5027, -0.5388, 11.0729, 0.2242)
+    bias: float = -11.8927
 
 
 CALIBRATED = Params()
@@ -64,6 +67,8 @@ class Candidate:
     hits: int  # question words in the passage's own heading
     lexical: bool = False  # word matching alone (coverage >= LEXICAL_COVERAGE, best of those) picks it too
     when_only: bool = False  # shares only day/time words with a question about something the KB never names
+    background: float = 0.0  # cosine less the question's best cosine with a background line (background.py)
+    residual_z: float = 0.0  # z of the question without the words it shares with the passage (residual_z)
 
     def pick_score(self, params: Params = CALIBRATED) -> float:
         """What ranks the candidates of one question."""
@@ -91,8 +96,18 @@ class Choice:
 
 def features(candidate: Candidate, gap: float, top_z: float) -> tuple[float, ...]:
     """What the decision model reads: cosine, z, gap to the runner-up, coverage, word matching agrees, and how
-    far the pick's z is below the densest passage's (words and meaning disagree: "sell cars" vs "car park")."""
-    return (candidate.dense, candidate.z, gap, candidate.coverage, float(candidate.lexical), candidate.z - top_z)
+    far the pick's z is below the densest passage's (words and meaning disagree: "sell cars" vs "car park"), how
+    much nearer the passage is than the background, and its z without the shared words."""
+    return (
+        candidate.dense,
+        candidate.z,
+        gap,
+        candidate.coverage,
+        float(candidate.lexical),
+        candidate.z - top_z,
+        candidate.background,
+        candidate.residual_z,
+    )
 
 
 def coverage(
@@ -142,15 +157,55 @@ def raw_dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
     return sims
 
 
+@dataclass(frozen=True)
+class Meaning:
+    """What the question's vector is compared with beyond the passages: the background lines' vectors, the
+    question's words (stopwords out) and the vectors of those the knowledge base knows."""
+
+    background: np.ndarray | None = None
+    said: tuple[str, ...] = ()
+    word_vectors: Mapping[str, np.ndarray] | None = None
+
+
+def _z(sims: np.ndarray) -> np.ndarray:
+    return (sims - float(sims.mean())) / max(float(sims.std()), STD_FLOOR)
+
+
+def residual_z(
+    index: ProjectIndex, qvec: np.ndarray, i: int, meaning: Meaning, z: np.ndarray, memo: dict | None = None
+) -> float:
+    """Passage i's z for the question with the words it shares with the passage projected out of its vector, when
+    the question also names something the knowledge base never does: "Do you sell coffee machines?" less
+    "coffee" is far from the coffee beans; "Сколько стоит бутерброд?" less "стоит" is still near the food."""
+    vectors = meaning.word_vectors or {}
+    tokens = index.token_set(i)
+    shared = [w for w in dict.fromkeys(meaning.said) if related(stem(w)) & tokens and w in vectors]
+    unknown = any(stem(w) not in index.idf and stem(w) not in GENERIC for w in meaning.said)
+    if not shared or not unknown:
+        return float(z[i])
+    memo = {} if memo is None else memo  # one question's candidates share few word sets: score each set once
+    if tuple(shared) not in memo:
+        rest = qvec.astype(np.float32).copy()
+        for word in shared:
+            rest -= float(rest @ vectors[word]) * vectors[word]
+        norm = float(np.linalg.norm(rest))
+        memo[tuple(shared)] = None if norm < 1e-6 else _z(dense_scores(index, rest / norm))
+    scores = memo[tuple(shared)]
+    return float(z[i]) if scores is None else float(scores[i])
+
+
 def candidates(
-    index: ProjectIndex, query: list[str], soft: list[str], qvec: np.ndarray, k: int = 10
+    index: ProjectIndex, query: list[str], soft: list[str], qvec: np.ndarray, k: int = 10, meaning: Meaning = Meaning()
 ) -> list[Candidate]:
     """The union of the BM25 and the dense top k, each with every signal, best hybrid score first."""
     if index.vectors is None or not len(index.passages):
         return []
-    sims = dense_scores(index, qvec.astype(np.float32))
-    std = max(float(sims.std()), STD_FLOOR)
-    z = (sims - float(sims.mean())) / std
+    qvec = qvec.astype(np.float32)
+    raw = raw_dense_scores(index, qvec)
+    sims = raw if index.hub is None else raw - HUB_WEIGHT * index.hub  # dense_scores, the raw cosines kept
+    z = _z(sims)
+    above = background.margin(raw, qvec, meaning.background)
+    memo: dict = {}
     bm25 = dict(rank(index, query + soft, k))
     dense_top = [int(i) for i in np.argsort(-sims)[:k]]
     scored_query = query or soft
@@ -166,6 +221,8 @@ def candidates(
                 bm25=bm25.get(i, 0.0),
                 hits=title_hits(index, i, query + soft),
                 when_only=when_only(query, index.token_set(i), index.idf),
+                background=float(above[i]),
+                residual_z=residual_z(index, qvec, i, meaning, z, memo),
             )
         )
     return _mark_lexical(out)

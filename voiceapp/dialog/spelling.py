@@ -16,6 +16,10 @@ MIN_LENGTH = 5
 TWO_EDITS_FROM = 8
 # Longer "words" are not typos of a word (and their deletion neighbourhood grows with the square of the length).
 MAX_LENGTH = 16
+# Russian unstressed vowels sound alike ("тилифон", "малаком", "закрываитесь"): letters of one group stand for
+# each other, up to VOWEL_SWAPS of them in a word.
+_RU_VOWELS = {"а": "о", "о": "а", "е": "ия", "и": "е", "я": "е"}
+VOWEL_SWAPS = 2
 
 
 def _deletes(word: str, depth: int) -> set[str]:
@@ -83,11 +87,19 @@ class Speller:
         scored = sorted((distance(word, w), -self.counts[w], w) for w in near)
         scored = [item for item in scored if item[0] <= limit]
         if not scored:
-            return None
+            return self._respelled(word)
         best = scored[0]
         # Two different words equally close ("adress": "address"? "dress"?) are a guess: leave the word alone.
         rivals = [w for d, _, w in scored[1:] if d == best[0] and stem(w) != stem(best[2])]
         return None if rivals else best[2]
+
+    def _respelled(self, word: str) -> str | None:
+        """For a Russian non-word, the knowledge base's form of the one dictionary word its unstressed vowels spell
+        ("тилифон" -> "телефон"), or None (none, two different words equally near, or one the base never uses)."""
+        found = vowel_respellings(word)
+        if len(found) != 1:
+            return None
+        return found[0] if stem(found[0]) in self.stems else self.same_lexeme(found[0])
 
     def same_lexeme(self, word: str) -> str | None:
         """The knowledge base's form of the same dictionary word ("смеси" -> "смесь"), or None."""
@@ -98,6 +110,18 @@ class Speller:
                     by_lemma.setdefault(lemma, known)
             self._by_lemma = by_lemma
         return next((self._by_lemma[lemma] for lemma in lexicon.lemmas(word) if lemma in self._by_lemma), None)
+
+
+def vowel_respellings(word: str) -> list[str]:
+    """The dictionary words that `word` becomes with the fewest (at most VOWEL_SWAPS) unstressed-vowel swaps."""
+    spots = [i for i, c in enumerate(word) if c in _RU_VOWELS]
+    level = {word}
+    for _ in range(VOWEL_SWAPS):
+        level = {w[:i] + v + w[i + 1 :] for w in level for i in spots for v in _RU_VOWELS[word[i]] if w[i] == word[i]}
+        found = sorted(w for w in level if lexicon.is_word(w))
+        if found:
+            return found
+    return []
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
