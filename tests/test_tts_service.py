@@ -7,6 +7,7 @@ cost tracking (per project/session/day, daily alert, budget cap) and a Piper -> 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -245,6 +246,35 @@ def test_size_cap_evicts_least_recently_used(tts_db, tts_settings, eleven_vendor
     with pytest.raises(NotFound):
         get_audio(tts_db, second.audio_ids[0], REPLIES_BUCKET)
     assert get_audio(tts_db, first.audio_ids[0], REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
+
+
+def test_new_audio_is_stored_on_the_publishing_thread_just_before_its_chunk_is_published(
+    tts_db, tts_settings, eleven_vendor, monkeypatch
+):
+    """The synthesizing thread goes on to the next sentence while the last one's audio is stored and published."""
+    stored_on = []
+    real_store = cache.store
+    monkeypatch.setattr(
+        cache, "store", lambda *a, **k: stored_on.append(threading.current_thread().name) or real_store(*a, **k)
+    )
+    playable = []
+    chunks = speak(tts_db, tts_settings).chunks  # REPLY: three sentences, each a cache miss
+    for chunk in chunks:  # what a client fetching each chunk's URL got: the audio the chunk names
+        playable.append(get_audio(tts_db, chunk.audio_id, REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3)
+    assert stored_on == ["tts-publish"] * 3 and playable == [True] * 3
+    published = []
+    synthesize_reply(
+        tts_db,
+        tts_settings,
+        text="Brand new sentence one. Brand new sentence two.",
+        provider_name="elevenlabs",
+        project="acme",
+        session_id="s1",
+        on_chunk=lambda c: published.append(
+            get_audio(tts_db, c.audio_id, REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
+        ),
+    )
+    assert published == [True, True]  # each chunk's audio was there when its event went out
 
 
 def test_the_cache_size_is_counted_once_per_interval_not_before_every_store(tts_db, tts_settings, monkeypatch):

@@ -131,8 +131,16 @@ def _entry(doc: dict) -> CacheEntry:
     )
 
 
-def store(db: Database, settings: Settings, key: CacheKey, synthesis: Synthesis, *, session_id: str = "") -> CacheEntry:
-    """Save the audio in GridFS and index it under `key`; then keep the cache under its size cap."""
+def store(
+    db: Database,
+    settings: Settings,
+    key: CacheKey,
+    synthesis: Synthesis,
+    *,
+    session_id: str = "",
+    audio_id: str | None = None,
+) -> CacheEntry:
+    """Save the audio in GridFS (under `audio_id` when given) and index it under `key`; keep the cache capped."""
     now = _now()
     meta = {
         "cache": True,
@@ -149,6 +157,7 @@ def store(db: Database, settings: Settings, key: CacheKey, synthesis: Synthesis,
         filename=f"tts-{key.text_hash[:16]}",
         content_type=synthesis.mime_type,
         metadata=meta,
+        audio_id=audio_id,
     )
     doc = {
         **key.query(),

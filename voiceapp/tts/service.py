@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -16,7 +17,7 @@ from voiceapp import metrics
 from voiceapp.config import Settings
 from voiceapp.errors import TtsError, VoiceError
 from voiceapp.models import Synthesis
-from voiceapp.storage.audio import REPLIES_BUCKET, put_audio
+from voiceapp.storage.audio import REPLIES_BUCKET, new_audio_id, put_audio
 from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
 from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
@@ -147,16 +148,18 @@ def synthesize_reply(
     try:
         for index, sentence in enumerate(sentences):
             if publisher is not None:
-                publisher.check()
+                publisher.check(in_flight=1)
             with urgent(index == 0):  # a local voice serves waiting first sentences before later ones
-                chunk = _speak(
+                chunk, store = _speak(
                     db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id
                 )
             chunks.append(chunk)
             if publisher is not None:
-                publisher.put(chunk)
-            elif on_chunk is not None:
-                on_chunk(chunk)
+                publisher.put(chunk, store)  # stored and published while the next sentence is synthesized
+            else:
+                store()
+                if on_chunk is not None:
+                    on_chunk(chunk)
         if publisher is not None:
             publisher.close()
     finally:
@@ -242,26 +245,39 @@ class _Publisher:
 
     def __init__(self, on_chunk: Callable[[ChunkResult], None]) -> None:
         self._on_chunk = on_chunk
-        self._queue: queue.Queue[ChunkResult | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[ChunkResult, Callable[[], object]] | None] = queue.Queue()
         self._error: BaseException | None = None
+        self._put = self._handled = 0
+        self._progress = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="tts-publish", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # after a failure, later chunks are dropped, never published out of turn
-            try:
-                self._on_chunk(chunk)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the synthesizing thread
-                self._error = err
+        while (item := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, later chunks are dropped, never published out of turn
+                chunk, store = item
+                try:
+                    store()  # the audio exists before any event names it
+                    self._on_chunk(chunk)
+                except BaseException as err:  # noqa: BLE001 - re-raised in the synthesizing thread
+                    self._error = err
+            with self._progress:
+                self._handled += 1
+                self._progress.notify_all()
 
-    def put(self, chunk: ChunkResult) -> None:
-        """Publish `chunk` after the ones before it."""
-        self._queue.put(chunk)
+    def put(self, chunk: ChunkResult, store: Callable[[], object]) -> None:
+        """Store `chunk`'s audio (`store`), then publish it, after the ones before it."""
+        self._put += 1
+        self._queue.put((chunk, store))
 
-    def check(self) -> None:
-        """Re-raise what `on_chunk` raised so far (stops synthesizing the rest)."""
+    def check(self, in_flight: int = 0) -> None:
+        """Wait until at most `in_flight` chunks are unpublished; re-raise what `on_chunk` raised (stops the rest).
+
+        One in flight overlaps a sentence's store and publication with the next one's synthesis; waiting for the
+        one before means a barge-in stops the reply before a further sentence is paid for.
+        """
+        with self._progress:
+            self._progress.wait_for(lambda: self._put - self._handled <= in_flight or self._error is not None)
         if self._error is not None:
             raise self._error
 
@@ -305,8 +321,9 @@ def _speak(
     language: str | None,
     session_id: str,
     turn_id: str,
-) -> ChunkResult:
-    """One sentence: from the cache of the first provider that has it, else from the first that answers."""
+) -> tuple[ChunkResult, Callable[[], object]]:
+    """One sentence, from the cache of the first provider that has it, else from the first that answers; and
+    what stores its new audio (under the id the chunk already names), for the caller to run before publishing."""
     failures: list[Failure] = []
     for name in reply.names:
         if name in reply.broken:
@@ -314,7 +331,9 @@ def _speak(
         # Voice names are provider-specific: a fallback speaks in its own default voice.
         wanted = voice if name == reply.requested else None
         try:
-            chunk = _from_cache_or_provider(db, settings, reply, name, sentence, wanted, language, session_id, turn_id)
+            chunk, store = _from_cache_or_provider(
+                db, settings, reply, name, sentence, wanted, language, session_id, turn_id
+            )
         except VoiceError as err:
             failures.append(record_failure(reply.requested, name, err))
             reply.broken.add(name)
@@ -323,9 +342,8 @@ def _speak(
         if failures and name != reply.requested:
             # Counted once per failure; later sentences of this reply go straight to `name`.
             record_fallback(reply.requested, name, failures)
-        return ChunkResult(
-            index=index, total=total, fallback_from=reply.requested if name != reply.requested else None, **chunk
-        )
+        fallback_from = reply.requested if name != reply.requested else None
+        return ChunkResult(index=index, total=total, fallback_from=fallback_from, **chunk), store
     reply.failures.extend(failures)
     raise no_provider_error(reply.failures)
 
@@ -340,8 +358,9 @@ def _from_cache_or_provider(
     language: str | None,
     session_id: str,
     turn_id: str,
-) -> dict:
-    """Chunk fields for `sentence` spoken by provider `name`; ProviderUnavailable/TtsError when it cannot."""
+) -> tuple[dict, Callable[[], object]]:
+    """Chunk fields for `sentence` spoken by provider `name`, and the store of new audio (a no-op for cached or
+    browser speech); ProviderUnavailable/TtsError when it cannot speak it."""
     key = sentence_key(settings, name, sentence, voice, language)
     cacheable = settings.cache_audio and name != BROWSER
     if cacheable:
@@ -350,7 +369,10 @@ def _from_cache_or_provider(
             metrics.CACHE_HITS.inc()
             reply.hits += 1
             reply.cached_characters += len(sentence)
-            return _fields(entry.audio_id, name, sentence, entry.mime_type, True, entry.voice, language, entry.duration)
+            fields = _fields(
+                entry.audio_id, name, sentence, entry.mime_type, True, entry.voice, language, entry.duration
+            )
+            return fields, _nothing
     started = time.perf_counter()
     synthesis = try_provider(settings, name, sentence, voice, language)
     reply.provider_seconds += time.perf_counter() - started
@@ -358,16 +380,24 @@ def _from_cache_or_provider(
         raise TtsError(f"{name} returned no audio")
     reply.usage[name] = reply.usage.get(name, 0) + len(sentence)
     if synthesis.provider == BROWSER:
-        return _fields(
-            None, name, sentence, None, False, synthesis.voice, language, None, speech=synthesis.extra.get("speech")
-        )
+        speech = synthesis.extra.get("speech")
+        return _fields(None, name, sentence, None, False, synthesis.voice, language, None, speech=speech), _nothing
+    audio_id = new_audio_id()
+    store: Callable[[], object]
     if cacheable:
         metrics.CACHE_MISSES.inc()
         reply.misses += 1
-        audio_id = cache.store(db, settings, key, synthesis, session_id=session_id).audio_id
+        store = partial(cache.store, db, settings, key, synthesis, session_id=session_id, audio_id=audio_id)
     else:
-        audio_id = _store_uncached(db, synthesis, session_id, turn_id)
-    return _fields(audio_id, name, sentence, synthesis.mime_type, False, synthesis.voice, language, synthesis.duration)
+        store = partial(_store_uncached, db, synthesis, session_id, turn_id, audio_id)
+    fields = _fields(
+        audio_id, name, sentence, synthesis.mime_type, False, synthesis.voice, language, synthesis.duration
+    )
+    return fields, store
+
+
+def _nothing() -> None:
+    """The store of a chunk whose audio is already stored (a cache hit) or not audio at all (browser speech)."""
 
 
 def _fields(
@@ -394,7 +424,7 @@ def _fields(
     }
 
 
-def _store_uncached(db: Database, synthesis: Synthesis, session_id: str, turn_id: str) -> str:
+def _store_uncached(db: Database, synthesis: Synthesis, session_id: str, turn_id: str, audio_id: str) -> str:
     """Reply audio when VOICE_CACHE_AUDIO=false: a plain file of this session's turn."""
     return put_audio(
         db,
@@ -409,6 +439,7 @@ def _store_uncached(db: Database, synthesis: Synthesis, session_id: str, turn_id
             "provider": synthesis.provider,
             "voice": synthesis.voice,
         },
+        audio_id=audio_id,
     )
 
 
