@@ -36,7 +36,7 @@ DESCRIPTIONS = {
     "VOICE_LOG_LEVEL": "debug, info, warning or error",
     "MONGO_URI": "MongoDB 5+ URI (empty: `voiceapp up` starts a local MongoDB-wire server)",
     "MONGO_DB": "Database holding the voice collections and GridFS buckets",
-    "REDIS_URL": "Celery broker, result backend and event bus",
+    "REDIS_URL": "Celery broker and event bus",
     "STT_ENGINE": "Recognition engine: faster-whisper, vosk or openai-whisper",
     "STT_FALLBACK_ENGINE": "Engine tried when STT_ENGINE is unavailable or fails (empty: none)",
     "WHISPER_MODEL": "tiny.en (shipped), base (shipped, multilingual), a cached model name or a CTranslate2 model directory; a `.en` model hears English only (see WHISPER_MODELS)",
