@@ -84,27 +84,26 @@ def query(settings: Settings, text: str) -> np.ndarray:
 
 def queries(settings: Settings, texts: list[str]) -> list[np.ndarray]:
     """Unit vectors of questions, remembered: visitors ask the same things in the same words."""
-    with _lock:
-        todo = [text for text in dict.fromkeys(texts) if text not in _query_cache]
-        if todo:
-            for text, vector in zip(todo, _encode(settings, todo, is_query=True), strict=True):
-                if len(_query_cache) >= CACHE_SIZE:
-                    _query_cache.pop(next(iter(_query_cache)))
-                _query_cache[text] = vector
-        return [_query_cache[text] for text in texts]
+    found = _remembered(_query_cache, settings, texts)
+    return [found[text] for text in texts]
 
 
 def words(settings: Settings, texts: list[str]) -> dict[str, np.ndarray]:
     """Unit vectors of single knowledge-base words as questions, remembered for the process: a knowledge base has
     few words, so each costs one embedding once (forget_queries keeps them, as it keeps passages)."""
+    return _remembered(_word_cache, settings, texts)
+
+
+def _remembered(cache: dict[str, np.ndarray], settings: Settings, texts: list[str]) -> dict[str, np.ndarray]:
+    """Query vectors of `texts` from `cache`, encoding (and remembering, oldest out first) the ones it lacks."""
     with _lock:
-        todo = [text for text in dict.fromkeys(texts) if text not in _word_cache]
+        todo = [text for text in dict.fromkeys(texts) if text not in cache]
         if todo:
             for text, vector in zip(todo, _encode(settings, todo, is_query=True), strict=True):
-                if len(_word_cache) >= CACHE_SIZE:
-                    _word_cache.pop(next(iter(_word_cache)))
-                _word_cache[text] = vector
-        return {text: _word_cache[text] for text in texts}
+                if len(cache) >= CACHE_SIZE:
+                    cache.pop(next(iter(cache)))
+                cache[text] = vector
+        return {text: cache[text] for text in texts}
 
 
 def forget_queries() -> None:
