@@ -141,8 +141,12 @@ def hub_of(index: ProjectIndex, neutral: list[np.ndarray]) -> np.ndarray:
 
 def dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
     """Per passage, the higher cosine of the whole passage and of its best sentence, less its hub pull."""
-    sims = raw_dense_scores(index, qvec)
-    return sims if index.hub is None else sims - HUB_WEIGHT * index.hub
+    return _less_hub(index, raw_dense_scores(index, qvec))
+
+
+def _less_hub(index: ProjectIndex, raw: np.ndarray) -> np.ndarray:
+    """Raw passage cosines less each passage's hub pull (unchanged until the index has its hub)."""
+    return raw if index.hub is None else raw - HUB_WEIGHT * index.hub
 
 
 def raw_dense_scores(index: ProjectIndex, qvec: np.ndarray) -> np.ndarray:
@@ -202,7 +206,7 @@ def candidates(
         return []
     qvec = qvec.astype(np.float32)
     raw = raw_dense_scores(index, qvec)
-    sims = raw if index.hub is None else raw - HUB_WEIGHT * index.hub  # dense_scores, the raw cosines kept
+    sims = _less_hub(index, raw)  # dense_scores, with the raw cosines kept for the background margin
     z = _z(sims)
     above = background.margin(raw, qvec, meaning.background)
     memo: dict = {}
