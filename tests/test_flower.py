@@ -8,6 +8,7 @@ import ast
 import re
 import time
 
+import redis
 import requests
 
 import devstack as stack
@@ -83,3 +84,10 @@ def test_flower_api_needs_its_password_and_metrics_do_not(ops_stack):
     assert requests.get(f"{ops_stack.flower_url}/metrics", timeout=10).status_code == 200
     password = stack.run_dir(ops_stack.settings) / "flower_password"
     assert password.stat().st_mode & 0o077 == 0
+
+
+def test_a_finished_turn_leaves_no_task_results_in_redis(ops_stack, ops_turn):
+    """Stage results are not stored (the turn document is the record); Flower still shows each task's state."""
+    client = redis.Redis.from_url(ops_stack.settings.redis_url)
+    assert list(client.scan_iter("celery-task-meta-*")) == []
+    assert {t["state"] for t in _flower_tasks(ops_stack, ops_turn["turn_id"])} == {"SUCCESS"}
