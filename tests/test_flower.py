@@ -43,15 +43,26 @@ def test_flower_lists_the_three_stage_tasks_of_a_turn_by_name_and_queue(ops_stac
     assert by_name["voice.tts.synthesize"]["parent"] == by_name["voice.dialog.respond"]["uuid"]
 
 
+# What each stage may find in its payload besides the ids: the upload's id for recognition, the reply for synthesis.
+STAGE_INPUTS = {
+    "voice.stt.transcribe": {"upload_id", "language"},
+    "voice.dialog.respond": set(),
+    "voice.tts.synthesize": {"text", "voice", "language", "provider", "project"},
+}
+
+
 def test_flower_task_arguments_are_ids_never_audio_or_secrets(ops_stack, ops_turn):
     tasks = _flower_tasks(ops_stack, ops_turn["turn_id"])
     assert len(tasks) == 3
     sid, tid = ops_turn["session"]["session_id"], ops_turn["turn_id"]
+    transcript = ops_turn["result"]["transcript"]
 
     for task in tasks:
         (ref,) = ast.literal_eval(task["args"])
         assert ref["session_id"] == sid and ref["turn_id"] == tid
-        assert set(ref) <= {"session_id", "turn_id", "skip"}, ref
+        assert set(ref) <= {"session_id", "turn_id", "skip", "inputs"}, ref
+        assert set(ref.get("inputs") or {}) <= STAGE_INPUTS[task["name"]], ref
+        assert transcript and transcript not in f"{task['args']} {task['result']}"  # the visitor's words stay out
         assert ast.literal_eval(task["kwargs"]) == {}
         shown = f"{task['args']} {task['kwargs']} {task['result']}"
         assert len(shown) < 1000

@@ -299,3 +299,62 @@ def test_an_upload_that_never_arrives_fails_the_turn_clearly(claims_rt, monkeypa
     errors = _events(rt, ref, EventType.ERROR)
     assert len(errors) == 1 and errors[0].data["code"] == "audio_not_found" and errors[0].data["stage"] == "stt"
     assert _doc(rt, ref)["status"] == TurnStatus.ERROR
+
+
+# ---------------------------------------------------------------- stages started while their claim is made
+
+
+def _local_voice(rt: Runtime) -> Runtime:
+    """The same stores, speaking with the free local voice (its synthesis may start before the claim)."""
+    return Runtime(rt.settings.replace(tts_default_provider="piper"))
+
+
+def _answered(rt: Runtime) -> TurnRef:
+    """A recognised turn answered by the dialog stage: the ref it hands to synthesis."""
+    ref = _turn(rt, status=TurnStatus.RECOGNIZED.value, transcript="When does the office open?")
+    return stages.run_dialog(rt, ref.to_payload())
+
+
+def test_dialog_hands_synthesis_the_reply_only_for_a_free_voice(claims_rt):
+    paid = _answered(claims_rt)  # the fake ElevenLabs: never paid for before the turn is held
+    assert paid.inputs is None
+    free = _answered(_local_voice(claims_rt))
+    assert free.inputs is not None and free.inputs["text"] == _doc(claims_rt, free)["reply_text"]
+    assert free.inputs["project"] == "demo" and free.inputs["language"] == "en-US"
+
+
+def test_two_copies_of_synthesis_carrying_the_reply_publish_it_once(claims_rt):
+    rt = _local_voice(claims_rt)
+    ref = _answered(rt)
+    assert ref.inputs is not None
+    _twice(stages.run_tts, rt, ref)
+    audio = _events(rt, ref, EventType.AUDIO)
+    chunks = _doc(rt, ref)["tts"]["chunks"]
+    assert sorted(e.data["index"] for e in audio) == list(range(chunks))  # each chunk once, in one copy's words
+    assert len(_events(rt, ref, EventType.DONE)) == 1
+    assert _doc(rt, ref)["status"] == TurnStatus.DONE
+
+
+def test_a_reply_synthesized_before_its_claim_is_never_sent_for_an_interrupted_turn(claims_rt):
+    rt = _local_voice(claims_rt)
+    ref = _answered(rt)
+    assert ref.inputs is not None  # synthesis starts on the reply the payload carries
+    interactions.update_turn(rt.db, rt.settings, ref.turn_id, status=TurnStatus.INTERRUPTED.value)
+    result = stages.run_tts(rt, ref.to_payload())
+    assert result.skip
+    assert not _events(rt, ref, EventType.AUDIO)
+    assert [e.data["status"] for e in _events(rt, ref, EventType.DONE)] == ["interrupted"]  # the recorded outcome
+    assert _doc(rt, ref)["status"] == TurnStatus.INTERRUPTED and "tts" not in _doc(rt, ref)
+
+
+def test_two_copies_of_recognition_named_in_the_payload_record_one_transcript(claims_rt):
+    rt = claims_rt
+    ref, upload_id, wav = _uploaded_turn(rt)
+    handover.hand_over(rt.redis, upload_id, wav)
+    put_audio(rt.db, wav, bucket=UPLOADS_BUCKET, filename="u.wav", content_type="audio/wav", audio_id=upload_id)
+    named = TurnRef(ref.session_id, ref.turn_id, inputs={"upload_id": upload_id, "language": "en-US"})
+    results = _twice(stages.run_stt, rt, named)
+    transcripts = _events(rt, ref, EventType.TRANSCRIPT)
+    assert len(transcripts) == 1 and "country" in transcripts[0].data["text"].lower()
+    assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
+    assert all(r.inputs is None and not r.skip for r in results)  # dialog gets ids only

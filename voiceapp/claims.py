@@ -16,8 +16,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -102,20 +103,54 @@ def claim_stage(rt: Runtime, ref: TurnRef, stage: Stage) -> Claim | None:
 @contextmanager
 def running(rt: Runtime, ref: TurnRef, claim: Claim) -> Iterator[dict[str, float]]:
     """Time a claimed stage and renew its lease; a voice error fails the turn, an outage gives the claim back."""
+    with running_early(rt, ref, made(claim)) as timing:
+        yield timing
+
+
+def made(claim: Claim) -> Future[Claim | None]:
+    """A claim already made, as the future `running_early` takes."""
+    done: Future[Claim | None] = Future()
+    done.set_result(claim)
+    return done
+
+
+class Lost(Exception):
+    """The claim a stage started its work under went to another copy of the task (or the turn is past it)."""
+
+
+_CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage-claim")
+
+
+def claim_soon(rt: Runtime, ref: TurnRef, stage: Stage) -> Future[Claim | None]:
+    """Claim `stage` in the background, so the stage's engine can start on the inputs its task payload carries."""
+    return _CLAIMS.submit(claim_stage, rt, ref, stage)
+
+
+def held(pending: Future[Claim | None]) -> Claim:
+    """The claim once it is made; Lost if another copy holds the stage (its work must not be published)."""
+    claim = pending.result()
+    if claim is None:
+        raise Lost
+    return claim
+
+
+@contextmanager
+def running_early(rt: Runtime, ref: TurnRef, pending: Future[Claim | None]) -> Iterator[dict[str, float]]:
+    """`running` for a stage whose claim may still be in flight: its failures wait for the claim's outcome."""
     timing: dict[str, float] = {"started": time.time()}
-    stop = _renew(rt, ref, claim)
+    stop = _renew(rt, ref, pending)
     try:
         yield timing
-    except VoiceError as err:
-        if not isinstance(err, StorageUnavailable):
+    except (Interrupted, Lost):
+        raise  # an interruption keeps the claim: the stage records what was heard
+    except Exception as err:
+        claim = pending.result()
+        if claim is None:
+            raise Lost from err  # not ours: the holder records the outcome
+        if isinstance(err, VoiceError) and not isinstance(err, StorageUnavailable):
             fail_turn(rt, ref, claim.stage.name, err.code, err.message)
             raise
-        _release(rt, ref, claim)  # an outage, not a failed turn: the task retries with backoff
-        raise
-    except Interrupted:
-        raise  # the claim still holds: the stage records what was heard
-    except Exception:
-        _release(rt, ref, claim)
+        _release(rt, ref, claim)  # an outage or a bug, not a failed turn: the task retries with backoff
         raise
     finally:
         stop.set()
@@ -129,13 +164,17 @@ def _release(rt: Runtime, ref: TurnRef, claim: Claim) -> None:
         interactions.release_claim(rt.db, rt.settings, ref.turn_id, stage.running, stage.ready, claim.owner)
 
 
-def _renew(rt: Runtime, ref: TurnRef, claim: Claim) -> threading.Event:
-    """Renew the claim's lease every third of it until the returned event is set."""
+def _renew(rt: Runtime, ref: TurnRef, pending: Future[Claim | None]) -> threading.Event:
+    """Renew the claim's lease (once it is made) every third of it until the returned event is set."""
     lease = float(rt.settings.task_visibility_timeout)
     stop = threading.Event()
 
     def run() -> None:
-        while not stop.wait(lease / 3):
+        try:
+            claim = pending.result()
+        except Exception:  # noqa: BLE001 - the stage itself re-raises the claim's failure
+            return
+        while claim is not None and not stop.wait(lease / 3):
             try:
                 interactions.renew_claim(rt.db, rt.settings, ref.turn_id, claim.stage.running, claim.owner, lease)
             except PyMongoError as err:  # the stage itself will notice the outage
@@ -172,7 +211,7 @@ def replay(rt: Runtime, ref: TurnRef, upto: Stage) -> TurnRef:
     error = turn.get("error")
     if turn.get("status") == TurnStatus.ERROR and error:
         rt.events.publish(ref.session_id, EventType.ERROR, ref.turn_id, **error)
-    return replace(ref, skip=turn.get("status") in _SKIP)
+    return ref.handing_on(skip=turn.get("status") in _SKIP)
 
 
 def _replay_stt(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:

@@ -49,7 +49,9 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
         audio_seconds=round(audio.duration, 3),
         tts_provider=session.get("tts_provider"),
     )
-    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id)
+    # Recognition starts on the hand-over while it claims the turn: the payload names the upload (an id).
+    inputs = {"upload_id": upload_id, "language": session.get("language")}
+    ref = TurnRef(session_id=session["session_id"], turn_id=turn_id, inputs=inputs)
     wav = to_wav(audio.samples, audio.sample_rate)
     handover.hand_over(rt.redis, upload_id, wav)
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")

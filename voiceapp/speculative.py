@@ -190,6 +190,14 @@ def prepare_speech(rt: Runtime, payload: Mapping[str, Any]) -> bool:
     return prepared is not None
 
 
+def preparing(rt: Runtime, turn_id: str) -> bool:
+    """Whether replies were prepared for this utterance (True when Redis cannot tell: the careful path)."""
+    try:
+        return bool(rt.redis.exists(_key(turn_id)))
+    except redis.RedisError:
+        return True
+
+
 def await_prepared(rt: Runtime, turn_id: str, transcript: str, reply_text: str) -> float:
     """Before the TTS stage speaks: let a preparation of these very words finish (it started earlier); seconds waited."""
     first = first_sentence(rt.settings, reply_text)

@@ -1,7 +1,9 @@
-"""The three stages of a turn (recognition, dialog, synthesis): ids in, events out.
+"""The three stages of a turn (recognition, dialog, synthesis in `synthesis_stage.py`): ids in, events out.
 
-Each stage claims its turn first (`claims.py`: one atomic update, a renewed lease, the one failure path), so of
-two copies of a task only one runs it; the other re-publishes what was recorded.
+Each stage claims its turn (`claims.py`: one atomic update, a renewed lease, the one failure path), so of two
+copies of a task only one runs it; the other re-publishes what was recorded. Where the task payload carries a
+stage's inputs (the upload's id, a reply for a free voice) the engine starts while the claim is made, and nothing
+it produces is recorded or published until the claim is held.
 """
 
 from __future__ import annotations
@@ -9,25 +11,27 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
 from . import handover, metrics, speculative
 from .audio import decode, pcm16_to_float, to_wav
-from .bargein import interruption
 from .claims import (
     Claim,
-    Interrupted,
+    Lost,
+    claim_soon,
     claim_stage,
     fail_turn,
+    held,
+    made,
     publish_reply,
     publish_transcript,
     queue_wait,
     replay,
     reply_language,
     running,
+    running_early,
 )
 from .dialog.answer import respond
 from .errors import NotFound, StorageUnavailable, VoiceError
@@ -39,9 +43,8 @@ from .storage import interactions, retention, sessions, unanswered
 from .storage.audio import UPLOADS_BUCKET, get_audio, new_audio_id, put_audio
 from .stt.registry import transcribe_with_fallback, usable_engine
 from .stt.streaming import StreamingRecognizer
-from .tts.service import ChunkResult, synthesize_reply
-from .turns import DIALOG, STT, TTS, Turn, TurnRef, TurnStatus
-from .urls import audio_url
+from .synthesis_stage import run_tts, speech_inputs
+from .turns import DIALOG, STT, Turn, TurnRef, TurnStatus
 from .utterances import PUSH_TO_TALK, UtteranceStream
 
 log = logging.getLogger(__name__)
@@ -75,13 +78,35 @@ def _upload(rt: Runtime, upload_id: str) -> bytes:
 def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     """Recognise the uploaded audio and publish the final transcript."""
     ref = TurnRef.of(ref)
-    claim = claim_stage(rt, ref, STT)
-    if claim is None:
+    early = _handed_upload(rt, ref)
+    if early is not None:  # recognised while the claim is made (the payload named the upload and its language)
+        pending = claim_soon(rt, ref, STT)
+        language = (ref.inputs or {}).get("language")
+    else:
+        claim = claim_stage(rt, ref, STT)
+        if claim is None:
+            return replay(rt, ref, STT)
+        pending = made(claim)
+        language = claim.turn.get("language")
+    try:
+        with running_early(rt, ref, pending) as t:
+            data = early if early is not None else _upload(rt, held(pending).turn.get("upload_id") or "")
+            transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), language)
+        claim = held(pending)
+    except Lost:
         return replay(rt, ref, STT)
+    return _recognized(rt, ref, claim, transcript, t)
+
+
+def _handed_upload(rt: Runtime, ref: TurnRef) -> bytes | None:
+    """The upload the payload names, from the API's Redis hand-over; None when it is not there (or not named)."""
+    upload_id = (ref.inputs or {}).get("upload_id")
+    return handover.take(rt.redis, upload_id) if isinstance(upload_id, str) and upload_id else None
+
+
+def _recognized(rt: Runtime, ref: TurnRef, claim: Claim, transcript: Transcript, t: dict[str, float]) -> TurnRef:
+    """Record the transcript, publish it and hand the turn on (skipped when nothing was said)."""
     turn = claim.turn
-    with running(rt, ref, claim) as t:
-        data = _upload(rt, turn.get("upload_id") or "")
-        transcript = transcribe_with_fallback(rt.settings, decode(data, rt.settings), turn.get("language"))
     text = transcript.text.strip()
     stt = {
         "engine": transcript.engine,
@@ -104,7 +129,7 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     if not text:
         rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
     _forget_upload(rt, turn["upload_id"])
-    return replace(ref, skip=not text)
+    return ref.handing_on(skip=not text)
 
 
 def _forget_upload(rt: Runtime, upload_id: str | None) -> None:
@@ -302,110 +327,4 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     if reply.intent == "fallback":  # the site owner's list of what the knowledge base lacks
         unanswered.record(rt.db, rt.settings, turn["project"], turn["transcript"], ref.session_id, ref.turn_id)
     publish_reply(rt, ref, {**turn, **fields})
-    return ref
-
-
-# ---------------------------------------------------------------- synthesis
-
-
-def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
-    """Speak the reply sentence by sentence, publishing each chunk's audio as soon as it exists."""
-    ref = TurnRef.of(ref)
-    if ref.skip:
-        return ref
-    claim = claim_stage(rt, ref, TTS)
-    if claim is None:
-        return replay(rt, ref, TTS)
-    turn = claim.turn
-    published: list[ChunkResult] = []
-    events: list[dict[str, Any]] = []
-
-    def publish(chunk: ChunkResult) -> None:
-        if interruption(rt, ref.session_id, ref.turn_id, turn.get("accepted_at")):
-            raise Interrupted
-        data = chunk.to_event()
-        published.append(chunk)
-        if chunk.audio_id:
-            data["audio_url"] = audio_url(ref.session_id, chunk.audio_id)
-        events.append(data)
-        # Recorded before it is sent: the session may fetch cached (shared) audio once its turn names it,
-        # and a redelivered copy can send the chunk again if this worker dies right after.
-        interactions.update_turn(
-            rt.db,
-            rt.settings,
-            ref.turn_id,
-            **{"tts.audio_ids": [c.audio_id for c in published if c.audio_id], "tts.events": events},
-        )
-        rt.events.publish(ref.session_id, EventType.AUDIO, ref.turn_id, **data)
-
-    try:
-        with running(rt, ref, claim) as t:
-            waited = speculative.await_prepared(rt, ref.turn_id, turn.get("transcript") or "", turn["reply_text"])
-            speech = synthesize_reply(
-                rt.db,
-                rt.settings,
-                text=turn["reply_text"],
-                voice=turn.get("voice") or None,
-                language=reply_language(turn),
-                provider_name=turn.get("tts_provider") or None,
-                project=turn["project"],
-                session_id=ref.session_id,
-                turn_id=ref.turn_id,
-                on_chunk=publish,
-            )
-    except Interrupted:
-        return _finish_interrupted(rt, ref, claim, published, events)
-    audio_id = speech.audio_ids[0] if speech.audio_ids else None
-    tts = {**speech.to_doc(), "events": events, "prepared_wait_s": waited}
-    return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"])
-
-
-def _finish_interrupted(
-    rt: Runtime, ref: TurnRef, claim: Claim, published: list[ChunkResult], events: list[dict[str, Any]]
-) -> TurnRef:
-    """Record what the visitor actually heard before barging in."""
-    request = interruption(rt, ref.session_id, ref.turn_id, claim.turn.get("accepted_at")) or {}
-    played = request.get("played_chunks")
-    played = len(published) if played is None else min(played, len(published))
-    audio_ids = [c.audio_id for c in published if c.audio_id]
-    tts = {
-        "provider": published[0].provider if published else None,
-        "chunks": len(published),
-        "audio_ids": audio_ids,
-        "played_chunks": played,
-        "played_text": " ".join(c.text for c in published[:played]),
-        "events": events,
-    }
-    audio_id = audio_ids[0] if audio_ids else None
-    return _finish(rt, ref, claim, TurnStatus.INTERRUPTED, audio_id, tts, None)
-
-
-def _finish(
-    rt: Runtime,
-    ref: TurnRef,
-    claim: Claim,
-    status: TurnStatus,
-    audio_id: str | None,
-    tts: dict[str, Any],
-    tts_seconds: float | None,
-) -> TurnRef:
-    first = (tts.get("events") or [None])[0]
-    tts = {**tts, **speculative.settle(rt, ref.turn_id, first)}
-    done_at = time.time()
-    timings = {
-        "timings.tts_queue_s": queue_wait(claim.turn, done_at - (tts_seconds or 0.0)),
-        "timings.total_s": round(done_at - float(claim.turn["accepted_at"]), 4),
-    }
-    if tts_seconds is not None:
-        timings["timings.tts_s"] = tts_seconds
-    if not claim.finish(rt, ref, status=status.value, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings):
-        return replay(rt, ref, TTS)
-    rt.events.publish(
-        ref.session_id,
-        EventType.DONE,
-        ref.turn_id,
-        status=status.value,
-        timings={k.split(".", 1)[1]: v for k, v in timings.items()},
-    )
-    metrics.INTERACTIONS.inc()
-    return replace(ref, skip=status != TurnStatus.DONE)
+    return ref.handing_on(inputs=speech_inputs(rt, {**turn, **fields}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypedDict
@@ -67,23 +67,28 @@ def is_terminal(status: str | None) -> bool:
 
 @dataclass(frozen=True)
 class TurnRef:
-    """What a task passes to the next stage: the turn's ids, and whether the rest of the chain has nothing to do."""
+    """What a task passes to the next stage: the turn's ids, whether the rest of the chain has nothing to do, and
+    what the next stage needs to start its engine while it claims the turn (never audio: ids, the reply text).
+    """
 
     session_id: str
     turn_id: str
     skip: bool = False
     mode: str | None = None
+    inputs: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, value: TurnRef | dict[str, Any]) -> TurnRef:
         """Parse a task payload (a JSON dict) or pass a TurnRef through."""
         if isinstance(value, TurnRef):
             return value
+        inputs = value.get("inputs")
         return cls(
             session_id=str(value["session_id"]),
             turn_id=str(value["turn_id"]),
             skip=bool(value.get("skip", False)),
             mode=value.get("mode"),
+            inputs=inputs if isinstance(inputs, dict) else None,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -93,7 +98,13 @@ class TurnRef:
             payload["skip"] = True
         if self.mode:
             payload["mode"] = self.mode
+        if self.inputs:
+            payload["inputs"] = self.inputs
         return payload
+
+    def handing_on(self, inputs: dict[str, Any] | None = None, skip: bool = False) -> TurnRef:
+        """The ref for the next stage: the same turn, with that stage's inputs (this stage's are dropped)."""
+        return TurnRef(self.session_id, self.turn_id, skip=skip, mode=self.mode, inputs=None if skip else inputs)
 
 
 class Turn(TypedDict, total=False):

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -22,11 +21,14 @@ from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
 from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
 from voiceapp.tts.festival import INSTALL_HINT
+from voiceapp.tts.publisher import Publisher
 from voiceapp.tts.registry import describe, mapped_voice, speaks
 from voiceapp.tts.sentences import split_sentences
 from voiceapp.tts.urgency import urgent
 
 log = logging.getLogger(__name__)
+# A reply's cost is recorded (three analytics upserts) while its last chunk is stored and published.
+_COST = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts-cost")
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,8 @@ def synthesize_reply(
             settings.project_daily_budget,
         )
     chunks: list[ChunkResult] = []
-    record = None
-    publisher = _Publisher(on_chunk) if on_chunk is not None and len(sentences) > 1 else None
+    recording: Future | None = None
+    publisher = Publisher(on_chunk) if on_chunk is not None and len(sentences) > 1 else None
     try:
         for index, sentence in enumerate(sentences):
             if publisher is not None:
@@ -154,6 +156,8 @@ def synthesize_reply(
                     db, settings, reply, sentence, index, len(sentences), voice, language, session_id, turn_id
                 )
             chunks.append(chunk)
+            if index == len(sentences) - 1:  # the usage is complete: off the path of the last chunk
+                recording = _COST.submit(_record_cost, db, settings, reply, project, session_id)
             if publisher is not None:
                 publisher.put(chunk, store)  # stored and published while the next sentence is synthesized
             else:
@@ -165,8 +169,8 @@ def synthesize_reply(
     finally:
         if publisher is not None:
             publisher.abandon()
-        if reply.usage or reply.cached_characters:
-            record = _record_cost(db, settings, reply, project, session_id)
+        # Stopped before the last sentence (a barge-in, a failure): what was spoken so far is still counted.
+        record = recording.result() if recording is not None else _record_cost(db, settings, reply, project, session_id)
     if reply.usage and chunks:
         # Once per reply, provider time only: a reply spoken wholly from the cache is not observed.
         metrics.observe_synthesis(chunks[0].provider, reply.provider_seconds)
@@ -181,6 +185,12 @@ def synthesize_reply(
         cost_alert=bool(record and record.alert_raised),
         failures=tuple(reply.failures),
     )
+
+
+def free_reply(settings: Settings, provider_name: str | None, voice: str | None, language: str | None) -> bool:
+    """Whether every provider a reply could use costs nothing (no paid vendor on its fallback chain)."""
+    requested, _ = _for_language(settings, provider_name, voice, language)
+    return all(cost.is_free(settings, name) for name in candidates(settings, requested))
 
 
 def reply_sentences(settings: Settings, text: str) -> list[str]:
@@ -240,62 +250,10 @@ def _for_language(
     return (provider_name or settings.tts_provider).strip().lower(), voice
 
 
-class _Publisher:
-    """Hands chunks to `on_chunk` on one thread, in order, so the next sentence is synthesized meanwhile."""
-
-    def __init__(self, on_chunk: Callable[[ChunkResult], None]) -> None:
-        self._on_chunk = on_chunk
-        self._queue: queue.Queue[tuple[ChunkResult, Callable[[], object]] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._put = self._handled = 0
-        self._progress = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="tts-publish", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:  # after a failure, later chunks are dropped, never published out of turn
-                chunk, store = item
-                try:
-                    store()  # the audio exists before any event names it
-                    self._on_chunk(chunk)
-                except BaseException as err:  # noqa: BLE001 - re-raised in the synthesizing thread
-                    self._error = err
-            with self._progress:
-                self._handled += 1
-                self._progress.notify_all()
-
-    def put(self, chunk: ChunkResult, store: Callable[[], object]) -> None:
-        """Store `chunk`'s audio (`store`), then publish it, after the ones before it."""
-        self._put += 1
-        self._queue.put((chunk, store))
-
-    def check(self, in_flight: int = 0) -> None:
-        """Wait until at most `in_flight` chunks are unpublished; re-raise what `on_chunk` raised (stops the rest).
-
-        One in flight overlaps a sentence's store and publication with the next one's synthesis; waiting for the
-        one before means a barge-in stops the reply before a further sentence is paid for.
-        """
-        with self._progress:
-            self._progress.wait_for(lambda: self._put - self._handled <= in_flight or self._error is not None)
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        """Wait until every chunk is published; re-raise a failure."""
-        self._queue.put(None)
-        self._thread.join()
-        self.check()
-
-    def abandon(self) -> None:
-        """Stop the thread after what is queued (no-op once closed)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-
 def _record_cost(db: Database, settings: Settings, reply: _Reply, project: str, session_id: str):
     """Add this reply's usage to the analytics; a storage hiccup there must not fail audio already sent."""
+    if not (reply.usage or reply.cached_characters):
+        return None
     try:
         return cost.record(
             db,
