@@ -358,3 +358,21 @@ def test_two_copies_of_recognition_named_in_the_payload_record_one_transcript(cl
     assert len(transcripts) == 1 and "country" in transcripts[0].data["text"].lower()
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
     assert all(r.inputs is None and not r.skip for r in results)  # dialog gets ids only
+
+
+def test_recognition_claims_a_turn_recorded_after_its_task_was_enqueued(claims_rt):
+    """start_turn enqueues before it records the turn: recognition waits for the record, then claims it."""
+    rt = claims_rt
+    audio = decode(shared_file("jfk.flac").read_bytes(), rt.settings)
+    wav, upload_id, turn_id = to_wav(audio.samples, audio.sample_rate), new_audio_id(), interactions.new_turn_id()
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    handover.hand_over(rt.redis, upload_id, wav)
+    named = TurnRef(session["session_id"], turn_id, inputs={"upload_id": upload_id, "language": "en-US"})
+    worker = threading.Thread(target=stages.run_stt, args=(rt, named.to_payload()))
+    worker.start()
+    time.sleep(0.3)  # the stage has recognised the upload and is waiting for the turn to claim
+    assert not _events(rt, named, EventType.TRANSCRIPT)
+    interactions.create_turn(rt.db, rt.settings, session, upload_id, turn_id=turn_id, accepted_at=time.time())
+    worker.join(60)
+    assert _doc(rt, named)["status"] == TurnStatus.RECOGNIZED
+    assert "country" in _events(rt, named, EventType.TRANSCRIPT)[0].data["text"].lower()

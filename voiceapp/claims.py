@@ -82,15 +82,25 @@ class Claim:
         return done
 
 
-def claim_stage(rt: Runtime, ref: TurnRef, stage: Stage) -> Claim | None:
-    """Claim `stage` of the turn; None when the turn is past it (or was never meant for it)."""
+def claim_stage(rt: Runtime, ref: TurnRef, stage: Stage, wait_missing: float = 0.0) -> Claim | None:
+    """Claim `stage` of the turn; None when the turn is past it (or was never meant for it).
+
+    `wait_missing`: seconds to wait for a turn not recorded yet (the API records it right after enqueueing it).
+    """
     owner = f"{_HOST}:{uuid.uuid4().hex[:8]}"
     lease = float(rt.settings.task_visibility_timeout)
+    deadline = time.monotonic() + wait_missing
     while True:
         turn = interactions.claim_turn(rt.db, rt.settings, ref.turn_id, stage.ready, stage.running, owner, lease)
         if turn is not None:
             return Claim(stage, owner, turn)
-        current = interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+        try:
+            current = interactions.get_turn(rt.db, rt.settings, ref.session_id, ref.turn_id)
+        except NotFound:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+            continue
         status = current.get("status")
         if status == stage.ready:
             continue  # the holder gave it back a moment ago
@@ -121,9 +131,9 @@ class Lost(Exception):
 _CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stage-claim")
 
 
-def claim_soon(rt: Runtime, ref: TurnRef, stage: Stage) -> Future[Claim | None]:
+def claim_soon(rt: Runtime, ref: TurnRef, stage: Stage, wait_missing: float = 0.0) -> Future[Claim | None]:
     """Claim `stage` in the background, so the stage's engine can start on the inputs its task payload carries."""
-    return _CLAIMS.submit(claim_stage, rt, ref, stage)
+    return _CLAIMS.submit(claim_stage, rt, ref, stage, wait_missing)
 
 
 def held(pending: Future[Claim | None]) -> Claim:

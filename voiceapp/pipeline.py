@@ -33,22 +33,12 @@ __all__ = [
 def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source: str = "http") -> str:
     """Accept one utterance of a session; returns the turn id. Audio travels by GridFS id only.
 
-    The turn names its upload by an id reserved up front. Recognition reads the audio from a Redis hand-over
-    put before the enqueue; the GridFS record is stored after it, overlapping the queue hop and recognition.
+    The turn and its upload have ids reserved up front. Recognition reads the audio from a Redis hand-over put
+    before the enqueue; the turn's record and the upload's GridFS record are stored after it, overlapping the
+    queue hop and recognition.
     """
     accepted_at = time.time()
-    upload_id = new_audio_id()
-    # The turn carries what its stages need, so they never depend on the session still being open.
-    turn_id = interactions.create_turn(
-        rt.db,
-        rt.settings,
-        session,
-        upload_id,
-        accepted_at=accepted_at,
-        source=source,
-        audio_seconds=round(audio.duration, 3),
-        tts_provider=session.get("tts_provider"),
-    )
+    upload_id, turn_id = new_audio_id(), interactions.new_turn_id()
     # Recognition starts on the hand-over while it claims the turn: the payload names the upload (an id).
     inputs = {"upload_id": upload_id, "language": session.get("language")}
     ref = TurnRef(session_id=session["session_id"], turn_id=turn_id, inputs=inputs)
@@ -56,6 +46,19 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     handover.hand_over(rt.redis, upload_id, wav)
     rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     enqueue_stages(rt, STAGES, ref)
+    # Recorded after the enqueue (recognition's claim waits for it): the turn carries what its stages need, so
+    # they never depend on the session still being open.
+    interactions.create_turn(
+        rt.db,
+        rt.settings,
+        session,
+        upload_id,
+        turn_id=turn_id,
+        accepted_at=accepted_at,
+        source=source,
+        audio_seconds=round(audio.duration, 3),
+        tts_provider=session.get("tts_provider"),
+    )
     put_audio(
         rt.db,
         wav,

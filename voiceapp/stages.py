@@ -57,7 +57,7 @@ __all__ = ["TurnRef", "fail_turn", "reply_language", "run_dialog", "run_live_stt
 
 # ---------------------------------------------------------------- recognition
 
-UPLOAD_WAIT_S = 10.0  # the API stores an upload right after enqueueing its turn: milliseconds, unless it died
+UPLOAD_WAIT_S = 10.0  # the API records a turn and stores its upload right after enqueueing it: ms, unless it died
 
 
 def _upload(rt: Runtime, upload_id: str) -> bytes:
@@ -80,10 +80,10 @@ def run_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     ref = TurnRef.of(ref)
     early = _handed_upload(rt, ref)
     if early is not None:  # recognised while the claim is made (the payload named the upload and its language)
-        pending = claim_soon(rt, ref, STT)
+        pending = claim_soon(rt, ref, STT, wait_missing=UPLOAD_WAIT_S)
         language = (ref.inputs or {}).get("language")
     else:
-        claim = claim_stage(rt, ref, STT)
+        claim = claim_stage(rt, ref, STT, wait_missing=UPLOAD_WAIT_S)
         if claim is None:
             return replay(rt, ref, STT)
         pending = made(claim)

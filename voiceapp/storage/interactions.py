@@ -27,6 +27,11 @@ def check_turn_id(turn_id: Any) -> str:
     return turn_id
 
 
+def new_turn_id() -> str:
+    """A fresh turn id (uuid4 hex), reserved before its turn is recorded."""
+    return uuid.uuid4().hex
+
+
 def create_turn(
     db: Database, settings: Settings, session: dict, upload_id: str | None, *, turn_id: str | None = None, **fields: Any
 ) -> str:
@@ -34,7 +39,7 @@ def create_turn(
 
     A live utterance passes its own id; inserting it twice raises DuplicateKeyError.
     """
-    turn_id = check_turn_id(turn_id) if turn_id is not None else uuid.uuid4().hex
+    turn_id = check_turn_id(turn_id) if turn_id is not None else new_turn_id()
     now = utcnow()
     doc = {
         "language": session.get("language"),
