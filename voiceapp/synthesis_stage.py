@@ -72,8 +72,6 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         if chunk.audio_id:
             data["audio_url"] = audio_url(ref.session_id, chunk.audio_id)
         events.append(data)
-        if chunk.last:
-            return  # recorded with the turn's outcome and sent right after it: one write fewer per turn
         # Recorded before it is sent: the session may fetch cached (shared) audio once its turn names it,
         # and a redelivered copy can send the chunk again if this worker dies right after.
         interactions.update_turn(
@@ -170,9 +168,6 @@ def _finish(
         timings["timings.tts_s"] = tts_seconds
     if not claim.finish(rt, ref, status=status.value, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings):
         return replay(rt, ref, TTS)
-    last = (tts.get("events") or [{}])[-1]
-    if last.get("last") and status == TurnStatus.DONE:  # the final chunk: recorded by the finish above
-        rt.events.publish(ref.session_id, EventType.AUDIO, ref.turn_id, **last)
     rt.events.publish(
         ref.session_id,
         EventType.DONE,
