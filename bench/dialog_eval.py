@@ -37,8 +37,8 @@ KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
 TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
 REFUSE = "refuse"
 SPLIT_NOTE = (
-    "split v5: held-out = en361-en415 + ru341-ru378, written before the v5 retrieval changes and never tuned on; "
-    "the v1, v2, v3 and v4 held-out rows were seen while tuning and are now part of tune"
+    "split v6: held-out = en416-en476 + ru379-ru423, written before the v6 retrieval changes and never tuned on; "
+    "the v1, v2, v3, v4 and v5 held-out rows were seen while tuning and are now part of tune"
 )
 
 

@@ -181,11 +181,13 @@ def test_a_repeated_question_is_embedded_once(loaded):
     assert again[0] is first and len(embed._query_cache) == 2
 
 
-def test_the_v5_held_out_part_is_new_and_the_old_ones_moved_to_tune():
+def test_the_v6_held_out_part_is_new_and_the_old_ones_moved_to_tune():
     rows = dialog_eval.load_rows()
     heldout = [r for r in rows if r["split"] == "heldout"]
-    assert sum(r["lang"] == "en" for r in heldout) >= 40 and sum(r["lang"] == "ru" for r in heldout) >= 30
-    assert all(int(r["id"][2:]) >= (361 if r["lang"] == "en" else 341) for r in heldout)
+    assert sum(r["lang"] == "en" for r in heldout) >= 55 and sum(r["lang"] == "ru" for r in heldout) >= 38
+    assert all(int(r["id"][2:]) >= (416 if r["lang"] == "en" else 379) for r in heldout)
+    v5 = [r for r in rows if (361 <= int(r["id"][2:]) <= 415 if r["lang"] == "en" else 341 <= int(r["id"][2:]) <= 378)]
+    assert len(v5) == 93 and all(r["split"] == "tune" and "v5" in r.get("note", "") for r in v5)
     v4 = [r for r in rows if 301 <= int(r["id"][2:]) <= (360 if r["lang"] == "en" else 340)]
     assert len(v4) == 100 and all(r["split"] == "tune" and "v4" in r.get("note", "") for r in v4)
     assert all(r["split"] == "tune" and r.get("note") for r in rows if 201 <= int(r["id"][2:]) < 300)
