@@ -12,15 +12,8 @@ import numpy as np
 from voiceapp.dialog import background
 from voiceapp.dialog.context import WHEN_WORDS
 from voiceapp.dialog.knowledge import ProjectIndex, rank
-from voiceapp.dialog.text import related, stem, tokenize
+from voiceapp.dialog.text import GENERIC, related, stem, tokenize
 
-# Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
-GENERIC = frozenset(
-    tokenize(
-        "allowed have offer sell serve accept available possible get buy order number thing option kind type "
-        "place use work go come make take find give time long way bring"
-    )
-)
 GENERIC_WEIGHT = 0.15
 # e5 cosines are compressed (0.75-0.91 here), so a passage's similarity is read relative to the question's
 # similarities with every passage of the project: (cos - mean) / max(std, STD_FLOOR).
