@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,24 @@ def test_a_question_about_something_the_site_never_names_is_refused(evaluated, q
     db, settings = evaluated
     project = "eval-ru" if any("а" <= c <= "я" for c in question.lower()) else "eval-en"
     assert respond(db, settings, project, question, []).intent == "fallback"
+
+
+def test_a_passage_sharing_only_a_day_answers_when_the_question_is_clearly_about_it():
+    """Sharing only "Sunday" with a question that names an unknown word refuses unless the question is nearer the
+    passage than any background line by WHEN_ONLY_MARGIN (it used to refuse whatever the margin)."""
+    near = retrieval.Candidate(0, 0.88, 2.5, 0.3, 1.0, 0, when_only=True, background=0.07)
+    found = [near, retrieval.Candidate(1, 0.8, 0.0, 0.0, 0.0, 0)]
+    answered = retrieval.Params(2.0, 0.25, 1.0, (0.0,) * 8, 1.0)  # a decision that answers whatever it sees
+    assert retrieval.choose(found, answered) is not None
+    far = dataclasses.replace(near, background=0.03)  # "Do you have Sunday newspapers?": about newspapers
+    assert retrieval.choose([far, found[1]], answered) is None
+
+
+@pytest.mark.parametrize("question", ["What's the latest I can come in on a Sunday?", "Do you sell pizza on Saturday?"])
+def test_a_day_word_alone_answers_the_hours_question_and_not_the_pizza_one(evaluated, question):
+    db, settings = evaluated
+    reply = respond(db, settings, "eval-en", question, [])
+    assert reply.sources == (("hours.md#Sunday",) if "Sunday" in question else ())
 
 
 def test_a_short_question_is_not_drawn_to_the_hub_passage(evaluated):

@@ -25,6 +25,11 @@ LEXICAL_COVERAGE = 0.55
 # pull; HUB_WEIGHT of it is taken off each cosine (cross-domain similarity local scaling with a neutral prior).
 NEUTRAL_QUESTIONS = ("What is it?", "Tell me about it.", "Что это?", "Расскажите.")
 HUB_WEIGHT = 0.5
+# A passage sharing only day/time words with a question that names something the knowledge base never does
+# answers only when the question is this much nearer it than any background line: "What's the latest I can come
+# in on a Sunday?" is about the Sunday hours (0.068 on the tuning rows), "Do you have Sunday newspapers?" is not
+# (0.039); below it the unnamed word is taken to be the question's topic.
+WHEN_ONLY_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -249,10 +254,16 @@ def pick(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
 def choose(found: list[Candidate], params: Params = CALIBRATED) -> Choice | None:
     """The pick when the decision says answer, else None (refuse)."""
     choice = pick(found, params)
-    # "Do you sell pizza on Saturday?" is about pizza: the Saturday hours would answer a question not asked.
-    if choice is None or choice.logit < 0 or choice.candidate.when_only:
+    if choice is None or choice.logit < 0 or about_something_else(choice.candidate):
         return None
     return choice
+
+
+def about_something_else(candidate: Candidate) -> bool:
+    """Whether a passage that shares only day/time words answers a question about something else: "Do you sell
+    pizza on Saturday?" is about pizza (the Saturday hours would answer a question not asked), unless the question
+    is clearly nearer the passage than any other business (WHEN_ONLY_MARGIN: "how early ... on a Monday?")."""
+    return candidate.when_only and candidate.background < WHEN_ONLY_MARGIN
 
 
 def when_only(query: list[str], tokens: set[str], idf: dict[str, float]) -> bool:
