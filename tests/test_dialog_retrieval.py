@@ -189,14 +189,14 @@ def test_the_eval_set_has_the_required_size_categories_and_a_held_out_half():
 
 def test_held_out_accuracy(evaluated):
     """The held-out part (split v6, never tuned on) through `respond`. Issue 13's targets are answer accuracy
-    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached (0.794 / 0.753 on v5 with the
-    background margin and the residual z in the decision and Russian vowel respelling; 0.779 / 0.72 with the code v4
-    ended with), so it fails if retrieval regresses."""
+    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached on v6 (0.766 / 0.783 with the
+    follow-up and day-word changes; 0.727 / 0.755 with the code v5 ended with, which had 0.794 / 0.753 on v5's
+    part), so it fails if retrieval regresses."""
     db, settings = evaluated
     result = dialog_eval.evaluate(db, settings, dialog_eval.load_rows(split="heldout"))
     numbers = dialog_eval.aggregate(result)  # never the held-out failure list (it would make the part seen)
-    assert result["answer_accuracy"] >= 0.78, numbers
-    assert result["refusal_accuracy"] >= 0.74, numbers
+    assert result["answer_accuracy"] >= 0.75, numbers
+    assert result["refusal_accuracy"] >= 0.77, numbers
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
 
 
@@ -230,8 +230,8 @@ def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eva
     assert prompt.count("\n[") == 3
     answered = [r for r in rows if r["expect"] != "refuse"]
     assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
-    # The v5 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
-    assert result["answer_accuracy"] >= 0.78 and result["refusal_accuracy"] >= 0.74, dialog_eval.aggregate(result)
+    # The v6 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
+    assert result["answer_accuracy"] >= 0.75 and result["refusal_accuracy"] >= 0.77, dialog_eval.aggregate(result)
 
 
 GEVENT_PROBE = """
