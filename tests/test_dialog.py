@@ -242,6 +242,22 @@ def test_a_russian_follow_up_swaps_the_verb_not_the_day():
     assert resolve("А закрываетесь во сколько?", history, idf) == "Во сколько вы закрываетесь в воскресенье?"
 
 
+def test_a_follow_up_naming_nothing_the_knowledge_base_knows_keeps_the_previous_topic():
+    """After the delivery price, "А сколько ждать?" names no word of any passage, so it cannot replace the delivery
+    (swapping the rarest word gave "Сколько стоит ждать?", answered from the drinks' prices)."""
+    idf = {"стоит": 1.0, "доставк": 2.0}
+    history = exchanges([_turn("Сколько стоит доставка?")], 10)
+    assert "доставка" in resolve("А сколько ждать?", history, idf)
+
+
+def test_a_new_topic_replaces_the_previous_topic_word_not_a_generic_one():
+    """After "What's your phone number?", "what about your address?" swaps the phone (the topic), not "number"
+    (a generic word that a rarer score would otherwise pick)."""
+    idf = {"phone": 2.0, "number": 2.5, "address": 2.0}
+    history = exchanges([_turn("What's your phone number?")], 10)
+    assert resolve("What about your address?", history, idf) == "What's your address number?"
+
+
 def test_the_sunday_closing_time_is_answered_after_a_sunday_question(demo):
     db, settings = demo
     reply = respond(db, settings, "demo", "And when do you close?", [_turn("What time do you open on Sunday?")])

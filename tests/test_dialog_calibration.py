@@ -181,11 +181,13 @@ def test_a_repeated_question_is_embedded_once(loaded):
     assert again[0] is first and len(embed._query_cache) == 2
 
 
-def test_the_v5_held_out_part_is_new_and_the_old_ones_moved_to_tune():
+def test_the_v6_held_out_part_is_new_and_the_old_ones_moved_to_tune():
     rows = dialog_eval.load_rows()
     heldout = [r for r in rows if r["split"] == "heldout"]
-    assert sum(r["lang"] == "en" for r in heldout) >= 40 and sum(r["lang"] == "ru" for r in heldout) >= 30
-    assert all(int(r["id"][2:]) >= (361 if r["lang"] == "en" else 341) for r in heldout)
+    assert sum(r["lang"] == "en" for r in heldout) >= 55 and sum(r["lang"] == "ru" for r in heldout) >= 38
+    assert all(int(r["id"][2:]) >= (416 if r["lang"] == "en" else 379) for r in heldout)
+    v5 = [r for r in rows if (361 <= int(r["id"][2:]) <= 415 if r["lang"] == "en" else 341 <= int(r["id"][2:]) <= 378)]
+    assert len(v5) == 93 and all(r["split"] == "tune" and "v5" in r.get("note", "") for r in v5)
     v4 = [r for r in rows if 301 <= int(r["id"][2:]) <= (360 if r["lang"] == "en" else 340)]
     assert len(v4) == 100 and all(r["split"] == "tune" and "v4" in r.get("note", "") for r in v4)
     assert all(r["split"] == "tune" and r.get("note") for r in rows if 201 <= int(r["id"][2:]) < 300)
@@ -203,7 +205,31 @@ def test_the_report_carries_both_paths_under_their_own_keys(tmp_path):
     dialog_eval.write_report(heldout, {}, llm, path)
     data = json.loads(path.read_text())
     assert data["other"] == 1 and data["answer_accuracy"] == 0.9 and data["llm_answer_accuracy"] == 0.8
-    assert data["llm_refusal_accuracy"] == 0.85 and "v5" in data["scenarios"]["dialog_eval"]["split"]
+    assert data["llm_refusal_accuracy"] == 0.85 and "split v6" in data["scenarios"]["dialog_eval"]["split"]
+
+
+def test_the_report_keeps_held_out_numbers_but_not_held_out_failures(tmp_path):
+    path = tmp_path / "report.json"
+    miss = [{"id": "en999", "question": "q", "expect": "refuse", "got": "a.md#B"}]
+    heldout = {"answer_accuracy": 0.9, "refusal_accuracy": 0.95, "dialog_p50_ms": 20.0, "dialog_cpu_p50_ms": 18.0}
+    tune = {"answer_accuracy": 0.8, "failures": miss}
+    llm = {"heldout": {**heldout, "failures": miss}, "tune": tune}
+    dialog_eval.write_report({**heldout, "failures": miss}, tune, llm, path)
+    scenario = json.loads(path.read_text())["scenarios"]["dialog_eval"]
+    assert scenario["heldout"]["answer_accuracy"] == 0.9 and "failures" not in scenario["heldout"]
+    assert "failures" not in scenario["llm_fake_echo"]["heldout"]
+    assert scenario["tune"]["failures"] == miss and scenario["llm_fake_echo"]["tune"]["failures"] == miss
+
+
+def test_the_scorer_prints_held_out_failures_only_when_asked(capsys):
+    result = {"questions": 1, "by_category": {}, "by_language": {}, "answer_accuracy": 0.0}
+    result |= {"refusal_accuracy": 0.0, "refusal_precision": None, "refusal_recall": None}
+    result |= {"dialog_p50_ms": 1.0, "dialog_p95_ms": 1.0, "dialog_cpu_p50_ms": 1.0}
+    result["failures"] = [{"id": "en999", "question": "q", "expect": "refuse", "got": "a.md#B"}]
+    dialog_eval._print("held-out", dialog_eval.aggregate(result))
+    assert "en999" not in capsys.readouterr().out
+    dialog_eval._print("tune", result)
+    assert "miss en999" in capsys.readouterr().out
 
 
 def test_word_matching_alone_also_reads_through_typos(mongo_uri):

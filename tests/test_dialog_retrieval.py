@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,24 @@ def test_a_question_about_something_the_site_never_names_is_refused(evaluated, q
     assert respond(db, settings, project, question, []).intent == "fallback"
 
 
+def test_a_passage_sharing_only_a_day_answers_when_the_question_is_clearly_about_it():
+    """Sharing only "Sunday" with a question that names an unknown word refuses unless the question is nearer the
+    passage than any background line by WHEN_ONLY_MARGIN (it used to refuse whatever the margin)."""
+    near = retrieval.Candidate(0, 0.88, 2.5, 0.3, 1.0, 0, when_only=True, background=0.07)
+    found = [near, retrieval.Candidate(1, 0.8, 0.0, 0.0, 0.0, 0)]
+    answered = retrieval.Params(2.0, 0.25, 1.0, (0.0,) * 8, 1.0)  # a decision that answers whatever it sees
+    assert retrieval.choose(found, answered) is not None
+    far = dataclasses.replace(near, background=0.03)  # "Do you have Sunday newspapers?": about newspapers
+    assert retrieval.choose([far, found[1]], answered) is None
+
+
+@pytest.mark.parametrize("question", ["What's the latest I can come in on a Sunday?", "Do you sell pizza on Saturday?"])
+def test_a_day_word_alone_answers_the_hours_question_and_not_the_pizza_one(evaluated, question):
+    db, settings = evaluated
+    reply = respond(db, settings, "eval-en", question, [])
+    assert reply.sources == (("hours.md#Sunday",) if "Sunday" in question else ())
+
+
 def test_a_short_question_is_not_drawn_to_the_hub_passage(evaluated):
     # Without the hub correction the Wi-Fi passage (near every short question) answered this one.
     db, settings = evaluated
@@ -168,14 +188,15 @@ def test_the_eval_set_has_the_required_size_categories_and_a_held_out_half():
 
 
 def test_held_out_accuracy(evaluated):
-    """The held-out part (split v5, never tuned on) through `respond`. Issue 13's targets are answer accuracy
-    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached (0.794 / 0.753 on v5 with the
-    background margin and the residual z in the decision and Russian vowel respelling; 0.779 / 0.72 with the code v4
-    ended with), so it fails if retrieval regresses."""
+    """The held-out part (split v6, never tuned on) through `respond`. Issue 13's targets are answer accuracy
+    >= 0.90 and refusal accuracy >= 0.95, not met; this asserts the level reached on v6 (0.766 / 0.783 with the
+    follow-up and day-word changes; 0.727 / 0.755 with the code v5 ended with, which had 0.794 / 0.753 on v5's
+    part), so it fails if retrieval regresses."""
     db, settings = evaluated
     result = dialog_eval.evaluate(db, settings, dialog_eval.load_rows(split="heldout"))
-    assert result["answer_accuracy"] >= 0.78, result["failures"]
-    assert result["refusal_accuracy"] >= 0.74, result["failures"]
+    numbers = dialog_eval.aggregate(result)  # never the held-out failure list (it would make the part seen)
+    assert result["answer_accuracy"] >= 0.75, numbers
+    assert result["refusal_accuracy"] >= 0.77, numbers
     assert result["by_category"]["exact"]["accuracy"] >= 0.9
 
 
@@ -209,8 +230,8 @@ def test_the_llm_path_is_grounded_on_hybrid_retrieval_and_scored_by_the_same_eva
     assert prompt.count("\n[") == 3
     answered = [r for r in rows if r["expect"] != "refuse"]
     assert len(fake.requests) >= 0.8 * len(answered)  # refused questions never reach the model
-    # The v5 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
-    assert result["answer_accuracy"] >= 0.78 and result["refusal_accuracy"] >= 0.74, result["failures"]
+    # The v6 held-out level of the extractive path (test_held_out_accuracy): the same passages reach the model.
+    assert result["answer_accuracy"] >= 0.75 and result["refusal_accuracy"] >= 0.77, dialog_eval.aggregate(result)
 
 
 GEVENT_PROBE = """

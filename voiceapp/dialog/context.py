@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from voiceapp.dialog.text import STOPWORDS, related, stem, words
+from voiceapp.dialog.text import GENERIC, STOPWORDS, related, stem, words
 
 _MARKER = re.compile(
     r"^\s*(and also|and what about|and how about|what about|how about|and|also|same for|what if|а если|а|и)\b[\s,]*",
@@ -155,6 +155,20 @@ def _slot(old_stems: list[str], new_stems: set[str]) -> set[str]:
     return drop or {s for s in old_stems for n in new_stems if s != n and s in related(n)}
 
 
+def _names_a_topic(new_stems: set[str], idf: dict[str, float]) -> bool:
+    """Whether a follow-up's words can replace the previous question's topic: no day or time word, and one the
+    knowledge base knows ("А сколько ждать?" after the delivery price keeps the delivery: "ждать" is no topic)."""
+    return all(_category(n) is None for n in new_stems) and any(n in idf for n in new_stems)
+
+
+def _topic_word(old_stems: list[str], idf: dict[str, float]) -> set[str]:
+    """The previous question's word a new topic replaces: its rarest topic word, never a day or time ("and when
+    do you close?" after a Sunday question still asks about Sunday) and a GENERIC word only when nothing else is
+    known ("what about your address?" after "what's your phone number?" swaps the phone, not the number)."""
+    known = [s for s in old_stems if s in idf and _category(s) is None]
+    return {max(known, key=lambda s: (s not in GENERIC, idf[s]))} if known else set()
+
+
 def resolve(text: str, history: list[Exchange], idf: dict[str, float] | None = None) -> str:
     """The question `text` stands for: a follow-up becomes the previous question with the new detail."""
     previous = last_question(history)
@@ -167,12 +181,8 @@ def resolve(text: str, history: list[Exchange], idf: dict[str, float] | None = N
     new_stems = {stem(w) for w in new_words}
     old_stems = [stem(w) for w in _content(previous)]
     drop = _slot(old_stems, new_stems)
-    if not drop and _MARKER.match(text) and idf and all(_category(n) is None for n in new_stems):
-        # Else after "and"/"what about", the previous question's rarest word is the one swapped; never its
-        # day or time ("and when do you close?" after a Sunday question still asks about Sunday).
-        known = [s for s in old_stems if s in idf and _category(s) is None]
-        if known:
-            drop = {max(known, key=lambda s: idf[s])}
+    if not drop and _MARKER.match(text) and idf and _names_a_topic(new_stems, idf):
+        drop = _topic_word(old_stems, idf)
     if drop:
         return _replace(previous, drop, phrase)
     if _MARKER.match(text):

@@ -353,6 +353,15 @@ def tokenize(text: str) -> list[str]:
     return [stem(word) for word in words(text) if word not in STOPWORDS and word != "_"]
 
 
+# Words that carry little of a question's topic ("are dogs *allowed*?"): they count for less.
+GENERIC = frozenset(
+    tokenize(
+        "allowed have offer sell serve accept available possible get buy order number thing option kind type "
+        "place use work go come make take find give time long way bring"
+    )
+)
+
+
 def expansion_tokens(text: str) -> list[str]:
     """Soft query terms implied by question words ('where' -> address, location)."""
     out: list[str] = []
