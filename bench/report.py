@@ -193,9 +193,12 @@ def diagnose(report: dict) -> dict:
 
 # What would cut each part of the pipeline's overhead (bench/scenarios._overheads names them).
 OVERHEAD_FIXES = {
-    "upload_and_enqueue": "the API's upload path (decode, turn insert, enqueue before the GridFS store)",
-    "queue_waits": "queue hops between stages (a worker busy, or Celery's delivery latency)",
-    "stt_stage_minus_engine": "the STT stage around its engine (claim, GridFS read of the upload, record)",
+    "upload_and_enqueue": "the API's upload path (session check, decode, Redis hand-over, enqueue; the turn's record "
+    "and GridFS copy follow the enqueue)",
+    "queue_waits": "queue hops between stages (from a stage's end, before its MongoDB record, to the next one's "
+    "start: that record, Celery's delivery, and the dialog stage's claim; a busy worker adds its backlog)",
+    "stt_stage_minus_engine": "the STT stage around its engine (Redis hand-over read, claim made meanwhile, and the "
+    "cores the API's GridFS copy of the upload shares with it)",
     "dialog_stage_minus_engine": "the dialog stage around its engine (claim, history read, record)",
     "tts_stage_minus_engine": "the TTS stage around its engine (cache lookups, GridFS store, one update per chunk)",
     "pubsub_delivery": "event delivery (Redis pub/sub -> hub -> socket)",
