@@ -191,6 +191,10 @@ def test_websocket_connection_cap_refuses_politely(front):
     app = front(ws_max_connections=2)
     session = _post_session(app).json()
     first, second = _ws(app, session), _ws(app, session)
+    # The handshake returns before the server's handler counts the socket: wait for both to be counted.
+    deadline = time.monotonic() + 10
+    while ws_module.connections.count < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     third = _ws(app, session)
     try:
         refusal = json.loads(third.recv())
