@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from importlib import resources
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from tasks import recovery
 from voiceapp import cli, pipeline
+from voiceapp.claims import Lost, held, running_early
+from voiceapp.config import Settings
+from voiceapp.errors import TtsError
 from voiceapp.turns import DIALOG, STAGES, STT, TERMINAL, TTS, TurnRef, TurnStatus, is_terminal, remaining_stages
 from voiceapp.web import api
 
@@ -47,3 +53,23 @@ def test_a_turn_ref_round_trips_through_its_json_payload():
     assert TurnRef.of(ref.to_payload()) == ref
     assert TurnRef.of({"session_id": "a", "turn_id": "b", "skip": True}).skip
     assert ref.to_payload() == {"session_id": "s" * 32, "turn_id": "t" * 32, "mode": "push_to_talk"}
+
+
+def test_a_stage_s_inputs_travel_in_the_payload_to_that_stage_only():
+    ref = TurnRef(session_id="s" * 32, turn_id="t" * 32, inputs={"upload_id": "u" * 24, "language": "en-US"})
+    assert TurnRef.of(ref.to_payload()).inputs == {"upload_id": "u" * 24, "language": "en-US"}
+    assert ref.handing_on().to_payload() == {"session_id": "s" * 32, "turn_id": "t" * 32}  # not to the next stage
+    assert ref.handing_on(inputs={"text": "Hi."}).inputs == {"text": "Hi."}
+    assert ref.handing_on(inputs={"text": "Hi."}, skip=True).inputs is None  # a skipped stage needs nothing
+    assert TurnRef.of({"session_id": "a", "turn_id": "b", "inputs": "not a mapping"}).inputs is None
+
+
+def test_work_done_under_a_claim_another_copy_won_is_dropped_and_fails_nothing():
+    lost: Future = Future()
+    lost.set_result(None)  # claim_stage found the turn held by another copy (or past this stage)
+    rt = SimpleNamespace(settings=Settings.from_env({}))  # no stores: failing the turn would need them
+    ref = TurnRef(session_id="s" * 32, turn_id="t" * 32)
+    with pytest.raises(Lost), running_early(rt, ref, lost):
+        raise TtsError("the voice failed")  # not this copy's turn to fail
+    with pytest.raises(Lost):
+        held(lost)
