@@ -36,13 +36,12 @@ MAX_HANDED_REPLY = 4000  # characters: a longer reply is read from the turn by t
 
 def speech_inputs(rt: Runtime, turn: Turn | dict[str, Any]) -> dict[str, Any] | None:
     """What synthesis needs to start before its claim returns: only for replies free local voices speak."""
-    text = turn.get("reply_text") or ""
-    language = reply_language(turn)
-    provider = turn.get("tts_provider") or None
-    voice = turn.get("voice") or None
-    if len(text) > MAX_HANDED_REPLY or not free_reply(rt.settings, provider, voice, language):
+    speech = _speech_of(turn)
+    if len(speech["text"]) > MAX_HANDED_REPLY or not free_reply(
+        rt.settings, speech["provider"], speech["voice"], speech["language"]
+    ):
         return None  # a paid voice is never paid for a turn this copy does not hold
-    return {"text": text, "voice": voice, "language": language, "provider": provider, "project": turn["project"]}
+    return speech
 
 
 def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
@@ -117,13 +116,13 @@ def _early_speech(rt: Runtime, ref: TurnRef) -> dict[str, Any] | None:
     return speech if not speculative.preparing(rt, ref.turn_id) else None
 
 
-def _speech_of(turn: Turn) -> dict[str, Any]:
-    """The synthesis inputs of a claimed turn."""
+def _speech_of(turn: Turn | dict[str, Any]) -> dict[str, Any]:
+    """The synthesis inputs of an answered turn (what dialog hands on, or what a claimed turn holds)."""
     return {
         "text": turn["reply_text"],
-        "voice": turn.get("voice"),
+        "voice": turn.get("voice") or None,
         "language": reply_language(turn),
-        "provider": turn.get("tts_provider"),
+        "provider": turn.get("tts_provider") or None,
         "project": turn["project"],
     }
 
