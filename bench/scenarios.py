@@ -579,16 +579,24 @@ def soak(
     results: list[dict] = []
     gate = threading.Event()
     deadline = time.monotonic() + seconds
+    stopped: list[float] = []  # when each session's loop ended (at the deadline, or earlier on an error)
+
+    def converse(*args) -> None:
+        try:
+            _session_loop(*args)
+        finally:
+            stopped.append(time.monotonic())
+
     threads = [
         threading.Thread(
-            target=_session_loop,
+            target=converse,
             daemon=True,
             args=(bench, c, utterances, i, lambda t: time.monotonic() < deadline, results, gate, 0.2 * i),
         )
         for i, c in enumerate(clients)
     ]
     samples: list[dict] = []
-    began = time.monotonic()
+    began = deadline - seconds
     for thread in threads:
         thread.start()
     gate.set()
@@ -602,7 +610,9 @@ def soak(
     streams = [check_stream(c.inbox) for c in clients]
     for c in clients:
         c.close()
-    return _soak_summary(pids, samples, results, streams, seconds, sessions)
+    # The soak lasted as long as every session kept conversing: a session that died shortens it.
+    ran = round(min(stopped, default=time.monotonic()) - began, 1)
+    return {**_soak_summary(pids, samples, results, streams, ran, sessions), "requested_seconds": seconds}
 
 
 def _floor_points(samples: list[dict], name: str, windows: int = 6) -> list[tuple[float, float]]:
@@ -616,6 +626,7 @@ def _floor_points(samples: list[dict], name: str, windows: int = 6) -> list[tupl
 def _soak_summary(
     pids: dict, samples: list[dict], results: list[dict], streams: list[dict], seconds: float, sessions: int
 ) -> dict:
+    """Growth per session from the RSS samples; `seconds`: how long all `sessions` kept conversing."""
     # The first fifth is warm-up (first-use allocations, caches filling), not growth.
     steady = [s for s in samples if s["t"] >= 0.2 * seconds]
     # A worker's RSS swings by tens of MiB within a turn (decode buffers freed after it): growth is measured

@@ -376,3 +376,22 @@ def test_recognition_claims_a_turn_recorded_after_its_task_was_enqueued(claims_r
     worker.join(60)
     assert _doc(rt, named)["status"] == TurnStatus.RECOGNIZED
     assert "country" in _events(rt, named, EventType.TRANSCRIPT)[0].data["text"].lower()
+
+
+def test_every_event_of_a_new_turn_names_a_turn_already_recorded(claims_rt):
+    """A client that fetches the turn an event names must find it: start_turn announces only a recorded turn."""
+    rt = claims_rt
+    session = sessions.create_session(rt.db, rt.settings, "demo", "en-US", "")
+    publish, seen = rt.events.publish, []
+
+    def publish_checked(session_id, type, turn_id=None, **data):
+        try:
+            interactions.get_turn(rt.db, rt.settings, session_id, turn_id)
+            seen.append((data.get("status"), "recorded"))
+        except NotFound:
+            seen.append((data.get("status"), "not recorded"))
+        return publish(session_id, type, turn_id, **data)
+
+    rt.events.publish = publish_checked  # a spy on this Runtime only: each publish looks for the turn first
+    pipeline.start_turn(rt, session, decode(shared_file("jfk.flac").read_bytes(), rt.settings))
+    assert seen == [("thinking", "recorded")]

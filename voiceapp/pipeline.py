@@ -44,7 +44,6 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
     ref = TurnRef(session_id=session["session_id"], turn_id=turn_id, inputs=inputs)
     wav = to_wav(audio.samples, audio.sample_rate)
     handover.hand_over(rt.redis, upload_id, wav)
-    rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     enqueue_stages(rt, STAGES, ref)
     # Recorded after the enqueue (recognition's claim waits for it): the turn carries what its stages need, so
     # they never depend on the session still being open.
@@ -59,6 +58,8 @@ def start_turn(rt: Runtime, session: dict[str, Any], audio: DecodedAudio, source
         audio_seconds=round(audio.duration, 3),
         tts_provider=session.get("tts_provider"),
     )
+    # Announced once recorded: a client that fetches the turn an event names must find it.
+    rt.events.publish(session["session_id"], EventType.STATUS, turn_id, status="thinking")
     put_audio(
         rt.db,
         wav,
