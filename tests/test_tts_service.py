@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
 from bson import ObjectId
 from prometheus_client import REGISTRY
 
@@ -25,7 +26,7 @@ from voiceapp.storage.audio import REPLIES_BUCKET, get_audio
 from voiceapp.storage.mongo import get_db
 from voiceapp.stt import get_engine
 from voiceapp.stt.wer import word_errors
-from voiceapp.tts import cache, cost, urgency
+from voiceapp.tts import cache, cost, fresh, urgency
 from voiceapp.tts.registry import get_provider
 from voiceapp.tts.service import ChunkResult, synthesize_reply
 
@@ -67,6 +68,13 @@ def tts_db(tts_settings):
 
 def speak(db, settings, text=REPLY, provider="elevenlabs", project="acme", session_id="s1", **kw):
     chunks: list[ChunkResult] = []
+    also = kw.pop("on_chunk", None)
+
+    def on_chunk(chunk: ChunkResult) -> None:
+        chunks.append(chunk)
+        if also is not None:
+            also(chunk)
+
     result = synthesize_reply(
         db,
         settings,
@@ -76,7 +84,7 @@ def speak(db, settings, text=REPLY, provider="elevenlabs", project="acme", sessi
         provider_name=provider,
         project=project,
         session_id=session_id,
-        on_chunk=chunks.append,
+        on_chunk=on_chunk,
         **kw,
     )
     assert list(result.chunks) == chunks
@@ -275,6 +283,42 @@ def test_new_audio_is_stored_on_the_publishing_thread_just_before_its_chunk_is_p
         ),
     )
     assert published == [True, True]  # each chunk's audio was there when its event went out
+
+
+def _in_gridfs(db, audio_id: str) -> bool:
+    try:
+        return get_audio(db, audio_id, REPLIES_BUCKET)[0] == fake_elevenlabs.FAKE_MP3
+    except NotFound:
+        return False
+
+
+def test_with_redis_a_chunk_is_published_before_its_store_and_the_reply_returns_after_every_store(
+    tts_db, tts_settings, private_redis_url, monkeypatch
+):
+    """The GridFS store is off the path of the first audio: each chunk is in Redis when its event goes out, its
+    store lands behind it, and synthesize_reply returns only once every chunk is stored (the copies dropped)."""
+    client, all_published = redis.Redis.from_url(private_redis_url), threading.Event()
+    real_store = cache.store
+    # The stores wait until the last chunk was published: an event that waited for its store would never come.
+    monkeypatch.setattr(cache, "store", lambda *a, **k: all_published.wait(10) and real_store(*a, **k))
+    seen = []
+
+    def on_chunk(chunk: ChunkResult) -> None:
+        kept = fresh.read(client, chunk.audio_id)
+        seen.append((_in_gridfs(tts_db, chunk.audio_id), kept is not None and kept[0] == fake_elevenlabs.FAKE_MP3))
+        if chunk.last:
+            all_published.set()
+
+    result = speak(tts_db, tts_settings, session_id="s1", fresh=client, on_chunk=on_chunk)
+    assert seen == [(False, True)] * 3  # REPLY: three sentences, each published from its Redis copy
+    assert all(_in_gridfs(tts_db, a) and fresh.read(client, a) is None for a in result.audio_ids)
+
+
+def test_when_redis_refuses_the_copy_each_chunk_is_stored_before_its_event(tts_db, tts_settings):
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    seen = []
+    speak(tts_db, tts_settings, fresh=dead, on_chunk=lambda c: seen.append(_in_gridfs(tts_db, c.audio_id)))
+    assert seen == [True, True, True]
 
 
 def test_the_cache_size_is_counted_once_per_interval_not_before_every_store(tts_db, tts_settings, monkeypatch):

@@ -4,10 +4,13 @@ import io
 import wave
 
 import pytest
+import redis
 import requests
 
 from devstack import turns as turn_client
 from tests.support import JFK_TEXT, new_session, shared_file, word_error_rate
+from voiceapp.storage.audio import new_audio_id
+from voiceapp.tts import fresh
 from voiceapp.web.auth import issue_token
 
 pytestmark = pytest.mark.usefixtures("demo_kb")
@@ -111,3 +114,22 @@ def test_ended_session_refuses_new_turns(live):
     refused = requests.post(f"{url}/turns", data=shared_file("jfk.flac").read_bytes(), headers=auth, timeout=10)
     assert refused.status_code == 410
     assert refused.json()["error"]["code"] == "voice_session_expired"
+
+
+def test_reply_audio_is_served_from_its_redis_copy_until_its_store_lands(live):
+    """A chunk's event may go out before its GridFS store lands: the endpoint serves the Redis copy meanwhile,
+    to the session that owns it only."""
+    owner, other = new_session(live.base_url, "demo"), new_session(live.base_url, "demo")
+    client, audio_id = redis.Redis.from_url(live.settings.redis_url), new_audio_id()
+    fresh.keep(client, fresh.NewAudio(audio_id, b"RIFF fresh", "audio/wav", owner["session_id"], lambda: None))
+
+    def fetch(session):
+        url = f"{live.base_url}/api/v1/voice/sessions/{session['session_id']}/audio/{audio_id}"
+        return requests.get(url, headers=turn_client.auth(session), timeout=10)
+
+    served = fetch(owner)
+    assert served.status_code == 200 and served.content == b"RIFF fresh"
+    assert served.headers["Content-Type"].startswith("audio/wav")
+    assert fetch(other).status_code == 404
+    client.delete(f"{fresh.PREFIX}:{audio_id}")
+    assert fetch(owner).status_code == 404  # no copy, and nothing in GridFS either

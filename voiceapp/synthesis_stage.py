@@ -97,6 +97,7 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
                 session_id=ref.session_id,
                 turn_id=ref.turn_id,
                 on_chunk=publish,
+                fresh=rt.redis,
             )
         claim = held(pending)
     except Lost:

@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
+import redis
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -21,6 +22,7 @@ from voiceapp.tts import cache, cost
 from voiceapp.tts.browser import NAME as BROWSER
 from voiceapp.tts.chain import Failure, candidates, no_provider_error, record_failure, record_fallback, try_provider
 from voiceapp.tts.festival import INSTALL_HINT
+from voiceapp.tts.fresh import NewAudio, Storing
 from voiceapp.tts.publisher import Publisher
 from voiceapp.tts.registry import describe, mapped_voice, speaks
 from voiceapp.tts.sentences import split_sentences
@@ -128,10 +130,14 @@ def synthesize_reply(
     session_id: str,
     turn_id: str = "",
     on_chunk: Callable[[ChunkResult], None] | None = None,
+    fresh: redis.Redis | None = None,
 ) -> SpeechResult:
     """Speak `text` sentence by sentence; `on_chunk` gets each chunk, in order, while the next is synthesized.
 
     An exception raised by `on_chunk` (the visitor barged in, ...) stops the synthesis and is re-raised here.
+    `fresh`: a chunk's new audio is kept in this Redis for its event while its GridFS store runs behind
+    (`tts/fresh.py`); without it each chunk is stored before `on_chunk` sees it. Either way, this returns only
+    once every chunk's audio is stored.
     """
     sentences = reply_sentences(settings, text)
     if not sentences:
@@ -147,6 +153,7 @@ def synthesize_reply(
     chunks: list[ChunkResult] = []
     recording: Future | None = None
     publisher = Publisher(on_chunk) if on_chunk is not None and len(sentences) > 1 else None
+    storing = Storing(fresh)
     try:
         for index, sentence in enumerate(sentences):
             if publisher is not None:
@@ -159,16 +166,19 @@ def synthesize_reply(
             if index == len(sentences) - 1:  # the usage is complete: off the path of the last chunk
                 recording = _COST.submit(_record_cost, db, settings, reply, project, session_id)
             if publisher is not None:
-                publisher.put(chunk, store)  # stored and published while the next sentence is synthesized
+                # Made fetchable and published while the next sentence is synthesized.
+                publisher.put(chunk, partial(storing.start, store))
             else:
-                store()
+                storing.start(store)
                 if on_chunk is not None:
                     on_chunk(chunk)
         if publisher is not None:
             publisher.close()
+        storing.wait()
     finally:
         if publisher is not None:
             publisher.abandon()
+        storing.settle()  # a reply stopped early: what was published is still recorded
         # Stopped before the last sentence (a barge-in, a failure): what was spoken so far is still counted.
         record = recording.result() if recording is not None else _record_cost(db, settings, reply, project, session_id)
     if reply.usage and chunks:
@@ -351,7 +361,9 @@ def _from_cache_or_provider(
     fields = _fields(
         audio_id, name, sentence, synthesis.mime_type, False, synthesis.voice, language, synthesis.duration
     )
-    return fields, store
+    return fields, NewAudio(
+        audio_id, synthesis.audio, synthesis.mime_type or "application/octet-stream", session_id, store
+    )
 
 
 def _nothing() -> None:

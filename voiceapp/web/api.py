@@ -19,8 +19,9 @@ from ..events import Event, EventType
 from ..pipeline import start_text_turn, start_turn
 from ..runtime import Runtime
 from ..storage import interactions, projects
-from ..storage.audio import REPLIES_BUCKET, get_audio
+from ..storage.audio import REPLIES_BUCKET, get_audio, parse_audio_id
 from ..storage.projects import LANGUAGE_RE, PROJECT_RE
+from ..tts import fresh
 from ..turns import TERMINAL, TurnStatus
 from ..urls import audio_url
 from ..utterances import UtteranceStream
@@ -241,16 +242,20 @@ def _find_turn(rt: Runtime, session_id: str, turn_id: str, ended: Event | None =
 @bp.get("/sessions/<session_id>/audio/<audio_id>")
 @session_limited
 def get_reply_audio(session_id: str, audio_id: str):
-    """Reply audio of one of this session's turns, from GridFS."""
+    """Reply audio of one of this session's turns: its Redis copy while its GridFS store lands, else GridFS."""
     require_session_token(session_id)
     rt = _rt()
     access.live_session(rt, session_id)
-    data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
-    if info["metadata"].get("session_id") != session_id and not interactions.session_has_audio(
-        rt.db, rt.settings, session_id, info["audio_id"]
-    ):
+    audio_id = str(parse_audio_id(audio_id))  # 24 hex characters, or a 404 before any store is asked
+    kept = fresh.read(rt.redis, audio_id)
+    if kept is not None:
+        data, mime_type, owner = kept
+    else:
+        data, info = get_audio(rt.db, audio_id, bucket=REPLIES_BUCKET)
+        mime_type, owner = info["content_type"], info["metadata"].get("session_id")
+    if owner != session_id and not interactions.session_has_audio(rt.db, rt.settings, session_id, audio_id):
         raise NotFound("no such audio in this session", code="audio_not_found")
-    return Response(data, mimetype=info["content_type"], headers={"Cache-Control": "private, max-age=3600"})
+    return Response(data, mimetype=mime_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,()-]{0,127}$")
