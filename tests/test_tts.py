@@ -115,3 +115,11 @@ def test_make_demo_regenerates(settings, piper, tmp_path):
     rate, channels, duration = wav_info(path.read_bytes())
     assert (rate, channels) == (16000, 1)
     assert duration == pytest.approx(wav_info(DEMO_PATH.read_bytes())[2], abs=0.3)
+
+
+def test_piper_threads_come_from_settings_and_sleep_when_idle(settings):
+    voice = get_provider(settings.replace(piper_threads=1), "piper")
+    options = voice._voice.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert voice.synthesize("One thread is enough.").duration > 0.5

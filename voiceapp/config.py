@@ -165,6 +165,9 @@ class Settings:
     azure_speech_key: str = _setting("AZURE_SPEECH_KEY", "", secret=True)
     azure_speech_region: str = _setting("AZURE_SPEECH_REGION", "westeurope")
     piper_voice_path: str = _setting("PIPER_VOICE_PATH", "")
+    # CPU threads of one Piper synthesis; 0 = auto (the cores). Its threads sleep when idle instead of spinning:
+    # measured beside a CPU-bound process, spinning made both the synthesis and the other process slower.
+    piper_threads: int = _setting("PIPER_THREADS", 0, _non_negative_int)
     # Provider and voice per reply language, LANGUAGE:PROVIDER/VOICE pairs (e.g. ru:azure/ru-RU-DariyaNeural);
     # unlisted languages go to the first provider with a voice for them (Russian: festival, else the browser).
     tts_voices: tuple[str, ...] = _setting("TTS_VOICES", (), _language_map)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib.util
 import io
@@ -23,7 +24,7 @@ WARM_TEXTS = ("Hello.", "How can I help you today?")
 
 def cache_key(settings: Settings) -> tuple:
     """Settings that change which voice is loaded."""
-    return (settings.piper_voice_path,)
+    return (settings.piper_voice_path, settings.piper_threads)
 
 
 def voice_files(settings: Settings) -> tuple[Path, Path]:
@@ -98,9 +99,22 @@ def create(settings: Settings) -> PiperProvider:
     problem = check(settings)
     if problem:
         raise ProviderUnavailable(problem)
-    provider = PiperProvider(*voice_files(settings))
+    provider = PiperProvider(*voice_files(settings), threads=settings.piper_threads)
     provider.warm()
     return provider
+
+
+def _session(model_path: Path, threads: int):
+    """The voice's ONNX session: `threads` intra-op threads (0 = the cores) that sleep, not spin, when idle."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads hold a core between the model's operators: beside a busy recognition worker, measured,
+    # both the synthesis (420 -> 342 ms) and the other process (+15% throughput) were faster without it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class PiperProvider:
@@ -108,11 +122,12 @@ class PiperProvider:
 
     name = NAME
 
-    def __init__(self, model_path: Path, config_path: Path) -> None:
+    def __init__(self, model_path: Path, config_path: Path, threads: int = 0) -> None:
         from piper import PiperVoice
 
         try:
-            self._voice = PiperVoice.load(str(model_path), config_path=str(config_path))
+            voice = PiperVoice.load(str(model_path), config_path=str(config_path))
+            self._voice = dataclasses.replace(voice, session=_session(model_path, threads))
         except Exception as err:  # onnxruntime and json raise many types for a bad voice
             raise ProviderUnavailable(f"could not load Piper voice {model_path.name}: {err}") from err
         self.voice = model_path.name.removesuffix(".onnx")
