@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -60,6 +61,13 @@ class VoskEngine:
             raise ProviderUnavailable(f"could not load the Vosk model at {model_path!r}: {err}") from err
         self.model = _label(model_path)
         self._vosk = vosk
+        # vosk's Model frees itself in __del__, which at interpreter exit runs after vosk's C library handle
+        # is gone (an "Exception ignored" traceback in every worker's shutdown): free it while both are alive.
+        atexit.register(self._release)
+
+    def _release(self) -> None:
+        """Free the Kaldi model now (at exit)."""
+        self._model = None
 
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         """Recognise `audio` (the model fixes the language; `language` is reported only)."""
