@@ -52,7 +52,7 @@ class Plan:
     soak_sessions: int
     paused: int = len(speech.PAUSED)  # sentences with a pause inside (false endpoints)
     talk_ramp: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12, 16, 20)  # conversing sessions, until p95 first audio > 1.5 s
-    talk_seconds: float = 30.0  # per step
+    talk_seconds: float = 45.0  # per step: enough turns at 10 sessions for a p95 that is not the worst few
     # Fresh Piper takes of each question through the live recognizer in-process, beside the stack's turns: 12
     # turns (~115 words) let one misheard word move pipeline_wer_minus_engine_wer by 0.01.
     accuracy_takes: int = 8
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sessions", help="concurrency plan, e.g. 1,5,20,50 (one turn each beyond 5)")
     parser.add_argument("--talk-ramp", help="conversing sessions to try, e.g. 1,2,4,6,8,10,12 (stops at a miss)")
-    parser.add_argument("--talk-seconds", type=float, help="seconds each talking step lasts (default 30, quick 8)")
+    parser.add_argument("--talk-seconds", type=float, help="seconds each talking step lasts (default 45, quick 8)")
     parser.add_argument("--idle", type=int, help="idle WebSockets to open (default 1000, quick 20)")
     parser.add_argument("--soak-seconds", type=float, help="soak duration (default 90, quick 8)")
     parser.add_argument("--soak-sessions", type=int, help="sessions looping during the soak (default 3, quick 1)")
@@ -188,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         pick = lambda names: [utts[n] for n in names]  # noqa: E731
         questions = [u for u in utts.values() if u.kind == "synthesized"]
         paused = speech.paused(settings, plan.paused) if "endpointing" in only else []
+        extra = speech.TALK_QUESTIONS[len(speech.QUESTIONS) :] if "talking" in only else ()
+        talk_questions = questions + speech.synthesized(settings, extra, prefix="t")
         calibration = scenarios.calibrate(settings, utts["jfk"])
         steps = {
             "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
             "endpointing": lambda: scenarios.endpointing(settings, paused, questions[:1] if args.quick else questions),
             "cache": lambda: scenarios.cache_hit_miss(bench, utts["q1"], plan.cache_reps, plan.cache_e2e_reps),
             "concurrency": lambda: scenarios.concurrency(bench, questions, plan.concurrency),
-            "talking": lambda: scenarios.talking(bench, questions, plan.talk_ramp, plan.talk_seconds),
+            "talking": lambda: scenarios.talking(bench, talk_questions, plan.talk_ramp, plan.talk_seconds),
             "idle_ws": lambda: scenarios.idle_connections(bench, plan.idle, settle=1.0 if args.quick else 3.0),
             "soak": lambda: scenarios.soak(bench, questions, plan.soak_seconds, plan.soak_sessions),
             "russian": lambda: russian.run(bench, 1 if args.quick else None),  # bench/russian.py (issue 14)

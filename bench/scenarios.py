@@ -948,7 +948,8 @@ def talking(bench: BenchStack, utterances: Sequence[Utterance], ramp: Sequence[i
         "think_s": TALK_THINK_S,
         "p95_limit_s": TALK_P95_S,
         "diagnosis": talking_diagnosis(steps),
-        "method": f"N sessions on their own WebSockets each speak a Piper question at real-time pace in "
+        "method": f"N sessions on their own WebSockets each speak a Piper question (the next of {len(utterances)} "
+        "different ones, so replies keep missing the synthesis cache through a step) at real-time pace in "
         f"{TALK_FRAME_S * 1000:.0f} ms frames (push-to-talk, `end` at end of speech), fetch the reply audio, "
         f"listen to all of it (its duration), wait {TALK_THINK_S:g} s and ask again, for {seconds:g} s per step "
         f"(starts spread over the first seconds); N ramps until p95 end of speech -> first audio byte exceeds "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,24 @@ QUESTIONS = (
     "Do you deliver to my office?",
     "Is there free wifi in the shop?",
     "Are dogs allowed inside?",
+)
+# The talking scenario's visitors ask these in turn: as many different replies as the knowledge base has sections,
+# so replies keep missing the synthesis cache through a step, as different visitors' questions do.
+TALK_QUESTIONS = (
+    *QUESTIONS,
+    "When do you open on Sunday?",
+    "What time do you close on weekdays?",
+    "Are you open on public holidays?",
+    "What is your address?",
+    "Which metro station is nearest?",
+    "Is the shop accessible by wheelchair?",
+    "How much does a pot of tea cost?",
+    "How much are the croissants?",
+    "How much is a bag of coffee beans?",
+    "What is your phone number?",
+    "Do you take credit cards?",
+    "Can you cater an office event?",
+    "When do you roast your beans?",
 )
 LEAD_SILENCE = 0.3  # seconds before speech: a microphone opens before the visitor speaks
 REFERENCES = {
@@ -112,15 +131,15 @@ def recordings(
     return out
 
 
-def synthesized(settings: Settings, count: int = len(QUESTIONS)) -> list[Utterance]:
-    """Questions about the demo knowledge base spoken by the local Piper voice."""
+def synthesized(settings: Settings, texts: Sequence[str] = QUESTIONS, prefix: str = "q") -> list[Utterance]:
+    """Questions about the demo knowledge base spoken by the local Piper voice (q1, q2, ... in order)."""
     from voiceapp.tts.registry import get_provider
 
     provider = get_provider(settings, "piper")
     out: list[Utterance] = []
-    for i, text in enumerate(QUESTIONS[:count]):
+    for i, text in enumerate(texts):
         audio = decode(provider.synthesize(text, None, None).audio, settings).samples
-        out.append(_utterance(f"q{i + 1}", "synthesized", audio, text))
+        out.append(_utterance(f"{prefix}{i + 1}", "synthesized", audio, text))
     return out
 
 
