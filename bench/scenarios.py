@@ -839,6 +839,7 @@ def _converse(
                 "session": index,
                 "reply_audio_s": round(reply_s, 3),
                 "cached": bool(audio and audio[0].get("cached")),
+                "t_start": result.t_start,
             }
         )
         # Playback starts at the first byte and lasts the reply's audio; then the visitor thinks.
@@ -928,7 +929,24 @@ def _talking_summary(
         "errors": [e for r in results for e in (r.get("errors") or [])][:10] + [r for r in results if "error" in r][:5],
         "load_average_start": load,
         "holds": bool(ok) and failed == 0 and (first_audio["p95"] or float("inf")) <= TALK_P95_S,
+        "slowest": _slowest_turns(ok, segments),
     }
+
+
+def _slowest_turns(ok: list[dict], segments: list[dict], count: int = 5) -> list[dict]:
+    """The turns that make a step's p95: when each started, its question, whether its reply was cached, its segments."""
+    began = min((r["t_start"] for r in ok if r.get("t_start")), default=0.0)
+    rows = sorted(zip(ok, segments, strict=True), key=lambda pair: -(pair[0]["eos_to_first_audio_s"] or 0.0))[:count]
+    return [
+        {
+            "eos_to_first_audio_s": r["eos_to_first_audio_s"],
+            "started_s": round(r["t_start"] - began, 1) if r.get("t_start") else None,
+            "utterance": r.get("utterance"),
+            "cached": r["cached"],
+            "segments_s": seg,
+        }
+        for r, seg in rows
+    ]
 
 
 def talking(bench: BenchStack, utterances: Sequence[Utterance], ramp: Sequence[int], seconds: float) -> dict:
@@ -992,6 +1010,14 @@ def talking_diagnosis(steps: dict[str, dict]) -> dict:
         text += (
             f" From {first['sessions']} to {last['sessions']} session(s) {grew} grew most "
             f"(+{growth[grew]:.3f} s p95): {kind[grew]}."
+        )
+    slowest = last.get("slowest") or []
+    if slowest:
+        misses = sum(1 for t in slowest if not t["cached"])
+        starts = ", ".join(f"{t['started_s']:g}" for t in slowest if t["started_s"] is not None)
+        text += (
+            f" Its {len(slowest)} slowest turns: {misses} missed the synthesis cache; they started {starts} s "
+            f"into the {last['seconds']:g} s step."
         )
     return {
         "at_sessions": last["sessions"],

@@ -114,3 +114,13 @@ def test_talking_sessions_comes_from_the_conversing_ramp(quick_report):
     last = steps[str(talk["diagnosis"]["at_sessions"])]
     assert f"{last['eos_to_first_audio_s']['p95']:.2f} s" in talk["diagnosis"]["text"]
     assert f"talking_sessions = {talk['talking_sessions']}" in (out / "report.md").read_text()
+
+
+def test_each_talking_step_names_its_slowest_turns(quick_report):
+    _, report = quick_report
+    for step in report["scenarios"]["talking"]["by_sessions"].values():
+        slowest = step["slowest"]
+        times = [t["eos_to_first_audio_s"] for t in slowest]
+        assert 1 <= len(slowest) <= min(5, step["turns_done"]) and times == sorted(times, reverse=True), slowest
+        assert times[0] == step["eos_to_first_audio_s"]["max"]
+        assert all(isinstance(t["cached"], bool) and t["started_s"] >= 0 for t in slowest), slowest
