@@ -262,6 +262,7 @@ def _terminate(signum, _frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m bench`."""
     signal.signal(signal.SIGTERM, _terminate)
+    speech.fix_takes()
     args = parse_args(argv)
     args._argv = argv
     return run(args)

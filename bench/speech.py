@@ -40,6 +40,7 @@ TALK_QUESTIONS = (
     "Can you cater an office event?",
     "When do you roast your beans?",
 )
+TAKE_SEED = 0  # fixed once, never chosen by the figures it gives
 LEAD_SILENCE = 0.3  # seconds before speech: a microphone opens before the visitor speaks
 REFERENCES = {
     "jfk": "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your "
@@ -129,6 +130,18 @@ def recordings(
         if name in names:
             out.append(_utterance(name, "recording", samples, REFERENCES[name]))
     return out
+
+
+def fix_takes(seed: int = TAKE_SEED) -> None:
+    """Seed Piper's noise before its voice loads, so every run speaks the same takes of the questions.
+
+    Piper draws random noise per synthesis: unseeded, each run heard different takes of the same sentences, and the
+    end-of-turn model's score of one question ranged 0.32-0.95 over four takes, which moved hands-free figures
+    between runs more than any change did.
+    """
+    import onnxruntime
+
+    onnxruntime.set_seed(seed)
 
 
 def synthesized(settings: Settings, texts: Sequence[str] = QUESTIONS, prefix: str = "q") -> list[Utterance]:

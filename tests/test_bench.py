@@ -124,3 +124,21 @@ def test_each_talking_step_names_its_slowest_turns(quick_report):
         assert 1 <= len(slowest) <= min(5, step["turns_done"]) and times == sorted(times, reverse=True), slowest
         assert times[0] == step["eos_to_first_audio_s"]["max"]
         assert all(isinstance(t["cached"], bool) and t["started_s"] >= 0 for t in slowest), slowest
+
+
+TAKE = """
+import hashlib
+from bench import speech
+from voiceapp.config import Settings
+speech.fix_takes()
+print(hashlib.sha256(speech.synthesized(Settings.from_env({}), ("Do you deliver to my office?",))[0].pcm).hexdigest())
+"""
+
+
+def test_every_run_speaks_the_same_takes_of_the_questions():
+    takes = [
+        subprocess.run([sys.executable, "-c", TAKE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+        for _ in range(2)
+    ]
+    digests = [t.stdout.strip().splitlines()[-1] for t in takes]
+    assert len(digests[0]) == 64 and digests[0] == digests[1], [t.stderr[-2000:] for t in takes]
