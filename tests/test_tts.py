@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnxruntime
 import pytest
 
 from voiceapp.audio import decode, wav_info
@@ -12,6 +13,7 @@ from voiceapp.errors import ProviderUnavailable, TtsError
 from voiceapp.stt import get_engine
 from voiceapp.stt.wer import word_errors
 from voiceapp.tts import available_providers, get_provider, warm
+from voiceapp.tts import piper as piper_voice
 from voiceapp.tts.base import TtsProvider
 from voiceapp.tts.piper import DEMO_PATH, DEMO_TEXT, make_demo
 from voiceapp.tts.registry import provider_status
@@ -58,7 +60,11 @@ def test_empty_text_is_refused(piper):
         piper.synthesize("   ")
 
 
-def test_round_trip_piper_to_whisper(piper, stt, settings):
+def test_round_trip_piper_to_whisper(stt, settings):
+    # Piper draws random noise per synthesis: a voice loaded after seeding speaks the same takes in every run
+    # (unseeded, a rare take of "Saturday" was heard as "setter day" and failed CI).
+    onnxruntime.set_seed(0)
+    piper = piper_voice.create(settings)
     errors = words = 0
     for sentence in SENTENCES:
         audio = decode(piper.synthesize(sentence).audio, settings)
