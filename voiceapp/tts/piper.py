@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import importlib.util
 import io
@@ -124,10 +123,12 @@ class PiperProvider:
 
     def __init__(self, model_path: Path, config_path: Path, threads: int = 0) -> None:
         from piper import PiperVoice
+        from piper.config import PiperConfig
 
         try:
-            voice = PiperVoice.load(str(model_path), config_path=str(config_path))
-            self._voice = dataclasses.replace(voice, session=_session(model_path, threads))
+            # Built from its parts rather than PiperVoice.load, which would open a second session on defaults.
+            config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+            self._voice = PiperVoice(session=_session(model_path, threads), config=config)
         except Exception as err:  # onnxruntime and json raise many types for a bad voice
             raise ProviderUnavailable(f"could not load Piper voice {model_path.name}: {err}") from err
         self.voice = model_path.name.removesuffix(".onnx")
