@@ -188,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
         pick = lambda names: [utts[n] for n in names]  # noqa: E731
         questions = [u for u in utts.values() if u.kind == "synthesized"]
         paused = speech.paused(settings, plan.paused) if "endpointing" in only else []
-        extra = speech.TALK_QUESTIONS[len(speech.QUESTIONS) :] if "talking" in only else ()
-        talk_questions = questions + speech.synthesized(settings, extra, prefix="t")
+        more = speech.MORE_TALK_QUESTIONS if "talking" in only else ()
+        talk_questions = questions + speech.synthesized(settings, more, prefix="t")
         calibration = scenarios.calibrate(settings, utts["jfk"])
         steps = {
             "stage_breakdown": lambda: scenarios.stage_breakdown(bench, pick(plan.stage_utterances), plan.reps),
