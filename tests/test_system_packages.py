@@ -11,10 +11,10 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent / "system-packages.sh"
 
 
-def _run(path: str, as_nobody: bool) -> subprocess.CompletedProcess:
-    cmd = ["/bin/bash", str(SCRIPT)]
+def _run(path: str, as_nobody: bool, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    cmd = ["/bin/bash", str(script)]
     if as_nobody:  # su sets its own PATH: pass ours inside the command
-        cmd = [shutil.which("su") or "/bin/su", "-s", "/bin/bash", "nobody", "-c", f"PATH={path} /bin/bash {SCRIPT}"]
+        cmd = [shutil.which("su") or "/bin/su", "-s", "/bin/bash", "nobody", "-c", f"PATH={path} /bin/bash {script}"]
     return subprocess.run(cmd, env={"PATH": path}, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
 
 
@@ -25,7 +25,10 @@ def test_without_root_or_sudo_it_stops_at_once_naming_the_command():
         os.chmod(bin_dir, 0o755)
         for name in ("bash", "id"):
             os.symlink(shutil.which(name), os.path.join(bin_dir, name))
-        result = _run(bin_dir, as_nobody=os.geteuid() == 0)
+        # nobody may not be able to read the checkout (a clone in a `mktemp -d` directory is 0700): run a copy.
+        script = Path(shutil.copy(SCRIPT, bin_dir))
+        os.chmod(script, 0o644)
+        result = _run(bin_dir, as_nobody=os.geteuid() == 0, script=script)
     finally:
         shutil.rmtree(bin_dir)
     assert result.returncode == 1
