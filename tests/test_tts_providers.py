@@ -229,9 +229,26 @@ def test_a_long_first_sentence_is_cut_at_a_clause_for_a_faster_first_audio():
         "until six in the evening. Come by."
     )
     assert split_sentences(text, first_max_chars=90) == [
-        "Our store on the main square is open from nine in the morning, every day except Sunday,",
-        "until six in the evening.",
+        "Our store on the main square is open from nine in the morning,",
+        "every day except Sunday, until six in the evening.",
         "Come by.",
     ]
     assert split_sentences(text)[0].endswith("evening.")
     assert split_sentences("Yes, we do. Fine.", first_max_chars=5) == ["Yes, we do.", "Fine."]
+
+
+def test_a_first_sentence_without_an_early_comma_is_cut_before_a_conjunction():
+    assert split_sentences("From Monday to Friday we open at 7:00 am and close at 7:00 pm.", first_max_chars=50) == [
+        "From Monday to Friday we open at 7:00 am,",
+        "and close at 7:00 pm.",
+    ]
+    assert split_sentences("В субботу мы открываемся в 9 утра и закрываемся в 10 вечера.", first_max_chars=50) == [
+        "В субботу мы открываемся в 9 утра,",
+        "и закрываемся в 10 вечера.",
+    ]
+    # A comma is preferred to a conjunction, and a sentence within the limit stays whole.
+    commas = split_sentences("The shop opens at nine and closes at six, every day of the week.", first_max_chars=50)
+    assert commas[0] == "The shop opens at nine and closes at six,"
+    assert split_sentences("On Sunday we open at 9:00 am and close at 3:00 pm.", first_max_chars=50) == [
+        "On Sunday we open at 9:00 am and close at 3:00 pm."
+    ]

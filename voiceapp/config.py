@@ -178,8 +178,9 @@ class Settings:
     tts_timeout: float = _setting("TTS_TIMEOUT", 10.0, _positive_float)
     # Longest piece sent to a provider at once; longer sentences are cut at commas, then spaces.
     tts_max_chunk_chars: int = _setting("TTS_MAX_CHUNK_CHARS", 400, _positive_int)
-    # A longer first sentence is cut at a comma within this length: the first audio starts sooner. 0 = off.
-    tts_first_chunk_chars: int = _setting("TTS_FIRST_CHUNK_CHARS", 100, _non_negative_int)
+    # A longer first sentence is cut at its first comma or conjunction within this length: the first audio starts
+    # sooner (Piper's time grows with the text). 0 = off.
+    tts_first_chunk_chars: int = _setting("TTS_FIRST_CHUNK_CHARS", 50, _non_negative_int)
     elevenlabs_model_id: str = _setting("ELEVENLABS_MODEL_ID", "eleven_multilingual_v2")
     elevenlabs_output_format: str = _setting("ELEVENLABS_OUTPUT_FORMAT", "mp3_44100_128")
     # Empty = the vendor's API; tests point it at a local fake speaking the same HTTP API.

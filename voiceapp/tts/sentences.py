@@ -51,6 +51,13 @@ _ABBREVIATIONS = {
 # A candidate break: end punctuation (and closing quotes/brackets) followed by whitespace.
 _BREAK = re.compile(r"([.!?…]+[\"')\]»”]*)(\s+)")
 _SOFT_BREAK = re.compile(r"(?<=[,;:—–])\s+")
+# Before a word that opens a new clause: where a first sentence has no comma early enough, its first chunk may
+# end there. English and Russian conjunctions and relative words that the replies use.
+_CLAUSE_START = re.compile(
+    r"\s+(?=(?:and|but|or|so|because|which|where|while|although|и|а|но|или|чтобы|потому|который|которая|которое"
+    r"|которые|где|когда|если)\s)",
+    re.IGNORECASE,
+)
 # A first chunk shorter than this sounds clipped: keep at least a few words together.
 MIN_FIRST_CHARS = 20
 
@@ -58,8 +65,9 @@ MIN_FIRST_CHARS = 20
 def split_sentences(text: str, max_chars: int = 400, first_max_chars: int | None = None) -> list[str]:
     """Non-empty sentences of `text`, each at most `max_chars` long (longer ones cut at commas, then spaces).
 
-    With `first_max_chars`, a long first sentence is cut at its first clause boundary within that
-    length, so the first audio is ready sooner (a comma is a natural pause anyway).
+    With `first_max_chars`, a longer first sentence is cut at its first clause boundary within that length, so
+    the first audio is ready sooner: the voice's time grows with the text (a comma is a natural pause anyway),
+    and the rest is synthesized while the head plays.
     """
     text = re.sub(r"\s+", " ", text or "").strip()
     if not text:
@@ -73,11 +81,17 @@ def split_sentences(text: str, max_chars: int = 400, first_max_chars: int | None
 
 
 def _first_clause(sentence: str, limit: int) -> list[str]:
-    """[head, rest] cut at the last clause boundary within `limit` (and past a few words), or [sentence]."""
-    cuts = [m.start() for m in _SOFT_BREAK.finditer(sentence) if MIN_FIRST_CHARS <= m.start() <= limit]
-    if not cuts:
-        return [sentence]
-    return [sentence[: cuts[-1]].strip(), sentence[cuts[-1] :].strip()]
+    """[head, rest] cut at the first clause boundary past a few words and within `limit`, or [sentence].
+
+    A comma, semicolon or dash is preferred; else the head ends before a conjunction and gets a comma, which
+    makes the voice end it on an unfinished tone instead of a full stop.
+    """
+    for pattern, mark in ((_SOFT_BREAK, ""), (_CLAUSE_START, ",")):
+        cuts = [m.start() for m in pattern.finditer(sentence) if MIN_FIRST_CHARS <= m.start() <= limit]
+        if cuts:
+            head, rest = sentence[: cuts[0]].strip(), sentence[cuts[0] :].strip()
+            return [head.rstrip(",") + mark if mark else head, rest]
+    return [sentence]
 
 
 def _sentences(text: str) -> list[str]:
