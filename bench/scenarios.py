@@ -869,20 +869,25 @@ def _segments(row: dict, timings: dict) -> dict[str, float | None]:
     }
 
 
+def talk_arrivals(n: int, seconds: float, cycle: float = 6.0) -> list[float]:
+    """When each of `n` visitors starts, spread at random over about one question + reply + pause (`cycle`).
+
+    Seeded by `n`, so every run of a step has the same arrivals: its few slowest turns depend on how many
+    sessions happen to start together, which would otherwise differ from run to run.
+    """
+    arrivals = random.Random(f"talking-{n}")
+    return [arrivals.uniform(0, min(cycle, seconds / 2)) for _ in range(n)]
+
+
 def _talking_step(bench: BenchStack, utterances: Sequence[Utterance], n: int, seconds: float) -> dict:
     """N sessions conversing for `seconds`; latency per turn and where it went."""
     clients = [LiveClient(bench.base_url, harness.new_session(bench.base_url)) for _ in range(n)]
     results: list[dict] = []
     gate = threading.Event()
     deadline = time.monotonic() + seconds
-    cycle = 6.0  # about one question + reply + pause: starts spread over it, as visitors arrive at random
     threads = [
-        threading.Thread(
-            target=_converse,
-            daemon=True,
-            args=(c, utterances, i, deadline, results, gate, random.uniform(0, min(cycle, seconds / 2))),
-        )
-        for i, c in enumerate(clients)
+        threading.Thread(target=_converse, daemon=True, args=(c, utterances, i, deadline, results, gate, delay))
+        for i, (c, delay) in enumerate(zip(clients, talk_arrivals(n, seconds), strict=True))
     ]
     load = harness.load_average()
     for thread in threads:

@@ -28,3 +28,23 @@ def test_a_hands_free_miss_tells_how_many_turns_used_a_prepared_reply():
     assert note["holds_the_time"] == "stt (end of speech -> final transcript)"
     assert "2 turns spoke the first sentence from them, 1 dropped them" in note["proposal"]
     assert "prepared" not in report._latency_note({}, {"runs": runs}, "handsfree", {})["proposal"]
+
+
+def test_the_markdown_shows_the_dialog_evaluation_by_part_and_category():
+    """`make eval`'s figures are rendered in report.md, not just stored in report.json."""
+    part = {"questions": 4, "answer_accuracy": 0.75, "refusal_accuracy": 0.5, "refusal_precision": 1.0}
+    part |= {"refusal_recall": 0.5, "dialog_p50_ms": 21.0, "dialog_p95_ms": 40.0}
+    part |= {"by_category": {"synonym": {"n": 4, "right": 3, "accuracy": 0.75}}}
+    data = {"split": "split v9", "when": "today", "heldout": part, "tune": part, "llm_fake_echo": {"heldout": part}}
+    text = "\n".join(report._scenario_sections({"dialog_eval": data}))
+    assert "| heldout | 4 | 0.750 | 0.500 | 1.000 / 0.500 | 21.000 / 40.000 |" in text
+    assert "| llm fake, heldout | 4 |" in text and "heldout by category: synonym 3/4." in text
+
+
+def test_talking_visitors_arrive_at_the_same_seeded_times_in_every_run():
+    """A step's arrivals repeat run to run (comparable runs) and spread over the cycle, not all at once."""
+    from bench.scenarios import talk_arrivals
+
+    assert talk_arrivals(10, 45) == talk_arrivals(10, 45) != talk_arrivals(12, 45)[:10]
+    assert all(0 <= t <= 6.0 for t in talk_arrivals(10, 45)) and max(talk_arrivals(10, 45)) > 3.0
+    assert max(talk_arrivals(4, 8)) <= 4.0
