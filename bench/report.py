@@ -409,6 +409,8 @@ def _scenario_sections(scen: dict) -> list[str]:
                 )
         elif name == "talking":
             lines += _talking_lines(data)
+        elif name in _SECTION_LINES:
+            lines += _SECTION_LINES[name](data)
         elif name == "idle_ws":
             lines.append(", ".join(f"{k}: {_fmt(v)}" for k, v in data.items()))
         elif name == "soak":
@@ -446,6 +448,110 @@ def _talking_lines(data: dict) -> list[str]:
             f"{'yes' if step['holds'] else '**no**'} |"
         )
     return [*lines, "", f"Diagnosis: {data['diagnosis']['text']}"]
+
+
+def _accuracy_lines(data: dict) -> list[str]:
+    """WER of the pipeline's finals against the stock engine's, overall and by source, then per utterance."""
+    lines = [data["method"], "", "| source | words | pipeline WER | engine WER | difference |", "|---|---|---|---|---|"]
+    for label, part in (
+        ("all", data),
+        ("stack turns", data["stack_turns"]),
+        ("recognizer takes", data["recognizer_takes"]),
+    ):
+        lines.append(
+            f"| {label} | {part['words']} | {_fmt(part['pipeline_wer'])} | {_fmt(part['engine_wer'])} | "
+            f"{_fmt(part['pipeline_wer_minus_engine_wer'])} |"
+        )
+    wrong = [r for r in data["runs"] if r["pipeline_errors"] or r["engine_errors"]]
+    lines += [
+        "",
+        "Runs with a word error (pipeline / engine errors): "
+        + (
+            ", ".join(f"{r['utterance']} {r['mode']} {r['pipeline_errors']}/{r['engine_errors']}" for r in wrong)
+            or "none"
+        )
+        + ".",
+    ]
+    return lines
+
+
+def _endpoint_lines(data: dict, prefix: str = "") -> list[str]:
+    """Paused utterances: whether the endpoint cut them, the turn model's scores, and the endpoint delay."""
+    lines = [
+        f"{prefix}false endpoints: {data['false_endpoints']} of {data['utterances']} utterances",
+        "",
+        "| utterance | pause (s) | cut | WER | end-of-turn scores | text |",
+        "|---|---|---|---|---|---|",
+    ]
+    for u in data["paused"]:
+        scores = ", ".join(f"{p:.2f}" for p in u.get("turn_probabilities") or [])
+        lines.append(
+            f"| {u['utterance']} | {u['pause_s']} | {'**yes**' if u['cut'] else 'no'} | {_fmt(u['wer'])} | "
+            f"{scores} | {u['text']} |"
+        )
+    for mode, delay in (data.get("endpoint_delay_s") or {}).items():
+        lines.append(
+            f"\nEndpoint delay ({mode}): p50 {_fmt(delay['p50'])} s, p95 {_fmt(delay['p95'])} s, n {delay['n']}."
+        )
+    return lines
+
+
+def _endpointing_lines(data: dict) -> list[str]:
+    """The hands-free endpointing scenario: its method, settings and the paused utterances."""
+    return [data["method"], "", f"Settings: {json.dumps(data.get('settings'))}", "", *_endpoint_lines(data)]
+
+
+def _russian_lines(data: dict) -> list[str]:
+    """The Russian turns: timing by part, each turn's transcript, and the Russian paused utterances."""
+    lines = [
+        f"WER {_fmt(data['ru_wer'])}; answered {data['answered']}/{data['turns']}; end of speech -> final p50 / p95 "
+        f"{_fmt(data['eos_to_final_s']['p50'])} / {_fmt(data['eos_to_final_s']['p95'])} s; -> first audio p50 / p95 "
+        f"{_fmt(data['eos_to_first_audio_s']['p50'])} / {_fmt(data['eos_to_first_audio_s']['p95'])} s.",
+        "",
+        "Medians by part (s): " + ", ".join(f"{k} {_fmt(v)}" for k, v in data["stages_p50_s"].items()) + ".",
+        "",
+        "| utterance | mode | transcript | final (s) | first audio (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in data["runs"]:
+        lines.append(
+            f"| {r['utterance']} | {r['mode']} | {r.get('transcript')} | {_fmt(r.get('eos_to_final_s'))} | "
+            f"{_fmt(r.get('eos_to_first_audio_s'))} |"
+        )
+    if data.get("endpointing"):
+        lines += ["", *_endpoint_lines(data["endpointing"], prefix="Russian hands-free: ")]
+    return lines
+
+
+def _dialog_eval_lines(data: dict) -> list[str]:
+    """Answer and refusal accuracy of the dialog stage, per part and category."""
+    parts = {k: v for k, v in data.items() if isinstance(v, dict) and "answer_accuracy" in v}
+    llm = data.get("llm_fake_echo") or {}
+    parts |= {f"llm fake, {k}": v for k, v in llm.items() if isinstance(v, dict) and "answer_accuracy" in v}
+    lines = [
+        f"{data['split']} ({data['when']}).",
+        "",
+        "| part | questions | answer accuracy | refusal accuracy | refusal precision / recall | dialog p50 / p95 (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, part in parts.items():
+        lines.append(
+            f"| {name} | {part['questions']} | {_fmt(part['answer_accuracy'])} | {_fmt(part['refusal_accuracy'])} | "
+            f"{_fmt(part['refusal_precision'])} / {_fmt(part['refusal_recall'])} | {_fmt(part['dialog_p50_ms'])} / "
+            f"{_fmt(part['dialog_p95_ms'])} |"
+        )
+    for name in ("heldout", "tune"):
+        by = data[name]["by_category"]
+        lines.append(f"\n{name} by category: " + ", ".join(f"{k} {c['right']}/{c['n']}" for k, c in by.items()) + ".")
+    return lines
+
+
+_SECTION_LINES = {
+    "accuracy": _accuracy_lines,
+    "endpointing": _endpointing_lines,
+    "russian": _russian_lines,
+    "dialog_eval": _dialog_eval_lines,
+}
 
 
 # What each part of a Russian turn's end of speech -> first audio is (bench/russian.py names them).

@@ -87,6 +87,14 @@ def test_markdown_and_plots_are_written(quick_report):
         assert f"plots/{name}" in text
 
 
+def test_every_scenario_has_a_section_with_its_figures_in_the_markdown(quick_report):
+    out, report = quick_report
+    text = (out / "report.md").read_text()
+    for name in report["scenarios"]:
+        body = text.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0].split("\n![", 1)[0]
+        assert any(ch.isdigit() for ch in body), f"section {name} shows no figure: {body!r}"
+
+
 def test_russian_scenario_scores_a_russian_turn(quick_report):
     _, report = quick_report
     russian = report["scenarios"]["russian"]
