@@ -239,13 +239,16 @@ def test_a_long_first_sentence_is_cut_at_a_clause_for_a_faster_first_audio():
 
 def test_a_first_sentence_without_an_early_comma_is_cut_before_a_conjunction():
     assert split_sentences("From Monday to Friday we open at 7:00 am and close at 7:00 pm.", first_max_chars=50) == [
-        "From Monday to Friday we open at 7:00 am,",
+        "From Monday to Friday we open at 7:00 am",
         "and close at 7:00 pm.",
     ]
     assert split_sentences("В субботу мы открываемся в 9 утра и закрываемся в 10 вечера.", first_max_chars=50) == [
-        "В субботу мы открываемся в 9 утра,",
+        "В субботу мы открываемся в 9 утра",
         "и закрываемся в 10 вечера.",
     ]
+    # The pieces are the reply's own text: joined, they give it back.
+    reply = "We have 30 seats inside and a terrace with 12 seats that is open from April to October. Dogs too."
+    assert " ".join(split_sentences(reply, first_max_chars=50)) == reply
     # A comma is preferred to a conjunction, and a sentence within the limit stays whole.
     commas = split_sentences("The shop opens at nine and closes at six, every day of the week.", first_max_chars=50)
     assert commas[0] == "The shop opens at nine and closes at six,"

@@ -83,14 +83,13 @@ def split_sentences(text: str, max_chars: int = 400, first_max_chars: int | None
 def _first_clause(sentence: str, limit: int) -> list[str]:
     """[head, rest] cut at the first clause boundary past a few words and within `limit`, or [sentence].
 
-    A comma, semicolon or dash is preferred; else the head ends before a conjunction and gets a comma, which
-    makes the voice end it on an unfinished tone instead of a full stop.
+    A comma, semicolon or dash is preferred, else the gap before a conjunction. The pieces keep the reply's own
+    words and punctuation: captions and the browser's spoken fallback read the chunks as they are.
     """
-    for pattern, mark in ((_SOFT_BREAK, ""), (_CLAUSE_START, ",")):
+    for pattern in (_SOFT_BREAK, _CLAUSE_START):
         cuts = [m.start() for m in pattern.finditer(sentence) if MIN_FIRST_CHARS <= m.start() <= limit]
         if cuts:
-            head, rest = sentence[: cuts[0]].strip(), sentence[cuts[0] :].strip()
-            return [head.rstrip(",") + mark if mark else head, rest]
+            return [sentence[: cuts[0]].strip(), sentence[cuts[0] :].strip()]
     return [sentence]
 
 
