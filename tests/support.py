@@ -47,3 +47,17 @@ def fresh_database(mongo_uri: str, **env: str) -> Iterator[Settings]:
         yield settings
     finally:
         get_client(settings).drop_database(settings.mongo_db)
+
+
+def piper_take(settings: Settings, text: str):
+    """`text` spoken by the local Piper voice, the same take in every run and on every xdist worker.
+
+    Piper draws noise per synthesis from its ONNX session: a session opened right after seeding onnxruntime
+    speaks one fixed take (unseeded, a rare take of "Saturday" was heard as "setter day" and failed CI).
+    """
+    import onnxruntime
+
+    from voiceapp.tts.piper import PiperProvider, voice_files
+
+    onnxruntime.set_seed(0)
+    return PiperProvider(*voice_files(settings), threads=1).synthesize(text)

@@ -5,10 +5,9 @@ import json
 import requests
 import websocket
 
-from tests.support import new_session
+from tests.support import new_session, piper_take
 from voiceapp.dialog.knowledge import add_documents
 from voiceapp.storage.projects import create_key
-from voiceapp.tts.registry import get_provider
 
 RETURNS = """# Returns
 
@@ -19,7 +18,7 @@ Refunds always go back to the card you paid with. Gift cards can never be refund
 
 def test_interrupt_stops_synthesis_and_records_what_was_played(live):
     add_documents(live.db, live.settings, "bargein", [("returns.md", RETURNS)])
-    question = get_provider(live.settings, "piper").synthesize("How do I return an item and get a refund?")
+    question = piper_take(live.settings, "How do I return an item and get a refund?")
     session = new_session(live.base_url, "bargein", key=create_key(live.db, live.settings, "bargein"))
     auth = {"Authorization": f"Bearer {session['token']}"}
     ws = websocket.create_connection(

@@ -8,11 +8,11 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 
+from tests.support import piper_take
 from voiceapp.audio import decode, float_to_pcm16
 from voiceapp.stt.endpoint import TurnDetector, ends_open, get_detector, model_path
 from voiceapp.stt.streaming import DecodeLoad, StreamingRecognizer
 from voiceapp.stt.wer import wer
-from voiceapp.tts.registry import get_provider
 
 RATE = 16_000
 FRAME = 1600  # 100 ms
@@ -23,8 +23,7 @@ LONG = "Please tell me what time the shop opens on Saturday morning and when it 
 
 @pytest.fixture(scope="module")
 def speak(settings):
-    piper = get_provider(settings, "piper")
-    return lambda text: decode(piper.synthesize(text, None, None).audio, settings).samples
+    return lambda text: decode(piper_take(settings, text).audio, settings).samples
 
 
 def silence(seconds: float) -> np.ndarray:

@@ -12,9 +12,8 @@ import requests
 import websocket
 
 from devstack.turns import ask
-from tests.support import new_session, shared_file, word_error_rate
+from tests.support import new_session, piper_take, shared_file, word_error_rate
 from voiceapp.audio import decode
-from voiceapp.tts.registry import get_provider
 
 pytestmark = pytest.mark.usefixtures("demo_kb")
 FRAME = 320  # 20 ms at 16 kHz
@@ -68,7 +67,7 @@ def test_real_time_stream_gives_partials_then_the_offline_transcript(live):
 
 
 def test_hands_free_pause_ends_the_utterance_without_end(live):
-    question = get_provider(live.settings, "piper").synthesize("What time do you open on Saturday?")
+    question = piper_take(live.settings, "What time do you open on Saturday?")
     with wave.open(io.BytesIO(question.audio)) as wav:
         rate = wav.getframerate()
     speech = decode(question.audio, live.settings).samples
@@ -138,7 +137,7 @@ def test_a_silent_open_microphone_stops_being_listened_to(live):
 def _paused_sentence(settings, pause_s: float) -> tuple[np.ndarray, str]:
     """A Piper sentence whose comma is stretched into a `pause_s` pause, ending 0.1 s after its last word."""
     text = "I was wondering, whether you deliver to my office."
-    speech = decode(get_provider(settings, "piper").synthesize(text).audio, settings).samples
+    speech = decode(piper_take(settings, text).audio, settings).samples
     energy = np.sqrt(np.convolve(speech**2, np.ones(320) / 320, mode="same"))
     loud = np.flatnonzero(energy >= 0.01)
     gaps = [(a, b) for a, b in itertools.pairwise(loud) if b - a > 320 and a > 0.15 * speech.size]
@@ -231,9 +230,8 @@ def _spoken_with_a_pause(live, first: str, then: str | None, mode: str) -> tuple
     from voiceapp.tts import cache
 
     cache.remove(live.db, live.settings, {})  # earlier tests may have spoken these replies
-    piper = get_provider(live.settings, "piper")
-    speech = decode(piper.synthesize(first).audio, live.settings).samples
-    rest = decode(piper.synthesize(then).audio, live.settings).samples if then else np.zeros(0, np.float32)
+    speech = decode(piper_take(live.settings, first).audio, live.settings).samples
+    rest = decode(piper_take(live.settings, then).audio, live.settings).samples if then else np.zeros(0, np.float32)
     client = redis.Redis.from_url(live.settings.redis_url)
     session = new_session(live.base_url, "demo")
     ws = _connect(live.ws_url, session, mode=mode)
