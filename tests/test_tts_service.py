@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from migrations import migrate
 from tests.fakes import elevenlabs as fake_elevenlabs
-from voiceapp.audio import decode
+from voiceapp.audio import decode, wav_info
 from voiceapp.config import Settings
 from voiceapp.errors import NotFound, TtsError
 from voiceapp.storage.audio import REPLIES_BUCKET, get_audio
@@ -146,6 +146,23 @@ def test_next_sentence_is_synthesized_while_the_previous_one_is_published(tts_db
     assert data == fake_elevenlabs.FAKE_MP3 and info["content_type"] == "audio/mpeg"
     event = first.to_event()
     assert {"index", "total", "audio_id", "provider", "text", "mime_type", "cached", "last"} <= set(event)
+
+
+def test_a_long_first_sentence_is_spoken_in_two_chunks_the_first_one_a_clause(tts_db, tts_settings):
+    """The first audio is the clause before the conjunction, in Piper's voice; the chunks give the reply back."""
+    reply = "From Monday to Friday we open at 7:00 am and close at 7:00 pm. The kitchen closes at 6:30 pm."
+    result = speak(tts_db, tts_settings, text=reply, provider="piper")
+    assert [c.text for c in result.chunks] == [
+        "From Monday to Friday we open at 7:00 am",
+        "and close at 7:00 pm.",
+        "The kitchen closes at 6:30 pm.",
+    ]
+    uncut = speak(tts_db, tts_settings.replace(tts_first_chunk_chars=0), text=reply, provider="piper").chunks[0]
+    assert uncut.text == "From Monday to Friday we open at 7:00 am and close at 7:00 pm."
+    head_s, sentence_s = (
+        wav_info(get_audio(tts_db, c.audio_id, REPLIES_BUCKET)[0])[2] for c in (result.chunks[0], uncut)
+    )
+    assert 0 < head_s < sentence_s
 
 
 def test_empty_reply_is_refused(tts_db, tts_settings):
