@@ -193,16 +193,20 @@ def diagnose(report: dict) -> dict:
 
 # What would cut each part of the pipeline's overhead (bench/scenarios._overheads names them).
 OVERHEAD_FIXES = {
-    "upload_and_enqueue": "the API's upload path (session check, decode, Redis hand-over, enqueue; the turn's record "
-    "and GridFS copy follow the enqueue)",
+    "upload_until_accepted": "the request until the API accepts the turn (HTTP, session check, decode; the turn's "
+    "record and GridFS copy follow the enqueue, off the path)",
     "queue_waits": "queue hops between stages (from a stage's end, before its MongoDB record, to the next one's "
     "start: that record, Celery's delivery, and the dialog stage's claim; a busy worker adds its backlog)",
     "stt_stage_minus_engine": "the STT stage around its engine (Redis hand-over read, claim made meanwhile, and the "
     "cores the API's GridFS copy of the upload shares with it)",
     "dialog_stage_minus_engine": "the dialog stage around its engine (claim, history read, record)",
-    "tts_stage_minus_engine": "the TTS stage around its engine (cache lookups, GridFS store, one update per chunk)",
+    "tts_engine_in_stack_minus_in_process": "the voice itself, slower in the stack than alone in the bench process "
+    "(the cores are shared with the other processes, and a reply is spoken in one call per chunk, not one)",
+    "tts_stage_minus_its_engine": "the TTS stage around its own voice calls (cache lookups, GridFS store, one "
+    "update per chunk)",
     "pubsub_delivery": "event delivery (Redis pub/sub -> hub -> socket)",
-    "unaccounted": "time outside the stages' own clocks (event relay, chain hand-offs, the done event)",
+    "after_the_stages": "the server's time outside the stages and queue waits (the turn's final record after the "
+    "last chunk; negative when a stage started before its queue wait ended)",
 }
 
 
@@ -342,7 +346,7 @@ def _scenario_sections(scen: dict) -> list[str]:
                 data["method"],
                 "",
                 "| utterance | pipeline done (s) | in-process engines (s) | ratio | fixed "
-                "overhead (s) | stt stage / engine | tts stage / engine | queues | largest overhead |",
+                "overhead (s) | stt stage / engine | tts stage / its engine / engine alone | queues | largest overhead |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
             for utt, u in data["utterances"].items():
@@ -351,7 +355,8 @@ def _scenario_sections(scen: dict) -> list[str]:
                     f"{_fmt(u['in_process']['engines_total_s'])} | {_fmt(u['overhead_ratio'])} | "
                     f"{_fmt(u.get('fixed_overhead_s'))} | "
                     f"{_fmt(u['pipeline_server']['stt_s'])} / {_fmt(u['in_process']['stt_s'])} | "
-                    f"{_fmt(u['pipeline_server']['tts_s'])} / {_fmt(u['in_process']['tts_s'])} | "
+                    f"{_fmt(u['pipeline_server']['tts_s'])} / {_fmt(u['pipeline_server'].get('tts_engine_s'))} / "
+                    f"{_fmt(u['in_process']['tts_s'])} | "
                     f"{_fmt(u['overhead_s']['queue_waits'])} | {u['largest_overhead']} |"
                 )
         elif name == "latency":

@@ -60,6 +60,8 @@ def test_scenarios_measured_real_turns(quick_report):
     stage = next(iter(scen["stage_breakdown"]["utterances"].values()))
     assert stage["pipeline_server"]["stt_s"] > 0 and stage["in_process"]["stt_s"] > 0
     assert {"stt_queue_s", "dialog_queue_s", "tts_queue_s", "total_s"} <= set(stage["pipeline_server"])
+    # The cache is cleared before each turn: the voice spoke, inside the stage's own time.
+    assert 0 < stage["pipeline_server"]["tts_engine_s"] <= stage["pipeline_server"]["tts_s"]
     for mode in ("ptt", "handsfree"):
         assert scen["latency"]["by_mode"][mode]["eos_to_final_s"]["n"] >= 1, mode
     assert all(r["status"] == "done" and r["transcript"] for r in scen["latency"]["runs"])

@@ -48,3 +48,17 @@ def test_talking_visitors_arrive_at_the_same_seeded_times_in_every_run():
     assert talk_arrivals(10, 45) == talk_arrivals(10, 45) != talk_arrivals(12, 45)[:10]
     assert all(0 <= t <= 6.0 for t in talk_arrivals(10, 45)) and max(talk_arrivals(10, 45)) > 3.0
     assert max(talk_arrivals(4, 8)) <= 4.0
+
+
+def test_the_overhead_parts_add_up_to_the_turn_less_its_engines():
+    """Every second between the POST and the done event is either an engine or one named overhead part."""
+    from bench.scenarios import _overheads
+
+    server = {"stt_queue_s": 0.004, "stt_s": 0.08, "dialog_queue_s": 0.012, "dialog_s": 0.006}
+    server |= {"tts_queue_s": 0.008, "tts_s": 0.29, "tts_engine_s": 0.26, "total_s": 0.41}
+    client = {"upload_s": 0.026, "e2e_done_s": 0.42, "pubsub_s": 0.001}
+    engines = {"decode_s": 0.0001, "stt_s": 0.07, "dialog_s": 0.003, "tts_s": 0.24}
+    parts = _overheads(server, client, engines)
+    assert round(sum(parts.values()), 4) == round(client["e2e_done_s"] - sum(engines.values()), 4)
+    assert parts["upload_until_accepted"] == 0.009  # not the whole POST: its record and copy overlap recognition
+    assert (parts["tts_engine_in_stack_minus_in_process"], parts["tts_stage_minus_its_engine"]) == (0.02, 0.03)

@@ -198,6 +198,14 @@ def test_cache_hit_is_served_without_the_provider_and_touches_accessed_at(tts_db
     assert doc["bytes"] == len(fake_elevenlabs.FAKE_MP3) and doc["created_at"] <= doc["accessed_at"]
 
 
+def test_the_voices_own_time_is_counted_on_a_miss_and_none_on_a_cache_hit(tts_db, tts_settings):
+    text = "We close at six on Sunday. The kitchen closes earlier."
+    spoken = speak(tts_db, tts_settings, text=text, provider="piper")
+    cached = speak(tts_db, tts_settings, text=text, provider="piper", session_id="s2")
+    assert spoken.cache_misses == 2 and spoken.provider_seconds > 0
+    assert cached.cache_hits == 2 and cached.provider_seconds == 0
+
+
 def test_cache_key_separates_voice_language_provider_and_format(tts_db, tts_settings, eleven_vendor):
     text = "Hello there."
     speak(tts_db, tts_settings, text=text)

@@ -33,6 +33,7 @@ def test_real_recording_is_transcribed_answered_and_spoken(live):
         assert wav.getnframes() / wav.getframerate() > 0.3
     for stage in ("stt_s", "dialog_s", "tts_s", "total_s"):
         assert turn["timings"][stage] > 0
+    assert 0 <= turn["timings"]["tts_engine_s"] <= turn["timings"]["tts_s"]  # zero when the reply was cached
 
 
 def test_demo_question_gets_the_knowledge_base_answer(live):

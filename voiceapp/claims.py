@@ -245,7 +245,7 @@ def _replay_tts(rt: Runtime, ref: TurnRef, turn: Mapping[str, Any]) -> None:
 
 
 _REPLAYS = {"stt": _replay_stt, "dialog": _replay_dialog, "tts": _replay_tts}
-_DONE_TIMINGS = ("tts_queue_s", "total_s", "tts_s")
+_DONE_TIMINGS = ("tts_queue_s", "total_s", "tts_s", "tts_engine_s")
 
 
 def publish_transcript(rt: Runtime, ref: TurnRef, text: str, stt: dict[str, Any]) -> None:

@@ -106,7 +106,7 @@ def run_tts(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         return _finish_interrupted(rt, ref, held(pending), published, events)
     audio_id = result.audio_ids[0] if result.audio_ids else None
     tts = {**result.to_doc(), "events": events, "prepared_wait_s": waited}
-    return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"])
+    return _finish(rt, ref, claim, TurnStatus.DONE, audio_id, tts, t["seconds"], result.provider_seconds)
 
 
 def _early_speech(rt: Runtime, ref: TurnRef) -> dict[str, Any] | None:
@@ -156,6 +156,7 @@ def _finish(
     audio_id: str | None,
     tts: dict[str, Any],
     tts_seconds: float | None,
+    engine_seconds: float | None = None,
 ) -> TurnRef:
     first = (tts.get("events") or [None])[0]
     tts = {**tts, **speculative.settle(rt, ref.turn_id, first)}
@@ -166,6 +167,8 @@ def _finish(
     }
     if tts_seconds is not None:
         timings["timings.tts_s"] = tts_seconds
+    if engine_seconds is not None:  # the voices' own share of tts_s: the rest is the stage around them
+        timings["timings.tts_engine_s"] = engine_seconds
     if not claim.finish(rt, ref, status=status.value, audio_id=audio_id, tts=tts, stage_done_at=done_at, **timings):
         return replay(rt, ref, TTS)
     rt.events.publish(

@@ -73,6 +73,7 @@ class SpeechResult:
     budget_capped: bool = False
     cost_alert: bool = False
     failures: tuple[Failure, ...] = field(default_factory=tuple)
+    provider_seconds: float = 0.0  # inside the voices' own calls (cache hits and storage excluded)
 
     @property
     def provider(self) -> str:
@@ -194,6 +195,7 @@ def synthesize_reply(
         budget_capped=capped,
         cost_alert=bool(record and record.alert_raised),
         failures=tuple(reply.failures),
+        provider_seconds=round(reply.provider_seconds, 4),
     )
 
 
