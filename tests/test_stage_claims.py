@@ -20,6 +20,8 @@ from tests.support import shared_file
 from voiceapp import handover, metrics, pipeline, stages
 from voiceapp.audio import decode, to_wav
 from voiceapp.config import Settings
+from voiceapp.dialog.answer import respond
+from voiceapp.dialog.knowledge import load_demo
 from voiceapp.errors import NotFound, VoiceError
 from voiceapp.events import EventType
 from voiceapp.runtime import Runtime
@@ -64,6 +66,9 @@ def claims_rt(mongo_uri, private_redis_url, claims_vendor):
     claims_vendor.reset("ok")
     yield rt
     get_client(settings).drop_database(settings.mongo_db)
+
+
+OFFICE = "When does the office open?"
 
 
 def _turn(rt: Runtime, **fields) -> TurnRef:
@@ -358,6 +363,54 @@ def test_two_copies_of_recognition_named_in_the_payload_record_one_transcript(cl
     assert len(transcripts) == 1 and "country" in transcripts[0].data["text"].lower()
     assert _doc(rt, ref)["status"] == TurnStatus.RECOGNIZED
     assert all(r.inputs is None and not r.skip for r in results)  # dialog gets ids only
+
+
+def _recognised(rt: Runtime) -> TurnRef:
+    """An uploaded turn (jfk) through the recognition stage, the ref it hands on."""
+    ref, upload_id, wav = _uploaded_turn(rt)
+    handover.hand_over(rt.redis, upload_id, wav)
+    named = TurnRef(ref.session_id, ref.turn_id, inputs={"upload_id": upload_id, "language": "en-US"})
+    return stages.run_stt(rt, named.to_payload())
+
+
+def test_recognition_hands_dialog_the_question_through_redis_not_the_payload(claims_rt):
+    ref = _recognised(claims_rt)
+    assert ref.inputs is None  # Flower shows payloads: the visitor's words stay out of them
+    assert handover.take_question(claims_rt.redis, ref.turn_id) == ("demo", _doc(claims_rt, ref)["transcript"])
+
+
+def test_with_an_llm_the_question_waits_for_the_claim(claims_rt):
+    ref = _recognised(Runtime(claims_rt.settings.replace(dialog_backend="llm")))
+    assert _doc(claims_rt, ref)["status"] == TurnStatus.RECOGNIZED
+    assert handover.take_question(claims_rt.redis, ref.turn_id) is None  # a paid call only for a held turn
+
+
+def _asked(rt: Runtime, status: TurnStatus, handed: str, recorded: str = OFFICE) -> TurnRef:
+    ref = _turn(rt, status=status.value, transcript=recorded)
+    assert handover.hand_over_question(rt.redis, ref.turn_id, "demo", handed)
+    return ref
+
+
+def test_two_copies_of_dialog_answering_a_handed_question_publish_one_reply(claims_rt):
+    ref = _asked(claims_rt, TurnStatus.RECOGNIZED, OFFICE)
+    _twice(stages.run_dialog, claims_rt, ref)
+    assert len(_events(claims_rt, ref, EventType.REPLY)) == 1
+    assert _doc(claims_rt, ref)["status"] == TurnStatus.ANSWERED
+
+
+def test_a_handed_question_of_a_turn_past_dialog_is_never_answered(claims_rt):
+    ref = _asked(claims_rt, TurnStatus.INTERRUPTED, OFFICE)
+    assert stages.run_dialog(claims_rt, ref.to_payload()).skip
+    assert not _events(claims_rt, ref, EventType.REPLY) and "reply_text" not in _doc(claims_rt, ref)
+
+
+def test_the_recorded_question_is_answered_when_a_handed_one_differs(claims_rt):
+    rt, saturday = claims_rt, "What time do you open on Saturday?"
+    load_demo(rt.db, rt.settings, "demo")
+    ref = _asked(rt, TurnStatus.RECOGNIZED, handed="Do you sell cars?", recorded=saturday)
+    stages.run_dialog(rt, ref.to_payload())
+    recorded, stale = (respond(rt.db, rt.settings, "demo", q, []).text for q in (saturday, "Do you sell cars?"))
+    assert recorded != stale and _doc(rt, ref)["reply_text"] == recorded
 
 
 def test_recognition_claims_a_turn_recorded_after_its_task_was_enqueued(claims_rt):

@@ -1,12 +1,16 @@
-"""An uploaded utterance handed from the API to recognition through Redis, beside its GridFS record.
+"""What one stage leaves the next through Redis, beside the MongoDB record: the uploaded utterance, the question.
 
 The API puts the WAV here before it enqueues the turn and stores the GridFS copy after, so recognition
 starts from a Redis read instead of waiting for (and polling) the slower GridFS store. GridFS stays the
 record: a turn whose hand-over expired or was lost with a Redis restart is read from there.
+
+Recognition leaves the recognised question the same way, so dialog answers while it claims the turn. The
+visitor's words travel here, not in task payloads, which Flower and the worker logs show.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import cast
 
@@ -15,6 +19,7 @@ import redis
 log = logging.getLogger(__name__)
 
 PREFIX = "voiceapp:upload"
+QUESTION_PREFIX = "voiceapp:question"
 # Long enough for a turn queued behind a busy recognition worker; GridFS serves anything later.
 TTL_S = 300
 
@@ -41,3 +46,27 @@ def take(client: redis.Redis, upload_id: str) -> bytes | None:
         log.warning("upload %s not read from Redis: %s", upload_id, err)
         return None
     return cast(bytes | None, data)  # the runtime's client does not decode replies
+
+
+def hand_over_question(client: redis.Redis, turn_id: str, project: str, transcript: str) -> bool:
+    """Leave turn `turn_id`'s recognised question for the dialog stage; False when Redis refused (it reads the turn)."""
+    try:
+        client.set(f"{QUESTION_PREFIX}:{turn_id}", json.dumps([project, transcript]), ex=TTL_S)
+    except redis.RedisError as err:
+        log.warning("question of turn %s not handed over through Redis: %s", turn_id, err)
+        return False
+    return True
+
+
+def take_question(client: redis.Redis, turn_id: str) -> tuple[str, str] | None:
+    """(project, transcript) handed over for turn `turn_id`, removed as it is read; None when there is none."""
+    try:
+        data = client.getdel(f"{QUESTION_PREFIX}:{turn_id}")
+    except redis.RedisError as err:
+        log.warning("question of turn %s not read from Redis: %s", turn_id, err)
+        return None
+    try:
+        project, transcript = json.loads(data) if data else (None, None)
+    except (ValueError, TypeError):
+        return None
+    return (project, transcript) if isinstance(project, str) and isinstance(transcript, str) and transcript else None

@@ -24,6 +24,7 @@ __all__ = [
     "STAGE_TASKS",
     "continue_turn",
     "enqueue_stages",
+    "hand_question",
     "start_live_utterance",
     "start_text_turn",
     "start_turn",
@@ -97,6 +98,12 @@ def start_live_utterance(rt: Runtime, session_id: str, utterance_id: str, mode: 
     rt.celery.send_task(LIVE_STT_TASK, args=(ref.to_payload(),), queue=_stt_queue(rt))
 
 
+def hand_question(rt: Runtime, turn_id: str, project: str, transcript: str) -> None:
+    """Leave the recognised question for dialog to answer while it claims the turn (never a paid LLM's call)."""
+    if rt.settings.dialog_backend == "extractive":  # an LLM is never paid for a turn the stage does not hold
+        handover.hand_over_question(rt.redis, turn_id, project, transcript)
+
+
 def continue_turn(rt: Runtime, ref: TurnRef | dict[str, Any]) -> bool:
     """After recognition: enqueue dialog | synthesis for the recognised turn, once; False if that was done."""
     ref = TurnRef.of(ref)
@@ -130,5 +137,6 @@ def start_text_turn(rt: Runtime, session: dict[str, Any], text: str, source: str
     rt.events.publish(sid, EventType.STATUS, turn_id, status="thinking")
     # Same event as a recognised utterance, so clients show a typed question like a spoken one.
     rt.events.publish(sid, EventType.TRANSCRIPT, turn_id, text=text, final=True, confidence=1.0, engine="text")
+    hand_question(rt, turn_id, session["project"], text)
     continue_turn(rt, TurnRef(session_id=sid, turn_id=turn_id))
     return turn_id

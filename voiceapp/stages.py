@@ -37,7 +37,7 @@ from .dialog.answer import respond
 from .errors import NotFound, StorageUnavailable, VoiceError
 from .events import EventType
 from .models import Transcript
-from .pipeline import continue_turn
+from .pipeline import continue_turn, hand_question
 from .runtime import Runtime
 from .storage import interactions, retention, sessions, unanswered
 from .storage.audio import UPLOADS_BUCKET, get_audio, new_audio_id, put_audio
@@ -128,6 +128,8 @@ def _recognized(rt: Runtime, ref: TurnRef, claim: Claim, transcript: Transcript,
     publish_transcript(rt, ref, text, stt)
     if not text:
         rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
+    if text:
+        hand_question(rt, ref.turn_id, turn["project"], text)
     _forget_upload(rt, turn["upload_id"])
     return ref.handing_on(skip=not text)
 
@@ -237,6 +239,7 @@ def run_live_stt(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef | None:
     publish_transcript(rt, ref, text, stt)
     # Dialog starts now; the recording is stored while it runs (the turn already names its id). Stored even
     # when the hand-off fails: the retried task then finds the turn recorded and only hands it on.
+    hand_question(rt, ref.turn_id, session["project"], text)
     try:
         continue_turn(rt, ref)
     finally:
@@ -288,7 +291,11 @@ def _store_live_audio(rt: Runtime, ref: TurnRef, upload_id: str, pcm: bytearray)
 
 
 def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
-    """Answer the transcript from the project's knowledge and publish the reply text."""
+    """Answer the transcript from the project's knowledge and publish the reply text.
+
+    With the question recognition handed over through Redis it answers while it claims the turn; nothing is
+    published before the claim is held.
+    """
     ref = TurnRef.of(ref)
     if ref.skip:
         return ref
@@ -301,13 +308,25 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
         rt.settings.dialog_max_context_length,
         exclude_turn_id=ref.turn_id,
     )
-    claim = claim_stage(rt, ref, DIALOG)
-    if claim is None:
-        history.cancel()
+    asked = handover.take_question(rt.redis, ref.turn_id)
+    if asked is not None:
+        pending = claim_soon(rt, ref, DIALOG)
+    else:
+        claim = claim_stage(rt, ref, DIALOG)
+        if claim is None:
+            history.cancel()
+            return replay(rt, ref, DIALOG)
+        pending, asked = made(claim), (claim.turn["project"], claim.turn["transcript"])
+    try:
+        with running_early(rt, ref, pending) as t:
+            reply = respond(rt.db, rt.settings, *asked, history.result())
+        claim = held(pending)
+    except Lost:
         return replay(rt, ref, DIALOG)
     turn = claim.turn
-    with running(rt, ref, claim) as t:
-        reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history.result())
+    if (turn["project"], turn["transcript"]) != asked:  # the record decides (a payload from an older copy)
+        with running(rt, ref, claim) as t:
+            reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history.result())
     fields = {
         "reply_text": reply.text,
         "intent": reply.intent,
