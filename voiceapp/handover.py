@@ -28,43 +28,44 @@ def _key(upload_id: str) -> str:
     return f"{PREFIX}:{upload_id}"
 
 
-def hand_over(client: redis.Redis, upload_id: str, wav: bytes) -> bool:
-    """Leave the upload for the recognition stage; False (GridFS will serve it) when Redis refused."""
+def _set(client: redis.Redis, key: str, value: bytes | str, what: str) -> bool:
     try:
-        client.set(_key(upload_id), wav, ex=TTL_S)
+        client.set(key, value, ex=TTL_S)
     except redis.RedisError as err:
-        log.warning("upload %s not handed over through Redis: %s", upload_id, err)
+        log.warning("%s not handed over through Redis: %s", what, err)
         return False
     return True
 
 
-def take(client: redis.Redis, upload_id: str) -> bytes | None:
-    """The handed-over upload, removed from Redis as it is read; None when there is none."""
+def _take(client: redis.Redis, key: str, what: str) -> bytes | None:
     try:
-        data = client.getdel(_key(upload_id))
+        data = client.getdel(key)
     except redis.RedisError as err:
-        log.warning("upload %s not read from Redis: %s", upload_id, err)
+        log.warning("%s not read from Redis: %s", what, err)
         return None
     return cast(bytes | None, data)  # the runtime's client does not decode replies
 
 
+def hand_over(client: redis.Redis, upload_id: str, wav: bytes) -> bool:
+    """Leave the upload for the recognition stage; False (GridFS will serve it) when Redis refused."""
+    return _set(client, _key(upload_id), wav, f"upload {upload_id}")
+
+
+def take(client: redis.Redis, upload_id: str) -> bytes | None:
+    """The handed-over upload, removed from Redis as it is read; None when there is none."""
+    return _take(client, _key(upload_id), f"upload {upload_id}")
+
+
 def hand_over_question(client: redis.Redis, turn_id: str, project: str, transcript: str) -> bool:
     """Leave turn `turn_id`'s recognised question for the dialog stage; False when Redis refused (it reads the turn)."""
-    try:
-        client.set(f"{QUESTION_PREFIX}:{turn_id}", json.dumps([project, transcript]), ex=TTL_S)
-    except redis.RedisError as err:
-        log.warning("question of turn %s not handed over through Redis: %s", turn_id, err)
-        return False
-    return True
+    return _set(
+        client, f"{QUESTION_PREFIX}:{turn_id}", json.dumps([project, transcript]), f"question of turn {turn_id}"
+    )
 
 
 def take_question(client: redis.Redis, turn_id: str) -> tuple[str, str] | None:
     """(project, transcript) handed over for turn `turn_id`, removed as it is read; None when there is none."""
-    try:
-        data = client.getdel(f"{QUESTION_PREFIX}:{turn_id}")
-    except redis.RedisError as err:
-        log.warning("question of turn %s not read from Redis: %s", turn_id, err)
-        return None
+    data = _take(client, f"{QUESTION_PREFIX}:{turn_id}", f"question of turn {turn_id}")
     try:
         project, transcript = json.loads(data) if data else (None, None)
     except (ValueError, TypeError):

@@ -126,10 +126,10 @@ def _recognized(rt: Runtime, ref: TurnRef, claim: Claim, transcript: Transcript,
         return replay(rt, ref, STT)
     metrics.observe_recognition(transcript.engine, transcript.model, t["seconds"])
     publish_transcript(rt, ref, text, stt)
-    if not text:
-        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
     if text:
         hand_question(rt, ref.turn_id, turn["project"], text)
+    else:
+        rt.events.publish(ref.session_id, EventType.DONE, ref.turn_id, status=TurnStatus.NO_SPEECH.value)
     _forget_upload(rt, turn["upload_id"])
     return ref.handing_on(skip=not text)
 
@@ -324,7 +324,7 @@ def run_dialog(rt: Runtime, ref: TurnRef | dict[str, Any]) -> TurnRef:
     except Lost:
         return replay(rt, ref, DIALOG)
     turn = claim.turn
-    if (turn["project"], turn["transcript"]) != asked:  # the record decides (a payload from an older copy)
+    if (turn["project"], turn["transcript"]) != asked:  # the record decides (a stale hand-over)
         with running(rt, ref, claim) as t:
             reply = respond(rt.db, rt.settings, turn["project"], turn["transcript"], history.result())
     fields = {
