@@ -200,8 +200,11 @@ OVERHEAD_FIXES = {
     "stt_stage_minus_engine": "the STT stage around its engine (Redis hand-over read, claim made meanwhile, and the "
     "cores the API's GridFS copy of the upload shares with it)",
     "dialog_stage_minus_engine": "the dialog stage around its engine (claim, history read, record)",
-    "tts_engine_in_stack_minus_in_process": "the voice itself, slower in the stack than alone in the bench process "
-    "(the cores are shared with the other processes, and a reply is spoken in one call per chunk, not one)",
+    "tts_chunks_minus_one_call": "the voice spoken in one call per chunk instead of one per reply, alone in the "
+    "bench process (the price of the first clause's audio coming early)",
+    "tts_engine_in_stack_minus_in_process": "the voice's calls per chunk, slower in the stack than the same calls "
+    "alone in the bench process (the two cores are shared with the API, the MongoDB-wire server and the other "
+    "workers while the first chunk's audio is stored and fetched)",
     "tts_stage_minus_its_engine": "the TTS stage around its own voice calls (cache lookups, GridFS store, one "
     "update per chunk)",
     "pubsub_delivery": "event delivery (Redis pub/sub -> hub -> socket)",

@@ -18,6 +18,7 @@ from voiceapp.storage.audio import REPLIES_BUCKET, delete_audio, put_audio
 from voiceapp.stt.registry import get_engine
 from voiceapp.tts import cache
 from voiceapp.tts.registry import get_provider
+from voiceapp.tts.service import reply_sentences
 
 from . import harness, speech
 from .client import LiveClient, TurnResult, check_events, check_stream
@@ -111,7 +112,7 @@ def _upload_turn(bench: BenchStack, client: LiveClient, utt: Utterance, timeout:
     }
 
 
-def _in_process(bench: BenchStack, utt: Utterance) -> dict:
+def _in_process(bench: BenchStack, utt: Utterance, chunks_first: bool = False) -> dict:
     """The same engines on the same audio, called directly in this process (no queues, no storage)."""
     settings, db = bench.settings, bench.db
     wav = utt.wav()
@@ -139,17 +140,44 @@ def _in_process(bench: BenchStack, utt: Utterance) -> dict:
     cache.lookup(db, settings, key)
     t6 = time.perf_counter()
     delete_audio(db, audio_id, bucket=REPLIES_BUCKET)
+    one_call, per_chunk = _voice_calls(settings, reply.text, chunks_first)
     return {
         "decode_s": t1 - t0,
         "stt_s": t2 - t1,
         "dialog_s": t3 - t2,
         "tts_s": t4 - t3,
+        # Not part of the reference: the same reply again in one call and in one call per chunk, which splits
+        # the voice's share of the overhead (the first call after recognition is slower than either).
+        "tts_again_s": one_call,
+        "tts_chunked_s": per_chunk,
         "engines_total_s": t4 - t0,
         "storage_put_s": t5 - t4,
         "cache_lookup_miss_s": t6 - t5,
         "reply_chars": len(reply.text),
         "transcript": transcript.text.strip(),
     }
+
+
+def _voice_calls(settings, text: str, chunks_first: bool) -> tuple[float, float]:
+    """Seconds to speak `text` in one call and in one call per chunk (as the TTS stage does), in either order."""
+    voice = get_provider(settings, "piper")
+
+    def one() -> float:
+        t = time.perf_counter()
+        voice.synthesize(text, None, None)
+        return time.perf_counter() - t
+
+    def chunks() -> float:
+        t = time.perf_counter()
+        for piece in reply_sentences(settings, text):
+            voice.synthesize(piece, None, None)
+        return time.perf_counter() - t
+
+    if chunks_first:
+        per_chunk = chunks()
+        return one(), per_chunk
+    one_call = one()
+    return one_call, chunks()
 
 
 def _medians(rows: list[dict], keys: Sequence[str]) -> dict:
@@ -167,10 +195,10 @@ def stage_breakdown(bench: BenchStack, utterances: Sequence[Utterance], reps: in
         _in_process(bench, utterances[0])
         for utt in utterances:
             pipeline, local = [], []
-            for _ in range(reps):
+            for rep in range(reps):
                 clear_tts_cache(bench)  # a miss every time, like the in-process run
                 pipeline.append(_upload_turn(bench, client, utt))
-                local.append(_in_process(bench, utt))
+                local.append(_in_process(bench, utt, chunks_first=rep % 2 == 1))  # order alternates: no bias
             per_utterance[utt.name] = _utterance_breakdown(pipeline, local)
     finally:
         client.close()
@@ -193,7 +221,18 @@ def _utterance_breakdown(pipeline: list[dict], local: list[dict]) -> dict:
         ("upload_s", "e2e_done_s", "e2e_first_audio_s", "e2e_audio_event_s", "audio_fetch_first_byte_s", "pubsub_s"),
     )
     engines = _medians(
-        local, ("decode_s", "stt_s", "dialog_s", "tts_s", "engines_total_s", "storage_put_s", "cache_lookup_miss_s")
+        local,
+        (
+            "decode_s",
+            "stt_s",
+            "dialog_s",
+            "tts_s",
+            "tts_again_s",
+            "tts_chunked_s",
+            "engines_total_s",
+            "storage_put_s",
+            "cache_lookup_miss_s",
+        ),
     )
     ratio = (
         round(client["e2e_done_s"] / engines["engines_total_s"], 3)
@@ -232,16 +271,21 @@ def _overheads(server: dict, client: dict, engines: dict) -> dict:
     queues = [server.get(k) for k in ("stt_queue_s", "dialog_queue_s", "tts_queue_s")]
     queue_waits = round(sum(q for q in queues if q is not None), 4) if any(q is not None for q in queues) else None
     stages = [server.get(k) for k in ("stt_s", "dialog_s", "tts_s")]
+    # The voice's calls per chunk less one call per reply, both timed warm after the reference (0 without them).
+    chunking = diff(engines.get("tts_chunked_s"), engines.get("tts_again_s")) or 0.0
+    chunked = engines["tts_s"] + chunking if engines["tts_s"] is not None else None
     inside = None if queue_waits is None or None in stages else queue_waits + sum(stages)
     return {
         "upload_until_accepted": diff(diff(client.get("e2e_done_s"), server.get("total_s")), client.get("pubsub_s")),
         "queue_waits": queue_waits,
         "stt_stage_minus_engine": diff(server.get("stt_s"), (engines["stt_s"] or 0) + (engines["decode_s"] or 0)),
         "dialog_stage_minus_engine": diff(server.get("dialog_s"), engines["dialog_s"]),
-        # The stage's own engine time splits what the TTS stage adds: the voice slower in the stack than alone
-        # in this process (cores shared with the other processes, one call per chunk instead of one per reply)
-        # and the stage around the voice (cache lookups, storage, one record per chunk).
-        "tts_engine_in_stack_minus_in_process": diff(server.get("tts_engine_s"), engines["tts_s"]),
+        # The stage's own engine time splits what the TTS stage adds: the voice's calls one per chunk instead of
+        # one per reply (the price of the first audio coming early), the same calls slower in the stack than alone
+        # in this process (cores shared with the other processes), and the stage around the voice (cache
+        # lookups, storage, one record per chunk).
+        "tts_chunks_minus_one_call": round(chunking, 4),
+        "tts_engine_in_stack_minus_in_process": diff(server.get("tts_engine_s"), chunked),
         "tts_stage_minus_its_engine": diff(server.get("tts_s"), server.get("tts_engine_s")),
         "pubsub_delivery": client.get("pubsub_s"),
         "after_the_stages": diff(server.get("total_s"), inside),

@@ -62,6 +62,9 @@ def test_scenarios_measured_real_turns(quick_report):
     assert {"stt_queue_s", "dialog_queue_s", "tts_queue_s", "total_s"} <= set(stage["pipeline_server"])
     # The cache is cleared before each turn: the voice spoke, inside the stage's own time.
     assert 0 < stage["pipeline_server"]["tts_engine_s"] <= stage["pipeline_server"]["tts_s"]
+    # The voice's share splits: the reply spoken again in one call and in the stage's chunks, in this process.
+    assert stage["in_process"]["tts_again_s"] > 0 and stage["in_process"]["tts_chunked_s"] > 0
+    assert isinstance(stage["overhead_s"]["tts_chunks_minus_one_call"], float)
     for mode in ("ptt", "handsfree"):
         assert scen["latency"]["by_mode"][mode]["eos_to_final_s"]["n"] >= 1, mode
     assert all(r["status"] == "done" and r["transcript"] for r in scen["latency"]["runs"])
