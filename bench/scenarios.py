@@ -13,6 +13,7 @@ import requests
 import websocket
 
 from voiceapp.audio import decode
+from voiceapp.config import Settings
 from voiceapp.dialog.answer import respond
 from voiceapp.storage.audio import REPLIES_BUCKET, delete_audio, put_audio
 from voiceapp.stt.registry import get_engine
@@ -158,7 +159,7 @@ def _in_process(bench: BenchStack, utt: Utterance, chunks_first: bool = False) -
     }
 
 
-def _voice_calls(settings, text: str, chunks_first: bool) -> tuple[float, float]:
+def _voice_calls(settings: Settings, text: str, chunks_first: bool) -> tuple[float, float]:
     """Seconds to speak `text` in one call and in one call per chunk (as the TTS stage does), in either order."""
     voice = get_provider(settings, "piper")
 
